@@ -1,0 +1,131 @@
+"""Recorded attention equals an independent softmax(Q·Kᵀ·scale) from the layer's own projections."""
+
+import pytest
+import torch
+
+from workbench import BudgetError, RecordingPolicy, generate
+from workbench.core.policy import estimate_bytes
+
+PROMPT = "a yellow triangle below a green circle"
+
+
+def capture_inputs(pipe, layer):
+    """Forward pre-hook on one attention module: its (hidden_states, encoder_hidden_states) per call."""
+    module = pipe.unet.get_submodule(layer)
+    calls = []
+
+    def hook(mod, args, kwargs):
+        hs = args[0] if args else kwargs["hidden_states"]
+        ctx = kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None)
+        calls.append((hs.detach().clone(), ctx.detach().clone()))
+
+    return module, calls, module.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+@pytest.mark.parametrize("guidance", [1.0, 6.0])
+def test_attention_matches_reference_softmax(tiny_pipe, guidance):
+    layers = [n.removesuffix(".processor") for n in tiny_pipe.unet.attn_processors if "attn2" in n]
+    policy = RecordingPolicy(heads="all", dtype="float32")
+    hooks = [capture_inputs(tiny_pipe, name) for name in layers]
+    try:
+        run = generate(
+            tiny_pipe, PROMPT, seed=2, steps=3, guidance_scale=guidance, policy=policy, progress=False
+        )
+    finally:
+        for _, _, handle in hooks:
+            handle.remove()
+    for name, (module, calls, _) in zip(layers, hooks):
+        assert len(calls) == 3
+        for step, (hs, ctx) in enumerate(calls):
+            row = hs.shape[0] - 1  # the conditional image is the last batch row
+            q = hs[row] @ module.to_q.weight.T  # (queries, inner); to_q has no bias in SD
+            k = ctx[row] @ module.to_k.weight.T  # (tokens, inner)
+            heads = module.heads
+            d = q.shape[-1] // heads
+            q = q.view(-1, heads, d).transpose(0, 1)  # (heads, queries, d)
+            k = k.view(-1, heads, d).transpose(0, 1)  # (heads, tokens, d)
+            ref = torch.softmax(q @ k.transpose(1, 2) / d**0.5, dim=-1)  # (heads, queries, tokens)
+            got = run.attention.probs[name][step]
+            assert got.shape == ref.shape
+            assert (got - ref).abs().max().item() <= 1e-5
+            assert torch.allclose(got.sum(-1), torch.ones(()), atol=1e-5)
+
+
+def test_head_mean_and_fp16_policy(tiny_pipe):
+    full = generate(
+        tiny_pipe,
+        PROMPT,
+        seed=4,
+        steps=2,
+        policy=RecordingPolicy(heads="all", dtype="float32"),
+        progress=False,
+    )
+    mean = generate(tiny_pipe, PROMPT, seed=4, steps=2, progress=False)
+    for name, p in mean.attention.probs.items():
+        assert p.dtype == torch.float16 and p.shape[1] == 1
+        ref = full.attention.probs[name].mean(dim=1, keepdim=True)
+        assert (p.float() - ref).abs().max().item() < 2e-3
+
+
+def test_negative_branch_recorded(tiny_pipe):
+    run = generate(
+        tiny_pipe,
+        PROMPT,
+        negative_prompt="a blue square",
+        seed=4,
+        steps=2,
+        guidance_scale=5.0,
+        policy=RecordingPolicy(negative=True, dtype="float32"),
+        progress=False,
+    )
+    assert run.negative_attention is not None
+    name = next(iter(run.attention.probs))
+    neg, pos = run.negative_attention.probs[name], run.attention.probs[name]
+    assert torch.allclose(neg.sum(-1), torch.ones(()), atol=1e-5)
+    assert not torch.allclose(neg, pos)
+    assert run.negative_tokens.word.tolist()[1:4] == ["a", "blue", "square"]
+
+
+def test_policy_filters_steps_and_layers(tiny_pipe):
+    policy = RecordingPolicy(steps=[0, 2], layers=["4x4"])
+    run = generate(tiny_pipe, PROMPT, seed=1, steps=3, policy=policy, progress=False)
+    assert run.attention.steps == [0, 2]
+    assert list(run.attention.probs) == ["mid_block.attentions.0.transformer_blocks.0.attn2"]
+    assert run.attention.probs["mid_block.attentions.0.transformer_blocks.0.attn2"].shape == (2, 1, 16, 16)
+
+
+def test_bytes_equal_estimate(tiny_pipe):
+    from workbench.core.adapters import adapter_for
+
+    adapter = adapter_for(tiny_pipe)
+    for policy in (RecordingPolicy(), RecordingPolicy(heads="all", dtype="float32", steps=[1, 3])):
+        run = generate(tiny_pipe, PROMPT, seed=1, steps=4, guidance_scale=3.0, policy=policy, progress=False)
+        est = estimate_bytes(policy, adapter.layers(), adapter.latent_hw(16, 16), adapter.text_limit, 4)
+        assert run.attention.nbytes() == est
+
+
+def test_budget_checked_before_generation(tiny_pipe):
+    policy = RecordingPolicy(heads="all", dtype="float32", budget_bytes=20_000)
+    calls = []
+    with pytest.raises(BudgetError) as err:
+        generate(
+            tiny_pipe,
+            PROMPT,
+            seed=1,
+            steps=4,
+            policy=policy,
+            progress=False,
+            on_step=lambda *a: calls.append(a),
+        )
+    msg = str(err.value)
+    assert "MB" in msg and "heads" in msg and "fit" in msg
+    assert calls == []  # nothing ran
+
+
+def test_non_square_grid(tiny_pipe):
+    run = generate(tiny_pipe, PROMPT, seed=1, steps=2, height=16, width=32, progress=False)
+    assert run.image.size == (32, 16)
+    for name, (h, w) in run.attention.shapes.items():
+        assert run.attention.probs[name].shape[2] == h * w
+    assert run.attention.shapes["down_blocks.0.attentions.0.transformer_blocks.0.attn2"] == (8, 16)
+    assert run.attention.grid("down_blocks.0.attentions.0.transformer_blocks.0.attn2").shape[2:4] == (8, 16)

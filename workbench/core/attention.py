@@ -1,0 +1,199 @@
+"""Cross-attention probabilities: the store that holds them and the processor that observes them.
+
+The observer wraps the layer's own processor: the stock processor (SDPA or whatever was installed)
+computes the layer's output untouched, and the probabilities softmax(Q·Kᵀ·scale) are computed beside
+it from the same module's ``to_q``/``to_k`` on the same inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+
+from .layers import CrossAttentionLayer
+from .policy import RecordingPolicy
+
+
+@dataclass
+class AttentionStore:
+    """Cross-attention probabilities of one branch, keyed by layer module path.
+
+    Attributes:
+        probs: layer path -> (steps, heads | 1, queries, tokens) tensor; queries run row-major over
+            the layer's grid ``shapes[layer]``.
+        steps: the denoising step indices kept (the first axis of every tensor).
+        shapes: layer path -> (rows, cols) of the query grid.
+        heads: ``"mean"`` (heads averaged at record time) or ``"all"``.
+    """
+
+    probs: dict[str, torch.Tensor] = field(default_factory=dict)
+    steps: list[int] = field(default_factory=list)
+    shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    heads: str = "mean"
+
+    def layer_names(self, resolution: str | int | None = None) -> list[str]:
+        """Layer paths, optionally only those of one resolution (``"16x16"`` or its larger side)."""
+        if resolution is None:
+            return list(self.probs)
+        if isinstance(resolution, int):
+            return [n for n in self.probs if max(self.shapes[n]) == resolution]
+        return [n for n in self.probs if f"{self.shapes[n][0]}x{self.shapes[n][1]}" == resolution]
+
+    def resolutions(self) -> list[str]:
+        seen = dict.fromkeys(f"{h}x{w}" for h, w in self.shapes.values())
+        return list(seen)
+
+    def grid(self, layer: str) -> torch.Tensor:
+        """One layer's maps on its spatial grid: (steps, heads | 1, rows, cols, tokens)."""
+        h, w = self.shapes[layer]
+        p = self.probs[layer]  # (steps, heads, queries, tokens)
+        return p.reshape(p.shape[0], p.shape[1], h, w, p.shape[-1])
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.probs.values())
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per (step, layer, token): the attention mass the token receives, averaged over queries."""
+        frames = []
+        for name, p in self.probs.items():
+            mass = p.float().mean(dim=(1, 2))  # (steps, tokens)
+            steps, tokens = mass.shape
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "step": [s for s in self.steps for _ in range(tokens)],
+                        "layer": name,
+                        "resolution": f"{self.shapes[name][0]}x{self.shapes[name][1]}",
+                        "position": list(range(tokens)) * steps,
+                        "mass": mass.reshape(-1).tolist(),
+                    }
+                )
+            )
+        if not frames:
+            return pd.DataFrame(columns=["step", "layer", "resolution", "position", "mass"])
+        return pd.concat(frames, ignore_index=True)
+
+
+class AttentionSink:
+    """Preallocated storage the observers write into, one row per kept step."""
+
+    def __init__(
+        self,
+        policy: RecordingPolicy,
+        layers: list[CrossAttentionLayer],
+        latent_hw: tuple[int, int],
+        tokens: int,
+        total_steps: int,
+        batch: int,
+    ):
+        self.policy = policy
+        self.layers = {layer.name: layer for layer in policy.select_layers(layers, latent_hw)}
+        self.kept = policy.kept_steps(total_steps)
+        self.row_of = {s: i for i, s in enumerate(self.kept)}
+        self.batch = batch
+        self.step = 0  # the denoising step the UNet is working on
+        self.shapes = {n: layer.grid(*latent_hw) for n, layer in self.layers.items()}
+        branches = ["cond", "uncond"] if policy.negative else ["cond"]
+        self.buffers: dict[str, dict[str, torch.Tensor]] = {b: {} for b in branches}
+        for b in branches:
+            for n, layer in self.layers.items():
+                h, w = self.shapes[n]
+                heads = layer.heads if policy.heads == "all" else 1
+                self.buffers[b][n] = torch.zeros(
+                    (len(self.kept), heads, h * w, tokens), dtype=policy.torch_dtype, device=policy.device
+                )
+        self.written: dict[str, set[int]] = {n: set() for n in self.layers}
+
+    def wants(self, layer: str) -> bool:
+        return layer in self.layers and self.step in self.row_of
+
+    def write(self, layer: str, branch: str, probs: torch.Tensor) -> None:
+        # probs: (heads, queries, tokens) float32
+        if branch not in self.buffers:
+            return
+        buf = self.buffers[branch][layer]
+        if probs.shape[-2] != buf.shape[-2]:
+            raise RuntimeError(
+                f"layer {layer} produced {probs.shape[-2]} queries, expected the grid {self.shapes[layer]}"
+            )
+        if self.policy.heads == "mean":
+            probs = probs.mean(dim=0, keepdim=True)
+        row = self.row_of[self.step]
+        buf[row].copy_(probs.to(dtype=buf.dtype, device=buf.device))
+        self.written[layer].add(row)
+
+    def finish(self, steps_done: int) -> dict[str, AttentionStore]:
+        """Stores holding the steps that completed (an interrupted run keeps what it has)."""
+        rows = [i for i, s in enumerate(self.kept) if s < steps_done]
+        stores = {}
+        for branch, buffers in self.buffers.items():
+            probs = {
+                n: (t if len(rows) == len(self.kept) else t[: len(rows)].clone()) for n, t in buffers.items()
+            }
+            stores[branch] = AttentionStore(
+                probs=probs,
+                steps=[self.kept[i] for i in rows],
+                shapes=dict(self.shapes),
+                heads=self.policy.heads,
+            )
+        return stores
+
+
+class RecordingProcessor:
+    """Wraps a layer's attention processor; records softmax(Q·Kᵀ·scale) beside the stock output."""
+
+    def __init__(self, inner, layer: str, sink: AttentionSink):
+        self.inner = inner
+        self.layer = layer
+        self.sink = sink
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
+        out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
+        if encoder_hidden_states is not None and self.sink.wants(self.layer):
+            with torch.no_grad():
+                self._record(attn, hidden_states, encoder_hidden_states, attention_mask)
+        return out
+
+    def _record(self, attn, hidden_states, context, attention_mask) -> None:
+        b = self.sink.batch
+        n = hidden_states.shape[0]
+        if n == 2 * b:  # classifier-free guidance: [unconditional | conditional]
+            branches = {"uncond": slice(0, b), "cond": slice(b, 2 * b)}
+        else:
+            branches = {"cond": slice(0, n)}
+        for branch, rows in branches.items():
+            if branch not in self.sink.buffers:
+                continue
+            probs = attention_probs(attn, hidden_states[rows], context[rows], attention_mask)
+            self.sink.write(self.layer, branch, probs[0])  # one image per run: batch row 0
+
+
+def attention_probs(attn, hidden_states, context, attention_mask=None) -> torch.Tensor:
+    """softmax(Q·Kᵀ·scale) of a diffusers ``Attention`` module, in float32.
+
+    Returns (batch, heads, queries, tokens).
+    """
+    x = hidden_states
+    if x.ndim == 4:  # (batch, channels, h, w) -> (batch, h*w, channels)
+        x = x.flatten(2).transpose(1, 2)
+    if attn.group_norm is not None:
+        x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
+    if attn.norm_cross:
+        context = attn.norm_encoder_hidden_states(context)
+    q = attn.to_q(x)  # (batch, queries, inner)
+    k = attn.to_k(context)  # (batch, tokens, inner)
+    batch, heads = q.shape[0], attn.heads
+    head_dim = k.shape[-1] // heads
+    q = q.view(batch, -1, heads, head_dim).transpose(1, 2)  # (batch, heads, queries, head_dim)
+    k = k.view(batch, -1, heads, head_dim).transpose(1, 2)  # (batch, heads, tokens, head_dim)
+    if attn.norm_q is not None:
+        q = attn.norm_q(q)
+    if attn.norm_k is not None:
+        k = attn.norm_k(k)
+    scores = (q.float() @ k.float().transpose(-1, -2)) * attn.scale  # (batch, heads, queries, tokens)
+    if attention_mask is not None:
+        mask = attn.prepare_attention_mask(attention_mask, k.shape[2], batch)
+        scores = scores + mask.view(batch, heads, -1, mask.shape[-1]).float()
+    return scores.softmax(dim=-1)

@@ -1,0 +1,226 @@
+"""``generate``: one stock pipeline call, recorded step by step into a ``Run``."""
+
+from __future__ import annotations
+
+import numbers
+import threading
+import warnings
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from .adapters import adapter_for
+from .attention import AttentionSink, AttentionStore
+from .loading import model_source, weights_hash
+from .policy import RecordingPolicy, check_budget
+from .recorder import StepCallback, record
+from .run import Run, RunConfig
+from .schedulers import make_scheduler
+from .tokens import token_table
+
+MAX_SEED = 2**63 - 1
+
+
+def versions() -> dict[str, str]:
+    import diffusers
+    import transformers
+
+    from workbench import __version__
+
+    return {
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "workbench": __version__,
+    }
+
+
+def _check_int(name: str, value, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < low or (high is not None and value > high):
+        span = f">= {low}" if high is None else f"in {low}..{high}"
+        raise ValueError(f"{name} must be {span}, got {value!r}")
+    return int(value)
+
+
+def _check_size(name: str, value, multiple: int) -> int:
+    value = _check_int(name, value, 1)
+    if value % multiple:
+        lower, upper = value - value % multiple, value - value % multiple + multiple
+        raise ValueError(
+            f"{name} must be a multiple of {multiple} for this model, got {value}; try {lower or upper} or {upper}"
+        )
+    return value
+
+
+def draw_noise(pipe, seed: int, height: int, width: int) -> tuple[torch.Tensor, torch.Generator]:
+    """The initial latent noise for ``seed``, drawn exactly as the pipeline draws it.
+
+    A CPU generator gives the same noise on any device. Returns the noise (1, C, h, w) on the pipeline's
+    device and dtype, and the generator in the state the pipeline would leave it after drawing.
+    """
+    adapter = adapter_for(pipe)
+    gen = torch.Generator("cpu").manual_seed(seed)
+    h, w = adapter.latent_hw(height, width)
+    shape = (1, adapter.latent_channels, h, w)
+    noise = randn_tensor(shape, generator=gen, device=pipe.device, dtype=pipe.unet.dtype)
+    return noise, gen
+
+
+def generate(
+    pipe,
+    prompt: str,
+    *,
+    seed: int,
+    steps: int = 25,
+    guidance_scale: float = 7.5,
+    negative_prompt: str | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    scheduler=None,
+    policy: RecordingPolicy | None = None,
+    progress: bool = True,
+    cancel: threading.Event | None = None,
+    on_step: StepCallback | None = None,
+) -> Run:
+    """Run the stock pipeline once and record every denoising step.
+
+    Args:
+        pipe: a pipeline from ``load_pipeline`` (or any ``StableDiffusionPipeline``).
+        prompt: the text prompt.
+        seed: fixes the initial noise (0 <= seed < 2**63); the same seed gives the same noise for any
+            prompt, so runs that differ only in the prompt start from the same latent.
+        steps: number of denoising steps (>= 1).
+        guidance_scale: classifier-free guidance weight (>= 0; <= 1 turns guidance off).
+        negative_prompt: text for the unconditional branch.
+        height, width: image size in pixels, multiples of the model's factor; default: the model's native size.
+        scheduler: a name from ``workbench.core.schedulers.SCHEDULERS`` (``"ddim"``, ``"euler"``,
+            ``"dpm++"``, ...) or a diffusers scheduler; default: the pipeline's own.
+        policy: what attention to keep (default ``RecordingPolicy()``: every step and layer, heads
+            averaged, float16 on CPU).
+        progress: show a progress bar over the steps.
+        cancel: a ``threading.Event``; setting it stops after the current step (the run is kept, marked
+            incomplete).
+        on_step: called as ``on_step(step, x0, latent)`` after every step (for live previews).
+
+    Returns:
+        The ``Run``. On Ctrl-C the run so far is returned, marked ``complete=False``.
+
+    Example:
+        >>> run = generate(pipe, "a red circle left of a blue square", seed=3, steps=25)  # doctest: +SKIP
+    """
+    adapter = adapter_for(pipe)
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    if negative_prompt is not None and not isinstance(negative_prompt, str):
+        raise TypeError(f"negative_prompt must be a str or None, got {type(negative_prompt).__name__}")
+    seed = _check_int("seed", seed, 0, MAX_SEED)
+    steps = _check_int("steps", steps, 1, 1000)
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real):
+        raise TypeError(f"guidance_scale must be a number, got {guidance_scale!r}")
+    if not guidance_scale >= 0:
+        raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale!r}")
+    height = _check_size("height", adapter.default_size if height is None else height, adapter.size_multiple)
+    width = _check_size("width", adapter.default_size if width is None else width, adapter.size_multiple)
+    policy = RecordingPolicy() if policy is None else policy
+    if not isinstance(policy, RecordingPolicy):
+        raise TypeError(f"policy must be a RecordingPolicy, got {type(policy).__name__}")
+    new_scheduler = None if scheduler is None else make_scheduler(scheduler, pipe.scheduler.config)
+
+    latent_hw = adapter.latent_hw(height, width)
+    layers = adapter.layers()
+    check_budget(policy, layers, latent_hw, adapter.text_limit, steps)  # also validates layers and steps
+    tokens = token_table(pipe.tokenizer, prompt, adapter.text_limit)
+    neg_tokens = token_table(pipe.tokenizer, negative_prompt or "", adapter.text_limit)
+    guided = adapter.uses_guidance(float(guidance_scale))
+    if policy.negative and not guided:
+        warnings.warn(
+            "policy.negative is set but guidance is off: there is no negative branch to record", stacklevel=2
+        )
+    sink = (
+        AttentionSink(policy, layers, latent_hw, adapter.text_limit, steps, batch=1)
+        if policy.record_attention
+        else None
+    )
+
+    old_scheduler = pipe.scheduler
+    if new_scheduler is not None:
+        pipe.scheduler = new_scheduler
+    noise, gen = draw_noise(pipe, seed, height, width)
+    output, interrupted = None, False
+    try:
+        with record(pipe, sink, total_steps=steps, progress=progress, cancel=cancel, on_step=on_step) as rec:
+            try:
+                output = pipe(
+                    prompt,
+                    negative_prompt=negative_prompt,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance_scale,
+                    height=height,
+                    width=width,
+                    generator=gen,
+                    latents=noise,
+                    callback_on_step_end=rec.on_step_end,
+                    callback_on_step_end_tensor_inputs=[],
+                )
+            except KeyboardInterrupt:
+                interrupted = True
+        used_scheduler = pipe.scheduler
+    finally:
+        pipe.scheduler = old_scheduler
+
+    complete = not interrupted and rec.steps_done == steps
+    if not complete:
+        warnings.warn(
+            f"generation stopped after {rec.steps_done} of {steps} steps; the run keeps those steps "
+            "and is marked incomplete",
+            stacklevel=2,
+        )
+    stores = sink.finish(rec.steps_done) if sink is not None else {}
+    config = RunConfig(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        seed=seed,
+        steps=steps,
+        guidance_scale=float(guidance_scale),
+        height=height,
+        width=width,
+        scheduler=type(used_scheduler).__name__,
+        scheduler_config=_jsonable(dict(used_scheduler.config)),
+        model={
+            "source": model_source(pipe),
+            "pipeline": type(pipe).__name__,
+            "weights_sha256": weights_hash(pipe),
+        },
+        dtype=str(pipe.unet.dtype).removeprefix("torch."),
+        device=str(pipe.device),
+        versions=versions(),
+        policy=policy.to_dict(),
+    )
+    empty = torch.zeros((0, *noise.shape[1:]))
+    return Run(
+        config=config,
+        tokens=tokens,
+        negative_tokens=neg_tokens,
+        timesteps=torch.tensor(rec.timesteps, dtype=torch.float64),
+        noise=noise[0].detach().float().cpu(),
+        latents=torch.stack(rec.latents) if rec.latents else empty,
+        x0=torch.stack(rec.x0) if rec.x0 else empty,
+        image=output.images[0] if (output is not None and complete) else None,
+        attention=stores.get("cond", AttentionStore(heads=policy.heads)),
+        negative_attention=stores.get("uncond"),
+        complete=complete,
+    )
+
+
+def _jsonable(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            out[k] = v
+        elif isinstance(v, (list, tuple)):
+            out[k] = [x if isinstance(x, (str, int, float, bool)) or x is None else str(x) for x in v]
+        else:
+            out[k] = str(v)
+    return out

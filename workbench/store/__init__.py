@@ -1,0 +1,1 @@
+"""Runs on disk, the experiment index and reports."""
