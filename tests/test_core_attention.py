@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from workbench import BudgetError, RecordingPolicy, generate
+from workbench.core.attention import attention_probs
 from workbench.core.policy import estimate_bytes
 
 PROMPT = "a yellow triangle below a green circle"
@@ -46,6 +47,9 @@ def test_attention_matches_reference_softmax(tiny_pipe, guidance):
             k = k.view(-1, heads, d).transpose(0, 1)  # (heads, tokens, d)
             ref = torch.softmax(q @ k.transpose(1, 2) / d**0.5, dim=-1)  # (heads, queries, tokens)
             got = run.attention.probs[name][step]
+            # the fallback path (for processors that never call to_q/to_k) agrees too
+            fallback = attention_probs(module, hs[row : row + 1], ctx[row : row + 1])[0]
+            assert (fallback - ref).abs().max().item() <= 1e-5
             assert got.shape == ref.shape
             assert (got - ref).abs().max().item() <= 1e-5
             assert torch.allclose(got.sum(-1), torch.ones(()), atol=1e-5)

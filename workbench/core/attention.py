@@ -142,18 +142,40 @@ class AttentionSink:
 
 
 class RecordingProcessor:
-    """Wraps a layer's attention processor; records softmax(Q·Kᵀ·scale) beside the stock output."""
+    """Wraps a layer's attention processor; records softmax(Q·Kᵀ·scale) beside the stock output.
+
+    Q and K are the very tensors the stock processor computed: forward hooks on the layer's ``to_q`` and
+    ``to_k`` hand them over, so nothing is projected twice. Where a processor does not call them (fused
+    QKV projections), they are recomputed from the same inputs.
+    """
 
     def __init__(self, inner, layer: str, sink: AttentionSink):
         self.inner = inner
         self.layer = layer
         self.sink = sink
+        self.q: torch.Tensor | None = None
+        self.k: torch.Tensor | None = None
+
+    def hook(self, attn) -> list:
+        """Install the ``to_q``/``to_k`` hooks on ``attn``; returns the handles to remove."""
+
+        def keep_q(module, args, output):
+            if self.sink.wants(self.layer):
+                self.q = output
+
+        def keep_k(module, args, output):
+            if self.sink.wants(self.layer):
+                self.k = output
+
+        return [attn.to_q.register_forward_hook(keep_q), attn.to_k.register_forward_hook(keep_k)]
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
+        self.q = self.k = None
         out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
         if encoder_hidden_states is not None and self.sink.wants(self.layer):
             with torch.no_grad():
                 self._record(attn, hidden_states, encoder_hidden_states, attention_mask)
+        self.q = self.k = None
         return out
 
     def _record(self, attn, hidden_states, context, attention_mask) -> None:
@@ -166,12 +188,16 @@ class RecordingProcessor:
         for branch, rows in branches.items():
             if branch not in self.sink.buffers:
                 continue
-            probs = attention_probs(attn, hidden_states[rows], context[rows], attention_mask)
+            mask = None if attention_mask is None else attention_mask[rows]
+            if self.q is not None and self.k is not None:
+                probs = probs_from_projections(attn, self.q[rows], self.k[rows], mask)
+            else:
+                probs = attention_probs(attn, hidden_states[rows], context[rows], mask)
             self.sink.write(self.layer, branch, probs[0])  # one image per run: batch row 0
 
 
 def attention_probs(attn, hidden_states, context, attention_mask=None) -> torch.Tensor:
-    """softmax(Q·Kᵀ·scale) of a diffusers ``Attention`` module, in float32.
+    """softmax(Q·Kᵀ·scale) of a diffusers ``Attention`` module from its inputs, in float32.
 
     Returns (batch, heads, queries, tokens).
     """
@@ -182,8 +208,11 @@ def attention_probs(attn, hidden_states, context, attention_mask=None) -> torch.
         x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
     if attn.norm_cross:
         context = attn.norm_encoder_hidden_states(context)
-    q = attn.to_q(x)  # (batch, queries, inner)
-    k = attn.to_k(context)  # (batch, tokens, inner)
+    return probs_from_projections(attn, attn.to_q(x), attn.to_k(context), attention_mask)
+
+
+def probs_from_projections(attn, q: torch.Tensor, k: torch.Tensor, attention_mask=None) -> torch.Tensor:
+    """softmax(Q·Kᵀ·scale) from projected queries (batch, queries, inner) and keys (batch, tokens, inner)."""
     batch, heads = q.shape[0], attn.heads
     head_dim = k.shape[-1] // heads
     q = q.view(batch, -1, heads, head_dim).transpose(1, 2)  # (batch, heads, queries, head_dim)

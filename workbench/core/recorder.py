@@ -98,17 +98,24 @@ def record(
     originals = dict(unet.attn_processors)
     old_bar = getattr(pipe, "_progress_bar_config", None)
     rec = Recorder(sink, total_steps, progress, cancel, on_step)
+    handles = []
     try:
         if sink is not None:
             observed = {}
             for key, proc in originals.items():
                 layer = key.removesuffix(".processor")
-                observed[key] = RecordingProcessor(proc, layer, sink) if layer in sink.layers else proc
+                if layer in sink.layers:
+                    observed[key] = RecordingProcessor(proc, layer, sink)
+                    handles += observed[key].hook(unet.get_submodule(layer))
+                else:
+                    observed[key] = proc
             unet.set_attn_processor(observed)
         scheduler.step = rec.wrap_step(scheduler)
         pipe.set_progress_bar_config(disable=True)
         yield rec
     finally:
+        for handle in handles:
+            handle.remove()
         unet.set_attn_processor(dict(originals))  # a copy: set_attn_processor consumes its argument
         scheduler.__dict__.pop("step", None)
         if old_bar is None:

@@ -1,0 +1,155 @@
+"""Recording overhead: time(recorded, default policy) / time(unhooked stock call), and recorded bytes.
+
+Measured in one process, alternating the two calls and taking medians, on
+(a) the tiny test pipeline and (b) a Stable Diffusion 1.5-architecture pipeline with random weights
+(its public UNet/VAE/CLIP-L configs; nothing is downloaded) at 256x256 for a few steps.
+
+    python benchmarks/recording_overhead.py [--sd-steps 3] [--repeats 3]
+
+Goal: ratio <= 1.10 on both, and recorded bytes within 5% of the policy's own estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from workbench import RecordingPolicy, generate, load_pipeline  # noqa: E402
+from workbench.core.adapters import adapter_for  # noqa: E402
+from workbench.core.policy import estimate_bytes  # noqa: E402
+
+PROMPT = "a painting of a red circle left of a blue square"
+
+
+def sd15_pipeline(root: Path):
+    """SD 1.5's architecture (UNet 860M, VAE 84M, CLIP ViT-L/14 text encoder) with random weights."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from tiny import build_tokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(build_tokenizer(root / "tok", max_length=77))
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        layers_per_block=2,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=512,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    )
+    sched = PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tok,
+        unet=unet,
+        scheduler=sched,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(root / "sd15", safe_serialization=True)
+    return load_pipeline(root / "sd15", device="cpu", dtype="float32")
+
+
+def measure(pipe, *, steps: int, size: int, repeats: int) -> dict:
+    policy = RecordingPolicy()
+    pipe.set_progress_bar_config(disable=True)
+
+    def unhooked():
+        pipe(
+            PROMPT,
+            num_inference_steps=steps,
+            height=size,
+            width=size,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pil",
+        )
+
+    def recorded():
+        return generate(
+            pipe, PROMPT, seed=0, steps=steps, height=size, width=size, policy=policy, progress=False
+        )
+
+    run = recorded()  # warm-up, and the weights hash is computed once per pipeline
+    unhooked()
+    t_rec, t_base = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        unhooked()
+        t_base.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        run = recorded()
+        t_rec.append(time.perf_counter() - t0)
+    adapter = adapter_for(pipe)
+    est = estimate_bytes(policy, adapter.layers(), adapter.latent_hw(size, size), adapter.text_limit, steps)
+    return {
+        "unhooked_s": statistics.median(t_base),
+        "recorded_s": statistics.median(t_rec),
+        "ratio": statistics.median(t_rec) / statistics.median(t_base),
+        "bytes": run.attention.nbytes(),
+        "estimate": est,
+    }
+
+
+def report(name: str, m: dict) -> None:
+    print(
+        f"{name:<28} unhooked {m['unhooked_s']:7.3f} s  recorded {m['recorded_s']:7.3f} s  "
+        f"ratio {m['ratio']:.3f}  bytes {m['bytes']:,} (estimate {m['estimate']:,}, "
+        f"{100 * m['bytes'] / m['estimate']:.1f}%)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sd-steps", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-sd", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        from tiny import build_pipeline_folder
+
+        tiny = load_pipeline(build_pipeline_folder(Path(tmp) / "tiny"), device="cpu", dtype="float32")
+        report("tiny (16x16, 25 steps)", measure(tiny, steps=25, size=16, repeats=max(args.repeats, 5)))
+        if not args.skip_sd:
+            sd = sd15_pipeline(Path(tmp))
+            report(
+                f"SD1.5 arch (256x256, {args.sd_steps} st)",
+                measure(sd, steps=args.sd_steps, size=256, repeats=args.repeats),
+            )
+
+
+if __name__ == "__main__":
+    main()
