@@ -50,7 +50,7 @@ def token_table(tokenizer, text: str, max_length: int | None = None) -> pd.DataF
     # where the text has white space before the next token.
     word_of: list[int] = []
     word_spans: list[list[int]] = []
-    for i, piece in enumerate(pieces):
+    for i in range(len(pieces)):
         starts_new = i == 0 or pieces[i - 1].endswith("</w>") or offsets[i][0] > offsets[i - 1][1]
         if starts_new:
             word_spans.append([offsets[i][0], offsets[i][1]])
