@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The main job: set up .venv, then run a small study on the embedded model and write its report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/workbench study --out "${1:-runs/study}"
