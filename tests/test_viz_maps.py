@@ -1,0 +1,73 @@
+"""Map and step figures carry the data they were given, and the recipe that made it."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_analysis_fakes import DOWN, MID, fake_run, on_bos
+
+from workbench.analysis import Filmstrip, change_curves, word_layer_mass, word_maps, word_step_mass
+from workbench.viz import (
+    change_curve_figure,
+    filmstrip_figure,
+    word_layer_matrix,
+    word_overlay,
+    word_step_matrix,
+)
+
+CIRCLE = 4
+
+
+def circle_run():
+    probs = on_bos()
+    probs[DOWN][1, 0, 13] = 0
+    probs[DOWN][1, 0, 13, CIRCLE] = 1.0
+    return fake_run(probs)
+
+
+def test_word_overlay_holds_maps_and_image():
+    run = circle_run()
+    run.image = Image.fromarray(np.full((8, 16, 3), 7, dtype=np.uint8))
+    wm = word_maps(run, "daam")
+    fig = word_overlay(run, wm, words=["red", "circle"])
+    heat = [t for t in fig.data if t.type == "heatmap"]
+    images = [t for t in fig.data if t.type == "image"]
+    assert [t.name for t in heat] == ["red", "circle"]
+    assert np.allclose(np.asarray(heat[1].z), wm.get("circle").numpy())
+    assert np.array_equal(np.asarray(images[0].z), np.asarray(run.image))
+    assert "daam" in fig.layout.title.text
+    with pytest.raises(ValueError, match="maps are \\(4, 8\\) but the image is \\(8, 16\\)"):
+        word_overlay(run, word_maps(run, size="latent"))
+
+
+def test_word_step_and_layer_matrices():
+    run = circle_run()
+    fig = word_step_matrix(word_step_mass(run))
+    hm = fig.data[0]
+    assert list(hm.y) == ["a", "red", "circle"] and list(hm.x) == [0, 2, 4]
+    z = np.asarray(hm.z)
+    assert z[2, 1] == pytest.approx(1 / 64) and z[2, 0] == 0
+    assert fig.layout.xaxis.title.text.startswith("denoising step")
+    assert "all-mean" in fig.layout.title.text
+    lf = word_layer_matrix(word_layer_mass(run))
+    assert np.asarray(lf.data[0].z)[2, 0] == pytest.approx(1 / 96)
+    assert list(lf.data[0].customdata[0]) == [DOWN, MID]
+    with pytest.raises(ValueError, match="'layer' column"):
+        word_layer_matrix(word_step_mass(run))
+
+
+def test_filmstrip_and_curve_figures():
+    frames = np.arange(3 * 2 * 2 * 3, dtype=np.uint8).reshape(3, 2, 2, 3)
+    strip = Filmstrip(
+        x0=frames, latent=frames[::-1].copy(), steps=[-1, 0, 1], timesteps=[float("nan"), 500.0, 1.0]
+    )
+    fig = filmstrip_figure(strip)
+    assert len(fig.frames) == 3 and [f.name for f in fig.frames] == ["noise", "step 0", "step 1"]
+    assert np.array_equal(np.asarray(fig.frames[2].data[0].z), frames[2])
+    assert np.array_equal(np.asarray(fig.frames[2].data[1].z), frames[0])
+    assert len(fig.layout.sliders[0].steps) == 3
+    run = fake_run(latents=torch.randn(6, 4, 4, 8))
+    curves = change_curves(run)
+    cf = change_curve_figure(curves)
+    assert np.allclose(np.asarray(cf.data[0].y), curves.x0_latent_rms.to_numpy())
+    assert "latent units" in cf.layout.yaxis.title.text

@@ -1,0 +1,16 @@
+"""Figures: plotly builders from analysis results; every builder returns a ``go.Figure``.
+
+Example:
+    >>> from workbench.viz import word_overlay, filmstrip_figure  # doctest: +SKIP
+"""
+
+from .maps import word_layer_matrix, word_overlay, word_step_matrix
+from .steps import change_curve_figure, filmstrip_figure
+
+__all__ = [
+    "change_curve_figure",
+    "filmstrip_figure",
+    "word_layer_matrix",
+    "word_overlay",
+    "word_step_matrix",
+]

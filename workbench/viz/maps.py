@@ -1,0 +1,157 @@
+"""Figures of heat maps: word overlays on the image, word × step and word × layer mass matrices."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from workbench.analysis.heatmaps import WordMaps
+
+from ._common import as_image, grid, hide_image_axes, titled
+
+
+def word_overlay(
+    image,
+    maps: WordMaps,
+    *,
+    words: list[str] | None = None,
+    opacity: float = 0.5,
+    cols: int = 4,
+    colorscale: str = "Inferno",
+    fig: go.Figure | None = None,
+) -> go.Figure:
+    """The image with each word's heat map laid over it, one panel per word.
+
+    Args:
+        image: the run's image (PIL, (H, W, 3) uint8 array, or the Run itself).
+        maps: from ``word_maps`` at the image's size.
+        words: which words (or labels) to show; default all.
+        opacity: of the heat map over the image.
+        cols: panels per row.
+        fig: a figure to draw into (with a matching subplot grid); default a new one.
+
+    Returns:
+        ``go.Figure``: per panel a ``go.Image`` trace then a ``go.Heatmap`` whose ``z`` is the map;
+        one colour scale shared by all panels; the recipe in the subtitle.
+
+    Example:
+        >>> word_overlay(run, word_maps(run, "daam"))  # doctest: +SKIP
+    """
+    img = as_image(image)
+    if tuple(maps.maps.shape[-2:]) != img.shape[:2]:
+        raise ValueError(
+            f"maps are {tuple(maps.maps.shape[-2:])} but the image is {img.shape[:2]}; "
+            "make the maps at the image size (word_maps(..., size=None))"
+        )
+    rows_idx = [maps.index(w) for w in words] if words is not None else list(range(len(maps)))
+    if not 0 <= opacity <= 1:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity!r}")
+    cols = max(1, min(cols, len(rows_idx)))
+    nrows = math.ceil(len(rows_idx) / cols)
+    fig = grid(fig, nrows, cols, [maps.labels[i] for i in rows_idx])
+    sel = maps.maps[rows_idx]
+    zmin, zmax = float(sel.min()), float(sel.max())
+    for k, i in enumerate(rows_idx):
+        r, c = k // cols + 1, k % cols + 1
+        fig.add_trace(go.Image(z=img, name=f"image {maps.labels[i]}", hoverinfo="skip"), row=r, col=c)
+        fig.add_trace(
+            go.Heatmap(
+                z=maps.maps[i].numpy(),
+                zmin=zmin,
+                zmax=zmax,
+                opacity=opacity,
+                colorscale=colorscale,
+                showscale=k == 0,
+                colorbar={"title": {"text": maps.aggregation.normalize}},
+                name=maps.labels[i],
+                hovertemplate="x %{x} px, y %{y} px: %{z:.3g}<extra>" + maps.labels[i] + "</extra>",
+            ),
+            row=r,
+            col=c,
+        )
+    hide_image_axes(fig)
+    fig.update_yaxes(autorange="reversed", scaleanchor="x")
+    return titled(fig, "Where each word looks", maps.aggregation.describe())
+
+
+def _ordered_labels(df: pd.DataFrame) -> list[str]:
+    order = df.drop_duplicates("label").copy()
+    order["special"] = order.word_index < 0
+    return order.sort_values(["special", "word_index"]).label.tolist()
+
+
+def word_step_matrix(
+    mass: pd.DataFrame, *, colorscale: str = "Viridis", fig: go.Figure | None = None
+) -> go.Figure:
+    """Heat map of attention mass: words down, denoising steps across.
+
+    Args:
+        mass: from ``word_step_mass`` (or ``attention_mass(by="step")``).
+
+    Returns:
+        ``go.Figure`` with one ``go.Heatmap``: ``z[i][j]`` is word ``y[i]``'s mass at step ``x[j]``.
+
+    Example:
+        >>> word_step_matrix(word_step_mass(run))  # doctest: +SKIP
+    """
+    if "step" not in mass.columns:
+        raise ValueError("mass must have a 'step' column: use word_step_mass(run)")
+    labels = _ordered_labels(mass)
+    table = mass.pivot(index="label", columns="step", values="mass").loc[labels]
+    fig = fig if fig is not None else go.Figure()
+    fig.add_trace(
+        go.Heatmap(
+            z=table.to_numpy(),
+            x=[int(s) for s in table.columns],
+            y=labels,
+            colorscale=colorscale,
+            colorbar={"title": {"text": "mass"}},
+            hovertemplate="%{y}, step %{x}: %{z:.3g}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title_text="denoising step (index)")
+    fig.update_yaxes(title_text="word", autorange="reversed")
+    return titled(fig, "Attention mass per word and step", mass.attrs.get("aggregation"))
+
+
+def word_layer_matrix(
+    mass: pd.DataFrame, *, colorscale: str = "Viridis", fig: go.Figure | None = None
+) -> go.Figure:
+    """Heat map of attention mass: words down, cross-attention layers across (labelled by resolution).
+
+    Args:
+        mass: from ``word_layer_mass`` (or ``attention_mass(by="layer")``).
+
+    Returns:
+        ``go.Figure`` with one ``go.Heatmap``; ``customdata`` holds the full layer paths.
+
+    Example:
+        >>> word_layer_matrix(word_layer_mass(run))  # doctest: +SKIP
+    """
+    if "layer" not in mass.columns:
+        raise ValueError("mass must have a 'layer' column: use word_layer_mass(run)")
+    labels = _ordered_labels(mass)
+    layers = list(dict.fromkeys(mass.layer))
+    table = mass.pivot(index="label", columns="layer", values="mass").loc[labels, layers]
+    res = mass.drop_duplicates("layer").set_index("layer").resolution
+    short = [
+        f"{i}: {res[name]} {name.split('.')[0].replace('_blocks', '').replace('_block', '')}"
+        for i, name in enumerate(layers)
+    ]
+    fig = fig if fig is not None else go.Figure()
+    fig.add_trace(
+        go.Heatmap(
+            z=table.to_numpy(),
+            x=short,
+            y=labels,
+            customdata=[layers] * len(labels),
+            colorscale=colorscale,
+            colorbar={"title": {"text": "mass"}},
+            hovertemplate="%{y}, %{customdata}: %{z:.3g}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title_text="layer (execution order: grid rows×cols, block)")
+    fig.update_yaxes(title_text="word", autorange="reversed")
+    return titled(fig, "Attention mass per word and layer", mass.attrs.get("aggregation"))
