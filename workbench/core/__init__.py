@@ -1,7 +1,7 @@
 """Generation core: load a stock pipeline, run it, record every step."""
 
 from .attention import AttentionStore
-from .generate import draw_noise, generate
+from .generate import draw_noise, generate, generate_batch
 from .loading import ModelNotAvailableError, load_pipeline
 from .policy import BudgetError, RecordingPolicy, estimate_bytes
 from .run import Run, RunConfig
@@ -17,6 +17,7 @@ __all__ = [
     "draw_noise",
     "estimate_bytes",
     "generate",
+    "generate_batch",
     "load_pipeline",
     "token_table",
 ]

@@ -77,7 +77,7 @@ class AttentionStore:
 
 
 class AttentionSink:
-    """Preallocated storage the observers write into, one row per kept step."""
+    """Preallocated storage the observers write into: per branch, layer and image, one row per kept step."""
 
     def __init__(
         self,
@@ -96,49 +96,53 @@ class AttentionSink:
         self.step = 0  # the denoising step the UNet is working on
         self.shapes = {n: layer.grid(*latent_hw) for n, layer in self.layers.items()}
         branches = ["cond", "uncond"] if policy.negative else ["cond"]
-        self.buffers: dict[str, dict[str, torch.Tensor]] = {b: {} for b in branches}
+        # branch -> layer -> one (kept steps, heads | 1, queries, tokens) tensor per image
+        self.buffers: dict[str, dict[str, list[torch.Tensor]]] = {b: {} for b in branches}
         for b in branches:
             for n, layer in self.layers.items():
                 h, w = self.shapes[n]
                 heads = layer.heads if policy.heads == "all" else 1
-                self.buffers[b][n] = torch.zeros(
-                    (len(self.kept), heads, h * w, tokens), dtype=policy.torch_dtype, device=policy.device
-                )
-        self.written: dict[str, set[int]] = {n: set() for n in self.layers}
+                shape = (len(self.kept), heads, h * w, tokens)
+                self.buffers[b][n] = [
+                    torch.zeros(shape, dtype=policy.torch_dtype, device=policy.device) for _ in range(batch)
+                ]
 
     def wants(self, layer: str) -> bool:
         return layer in self.layers and self.step in self.row_of
 
     def write(self, layer: str, branch: str, probs: torch.Tensor) -> None:
-        # probs: (heads, queries, tokens) float32
+        """Store one step of one layer: probs (batch, heads, queries, tokens), float32."""
         if branch not in self.buffers:
             return
-        buf = self.buffers[branch][layer]
-        if probs.shape[-2] != buf.shape[-2]:
+        bufs = self.buffers[branch][layer]
+        if probs.shape[0] != len(bufs) or probs.shape[-2] != bufs[0].shape[-2]:
             raise RuntimeError(
-                f"layer {layer} produced {probs.shape[-2]} queries, expected the grid {self.shapes[layer]}"
+                f"layer {layer} produced {tuple(probs.shape)}, expected {len(bufs)} images on the grid "
+                f"{self.shapes[layer]}"
             )
         if self.policy.heads == "mean":
-            probs = probs.mean(dim=0, keepdim=True)
+            probs = probs.mean(dim=1, keepdim=True)  # (batch, 1, queries, tokens)
         row = self.row_of[self.step]
-        buf[row].copy_(probs.to(dtype=buf.dtype, device=buf.device))
-        self.written[layer].add(row)
+        for image, buf in enumerate(bufs):
+            buf[row].copy_(probs[image].to(dtype=buf.dtype, device=buf.device))
 
-    def finish(self, steps_done: int) -> dict[str, AttentionStore]:
-        """Stores holding the steps that completed (an interrupted run keeps what it has)."""
+    def finish(self, steps_done: int) -> list[dict[str, AttentionStore]]:
+        """Per image, the stores of each branch holding the steps that completed."""
         rows = [i for i, s in enumerate(self.kept) if s < steps_done]
-        stores = {}
-        for branch, buffers in self.buffers.items():
-            probs = {
-                n: (t if len(rows) == len(self.kept) else t[: len(rows)].clone()) for n, t in buffers.items()
-            }
-            stores[branch] = AttentionStore(
-                probs=probs,
-                steps=[self.kept[i] for i in rows],
-                shapes=dict(self.shapes),
-                heads=self.policy.heads,
-            )
-        return stores
+        full = len(rows) == len(self.kept)
+        out = []
+        for image in range(self.batch):
+            stores = {}
+            for branch, layers in self.buffers.items():
+                probs = {n: (t[image] if full else t[image][: len(rows)].clone()) for n, t in layers.items()}
+                stores[branch] = AttentionStore(
+                    probs=probs,
+                    steps=[self.kept[i] for i in rows],
+                    shapes=dict(self.shapes),
+                    heads=self.policy.heads,
+                )
+            out.append(stores)
+        return out
 
 
 class RecordingProcessor:
@@ -193,7 +197,7 @@ class RecordingProcessor:
                 probs = probs_from_projections(attn, self.q[rows], self.k[rows], mask)
             else:
                 probs = attention_probs(attn, hidden_states[rows], context[rows], mask)
-            self.sink.write(self.layer, branch, probs[0])  # one image per run: batch row 0
+            self.sink.write(self.layer, branch, probs)
 
 
 def attention_probs(attn, hidden_states, context, attention_mask=None) -> torch.Tensor:

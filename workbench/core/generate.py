@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 import threading
 import warnings
+from collections.abc import Sequence
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -102,7 +103,8 @@ def generate(
         progress: show a progress bar over the steps.
         cancel: a ``threading.Event``; setting it stops after the current step (the run is kept, marked
             incomplete).
-        on_step: called as ``on_step(step, x0, latent)`` after every step (for live previews).
+        on_step: called as ``on_step(step, x0, latent)`` with (C, h, w) tensors after every step
+            (for live previews).
 
     Returns:
         The ``Run``. On Ctrl-C the run so far is returned, marked ``complete=False``.
@@ -110,12 +112,94 @@ def generate(
     Example:
         >>> run = generate(pipe, "a red circle left of a blue square", seed=3, steps=25)  # doctest: +SKIP
     """
-    adapter = adapter_for(pipe)
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    return _generate(
+        pipe,
+        [prompt],
+        [seed],
+        steps,
+        guidance_scale,
+        negative_prompt,
+        height,
+        width,
+        scheduler,
+        policy,
+        progress,
+        cancel,
+        on_step,
+    )[0]
+
+
+def generate_batch(
+    pipe,
+    prompts: Sequence[str],
+    *,
+    seeds: Sequence[int],
+    steps: int = 25,
+    guidance_scale: float = 7.5,
+    negative_prompt: str | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    scheduler=None,
+    policy: RecordingPolicy | None = None,
+    progress: bool = True,
+    cancel: threading.Event | None = None,
+    on_step: StepCallback | None = None,
+) -> list[Run]:
+    """Several images in one batched pipeline call, each recorded into its own ``Run``.
+
+    ``prompts`` and ``seeds`` pair up (equal lengths). Each image starts from the noise its seed gives
+    in ``generate``; the batch runs as one stock call, so the images equal the stock batched call's.
+    ``on_step`` gets (batch, C, h, w) tensors. Other arguments as in ``generate``.
+
+    Example:
+        >>> runs = generate_batch(pipe, ["a red circle"] * 4, seeds=[0, 1, 2, 3])  # doctest: +SKIP
+    """
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+        raise TypeError("prompts must be a list of str")
+    if isinstance(seeds, int) or len(seeds) != len(prompts):
+        raise ValueError(f"seeds must be a list as long as prompts ({len(prompts)}), got {seeds!r}")
+    if not prompts:
+        raise ValueError("prompts must not be empty")
+    return _generate(
+        pipe,
+        list(prompts),
+        list(seeds),
+        steps,
+        guidance_scale,
+        negative_prompt,
+        height,
+        width,
+        scheduler,
+        policy,
+        progress,
+        cancel,
+        on_step,
+        single=False,
+    )
+
+
+def _generate(
+    pipe,
+    prompts: list[str],
+    seeds: list[int],
+    steps,
+    guidance_scale,
+    negative_prompt,
+    height,
+    width,
+    scheduler,
+    policy,
+    progress,
+    cancel,
+    on_step,
+    single: bool = True,
+) -> list[Run]:
+    adapter = adapter_for(pipe)
     if negative_prompt is not None and not isinstance(negative_prompt, str):
         raise TypeError(f"negative_prompt must be a str or None, got {type(negative_prompt).__name__}")
-    seed = _check_int("seed", seed, 0, MAX_SEED)
+    seeds = [_check_int("seed", s, 0, MAX_SEED) for s in seeds]
     steps = _check_int("steps", steps, 1, 1000)
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real):
         raise TypeError(f"guidance_scale must be a number, got {guidance_scale!r}")
@@ -128,18 +212,19 @@ def generate(
         raise TypeError(f"policy must be a RecordingPolicy, got {type(policy).__name__}")
     new_scheduler = None if scheduler is None else make_scheduler(scheduler, pipe.scheduler.config)
 
+    batch = len(prompts)
     latent_hw = adapter.latent_hw(height, width)
     layers = adapter.layers()
-    check_budget(policy, layers, latent_hw, adapter.text_limit, steps)  # also validates layers and steps
-    tokens = token_table(pipe.tokenizer, prompt, adapter.text_limit)
-    neg_tokens = token_table(pipe.tokenizer, negative_prompt or "", adapter.text_limit)
+    check_budget(policy, layers, latent_hw, adapter.text_limit, steps, batch)  # validates layers and steps
+    tables = [token_table(pipe.tokenizer, p, adapter.text_limit) for p in prompts]
+    neg_table = token_table(pipe.tokenizer, negative_prompt or "", adapter.text_limit)
     guided = adapter.uses_guidance(float(guidance_scale))
     if policy.negative and not guided:
         warnings.warn(
-            "policy.negative is set but guidance is off: there is no negative branch to record", stacklevel=2
+            "policy.negative is set but guidance is off: there is no negative branch to record", stacklevel=3
         )
     sink = (
-        AttentionSink(policy, layers, latent_hw, adapter.text_limit, steps, batch=1)
+        AttentionSink(policy, layers, latent_hw, adapter.text_limit, steps, batch=batch)
         if policy.record_attention
         else None
     )
@@ -147,19 +232,25 @@ def generate(
     old_scheduler = pipe.scheduler
     if new_scheduler is not None:
         pipe.scheduler = new_scheduler
-    noise, gen = draw_noise(pipe, seed, height, width)
+    drawn = [draw_noise(pipe, s, height, width) for s in seeds]
+    noise = torch.cat([n for n, _ in drawn])  # (batch, C, h, w)
+    generator = drawn[0][1] if single else [g for _, g in drawn]
     output, interrupted = None, False
     try:
-        with record(pipe, sink, total_steps=steps, progress=progress, cancel=cancel, on_step=on_step) as rec:
+        with record(
+            pipe, sink, total_steps=steps, progress=progress, cancel=cancel, on_step=on_step, single=single
+        ) as rec:
             try:
                 output = pipe(
-                    prompt,
-                    negative_prompt=negative_prompt,
+                    prompts[0] if single else prompts,
+                    negative_prompt=negative_prompt
+                    if single or negative_prompt is None
+                    else [negative_prompt] * batch,
                     num_inference_steps=steps,
                     guidance_scale=guidance_scale,
                     height=height,
                     width=width,
-                    generator=gen,
+                    generator=generator,
                     latents=noise,
                     callback_on_step_end=rec.on_step_end,
                     callback_on_step_end_tensor_inputs=[],
@@ -175,15 +266,13 @@ def generate(
         warnings.warn(
             f"generation stopped after {rec.steps_done} of {steps} steps; the run keeps those steps "
             "and is marked incomplete",
-            stacklevel=2,
+            stacklevel=3,
         )
-    stores = sink.finish(rec.steps_done) if sink is not None else {}
-    config = RunConfig(
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        seed=seed,
+    stores = sink.finish(rec.steps_done) if sink is not None else [{} for _ in prompts]
+    shared = dict(
         steps=steps,
         guidance_scale=float(guidance_scale),
+        negative_prompt=negative_prompt,
         height=height,
         width=width,
         scheduler=type(used_scheduler).__name__,
@@ -198,20 +287,29 @@ def generate(
         versions=versions(),
         policy=policy.to_dict(),
     )
+    if not single:
+        shared["batch"] = {"size": batch, "prompts": prompts, "seeds": seeds}
     empty = torch.zeros((0, *noise.shape[1:]))
-    return Run(
-        config=config,
-        tokens=tokens,
-        negative_tokens=neg_tokens,
-        timesteps=torch.tensor(rec.timesteps, dtype=torch.float64),
-        noise=noise[0].detach().float().cpu(),
-        latents=torch.stack(rec.latents) if rec.latents else empty,
-        x0=torch.stack(rec.x0) if rec.x0 else empty,
-        image=output.images[0] if (output is not None and complete) else None,
-        attention=stores.get("cond", AttentionStore(heads=policy.heads)),
-        negative_attention=stores.get("uncond"),
-        complete=complete,
-    )
+    latents = torch.stack(rec.latents, dim=1) if rec.latents else None  # (batch, steps + 1, C, h, w)
+    x0 = torch.stack(rec.x0, dim=1) if rec.x0 else None  # (batch, steps, C, h, w)
+    runs = []
+    for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
+        runs.append(
+            Run(
+                config=RunConfig(prompt=prompt, seed=seed, **shared),
+                tokens=tables[i],
+                negative_tokens=neg_table,
+                timesteps=torch.tensor(rec.timesteps, dtype=torch.float64),
+                noise=noise[i].detach().float().cpu(),
+                latents=latents[i] if latents is not None else empty,
+                x0=x0[i] if x0 is not None else empty,
+                image=output.images[i] if (output is not None and complete) else None,
+                attention=stores[i].get("cond", AttentionStore(heads=policy.heads)),
+                negative_attention=stores[i].get("uncond"),
+                complete=complete,
+            )
+        )
+    return runs
 
 
 def _jsonable(d: dict) -> dict:

@@ -120,8 +120,9 @@ def estimate_bytes(
     latent_hw: tuple[int, int],
     tokens: int,
     total_steps: int,
+    batch: int = 1,
 ) -> int:
-    """Bytes the attention store will take under ``policy``, from the model's shapes alone."""
+    """Bytes the attention stores of ``batch`` images will take under ``policy``, from the model's shapes."""
     per_step = 0
     for layer in policy.select_layers(layers, latent_hw):
         h, w = layer.grid(*latent_hw)
@@ -129,7 +130,7 @@ def estimate_bytes(
         per_step += heads * h * w * tokens
     branches = 2 if policy.negative else 1
     itemsize = torch.empty((), dtype=policy.torch_dtype).element_size()
-    return per_step * len(policy.kept_steps(total_steps)) * branches * itemsize
+    return per_step * len(policy.kept_steps(total_steps)) * branches * itemsize * batch
 
 
 def check_budget(
@@ -138,9 +139,14 @@ def check_budget(
     latent_hw: tuple[int, int],
     tokens: int,
     total_steps: int,
+    batch: int = 1,
 ) -> int:
     """Return the estimate, or raise ``BudgetError`` naming the estimate and policies that fit."""
-    need = estimate_bytes(policy, layers, latent_hw, tokens, total_steps) if policy.record_attention else 0
+    need = (
+        estimate_bytes(policy, layers, latent_hw, tokens, total_steps, batch)
+        if policy.record_attention
+        else 0
+    )
     if need <= policy.budget_bytes:
         return need
     options = []
@@ -150,11 +156,11 @@ def check_budget(
         {"heads": "mean", "dtype": "float16", "negative": False},
     ):
         trial = RecordingPolicy(**{**policy.to_dict(), **change})
-        cost = estimate_bytes(trial, layers, latent_hw, tokens, total_steps)
+        cost = estimate_bytes(trial, layers, latent_hw, tokens, total_steps, batch)
         if cost <= policy.budget_bytes and trial != policy:
             options.append(f"{change} ({_mb(cost)})")
     cheapest = RecordingPolicy(**{**policy.to_dict(), "heads": "mean", "dtype": "float16", "negative": False})
-    per_step = estimate_bytes(cheapest, layers, latent_hw, tokens, total_steps) / max(
+    per_step = estimate_bytes(cheapest, layers, latent_hw, tokens, total_steps, batch) / max(
         1, len(cheapest.kept_steps(total_steps))
     )
     fit_steps = int(policy.budget_bytes // max(per_step, 1))
@@ -162,7 +168,7 @@ def check_budget(
         options.append(f"keep at most {fit_steps} steps with heads='mean', dtype='float16' (steps=...)")
     for res in sorted({layer.resolution(*latent_hw) for layer in layers}):
         trial = RecordingPolicy(**{**cheapest.to_dict(), "layers": [res]})
-        cost = estimate_bytes(trial, layers, latent_hw, tokens, total_steps)
+        cost = estimate_bytes(trial, layers, latent_hw, tokens, total_steps, batch)
         if cost <= policy.budget_bytes:
             options.append(f"layers=[{res!r}] with heads='mean', dtype='float16' ({_mb(cost)})")
     raise BudgetError(

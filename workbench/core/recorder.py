@@ -21,7 +21,8 @@ class Recorder:
     """Collects what one pipeline call does at each step.
 
     ``latents[0]`` is the latent the loop starts from; ``latents[i + 1]`` and ``x0[i]`` are the
-    latent after step ``i`` and the clean latent predicted at step ``i`` (batch row 0, on CPU, float32).
+    latent after step ``i`` and the clean latent predicted at step ``i``: (batch, C, h, w), on CPU,
+    float32. ``on_step(step, x0, latent)`` gets batch row 0 when ``single`` is set, else the batch.
     """
 
     def __init__(
@@ -31,7 +32,9 @@ class Recorder:
         progress: bool,
         cancel: threading.Event | None,
         on_step: StepCallback | None,
+        single: bool = True,
     ):
+        self.single = single
         self.sink = sink
         self.total_steps = total_steps
         self.cancel = cancel
@@ -61,15 +64,18 @@ class Recorder:
 
     def _observe(self, timestep, sample, prev_sample, x0) -> None:
         if not self.latents:
-            self.latents.append(sample[0].detach().float().cpu())
-        self.latents.append(prev_sample[0].detach().float().cpu())
-        self.x0.append(x0[0].detach().float().cpu())
+            self.latents.append(sample.detach().float().cpu())
+        self.latents.append(prev_sample.detach().float().cpu())
+        self.x0.append(x0.detach().float().cpu())
         self.timesteps.append(float(timestep))
         if self.sink is not None:
             self.sink.step = self.steps_done
         self.bar.update(1)
         if self.on_step is not None:
-            self.on_step(self.steps_done - 1, self.x0[-1], self.latents[-1])
+            x0, latent = (
+                (self.x0[-1][0], self.latents[-1][0]) if self.single else (self.x0[-1], self.latents[-1])
+            )
+            self.on_step(self.steps_done - 1, x0, latent)
 
     def on_step_end(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         """For ``callback_on_step_end``: stops the loop when ``cancel`` is set."""
@@ -87,6 +93,7 @@ def record(
     progress: bool = True,
     cancel: threading.Event | None = None,
     on_step: StepCallback | None = None,
+    single: bool = True,
 ):
     """Observe one pipeline call; everything installed is removed on exit, also on errors and Ctrl-C.
 
@@ -97,7 +104,7 @@ def record(
     unet, scheduler = pipe.unet, pipe.scheduler
     originals = dict(unet.attn_processors)
     old_bar = getattr(pipe, "_progress_bar_config", None)
-    rec = Recorder(sink, total_steps, progress, cancel, on_step)
+    rec = Recorder(sink, total_steps, progress, cancel, on_step, single)
     handles = []
     try:
         if sink is not None:

@@ -31,6 +31,7 @@ class RunConfig:
     device: str = "cpu"
     versions: dict = field(default_factory=dict)  # torch, diffusers, transformers, workbench
     policy: dict = field(default_factory=dict)
+    batch: dict | None = None  # for runs made together by generate_batch: size, prompts, seeds
 
 
 @dataclass
