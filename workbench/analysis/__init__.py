@@ -5,19 +5,37 @@ Example:
 """
 
 from .aggregate import PRESETS, Aggregation, make_aggregation
+from .checks import check_same
 from .heatmaps import (
     TokenMaps,
     WordMaps,
     attention_mass,
     token_maps,
+    token_mass,
     word_layer_mass,
     word_maps,
     word_step_mass,
 )
 from .scoring import binarize, iou, miou, score_maps
 from .trajectory import Filmstrip, change_curves, commit_step, decode_latents, filmstrip
+from .word_order import (
+    WordOrderComparison,
+    align_words,
+    compare_word_order,
+    permutations,
+    trajectory_divergence,
+    word_order_runs,
+)
 
 __all__ = [
+    "WordOrderComparison",
+    "align_words",
+    "compare_word_order",
+    "permutations",
+    "trajectory_divergence",
+    "word_order_runs",
+    "token_mass",
+    "check_same",
     "PRESETS",
     "Aggregation",
     "Filmstrip",

@@ -342,3 +342,39 @@ def word_layer_mass(run: Run, aggregation: Aggregation | str | None = None, **kw
         >>> word_layer_mass(run, steps=range(5))  # doctest: +SKIP
     """
     return attention_mass(run, aggregation, by="layer", **kwargs)
+
+
+def token_mass(
+    run: Run,
+    aggregation: Aggregation | str | None = None,
+    *,
+    steps: Iterable[int] | int | None = None,
+    layers: Iterable[str | int] | str | int | None = None,
+    heads: str | Iterable[int] | None = None,
+    branch: str = "cond",
+) -> pd.DataFrame:
+    """Attention mass per encoder position (every in-context position, special ones included).
+
+    The mass is the attention probability a position receives, averaged over each layer's queries and
+    reduced over heads, steps and layers by the recipe (so with ``reduce="mean"`` it sums to 1).
+
+    Returns:
+        DataFrame: ``position``, ``token``, ``kind``, ``word_index``, ``word``, ``mass``.
+
+    Example:
+        >>> token_mass(run).plot.bar(x="position", y="mass")  # doctest: +SKIP
+    """
+    agg = make_aggregation(aggregation, steps=steps, layers=layers, heads=heads)
+    store, table = _branch(run, branch)
+    rows = resolve_steps(store, agg.steps)
+    per_layer = []
+    for name in resolve_layers(store, agg.layers):
+        p = reduce_heads(store, name, store.probs[name][rows].float(), agg.heads)  # (steps, queries, tokens)
+        per_layer.append(p.mean(dim=1))  # (steps, tokens)
+    mass = torch.stack(per_layer, dim=1)  # (steps, layers, tokens)
+    mass = mass.mean(dim=(0, 1)) if agg.reduce == "mean" else mass.sum(dim=(0, 1))  # (tokens,)
+    inside = table[table.kind != "cut"].sort_values("position")
+    df = inside[["position", "token", "kind", "word_index", "word"]].reset_index(drop=True).copy()
+    df["mass"] = mass[df.position.astype(int).tolist()].numpy()
+    df.attrs["aggregation"] = agg.describe()
+    return df

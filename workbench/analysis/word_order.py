@@ -1,0 +1,301 @@
+"""Word order: which orders to compare, and how runs that differ only in word order differ.
+
+Words are aligned across prompts by identity (lowercased); a repeated word is matched by occurrence
+order (the first "a" of one prompt with the first "a" of the other, and so on).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench.core.run import Run
+
+from .aggregate import Aggregation, make_aggregation
+from .checks import check_complete, check_same
+from .heatmaps import WordMaps, attention_mass, token_mass, word_maps
+from .scoring import binarize, iou
+from .trajectory import decode_latents
+
+KINDS = ("all", "swap", "of")
+
+
+def permutations(
+    prompt: str,
+    *,
+    kind: str = "all",
+    words: tuple[str, str] | None = None,
+    max_orders: int = 24,
+    seed: int = 0,
+) -> list[str]:
+    """Word orders of ``prompt`` to compare; the prompt itself always comes first.
+
+    Args:
+        prompt: the prompt; words are split on white space.
+        kind: ``"all"``: every distinct order when there are at most ``max_orders`` of them, else
+            ``max_orders`` distinct orders drawn with ``random.Random(seed)``; ``"swap"``: the two
+            ``words`` exchanged (first occurrences); ``"of"``: ``"X of Y"`` -> ``"Y of X"`` around the
+            first ``of``.
+        words: the two words for ``kind="swap"``.
+        max_orders: the most orders returned for ``kind="all"`` (the prompt included).
+        seed: for sampling orders of long prompts.
+
+    Example:
+        >>> permutations("a painting of a horse", kind="of")
+        ['a painting of a horse', 'a horse of a painting']
+    """
+    if not isinstance(prompt, str) or not prompt.split():
+        raise ValueError(f"prompt must be a non-empty str, got {prompt!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    tokens = prompt.split()
+    if kind == "swap":
+        if words is None or len(words) != 2:
+            raise ValueError("kind='swap' needs words=(word_a, word_b)")
+        lower = [t.lower() for t in tokens]
+        missing = [w for w in words if w.lower() not in lower]
+        if missing:
+            raise ValueError(f"words {missing} are not in the prompt {prompt!r}; its words are {tokens}")
+        i, j = lower.index(words[0].lower()), lower.index(words[1].lower())
+        if i == j:
+            raise ValueError(f"swap needs two different words, got {words!r}")
+        tokens[i], tokens[j] = tokens[j], tokens[i]
+        return [prompt, " ".join(tokens)]
+    if kind == "of":
+        lower = [t.lower() for t in tokens]
+        if "of" not in lower[1:-1]:
+            raise ValueError(f"kind='of' needs a prompt of the form 'X of Y', got {prompt!r}")
+        k = lower.index("of", 1)
+        return [prompt, " ".join(tokens[k + 1 :] + [tokens[k]] + tokens[:k])]
+    if not isinstance(max_orders, int) or max_orders < 1:
+        raise ValueError(f"max_orders must be a positive int, got {max_orders!r}")
+    out = {prompt: None}
+    if math.factorial(len(tokens)) <= 40320:  # up to 8 words: enumerate, then keep the first distinct ones
+        distinct = list(dict.fromkeys(" ".join(p) for p in itertools.permutations(tokens)))
+        if len(distinct) <= max_orders:
+            out.update(dict.fromkeys(distinct))
+            return list(out)
+    rng = random.Random(seed)
+    for _ in range(100 * max_orders):
+        if len(out) >= max_orders:
+            break
+        shuffled = tokens[:]
+        rng.shuffle(shuffled)
+        out.setdefault(" ".join(shuffled), None)
+    return list(out)
+
+
+def word_order_runs(pipe, prompts: list[str], *, seed: int, **generate_kwargs) -> list[Run]:
+    """One run per prompt, all from the same seed (so from the same initial noise).
+
+    Example:
+        >>> runs = word_order_runs(pipe, permutations("a red circle left of a blue square", kind="of"), seed=3)  # doctest: +SKIP
+    """
+    from workbench.core.generate import generate
+
+    generate_kwargs.setdefault("progress", False)
+    return [generate(pipe, p, seed=seed, **generate_kwargs) for p in prompts]
+
+
+def _word_list(run: Run) -> list[tuple[str, int]]:
+    t = run.tokens[run.tokens.kind.isin(["word", "punct"])].drop_duplicates("word_index")
+    return [(str(w), int(i)) for w, i in zip(t.word, t.word_index)]
+
+
+def align_words(run_a: Run, run_b: Run) -> pd.DataFrame:
+    """Align the words of two runs by identity (lowercased), repeats by occurrence order.
+
+    Returns:
+        DataFrame: ``word`` (lowercased), ``occurrence`` (0, 1, ...), ``index_a``, ``index_b`` (word
+        indices; <NA> where the word is missing from one prompt).
+
+    Example:
+        >>> align_words(run_ab, run_ba)  # doctest: +SKIP
+    """
+
+    def keyed(run: Run) -> dict[tuple[str, int], int]:
+        seen: dict[str, int] = {}
+        out = {}
+        for w, i in _word_list(run):
+            k = w.lower()
+            out[(k, seen.get(k, 0))] = i
+            seen[k] = seen.get(k, 0) + 1
+        return out
+
+    a, b = keyed(run_a), keyed(run_b)
+    keys = list(a) + [k for k in b if k not in a]
+    df = pd.DataFrame(
+        {
+            "word": [k[0] for k in keys],
+            "occurrence": [k[1] for k in keys],
+            "index_a": pd.array([a.get(k) for k in keys], dtype="Int64"),
+            "index_b": pd.array([b.get(k) for k in keys], dtype="Int64"),
+        }
+    )
+    return df
+
+
+@dataclass(frozen=True)
+class WordOrderComparison:
+    """Two runs that differ only in word order, compared.
+
+    Attributes:
+        prompts: (prompt a, prompt b).
+        words: per aligned word: ``word``, ``occurrence``, ``index_a``, ``index_b``, ``label_a``,
+            ``label_b``, ``mass_a``, ``mass_b``, ``mass_diff`` (b - a), ``map_corr`` (Pearson
+            correlation of the two maps' pixels), ``map_iou`` (IoU of the thresholded maps).
+        positions: per encoder position: ``position``, ``token_a``, ``token_b``, ``mass_a``, ``mass_b``.
+        steps: per step: ``step``, ``x0_latent_rms`` and ``latent_rms`` between the two trajectories,
+            and ``x0_pixel_rms`` ([0, 1] intensity) when decoded with ``pipe``.
+        images: final images: ``pixel_rms``, ``latent_rms``, ``identical``.
+        maps_a, maps_b: the word maps compared.
+        aggregation: the recipe of the maps and masses.
+        threshold, rule: how maps were thresholded for IoU (see ``scoring.binarize``).
+        divergence_step: the first step at which ``x0_latent_rms`` reaches half its largest value.
+    """
+
+    prompts: tuple[str, str]
+    words: pd.DataFrame
+    positions: pd.DataFrame
+    steps: pd.DataFrame
+    images: dict
+    maps_a: WordMaps
+    maps_b: WordMaps
+    aggregation: Aggregation
+    threshold: float
+    rule: str
+    divergence_step: int
+    image_a: np.ndarray
+    image_b: np.ndarray
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    x, y = a.flatten().double(), b.flatten().double()
+    x, y = x - x.mean(), y - y.mean()
+    den = float(x.norm() * y.norm())
+    return float((x * y).sum()) / den if den > 0 else float("nan")
+
+
+def compare_word_order(
+    run_a: Run,
+    run_b: Run,
+    pipe=None,
+    aggregation: Aggregation | str | None = None,
+    *,
+    threshold: float = 0.4,
+    rule: str = "max",
+    **overrides,
+) -> WordOrderComparison:
+    """Compare two runs whose prompts hold the same words in a different order, from the same seed.
+
+    Args:
+        run_a, run_b: the runs (same model, seed, steps, size, guidance and scheduler; same words).
+        pipe: when given, x0 at every step is decoded to measure pixel divergence too.
+        aggregation, overrides: the heat-map recipe (see ``word_maps``), used for maps and masses.
+        threshold, rule: for the IoU of the two maps of a word (see ``scoring.binarize``).
+
+    Example:
+        >>> cmp = compare_word_order(*word_order_runs(pipe, permutations(p, kind="of"), seed=1))  # doctest: +SKIP
+    """
+    check_same([run_a, run_b], ("model", "seed", "steps", "size", "guidance", "scheduler"), "word-order runs")
+    check_complete([run_a, run_b])
+    align = align_words(run_a, run_b)
+    only_a = align[align.index_b.isna()].word.tolist()
+    only_b = align[align.index_a.isna()].word.tolist()
+    if only_a or only_b:
+        raise ValueError(
+            f"the prompts must hold the same words in another order; only in {run_a.prompt!r}: {only_a}, "
+            f"only in {run_b.prompt!r}: {only_b}"
+        )
+    agg = make_aggregation(aggregation, **overrides)
+    maps_a, maps_b = word_maps(run_a, agg), word_maps(run_b, agg)
+    mass_a = attention_mass(run_a, agg, by=None).set_index("word_index").mass
+    mass_b = attention_mass(run_b, agg, by=None).set_index("word_index").mass
+    rows = []
+    for r in align.itertuples():
+        ia, ib = int(r.index_a), int(r.index_b)
+        ma, mb = maps_a.maps[maps_a.word_indices.index(ia)], maps_b.maps[maps_b.word_indices.index(ib)]
+        rows.append(
+            {
+                "word": r.word,
+                "occurrence": r.occurrence,
+                "index_a": ia,
+                "index_b": ib,
+                "label_a": maps_a.labels[maps_a.word_indices.index(ia)],
+                "label_b": maps_b.labels[maps_b.word_indices.index(ib)],
+                "mass_a": float(mass_a[ia]),
+                "mass_b": float(mass_b[ib]),
+                "mass_diff": float(mass_b[ib] - mass_a[ia]),
+                "map_corr": _corr(ma, mb),
+                "map_iou": iou(binarize(ma, threshold, rule), binarize(mb, threshold, rule)),
+            }
+        )
+    words = pd.DataFrame(rows)
+    ta, tb = token_mass(run_a, agg), token_mass(run_b, agg)
+    positions = pd.DataFrame(
+        {
+            "position": ta.position,
+            "token_a": ta.token,
+            "token_b": tb.token,
+            "kind_a": ta.kind,
+            "kind_b": tb.kind,
+            "mass_a": ta.mass,
+            "mass_b": tb.mass,
+        }
+    )
+    steps = trajectory_divergence(run_a, run_b, pipe)
+    img_a, img_b = np.asarray(run_a.image), np.asarray(run_b.image)
+    images = {
+        "pixel_rms": float(np.sqrt((((img_a.astype(float) - img_b.astype(float)) / 255) ** 2).mean())),
+        "latent_rms": float((run_a.latents[-1] - run_b.latents[-1]).pow(2).mean().sqrt()),
+        "identical": bool(np.array_equal(img_a, img_b)),
+    }
+    d = steps.x0_latent_rms.to_numpy()
+    div = (
+        int(steps.step.iloc[int(np.argmax(d >= 0.5 * d.max()))]) if d.max() > 0 else int(steps.step.iloc[-1])
+    )
+    for df in (words, positions, steps):
+        df.attrs["aggregation"] = agg.describe()
+        df.attrs["prompts"] = (run_a.prompt, run_b.prompt)
+    return WordOrderComparison(
+        prompts=(run_a.prompt, run_b.prompt),
+        words=words,
+        positions=positions,
+        steps=steps,
+        images=images,
+        maps_a=maps_a,
+        maps_b=maps_b,
+        aggregation=agg,
+        threshold=threshold,
+        rule=rule,
+        divergence_step=div,
+        image_a=img_a,
+        image_b=img_b,
+    )
+
+
+def trajectory_divergence(run_a: Run, run_b: Run, pipe=None) -> pd.DataFrame:
+    """Per-step RMS distance between two runs' x0 and latents (and decoded x0 with ``pipe``).
+
+    Example:
+        >>> trajectory_divergence(run_a, run_b).plot(x="step", y="x0_latent_rms")  # doctest: +SKIP
+    """
+    check_same([run_a, run_b], ("model", "steps", "size"), "runs whose trajectories are compared")
+    n = min(run_a.steps_done, run_b.steps_done)
+    xa, xb = run_a.x0[:n], run_b.x0[:n]  # (n, C, h, w)
+    df = pd.DataFrame({"step": range(n)})
+    df["x0_latent_rms"] = (xa - xb).pow(2).flatten(1).mean(1).sqrt().numpy()
+    df["latent_rms"] = (
+        (run_a.latents[1 : n + 1] - run_b.latents[1 : n + 1]).pow(2).flatten(1).mean(1).sqrt().numpy()
+    )
+    if pipe is not None:
+        da = decode_latents(pipe, xa).astype(np.float64) / 255  # (n, H, W, 3)
+        db = decode_latents(pipe, xb).astype(np.float64) / 255  # (n, H, W, 3)
+        df["x0_pixel_rms"] = np.sqrt(((da - db) ** 2).reshape(n, -1).mean(axis=1))
+    return df
