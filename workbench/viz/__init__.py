@@ -4,10 +4,14 @@ Example:
     >>> from workbench.viz import word_overlay, filmstrip_figure  # doctest: +SKIP
 """
 
+from .compare import divergence_figure, map_pairs, side_by_side
 from .maps import word_layer_matrix, word_overlay, word_step_matrix
 from .steps import change_curve_figure, filmstrip_figure
 
 __all__ = [
+    "divergence_figure",
+    "map_pairs",
+    "side_by_side",
     "change_curve_figure",
     "filmstrip_figure",
     "word_layer_matrix",
