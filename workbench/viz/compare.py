@@ -123,8 +123,6 @@ def divergence_figure(steps, *, fig: go.Figure | None = None) -> go.Figure:
         )
         fig.update_yaxes(title_text="RMS between runs ([0, 1] intensity)", row=2, col=1)
     fig.update_xaxes(title_text="denoising step (index)", row=2 if pixel else 1, col=1)
-    return titled(
-        fig,
-        "Divergence of the two trajectories per step",
-        sub or steps.attrs.get("prompts") and str(steps.attrs["prompts"]),
-    )
+    if sub is None and "prompts" in steps.attrs:
+        sub = "a: {!r} | b: {!r}".format(*steps.attrs["prompts"])
+    return titled(fig, "Divergence of the two trajectories per step", sub)
