@@ -17,6 +17,15 @@ from .heatmaps import (
     word_step_mass,
 )
 from .scoring import binarize, iou, miou, score_maps
+from .seeds import (
+    SeedGrid,
+    image_variance,
+    map_variance,
+    seed_grid,
+    step_variance,
+    trajectory_distances,
+    variance_split,
+)
 from .trajectory import Filmstrip, change_curves, commit_step, decode_latents, filmstrip
 from .word_order import (
     WordOrderComparison,
@@ -28,6 +37,13 @@ from .word_order import (
 )
 
 __all__ = [
+    "SeedGrid",
+    "image_variance",
+    "map_variance",
+    "seed_grid",
+    "step_variance",
+    "trajectory_distances",
+    "variance_split",
     "WordOrderComparison",
     "align_words",
     "compare_word_order",
