@@ -6,9 +6,13 @@ Example:
 
 from .compare import divergence_figure, map_pairs, side_by_side
 from .maps import word_layer_matrix, word_overlay, word_step_matrix
+from .seeds import seed_grid_figure, trajectory_distance_figure, variance_figure
 from .steps import change_curve_figure, filmstrip_figure
 
 __all__ = [
+    "seed_grid_figure",
+    "trajectory_distance_figure",
+    "variance_figure",
     "divergence_figure",
     "map_pairs",
     "side_by_side",

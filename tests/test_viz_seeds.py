@@ -1,0 +1,30 @@
+"""Seed figures carry the grid's images, the distances and the shares."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_analysis_fakes import fake_run
+
+from workbench.analysis import SeedGrid, trajectory_distances, variance_split
+from workbench.viz import seed_grid_figure, trajectory_distance_figure, variance_figure
+
+
+def test_seed_figures():
+    runs = [[fake_run(prompt=p, seed=s) for s in (0, 1, 2)] for p in ("a red circle", "a blue square")]
+    for i, row in enumerate(runs):
+        for j, r in enumerate(row):
+            r.image = Image.fromarray(np.full((8, 16, 3), 10 * i + j, dtype=np.uint8))
+    grid = SeedGrid(prompts=["a red circle", "a blue square"], seeds=[0, 1, 2], runs=runs)
+    fig = seed_grid_figure(grid)
+    assert len(fig.data) == 6 and np.asarray(fig.data[4].z)[0, 0, 0] == 11  # prompt 1, seed 1
+    assert fig.layout.yaxis4.title.text == "a blue square"
+    la, lb = torch.zeros(6, 4, 4, 8), torch.ones(6, 4, 4, 8)
+    dist = trajectory_distances([fake_run(latents=la), fake_run(latents=lb, seed=1)])
+    tf = trajectory_distance_figure(dist)
+    assert list(tf.data[0].y) == pytest.approx([1.0] * 5)
+    split = variance_split(np.arange(24, dtype=float).reshape(2, 3, 4))
+    vf = variance_figure(split)
+    shares = {t.name: t.y[0] for t in vf.data}
+    assert shares["prompt"] == pytest.approx(split.loc["prompt", "share"])
+    assert sum(shares.values()) == pytest.approx(1.0)
