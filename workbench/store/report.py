@@ -1,0 +1,157 @@
+"""HTML reports: one self-contained file with the figures, the full provenance and the re-run specs.
+
+plotly.js is inlined once in the page head; each figure is a ``<div>`` from
+``to_html(full_html=False, include_plotlyjs=False)``, whose data goes through plotly's own JSON
+serializer (which escapes ``<``). Every piece of user text (prompts, words, config values) is passed
+through ``html.escape``. MathJax stays off.
+
+Example:
+    report([run_a, run_b], "report.html", figures=[("divergence", fig)])
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from workbench.core.run import Run
+from workbench.store.spec import make_spec
+
+UNTRUSTED_NOTE = (
+    "JupyterLab opens HTML files untrusted, so the interactive figures stay blank there until you "
+    "click 'Trust HTML' in the viewer's toolbar; any web browser shows them directly."
+)
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-top: 1px solid #ccc; padding-top: .8em; }
+pre { background: #f6f6f6; padding: .6em; overflow-x: auto; font-size: .85em; }
+img.run-image { width: 256px; image-rendering: pixelated; border: 1px solid #ccc; }
+table.wb-table { border-collapse: collapse; font-size: .85em; }
+table.wb-table td, table.wb-table th { border: 1px solid #ddd; padding: 2px 6px; }
+details { margin: .5em 0; } summary { cursor: pointer; font-weight: 600; }
+.note { color: #555; font-size: .9em; }
+"""
+
+
+def _esc(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _pre(obj) -> str:
+    return f"<pre>{_esc(json.dumps(obj, indent=1, default=str))}</pre>"
+
+
+def _figure(fig: go.Figure, div_id: str) -> str:
+    return fig.to_html(full_html=False, include_plotlyjs=False, include_mathjax=False, div_id=div_id)
+
+
+def _image_tag(run: Run) -> str:
+    from workbench.widgets.bridge import png_bytes, run_image
+
+    data = base64.b64encode(png_bytes(run_image(run))).decode()
+    alt = _esc(f"final image of {run.prompt!r}, seed {run.seed}")
+    return f'<img class="run-image" alt="{alt}" src="data:image/png;base64,{data}">'
+
+
+def _run_section(run: Run, i: int) -> str:
+    from workbench.widgets import bridge
+
+    cfg = run.config
+    parts = [
+        f'<h2 id="run-{i}">Run {i + 1}: “{_esc(cfg.prompt)}”</h2>',
+        f"<p>seed {_esc(cfg.seed)} · {_esc(cfg.steps)} steps · guidance {_esc(cfg.guidance_scale)} · "
+        f"{_esc(cfg.scheduler)} · {_esc(cfg.width)}×{_esc(cfg.height)} · "
+        f"{'complete' if run.complete else _esc(f'incomplete ({run.steps_done} steps done)')}</p>",
+        _image_tag(run),
+    ]
+    if run.attention.probs:
+        maps = bridge.word_maps(run, normalize="max")
+        parts.append(_figure(bridge.maps_figure(run, maps), f"maps-{i}"))
+    spec = make_spec(run)
+    tokens = run.tokens[run.tokens.kind != "pad"]
+    parts += [
+        "<details open><summary>Token table</summary>" + bridge.table_html(tokens) + "</details>",
+        "<details><summary>Full configuration and provenance</summary>" + _pre(vars(cfg)) + "</details>",
+        "<details><summary>Recorded hashes</summary>" + _pre(spec["expected"]) + "</details>",
+        "<details><summary>Re-run spec (save as spec.json, then <code>workbench rerun spec.json</code>)</summary>"
+        + _pre(spec)
+        + f'<a download="spec-{i + 1}.json" href="data:application/json;base64,'
+        + base64.b64encode(json.dumps(spec, indent=1).encode()).decode()
+        + '">download spec</a></details>',
+    ]
+    return "\n".join(parts)
+
+
+def report(
+    run_or_runs: Run | Sequence[Run],
+    path: str | os.PathLike,
+    *,
+    title: str = "Workbench report",
+    figures: Iterable[tuple[str, go.Figure]] = (),
+    tables: Iterable[tuple[str, pd.DataFrame]] = (),
+    notes: str = "",
+    quiet: bool = False,
+) -> Path:
+    """Write one self-contained HTML report of one or more runs.
+
+    Args:
+        run_or_runs: a ``Run`` or a list of runs.
+        path: the HTML file to write.
+        title: the page title (escaped).
+        figures: extra ``(caption, figure)`` pairs shown before the runs (e.g. a divergence curve).
+        tables: extra ``(caption, DataFrame)`` pairs shown after the figures (cells escaped).
+        notes: a paragraph of plain text shown under the title (escaped).
+        quiet: do not print where the report went.
+
+    Returns:
+        The path written.
+    """
+    runs = [run_or_runs] if isinstance(run_or_runs, Run) else list(run_or_runs)
+    if not runs or not all(isinstance(r, Run) for r in runs):
+        raise TypeError("report needs a Run or a non-empty list of Runs")
+    path = Path(path)
+    figures = list(figures)
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = [
+        f"<h1>{_esc(title)}</h1>",
+        f'<p class="note">Written {now} by workbench {_esc(runs[0].config.versions.get("workbench", ""))}; '
+        f"{len(runs)} run(s). {_esc(UNTRUSTED_NOTE)}</p>",
+    ]
+    if notes:
+        body.append(f"<p>{_esc(notes)}</p>")
+    body.append(
+        "<ul>"
+        + "".join(
+            f'<li><a href="#run-{i}">{_esc(r.prompt)} · seed {r.seed}</a></li>' for i, r in enumerate(runs)
+        )
+        + "</ul>"
+    )
+    for j, (caption, fig) in enumerate(figures):
+        body.append(f"<h2>{_esc(caption)}</h2>" + _figure(fig, f"figure-{j}"))
+    for caption, df in tables:
+        body.append(
+            f"<h2>{_esc(caption)}</h2>" + df.to_html(index=False, escape=True, border=0, classes="wb-table")
+        )
+    body += [_run_section(run, i) for i, run in enumerate(runs)]
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_esc(title)}</title><style>{_STYLE}</style>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head>\n<body>\n'
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    if not quiet:
+        print(f"report written to {path} ({path.stat().st_size / 1024**2:.1f} MB). {UNTRUSTED_NOTE}")
+    return path

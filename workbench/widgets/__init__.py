@@ -1,0 +1,14 @@
+"""ipywidgets apps: each holds UI state and calls core / analysis / viz through ``bridge``.
+
+Show one in a notebook with one line (the app itself, or its ``.widget``)::
+
+    from workbench.widgets import GenerateApp
+    GenerateApp(pipe)
+"""
+
+from .browser import ExperimentBrowser
+from .explorer import AttentionExplorer
+from .generate import GenerateApp
+from .labs import SeedLab, WordOrderLab
+
+__all__ = ["AttentionExplorer", "ExperimentBrowser", "GenerateApp", "SeedLab", "WordOrderLab"]

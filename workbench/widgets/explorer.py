@@ -1,0 +1,184 @@
+"""AttentionExplorer: click a word of the prompt and see where it attends, on the run's image.
+
+Everything comes from the recorded run; changing the word, layer, head, steps or opacity updates the
+overlay without running the model again.
+
+Example:
+    AttentionExplorer(run)
+"""
+
+from __future__ import annotations
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from workbench.core.run import Run
+from workbench.widgets import bridge
+
+ALL = "all"
+
+
+class AttentionExplorer:
+    """Per-word (or per-token) cross-attention of one run, laid over its image.
+
+    Args:
+        run: a recorded ``Run`` (from ``generate`` or ``load_run``).
+        word: the word to show first (default: the first word).
+        opacity: the overlay's starting opacity.
+    """
+
+    def __init__(self, run: Run, *, word: str | None = None, opacity: float = 0.55):
+        if not isinstance(run, Run):
+            raise TypeError(f"run must be a workbench Run, got {type(run).__name__}")
+        self.run = run
+        self.error: str | None = None
+        store = run.attention
+        words = bridge.word_strip(run)  # (word as typed, word index)
+        chosen = [i for w, i in words if w == word]
+        self.words = W.ToggleButtons(
+            options=words,
+            value=chosen[0] if chosen else (words[0][1] if words else None),
+            description="word",
+            style={"button_width": "auto"},
+        )
+        self.words.add_class("wb-word-strip")
+        self.tokens = W.ToggleButtons(
+            options=bridge.token_labels(run), description="token", style={"button_width": "auto"}
+        )
+        self.by_token = W.Checkbox(
+            value=False, description="single tokens (sub-words, BOS, EOS)", indent=False
+        )
+        self.resolution = W.Dropdown(options=[ALL, *store.resolutions()], value=ALL, description="resolution")
+        self.layer = W.Dropdown(
+            options=[ALL, *store.layer_names()],
+            value=ALL,
+            description="layer",
+            layout=W.Layout(width="520px"),
+        )
+        heads = bridge.head_count(run)
+        self.head = W.Dropdown(
+            options=["mean"] + (list(range(heads)) if heads > 1 else []), value="mean", description="head"
+        )
+        self.preset = W.Dropdown(options=list(bridge.PRESETS), value="all-mean", description="recipe")
+        self.normalize = W.Dropdown(options=list(bridge.NORMALIZATIONS), value="max", description="normalize")
+        steps = store.steps or [0]
+        self.step_range = W.IntRangeSlider(
+            value=(min(steps), max(steps)),
+            min=min(steps),
+            max=max(steps),
+            description="steps",
+            continuous_update=False,
+        )
+        self.opacity = W.FloatSlider(
+            value=opacity, min=0.0, max=1.0, step=0.05, description="opacity", continuous_update=True
+        )
+        self.message = W.HTML("")
+        self.message.add_class("wb-error")
+        self.figure = go.FigureWidget()
+        self.figure.add_class("wb-heatmap")
+
+        for control in (
+            self.words,
+            self.tokens,
+            self.by_token,
+            self.layer,
+            self.head,
+            self.step_range,
+            self.preset,
+            self.normalize,
+        ):
+            control.observe(lambda _: self.update(), names="value")
+        self.resolution.observe(lambda ch: self.set_resolution(ch["new"]), names="value")
+        self.opacity.observe(lambda ch: self.set_opacity(ch["new"]), names="value")
+
+        self.tokens.layout.display = "none"
+        self.widget = W.VBox(
+            [
+                W.HTML(f"<b>Prompt:</b> {_esc(run.prompt)} · seed {run.seed}"),
+                self.words,
+                self.by_token,
+                self.tokens,
+                W.HBox([self.preset, self.normalize]),
+                W.HBox([self.resolution, self.head]),
+                self.layer,
+                W.HBox([self.step_range, self.opacity]),
+                self.message,
+                self.figure,
+            ]
+        )
+        self.widget.add_class("wb-explorer")
+        self.update()
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    # ------------------------------------------------------------- handlers (one call each)
+
+    def set_resolution(self, resolution: str) -> None:
+        names = self.run.attention.layer_names(None if resolution == ALL else resolution)
+        self.layer.options = [ALL, *names]  # resets layer to "all" and triggers update()
+        self.layer.value = ALL
+        self.update()
+
+    def set_opacity(self, opacity: float) -> None:
+        if len(self.figure.data) > 1:
+            self.figure.data[1].opacity = opacity
+
+    def selection(self) -> dict:
+        return dict(
+            preset=self.preset.value,
+            steps=tuple(self.step_range.value),
+            resolution=None if self.resolution.value == ALL else self.resolution.value,
+            layer=None if self.layer.value == ALL else self.layer.value,
+            head=self.head.value,
+            normalize=self.normalize.value,
+        )
+
+    def update(self) -> None:
+        """Recompute the shown map from the recorded attention (no model call)."""
+        self.tokens.layout.display = None if self.by_token.value else "none"
+        self.words.layout.display = "none" if self.by_token.value else None
+        try:
+            self.maps = self._maps()
+            fig = bridge.overlay_figure(self.run, self.maps, self.maps.labels[0], opacity=self.opacity.value)
+        except Exception as err:  # shown in the app, kept in .error
+            self.error = f"{type(err).__name__}: {err}"
+            self.message.value = f'<span style="color:#a00">{_esc(self.error)}</span>'
+            return
+        self.error = None
+        self.message.value = ""
+        self.current = self.maps.maps[0].numpy()
+        with self.figure.batch_update():
+            if len(self.figure.data) != len(fig.data):
+                self.figure.data = []
+                self.figure.add_traces(fig.data)
+            else:
+                for old, new in zip(self.figure.data, fig.data):
+                    old.update(new.to_plotly_json())
+            self.figure.layout = fig.layout
+
+    def _maps(self):
+        """The selected word's (or token's) map, as a one-row WordMaps for the viz overlay."""
+        sel = self.selection()
+        if self.by_token.value:
+            tm = bridge.token_maps(self.run, **sel)
+            i = tm.positions.index(self.tokens.value)
+            label = next(lbl for lbl, p in self.tokens.options if p == self.tokens.value)
+            return bridge.single_map(
+                tm.maps[i], label, tm.aggregation, tm.steps_used, tm.layers_used, [tm.positions[i]]
+            )
+        if self.words.value is None:
+            raise ValueError("the prompt has no words to show")
+        wm = bridge.word_maps(self.run, **sel)
+        i = wm.word_indices.index(self.words.value)
+        return bridge.single_map(
+            wm.maps[i], wm.labels[i], wm.aggregation, wm.steps_used, wm.layers_used, wm.positions[i]
+        )
+
+
+def _esc(text) -> str:
+    import html
+
+    return html.escape(str(text), quote=True)

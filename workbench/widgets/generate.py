@@ -1,0 +1,207 @@
+"""GenerateApp: prompt in, a recorded run out, with a live x0 preview at every step.
+
+Example:
+    app = GenerateApp(pipe, prompt="a red circle left of a blue square", seed=3)
+    app            # in a notebook: shows the app
+    run = app.run_sync()   # or click Run
+"""
+
+from __future__ import annotations
+
+import random
+
+import ipywidgets as W
+
+from workbench.core.adapters import adapter_for
+from workbench.core.generate import MAX_SEED, generate
+from workbench.core.run import Run
+from workbench.core.schedulers import SCHEDULERS
+from workbench.widgets import bridge
+from workbench.widgets.base import TaskRunner
+
+DEFAULT_SCHEDULER = "(model default)"
+
+
+class GenerateApp:
+    """Generate one run: inputs, Run/Cancel, progress, live preview, and a step slider afterwards.
+
+    Args:
+        pipe: a pipeline from ``load_pipeline``.
+        prompt, negative_prompt, seed, steps, guidance_scale, scheduler: starting values.
+        preview_every: decode the x0 preview every this many steps (1: every step).
+    """
+
+    def __init__(
+        self,
+        pipe,
+        *,
+        prompt: str = "a red circle left of a blue square",
+        negative_prompt: str = "",
+        seed: int = 0,
+        steps: int = 20,
+        guidance_scale: float = 4.0,
+        scheduler: str | None = None,
+        preview_every: int = 1,
+    ):
+        self.pipe = pipe
+        self.preview_every = max(1, int(preview_every))
+        self.run: Run | None = None
+        self.frames: list = []
+        self.strip = None
+        adapter = adapter_for(pipe)
+        native, multiple = adapter.default_size, adapter.size_multiple
+        style = {"description_width": "110px"}
+        self.prompt = W.Textarea(
+            value=prompt, description="prompt", rows=2, layout=W.Layout(width="95%"), style=style
+        )
+        self.negative_prompt = W.Text(
+            value=negative_prompt, description="negative prompt", layout=W.Layout(width="95%"), style=style
+        )
+        self.seed = W.IntText(value=seed, description="seed", style=style, layout=W.Layout(width="260px"))
+        self.new_seed = W.Button(description="new seed", icon="random", layout=W.Layout(width="110px"))
+        self.steps = W.BoundedIntText(
+            value=steps, min=1, max=1000, description="steps", style=style, layout=W.Layout(width="220px")
+        )
+        self.guidance = W.BoundedFloatText(
+            value=guidance_scale,
+            min=0.0,
+            max=50.0,
+            step=0.5,
+            description="guidance",
+            style=style,
+            layout=W.Layout(width="220px"),
+        )
+        self.scheduler = W.Dropdown(
+            options=[DEFAULT_SCHEDULER, *SCHEDULERS],
+            value=scheduler or DEFAULT_SCHEDULER,
+            description="scheduler",
+            style=style,
+        )
+        self.height = W.BoundedIntText(
+            value=native,
+            min=multiple,
+            max=4096,
+            step=multiple,
+            description="height",
+            style=style,
+            layout=W.Layout(width="220px"),
+        )
+        self.width = W.BoundedIntText(
+            value=native,
+            min=multiple,
+            max=4096,
+            step=multiple,
+            description="width",
+            style=style,
+            layout=W.Layout(width="220px"),
+        )
+        self.task = TaskRunner("Run", "set the inputs and press Run")
+        self.preview = W.Image(format="png", layout=W.Layout(width="256px", height="256px"))
+        self.preview.add_class("wb-preview")
+        self.preview_label = W.HTML("")
+        self.step_slider = W.IntSlider(
+            value=0, min=0, max=0, description="step", disabled=True, continuous_update=True
+        )
+
+        self.new_seed.on_click(lambda _: self.draw_seed())
+        self.task.run_button.on_click(lambda _: self.start())
+        self.step_slider.observe(lambda ch: self.show_step(ch["new"]), names="value")
+
+        inputs = W.VBox(
+            [
+                self.prompt,
+                self.negative_prompt,
+                W.HBox([self.seed, self.new_seed, self.steps, self.guidance]),
+                W.HBox([self.scheduler, self.height, self.width]),
+            ]
+        )
+        self.widget = W.VBox(
+            [inputs, self.task.controls(), W.VBox([self.preview_label, self.preview, self.step_slider])]
+        )
+        self.widget.add_class("wb-generate")
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    # ------------------------------------------------------------- handlers (one call each)
+
+    def draw_seed(self) -> int:
+        self.seed.value = random.randrange(0, 2**31)
+        return self.seed.value
+
+    def start(self, *, threaded: bool = True) -> bool:
+        """Start a run with the current inputs; refused (False) while one is going."""
+        params = self.params()
+        return self.task.start(
+            lambda: self._generate(params), params["steps"], self._finish, threaded=threaded
+        )
+
+    def params(self) -> dict:
+        sched = self.scheduler.value
+        return dict(
+            prompt=self.prompt.value,
+            negative_prompt=self.negative_prompt.value or None,
+            seed=self.seed.value,
+            steps=self.steps.value,
+            guidance_scale=self.guidance.value,
+            height=self.height.value,
+            width=self.width.value,
+            scheduler=None if sched == DEFAULT_SCHEDULER else sched,
+        )
+
+    def show_step(self, step: int) -> None:
+        if 0 <= step < len(self.frames):
+            self._show(self.frames[step], f"x0 predicted at step {step} of {len(self.frames)}")
+
+    def wait(self, timeout: float | None = None) -> Run | None:
+        self.task.wait(timeout)
+        return self.run
+
+    def run_sync(self) -> Run | None:
+        """Run with the current inputs in the calling thread (notebooks, tests); returns the run or None."""
+        self.start(threaded=False)
+        return self.run
+
+    @property
+    def error(self) -> str | None:
+        return self.task.error
+
+    # ------------------------------------------------------------- work
+
+    def _generate(self, params: dict) -> Run:
+        if not (0 <= params["seed"] <= MAX_SEED):
+            raise ValueError(
+                f"seed must be in 0..{MAX_SEED}, got {params['seed']}; press 'new seed' for a valid one"
+            )
+        self.step_slider.disabled = True
+        self.task.status.value = f"generating {params['steps']} steps…"
+        return generate(
+            self.pipe, **params, progress=False, cancel=self.task.cancel_event, on_step=self._on_step
+        )
+
+    def _on_step(self, step: int, x0, latent) -> None:
+        self.task.step()
+        if step % self.preview_every == 0 or step == self.steps.value - 1:
+            image = bridge.decode(self.pipe, x0[None])[0]
+            self._show(image, f"live preview: x0 predicted at step {step}")
+
+    def _finish(self, run: Run) -> None:
+        self.run = run
+        self.strip = bridge.filmstrip(self.pipe, run) if run.steps_done else None
+        self.frames = bridge.x0_frames(self.strip) if self.strip is not None else []
+        if self.frames:
+            self.step_slider.max = len(self.frames) - 1
+            self.step_slider.value = len(self.frames) - 1
+            self.step_slider.disabled = False
+            self.show_step(len(self.frames) - 1)
+        if run.image is not None:
+            self._show(run.image, f"final image · seed {run.seed} · slide to see x0 at every step")
+        self.task.status.value = f"done: {run.steps_done} of {run.config.steps} steps" + (
+            "" if run.complete else " (cancelled; run kept, marked incomplete)"
+        )
+
+    def _show(self, image, label: str) -> None:
+        self.preview.value = bridge.png_bytes(image, bridge.display_scale(image))
+        self.preview_label.value = label

@@ -1,0 +1,313 @@
+"""WordOrderLab and SeedLab: several runs from one form, then figures that compare them.
+
+Both run their batch in a thread with one progress bar over all steps of all runs; Cancel stops after
+the current step and the runs finished so far are kept.
+
+Example:
+    WordOrderLab(pipe, prompt="a painting of a red circle", seed=0)
+    SeedLab(pipe, prompt="a blue square above a red circle", seeds="0, 1, 2, 3")
+"""
+
+from __future__ import annotations
+
+import re
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from workbench.core.generate import generate
+from workbench.core.run import Run
+from workbench.widgets import bridge
+from workbench.widgets.base import TaskRunner
+
+_STYLE = {"description_width": "90px"}
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0, 1, 5-7' -> [0, 1, 5, 6, 7]; a clear ValueError for anything else."""
+    seeds: list[int] = []
+    for part in [p.strip() for p in re.split(r"[,\s]+", text.strip()) if p.strip()]:
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise ValueError(
+                f"seeds must be non-negative integers or ranges like 3-6, separated by commas; got {part!r}"
+            )
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo or hi - lo > 256:
+            raise ValueError(f"seed range {part!r} must go upwards and hold at most 257 seeds")
+        seeds += range(lo, hi + 1)
+    if not seeds:
+        raise ValueError("give at least one seed, e.g. '0, 1, 2'")
+    return list(dict.fromkeys(seeds))
+
+
+class _BatchApp:
+    """Shared wiring: a batch of (prompt, seed) runs in a thread, then ``show(runs)``."""
+
+    def __init__(self, pipe, steps: int, guidance_scale: float):
+        self.pipe = pipe
+        self.runs: list[Run] = []
+        self.steps = W.BoundedIntText(
+            value=steps, min=1, max=1000, description="steps", style=_STYLE, layout=W.Layout(width="200px")
+        )
+        self.guidance = W.BoundedFloatText(
+            value=guidance_scale,
+            min=0,
+            max=50,
+            step=0.5,
+            description="guidance",
+            style=_STYLE,
+            layout=W.Layout(width="200px"),
+        )
+        self.task = TaskRunner("Run")
+        self.results = W.VBox([])
+        self.task.run_button.on_click(lambda _: self.start())
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    @property
+    def error(self) -> str | None:
+        return self.task.error
+
+    def jobs(self) -> list[tuple[str, int]]:
+        raise NotImplementedError
+
+    def start(self, *, threaded: bool = True) -> bool:
+        try:
+            jobs = self.jobs()
+        except ValueError as err:
+            self.task.show_error(err)
+            return False
+        steps, guidance = self.steps.value, self.guidance.value
+        return self.task.start(
+            lambda: self._batch(jobs, steps, guidance), steps * len(jobs), self._finish, threaded=threaded
+        )
+
+    def run_sync(self) -> list[Run]:
+        self.start(threaded=False)
+        return self.runs
+
+    def wait(self, timeout: float | None = None) -> list[Run]:
+        self.task.wait(timeout)
+        return self.runs
+
+    def _batch(self, jobs, steps, guidance) -> list[Run]:
+        runs = []
+        for i, (prompt, seed) in enumerate(jobs):
+            if self.task.cancel_event.is_set():
+                break
+            self.task.status.value = f"run {i + 1} of {len(jobs)}: “{bridge_escape(prompt)}”, seed {seed}"
+            run = generate(
+                self.pipe,
+                prompt,
+                seed=seed,
+                steps=steps,
+                guidance_scale=guidance,
+                progress=False,
+                cancel=self.task.cancel_event,
+                on_step=lambda *_: self.task.step(),
+            )
+            if run.complete:
+                runs.append(run)
+        return runs
+
+    def _finish(self, runs: list[Run]) -> None:
+        self.runs = runs
+        if not runs:
+            self.results.children = []
+            return
+        self.task.status.value = f"{len(runs)} run(s) done"
+        self.results.children = [_as_widget(f) for f in self.figures(runs)]
+
+    def figures(self, runs: list[Run]) -> list:
+        raise NotImplementedError
+
+
+def bridge_escape(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)
+
+
+def _as_widget(item):
+    if isinstance(item, go.Figure):
+        return go.FigureWidget(item)
+    if isinstance(item, str):
+        return W.HTML(item)
+    return item
+
+
+class WordOrderLab(_BatchApp):
+    """One seed, a prompt in several word orders: images side by side, map pairs, divergence per step.
+
+    Args:
+        pipe: a pipeline from ``load_pipeline``.
+        prompt: the base prompt; its suggested orders fill the list (edit it freely, one per line).
+        orders: the word orders to run (default: suggested from ``prompt``).
+        seed: the one seed every order runs with (same initial noise).
+    """
+
+    def __init__(
+        self,
+        pipe,
+        *,
+        prompt: str = "a red circle left of a blue square",
+        orders: list[str] | None = None,
+        seed: int = 0,
+        steps: int = 20,
+        guidance_scale: float = 4.0,
+    ):
+        super().__init__(pipe, steps, guidance_scale)
+        self.prompt = W.Text(value=prompt, description="prompt", style=_STYLE, layout=W.Layout(width="90%"))
+        self.suggest = W.Button(description="suggest orders", icon="exchange")
+        self.orders = W.Textarea(
+            value="\n".join(orders or bridge.word_orders(prompt)),
+            description="orders",
+            rows=3,
+            style=_STYLE,
+            layout=W.Layout(width="90%"),
+        )
+        self.seed = W.IntText(value=seed, description="seed", style=_STYLE, layout=W.Layout(width="200px"))
+        self.suggest.on_click(lambda _: self.suggest_orders())
+        self.widget = W.VBox(
+            [
+                W.HBox([self.prompt, self.suggest]),
+                self.orders,
+                W.HBox([self.seed, self.steps, self.guidance]),
+                self.task.controls(),
+                self.results,
+            ]
+        )
+        self.widget.add_class("wb-word-order-lab")
+
+    def suggest_orders(self) -> list[str]:
+        orders = bridge.word_orders(self.prompt.value)
+        self.orders.value = "\n".join(orders)
+        return orders
+
+    def jobs(self) -> list[tuple[str, int]]:
+        orders = [line.strip() for line in self.orders.value.splitlines() if line.strip()]
+        if len(orders) < 2:
+            raise ValueError("give at least two word orders, one per line (or press 'suggest orders')")
+        if self.seed.value < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed.value}")
+        return [(o, self.seed.value) for o in orders]
+
+    def figures(self, runs: list[Run]) -> list:
+        return word_order_figures(runs)
+
+
+def word_order_figures(runs: list[Run]) -> list:
+    """Side-by-side images, per-word map pairs (first order vs each other) and divergence per step."""
+    base = runs[0]
+    items: list = [
+        bridge.images_figure(
+            [bridge.run_image(r) for r in runs],
+            [r.prompt for r in runs],
+            title=f"same seed ({base.seed}), word orders",
+        )
+    ]
+    if all(r.attention.probs for r in runs):
+        all_maps = [bridge.word_maps(r, normalize="max") for r in runs]
+        shared = [w for w in all_maps[0].labels if all(w in m.labels for m in all_maps[1:])]
+        # One row per order, the shared words in the same columns: each column is a map pair.
+        for run, maps in zip(runs, all_maps):
+            fig = bridge.maps_figure(run, maps, words=shared)
+            fig.update_layout(
+                title={"text": f"“{bridge_escape(run.prompt)}”<br><sup>{maps.aggregation.describe()}</sup>"}
+            )
+            items.append(fig)
+    curves = {f"“{r.prompt}” vs order 1": bridge.divergence(base, r) for r in runs[1:]}
+    if curves:
+        items.append(bridge.divergence_figure(curves))
+    return items
+
+
+class SeedLab(_BatchApp):
+    """A prompt (or two) over a list of seeds: the grid, x0 trajectories and the commitment step.
+
+    Args:
+        pipe: a pipeline from ``load_pipeline``.
+        prompt: the first prompt.
+        second_prompt: optional second prompt (then the seed-vs-prompt variance split is shown too).
+        seeds: the seeds, as text: ``"0, 1, 2"`` or ``"0-3"``.
+    """
+
+    def __init__(
+        self,
+        pipe,
+        *,
+        prompt: str = "a red circle left of a blue square",
+        second_prompt: str = "",
+        seeds: str = "0, 1, 2, 3",
+        steps: int = 20,
+        guidance_scale: float = 4.0,
+        threshold: float = 0.1,
+    ):
+        super().__init__(pipe, steps, guidance_scale)
+        self.prompt = W.Text(value=prompt, description="prompt", style=_STYLE, layout=W.Layout(width="90%"))
+        self.second_prompt = W.Text(
+            value=second_prompt,
+            description="2nd prompt",
+            placeholder="optional",
+            style=_STYLE,
+            layout=W.Layout(width="90%"),
+        )
+        self.seeds = W.Text(value=seeds, description="seeds", style=_STYLE, layout=W.Layout(width="400px"))
+        self.threshold = W.BoundedFloatText(
+            value=threshold,
+            min=0.001,
+            max=1.0,
+            step=0.01,
+            description="commit at",
+            style=_STYLE,
+            layout=W.Layout(width="200px"),
+        )
+        self.widget = W.VBox(
+            [
+                self.prompt,
+                self.second_prompt,
+                W.HBox([self.seeds, self.steps, self.guidance, self.threshold]),
+                self.task.controls(),
+                self.results,
+            ]
+        )
+        self.widget.add_class("wb-seed-lab")
+
+    def jobs(self) -> list[tuple[str, int]]:
+        prompts = [p for p in (self.prompt.value.strip(), self.second_prompt.value.strip()) if p]
+        if not prompts:
+            raise ValueError("give a prompt")
+        return [(p, s) for p in prompts for s in parse_seeds(self.seeds.value)]
+
+    def figures(self, runs: list[Run]) -> list:
+        return seed_figures(runs, self.threshold.value)
+
+
+def seed_figures(runs: list[Run], threshold: float = 0.1) -> list:
+    """The seed grid, the x0 trajectories and a table of commitment steps (and the variance split)."""
+    prompts = list(dict.fromkeys(r.prompt for r in runs))
+    seeds = list(dict.fromkeys(r.seed for r in runs))
+    items: list = [
+        bridge.images_figure(
+            [bridge.run_image(r) for r in runs],
+            [
+                f"seed {r.seed}" + (f" · prompt {prompts.index(r.prompt) + 1}" if len(prompts) > 1 else "")
+                for r in runs
+            ],
+            cols=len(seeds),
+            title="seed grid: " + " / ".join(prompts),
+        ),
+        bridge.trajectory_figure(runs, threshold),
+        "<b>Commitment step</b> (first step from which x0 stays within the threshold of the final x0):"
+        + bridge.table_html(bridge.trajectory_table(runs, threshold)),
+    ]
+    if len(prompts) > 1 and len(seeds) > 1:
+        split = bridge.variance_split(runs)
+        items.append(
+            "<b>Variance of the final latents</b>: " + ", ".join(f"{k} {v:.0%}" for k, v in split.items())
+        )
+    return items
