@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import torch
 from PIL import Image
 
@@ -13,6 +14,18 @@ DOWN = "down_blocks.0.attentions.0.transformer_blocks.0.attn2"
 MID = "mid_block.attentions.0.transformer_blocks.0.attn2"
 SHAPES = {DOWN: (4, 8), MID: (2, 4)}  # a 4x8 latent; the image is 8x16 (non-square on purpose)
 TOKENS = 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread per test module (autouse where imported): on a shared 2-core machine tiny
+    models run about 10x faster than with two threads competing for busy cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def token_rows(words: list[list[str]], limit: int = TOKENS) -> pd.DataFrame:

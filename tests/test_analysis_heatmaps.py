@@ -2,7 +2,13 @@
 
 import pytest
 import torch
-from test_analysis_fakes import DOWN, MID, fake_run, on_bos
+from test_analysis_fakes import (
+    DOWN,
+    MID,
+    fake_run,
+    on_bos,
+    one_thread,  # noqa: F401  (autouse fixture)
+)
 
 from workbench.analysis import Aggregation, attention_mass, token_maps, word_maps, word_step_mass
 

@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from test_analysis_fakes import fake_run
+from test_analysis_fakes import (
+    fake_run,
+    one_thread,  # noqa: F401  (autouse fixture)
+)
 
 from workbench import RecordingPolicy, generate
 from workbench.analysis import change_curves, commit_step, decode_latents, filmstrip

@@ -5,7 +5,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_analysis_fakes import DOWN, fake_run, on_bos
+from test_analysis_fakes import (
+    DOWN,
+    fake_run,
+    on_bos,
+    one_thread,  # noqa: F401  (autouse fixture)
+)
 
 from workbench.analysis import align_words, compare_word_order, permutations, word_order_runs
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from test_analysis_fakes import one_thread  # noqa: F401  (autouse fixture)
 from test_analysis_word_order import word_order_pair
 
 from workbench.analysis import compare_word_order

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_analysis_fakes import DOWN, MID, fake_run, on_bos
+from test_analysis_fakes import (
+    DOWN,
+    MID,
+    fake_run,
+    on_bos,
+    one_thread,  # noqa: F401  (autouse fixture)
+)
 
 from workbench.analysis import Filmstrip, change_curves, word_layer_mass, word_maps, word_step_mass
 from workbench.viz import (

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_analysis_fakes import fake_run
+from test_analysis_fakes import (
+    fake_run,
+    one_thread,  # noqa: F401  (autouse fixture)
+)
 
 from workbench.analysis import SeedGrid, trajectory_distances, variance_split
 from workbench.viz import seed_grid_figure, trajectory_distance_figure, variance_figure

@@ -5,6 +5,7 @@ Example:
 """
 
 from .aggregate import PRESETS, Aggregation, make_aggregation
+from .attribution import Attribution, attribution_vs_attention, integrated_gradients, occlusion
 from .checks import check_same
 from .heatmaps import (
     TokenMaps,
@@ -37,6 +38,10 @@ from .word_order import (
 )
 
 __all__ = [
+    "Attribution",
+    "attribution_vs_attention",
+    "integrated_gradients",
+    "occlusion",
     "SeedGrid",
     "image_variance",
     "map_variance",

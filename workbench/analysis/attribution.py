@@ -1,0 +1,522 @@
+"""Token attributions with captum: Integrated Gradients on the prompt's embeddings, and occlusion.
+
+What is attributed (stated once, used everywhere here):
+    * Input: the text encoder's *output* embeddings (``prompt_embeds``, one vector per encoder position),
+      the tensor the UNet's cross-attention reads. Each position's vector already carries the context
+      of the positions before it (CLIP's text encoder is causal), so an attribution to a position is an
+      attribution to that position *in its context*.
+    * Baseline: the embeddings of the empty prompt ``""`` (BOS, EOS, then padding), i.e. the
+      unconditional input of classifier-free guidance without a negative prompt.
+    * Output: the model's prediction of the clean latent x0 at one step, from the run's recorded latent
+      at that step, with the run's guidance (the unconditional branch is held fixed at the run's
+      negative prompt). The scalar explained is the projection of ``x0(E) - x0(baseline)`` onto the
+      unit direction of ``x0(input) - x0(baseline)``, weighted by an optional region mask: how far the
+      prompt moves the step's prediction away from the empty-prompt prediction, in latent units. So
+      ``output(baseline) = 0`` and, by IG's completeness, attributions sum to ``output(input)`` up to
+      captum's reported convergence delta.
+    * Occlusion: a word's tokens are replaced by the padding token and the prompt is re-encoded; the
+      change of x0 at a step (RMS over the region, latent units) or of the final image (regenerated from
+      the same noise; RMS of [0, 1] intensities) is reported per word.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from workbench.core.run import Run
+
+from .aggregate import Aggregation, make_aggregation
+from .heatmaps import SPECIAL_KINDS, TEXT_KINDS, attention_mass, unique_labels, word_maps
+
+BASELINE = 'the empty prompt "" through the text encoder'
+
+
+class StepModel:
+    """The UNet at one recorded step of a run, as a function of the prompt embeddings -> x0."""
+
+    def __init__(self, pipe, run: Run, step: int):
+        _check_pipe(pipe, run)
+        n = run.steps_done
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < n:
+            raise ValueError(f"step must be an int in 0..{n - 1} (the run's completed steps), got {step!r}")
+        self.pipe, self.run, self.step = pipe, run, step
+        sched = _fresh_scheduler(pipe, run)
+        t = sched.timesteps[step]
+        if not torch.isclose(t.double(), run.timesteps[step].double(), atol=1e-3):
+            raise ValueError(
+                f"the scheduler rebuilt from the run's config gives timestep {float(t)} at step {step}, "
+                f"the run recorded {float(run.timesteps[step])}"
+            )
+        self.t = t
+        device, dtype = pipe.device, pipe.unet.dtype
+        latent = run.latents[step][None].to(device, dtype)  # (1, C, h, w)
+        if float(sched.init_noise_sigma) > 1.0:  # sigma-parameterized (Euler, LMS, ...): x = x0 + sigma * eps
+            sigma = sched.sigmas[step].to(torch.float64)
+            self.alpha = float(1 / (sigma**2 + 1))
+            self.scaled = latent * self.alpha**0.5  # what scale_model_input gives the UNet
+        else:
+            self.alpha = float(sched.alphas_cumprod[int(t)])
+            self.scaled = latent
+        self.prediction = sched.config.get("prediction_type", "epsilon")
+        self.guidance = float(run.config.guidance_scale)
+        self.guided = self.guidance > 1 and pipe.unet.config.time_cond_proj_dim is None
+        self.uncond = None
+        if self.guided:
+            neg = encode(pipe, run.config.negative_prompt or "")  # (1, T, D)
+            with torch.no_grad():
+                self.uncond = self._unet(neg)  # (1, C, h, w)
+
+    def _unet(self, embeds: torch.Tensor) -> torch.Tensor:
+        b = embeds.shape[0]
+        x = self.scaled.expand(b, -1, -1, -1)  # (B, C, h, w)
+        return self.pipe.unet(x, self.t, encoder_hidden_states=embeds, return_dict=False)[0]  # (B, C, h, w)
+
+    def x0(self, embeds: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) prompt embeddings -> (B, C, h, w) predicted clean latent at this step."""
+        out = self._unet(embeds)  # (B, C, h, w)
+        if self.guided:
+            out = self.uncond + self.guidance * (out - self.uncond)
+        a = self.alpha
+        if self.prediction == "epsilon":
+            return (self.scaled - (1 - a) ** 0.5 * out) / a**0.5
+        if self.prediction == "v_prediction":
+            return a**0.5 * self.scaled - (1 - a) ** 0.5 * out
+        if self.prediction == "sample":
+            return out
+        raise ValueError(f"cannot derive x0 for prediction_type {self.prediction!r}")
+
+
+def _check_pipe(pipe, run: Run) -> None:
+    from workbench.core.loading import weights_hash
+
+    want = run.config.model.get("weights_sha256")
+    have = weights_hash(pipe)
+    if want and have and want != have:
+        raise ValueError(
+            f"the pipeline's weights (sha256 {have[:12]}...) are not the run's (sha256 {want[:12]}...); "
+            f"load the model the run was made with ({run.config.model.get('source', '?')})"
+        )
+
+
+def _fresh_scheduler(pipe, run: Run):
+    import diffusers
+
+    name = run.config.scheduler or type(pipe.scheduler).__name__
+    cls = getattr(diffusers, name, None)
+    if cls is None:
+        raise ValueError(f"the run's scheduler {name!r} is not a diffusers scheduler class")
+    config = {k: v for k, v in run.config.scheduler_config.items() if not k.startswith("_")}
+    sched = cls.from_config({**dict(pipe.scheduler.config), **config})
+    sched.set_timesteps(run.config.steps, device=pipe.device)
+    return sched
+
+
+def token_ids(pipe, prompt: str) -> torch.Tensor:
+    """(1, T) ids exactly as the pipeline tokenizes the prompt (padded to the context length)."""
+    tok = pipe.tokenizer
+    return tok(
+        prompt, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+def encode(pipe, prompt: str | None = None, ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Prompt embeddings as ``encode_prompt`` makes them (no clip skip): (1, T, D)."""
+    if ids is None:
+        ids = token_ids(pipe, prompt or "")
+    mask = None
+    if getattr(pipe.text_encoder.config, "use_attention_mask", False):
+        mask = (ids != pipe.tokenizer.pad_token_id).long().to(pipe.device)
+    with torch.no_grad():
+        return pipe.text_encoder(ids.to(pipe.device), attention_mask=mask)[0].to(pipe.unet.dtype)
+
+
+def region_weights(region, run: Run, latent_hw: tuple[int, int]) -> torch.Tensor:
+    """A region mask (image- or latent-sized, bool or [0, 1]) -> (h, w) weights on the latent grid."""
+    if region is None:
+        return torch.ones(latent_hw)
+    r = torch.as_tensor(np.asarray(region), dtype=torch.float32)
+    if r.ndim != 2:
+        raise ValueError(f"region must be a 2-D mask, got shape {tuple(r.shape)}")
+    image_hw = (run.config.height, run.config.width)
+    if tuple(r.shape) == image_hw:
+        r = F.adaptive_avg_pool2d(r[None, None], latent_hw)[0, 0]  # (h, w): the share of each latent cell
+    elif tuple(r.shape) != tuple(latent_hw):
+        raise ValueError(
+            f"region must be image-sized {image_hw} or latent-sized {tuple(latent_hw)}, got {tuple(r.shape)}"
+        )
+    if float(r.sum()) <= 0:
+        raise ValueError("region is empty (all zero)")
+    return r
+
+
+def _groups(run: Run) -> list[dict]:
+    inside = run.tokens[run.tokens.kind != "cut"]
+    groups = []
+    for wi, g in inside[inside.kind.isin(TEXT_KINDS)].groupby("word_index", sort=True):
+        groups.append(
+            {
+                "word": str(g.word.iloc[0]),
+                "word_index": int(wi),
+                "kind": str(g.kind.iloc[0]),
+                "positions": g.position.astype(int).tolist(),
+            }
+        )
+    for kind in SPECIAL_KINDS:
+        g = inside[inside.kind == kind]
+        if len(g):
+            groups.append(
+                {
+                    "word": f"<{kind}>",
+                    "word_index": -1,
+                    "kind": kind,
+                    "positions": g.position.astype(int).tolist(),
+                }
+            )
+    return groups
+
+
+def _by_word(run: Run, per_position: torch.Tensor, column: str) -> pd.DataFrame:
+    groups = _groups(run)
+    labels = unique_labels([g["word"] for g in groups])
+    return pd.DataFrame(
+        [
+            {
+                "word_index": g["word_index"],
+                "word": g["word"],
+                "label": lab,
+                "kind": g["kind"],
+                column: float(per_position[g["positions"]].sum()),
+            }
+            for g, lab in zip(groups, labels)
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Per-token and per-word attributions of one run's prediction.
+
+    Attributes:
+        tokens: per encoder position: ``position``, ``token``, ``kind``, ``word_index``, ``word``,
+            ``attribution``.
+        words: per word (special positions grouped as ``<bos>``, ``<eos>``, ``<pad>``): ``word_index``,
+            ``word``, ``label``, ``kind``, ``attribution``.
+        method: ``"integrated_gradients"`` or ``"occlusion"``.
+        target: what was explained (see the module docstring).
+        step: the step explained (None for the final image).
+        delta: IG's convergence delta, ``sum(attributions) - (output(input) - output(baseline))``.
+        output_input, output_baseline: the explained scalar at the input and at the baseline.
+        baseline: the baseline, in words.
+        region: whether a region mask restricted the output.
+    """
+
+    tokens: pd.DataFrame
+    words: pd.DataFrame
+    method: str
+    target: str
+    step: int | None
+    delta: float = float("nan")
+    output_input: float = float("nan")
+    output_baseline: float = float("nan")
+    baseline: str = BASELINE
+    region: bool = False
+    reference_matches_run: bool | None = None
+
+    def describe(self) -> str:
+        at = f"step {self.step}" if self.step is not None else "final image"
+        return f"{self.method} of {self.target} at {at}{' in a region' if self.region else ''}; baseline: {self.baseline}"
+
+
+def integrated_gradients(
+    pipe, run: Run, *, step: int, region=None, n_steps: int = 32, internal_batch_size: int = 8
+) -> Attribution:
+    """Integrated Gradients of the prediction at ``step`` with respect to the prompt embeddings.
+
+    Args:
+        pipe: the pipeline that made the run (same weights).
+        run: a recorded run.
+        step: the denoising step whose x0 prediction is explained.
+        region: optional (H, W) image-sized or (h, w) latent-sized mask restricting the output.
+        n_steps: IG integration steps (Gauss-Legendre, captum's default method).
+        internal_batch_size: UNet batch per captum call.
+
+    Returns:
+        ``Attribution`` with captum's convergence delta.
+
+    Example:
+        >>> ig = integrated_gradients(pipe, run, step=5, region=scene.objects[0].mask)  # doctest: +SKIP
+    """
+    from captum.attr import IntegratedGradients
+
+    if not isinstance(n_steps, int) or n_steps < 2:
+        raise ValueError(f"n_steps must be an int >= 2, got {n_steps!r}")
+    model = StepModel(pipe, run, step)
+    ids = token_ids(pipe, run.prompt)
+    _check_ids(run, ids)
+    emb_in, emb_base = encode(pipe, ids=ids), encode(pipe, "")  # (1, T, D) each
+    weights = region_weights(region, run, tuple(run.latents.shape[-2:])).to(
+        pipe.device, pipe.unet.dtype
+    )  # (h, w)
+    with torch.no_grad():
+        x_base = model.x0(emb_base)  # (1, C, h, w)
+        d = (model.x0(emb_in) - x_base) * weights  # (1, C, h, w)
+    norm = d.norm()
+    if float(norm) == 0:
+        raise ValueError(
+            "the prompt does not change the prediction at this step (in this region): nothing to attribute"
+        )
+    u = d / norm  # (1, C, h, w) unit direction
+
+    def forward(embeds: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B,)
+        return ((model.x0(embeds) - x_base) * weights * u).flatten(1).sum(dim=1)
+
+    ig = IntegratedGradients(forward)
+    attr, delta = ig.attribute(
+        emb_in,
+        baselines=emb_base,
+        n_steps=n_steps,
+        internal_batch_size=internal_batch_size,
+        return_convergence_delta=True,
+    )  # attr: (1, T, D)
+    per_position = attr[0].sum(dim=-1).detach().float().cpu()  # (T,)
+    with torch.no_grad():
+        out_in, out_base = float(forward(emb_in)[0]), float(forward(emb_base)[0])
+    tokens = _token_frame(run, per_position, "attribution")
+    return Attribution(
+        tokens=tokens,
+        words=_by_word(run, per_position, "attribution"),
+        method="integrated_gradients",
+        target="x0 moved from the empty-prompt prediction (latent units)",
+        step=step,
+        delta=float(delta.reshape(-1)[0]),
+        output_input=out_in,
+        output_baseline=out_base,
+        region=region is not None,
+    )
+
+
+def _check_ids(run: Run, ids: torch.Tensor) -> None:
+    inside = run.tokens[run.tokens.kind != "cut"]
+    rec = inside.sort_values("position").token_id.astype(int).tolist()
+    if ids[0, : len(rec)].tolist() != rec:
+        raise ValueError(
+            "the pipeline's tokenizer does not reproduce the run's token table; use the run's model"
+        )
+
+
+def _token_frame(run: Run, per_position: torch.Tensor, column: str) -> pd.DataFrame:
+    inside = run.tokens[run.tokens.kind != "cut"].sort_values("position")
+    df = inside[["position", "token", "kind", "word_index", "word"]].reset_index(drop=True).copy()
+    df[column] = per_position[df.position.astype(int).tolist()].numpy()
+    return df
+
+
+def occlusion(
+    pipe,
+    run: Run,
+    *,
+    target: str = "x0",
+    step: int | None = None,
+    region=None,
+    words: list[str] | None = None,
+) -> Attribution:
+    """Occlude each word (its tokens replaced by padding) and measure how much the prediction changes.
+
+    Args:
+        pipe: the pipeline that made the run.
+        run: a recorded run.
+        target: ``"x0"``: RMS change of x0 at ``step`` (latent units); ``"image"``: RMS change of the
+            final image regenerated from the run's noise ([0, 1] intensities; one generation per word).
+        step: required for ``target="x0"``.
+        region: optional mask restricting where the change is measured.
+        words: the words (or labels like ``a#2``) to occlude; default every word.
+
+    Returns:
+        ``Attribution`` with the change per word (``attribution`` column; special positions are not
+        occluded and get NaN). For ``"image"``, ``reference_matches_run`` says whether the
+        unoccluded regeneration reproduced ``run.image`` exactly.
+
+    Example:
+        >>> occlusion(pipe, run, target="x0", step=3)  # doctest: +SKIP
+    """
+    if target not in ("x0", "image"):
+        raise ValueError(f"target must be 'x0' or 'image', got {target!r}")
+    if target == "x0" and step is None:
+        raise ValueError("target='x0' needs step=")
+    _check_pipe(pipe, run)
+    ids = token_ids(pipe, run.prompt)
+    _check_ids(run, ids)
+    pad = (
+        pipe.tokenizer.pad_token_id
+        if pipe.tokenizer.pad_token_id is not None
+        else pipe.tokenizer.eos_token_id
+    )
+    groups = [g for g in _groups(run) if g["kind"] in TEXT_KINDS]
+    labels = unique_labels([g["word"] for g in groups])
+    if words is not None:
+        lower = [w.lower() for w in words]
+        known = set(labels) | {g["word"].lower() for g in groups}
+        missing = [w for w in words if w not in known and w.lower() not in known]
+        if missing:
+            raise ValueError(f"words {missing} are not in the prompt {run.prompt!r}; its words are {labels}")
+        keep = [lab in words or g["word"].lower() in lower for g, lab in zip(groups, labels)]
+        groups = [g for g, k in zip(groups, keep) if k]
+        labels = [lab for lab, k in zip(labels, keep) if k]
+    variants = []
+    for g in groups:
+        occluded = ids.clone()
+        occluded[0, g["positions"]] = pad
+        variants.append(encode(pipe, ids=occluded))  # (1, T, D)
+    matches = None
+    if target == "x0":
+        model = StepModel(pipe, run, step)
+        w = region_weights(region, run, tuple(run.latents.shape[-2:])).to(pipe.device)  # (h, w)
+        with torch.no_grad():
+            ref = model.x0(encode(pipe, ids=ids))  # (1, C, h, w)
+            changes = [_weighted_rms(model.x0(v) - ref, w) for v in variants]
+        what = "x0 change, RMS (latent units)"
+    else:
+        h, wd = run.config.height, run.config.width
+        w = region_weights(region, run, (h, wd))  # (H, W)
+        ref_img = _regenerate(pipe, run, encode(pipe, ids=ids))  # (H, W, 3) float in [0, 1]
+        matches = run.image is not None and np.array_equal(
+            (ref_img * 255).round().astype(np.uint8), np.asarray(run.image)
+        )
+        changes = [
+            _weighted_rms(torch.from_numpy(_regenerate(pipe, run, v) - ref_img).permute(2, 0, 1)[None], w)
+            for v in variants
+        ]
+        step = None
+        what = "final image change, RMS ([0, 1] intensity)"
+    table = pd.DataFrame(
+        [
+            {
+                "word_index": g["word_index"],
+                "word": g["word"],
+                "label": lab,
+                "kind": g["kind"],
+                "attribution": c,
+            }
+            for g, lab, c in zip(groups, labels, changes)
+        ]
+    )
+    per_position = torch.full((ids.shape[1],), float("nan"))
+    for g, c in zip(groups, changes):
+        per_position[g["positions"]] = c / len(g["positions"])
+    return Attribution(
+        tokens=_token_frame(run, per_position, "attribution"),
+        words=table,
+        method="occlusion",
+        target=what,
+        step=step,
+        baseline="the word's tokens replaced by the padding token",
+        region=region is not None,
+        reference_matches_run=matches,
+    )
+
+
+def _weighted_rms(diff: torch.Tensor, w: torch.Tensor) -> float:
+    """RMS of (1, C, h, w) ``diff`` with per-pixel weights (h, w)."""
+    sq = diff.float().pow(2).mean(dim=1)[0]  # (h, w)
+    w = w.to(sq.device, sq.dtype)
+    return float(((sq * w).sum() / w.sum()).sqrt())
+
+
+def _regenerate(pipe, run: Run, prompt_embeds: torch.Tensor) -> np.ndarray:
+    """The run's generation again with other prompt embeddings: (H, W, 3) float in [0, 1]."""
+    old_sched, old_bar = pipe.scheduler, getattr(pipe, "_progress_bar_config", None)
+    try:
+        pipe.scheduler = _fresh_scheduler(pipe, run)
+        pipe.set_progress_bar_config(disable=True)
+        neg = encode(pipe, run.config.negative_prompt or "")
+        out = pipe(
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=neg,
+            num_inference_steps=run.config.steps,
+            guidance_scale=run.config.guidance_scale,
+            height=run.config.height,
+            width=run.config.width,
+            latents=run.noise[None].to(pipe.device, pipe.unet.dtype),
+            generator=torch.Generator("cpu").manual_seed(run.seed),
+            output_type="np",
+        )
+    finally:
+        pipe.scheduler = old_sched
+        if old_bar is None:
+            pipe.__dict__.pop("_progress_bar_config", None)
+        else:
+            pipe._progress_bar_config = old_bar
+    return np.asarray(out.images[0], dtype=np.float64)
+
+
+def attribution_vs_attention(
+    attribution: Attribution,
+    run: Run,
+    aggregation: Aggregation | str | None = None,
+    *,
+    by: str = "signed",
+    region=None,
+    **overrides,
+) -> pd.DataFrame:
+    """Rank the words by attribution and by attention mass; where do the two agree?
+
+    The attention side uses the recipe (default: the attributed step when the run kept it, else every
+    kept step). With a region, a word's attention is the mean of its ``"mass"`` map inside the region.
+
+    Args:
+        attribution: from ``integrated_gradients`` or ``occlusion``.
+        run: the same run.
+        by: ``"signed"`` ranks attributions as they are, ``"abs"`` by magnitude.
+
+    Returns:
+        DataFrame per word (special positions left out): ``word``, ``label``, ``attribution``,
+        ``attention``, ``rank_attribution``, ``rank_attention`` (1 = largest), ``rank_diff``;
+        ``attrs["spearman"]`` is the rank correlation (Pearson of the ranks, ties averaged).
+
+    Example:
+        >>> attribution_vs_attention(integrated_gradients(pipe, run, step=3), run)  # doctest: +SKIP
+    """
+    if by not in ("signed", "abs"):
+        raise ValueError(f"by must be 'signed' or 'abs', got {by!r}")
+    if "steps" not in overrides and attribution.step is not None and attribution.step in run.attention.steps:
+        overrides["steps"] = [attribution.step]
+    agg = make_aggregation(aggregation, **overrides)
+    words = attribution.words[attribution.words.kind.isin(TEXT_KINDS)].copy()
+    if region is None:
+        mass = attention_mass(run, agg, by=None).set_index("word_index").mass
+    else:
+        wm = word_maps(run, agg, normalize="mass")
+        r = torch.as_tensor(np.asarray(region), dtype=torch.float32)
+        if tuple(r.shape) != tuple(wm.maps.shape[-2:]):
+            raise ValueError(f"region must be image-sized {tuple(wm.maps.shape[-2:])}, got {tuple(r.shape)}")
+        inside = (wm.maps * r).sum(dim=(-2, -1)) / r.sum().clamp_min(1e-12)  # (words,)
+        mass = pd.Series(inside.numpy(), index=wm.word_indices)
+    words["attention"] = [float(mass[i]) for i in words.word_index]
+    score = words.attribution.abs() if by == "abs" else words.attribution
+    words["rank_attribution"] = score.rank(ascending=False, method="average")
+    words["rank_attention"] = words.attention.rank(ascending=False, method="average")
+    words["rank_diff"] = words.rank_attribution - words.rank_attention
+    ra, rb = words.rank_attribution.to_numpy(float), words.rank_attention.to_numpy(float)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = np.sqrt((ra**2).sum() * (rb**2).sum())
+    df = words[
+        [
+            "word_index",
+            "word",
+            "label",
+            "attribution",
+            "attention",
+            "rank_attribution",
+            "rank_attention",
+            "rank_diff",
+        ]
+    ].reset_index(drop=True)
+    df.attrs["spearman"] = float((ra * rb).sum() / den) if den > 0 else float("nan")
+    df.attrs["aggregation"] = agg.describe()
+    df.attrs["attribution"] = attribution.describe()
+    return df
