@@ -126,3 +126,31 @@ def divergence_figure(steps, *, fig: go.Figure | None = None) -> go.Figure:
     if sub is None and "prompts" in steps.attrs:
         sub = "a: {!r} | b: {!r}".format(*steps.attrs["prompts"])
     return titled(fig, "Divergence of the two trajectories per step", sub)
+
+
+def mass_comparison(cmp: WordOrderComparison, *, by: str = "word", fig: go.Figure | None = None) -> go.Figure:
+    """Attention mass of each aligned word (``by="word"``) or encoder position (``"position"``), a vs b.
+
+    Returns:
+        ``go.Figure`` with two ``go.Bar`` traces (a, then b).
+
+    Example:
+        >>> mass_comparison(cmp, by="position")  # doctest: +SKIP
+    """
+    if by == "word":
+        df = cmp.words
+        x = [f"{w}#{o + 1}" if (df.word == w).sum() > 1 else w for w, o in zip(df.word, df.occurrence)]
+        title = "x-axis: word (aligned by identity)"
+    elif by == "position":
+        df = cmp.positions
+        x = [f"{p}: {a} | {b}" for p, a, b in zip(df.position, df.token_a, df.token_b)]
+        title = "encoder position: token in a | token in b"
+    else:
+        raise ValueError(f"by must be 'word' or 'position', got {by!r}")
+    fig = fig if fig is not None else go.Figure()
+    fig.add_trace(go.Bar(x=x, y=df.mass_a.tolist(), name=f"a: {cmp.prompts[0]}"))
+    fig.add_trace(go.Bar(x=x, y=df.mass_b.tolist(), name=f"b: {cmp.prompts[1]}"))
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title_text=title)
+    fig.update_yaxes(title_text="attention mass (probability, mean over pixels)")
+    return titled(fig, f"Attention mass per {by} in both word orders", cmp.aggregation.describe())

@@ -1,0 +1,92 @@
+"""Figures of token attributions and of their agreement with attention."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from workbench.analysis.attribution import Attribution
+
+from ._common import titled
+
+
+def attribution_bar(
+    attribution: Attribution,
+    *,
+    level: str = "word",
+    include_special: bool = True,
+    fig: go.Figure | None = None,
+) -> go.Figure:
+    """Bars of attribution per word (or per token position), in prompt order.
+
+    Args:
+        attribution: from ``integrated_gradients`` or ``occlusion``.
+        level: ``"word"`` or ``"token"``.
+        include_special: show BOS / EOS / padding bars (IG attributes to them too).
+
+    Returns:
+        ``go.Figure`` with one ``go.Bar``: ``x`` labels, ``y`` attributions; IG's completeness check in
+        the subtitle.
+
+    Example:
+        >>> attribution_bar(integrated_gradients(pipe, run, step=3))  # doctest: +SKIP
+    """
+    if level not in ("word", "token"):
+        raise ValueError(f"level must be 'word' or 'token', got {level!r}")
+    df = attribution.words if level == "word" else attribution.tokens
+    if not include_special:
+        df = df[df.kind.isin(["word", "punct"])]
+    x = df.label.tolist() if level == "word" else [f"{p}: {t}" for p, t in zip(df.position, df.token)]
+    colors = ["#888888" if k in ("bos", "eos", "pad") else "#1f77b4" for k in df.kind]
+    fig = fig if fig is not None else go.Figure()
+    fig.add_trace(go.Bar(x=x, y=df.attribution.tolist(), marker_color=colors, name=attribution.method))
+    fig.update_xaxes(title_text="word" if level == "word" else "encoder position: token")
+    fig.update_yaxes(title_text=attribution.target)
+    sub = attribution.describe()
+    if attribution.method == "integrated_gradients":
+        sub += (
+            f"<br>sum of attributions {attribution.tokens.attribution.sum():.4g} vs output change "
+            f"{attribution.output_input - attribution.output_baseline:.4g} (convergence delta {attribution.delta:.2g})"
+        )
+    return titled(fig, f"Token attribution ({attribution.method.replace('_', ' ')})", sub)
+
+
+def attribution_vs_attention_figure(table: pd.DataFrame, *, fig: go.Figure | None = None) -> go.Figure:
+    """Scatter of each word's attribution rank against its attention-mass rank (1 = largest).
+
+    Points on the diagonal are words where attribution and attention agree.
+
+    Args:
+        table: from ``attribution_vs_attention``.
+
+    Example:
+        >>> attribution_vs_attention_figure(attribution_vs_attention(ig, run))  # doctest: +SKIP
+    """
+    need = {"label", "rank_attribution", "rank_attention"}
+    if not need <= set(table.columns):
+        raise ValueError(f"table must come from attribution_vs_attention (columns {sorted(need)})")
+    n = len(table)
+    fig = fig if fig is not None else go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[1, n], y=[1, n], mode="lines", line={"dash": "dot", "color": "#aaaaaa"}, name="agreement"
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=table.rank_attention.tolist(),
+            y=table.rank_attribution.tolist(),
+            text=table.label.tolist(),
+            mode="markers+text",
+            textposition="top center",
+            name="words",
+        )
+    )
+    fig.update_xaxes(title_text="attention-mass rank (1 = most attended)", autorange="reversed")
+    fig.update_yaxes(title_text="attribution rank (1 = most attributed)", autorange="reversed")
+    sub = f"Spearman rank correlation {table.attrs.get('spearman', float('nan')):.2f}"
+    if "attribution" in table.attrs:
+        sub += f" | {table.attrs['attribution']}"
+    if "aggregation" in table.attrs:
+        sub += f"<br>attention: {table.attrs['aggregation']}"
+    return titled(fig, "Attribution vs attention, per word", sub)
