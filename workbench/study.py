@@ -27,7 +27,6 @@ from workbench.store.report import report
 from workbench.store.runs import save_run
 from workbench.store.spec import save_spec
 from workbench.widgets import bridge
-from workbench.widgets.labs import seed_figures, word_order_figures
 
 DEFAULT_PROMPT = "a red circle left of a blue square"
 
@@ -99,7 +98,7 @@ def run_study(
         rows.append(
             {
                 "seed": seed,
-                "x0 divergence at the last step": float(bridge.divergence(a, b)[-1]),
+                "x0 divergence at the last step": bridge.final_divergence(a, b),
                 "mean pixel difference": float(pixels),
                 "commitment step (prompt)": bridge.commitment_step(a),
                 "commitment step (swap)": bridge.commitment_step(b),
@@ -107,14 +106,14 @@ def run_study(
         )
     summary = pd.DataFrame(rows)
     first = [by_key[(prompt, seeds[0])], by_key[(swapped, seeds[0])]]
-    figures = _captioned(f"Word order, seed {seeds[0]}", word_order_figures(first))
-    figures += _captioned("Seeds, prompt", seed_figures([r for r in runs if r.prompt == prompt]))
-    split = bridge.variance_split(runs) if len(seeds) > 1 else None
+    figures = _captioned(f"Word order, seed {seeds[0]}", bridge.word_order_figures(first, pipe))
+    figures += _captioned("Seeds, prompt", bridge.seed_figures(runs))
+    split = bridge.image_variance_shares(runs) if len(seeds) > 1 else None
     notes = (
         f"Study: “{prompt}” against its word-order swap “{swapped}”, seeds {list(seeds)}, {steps} steps, "
         f"guidance {guidance_scale}. Each pair shares its initial noise. "
         + (
-            f"Variance of the final latents: {', '.join(f'{k} {v:.0%}' for k, v in split.items())}. "
+            f"Variance of the final images: {', '.join(f'{k} {v:.0%}' for k, v in split.items())}. "
             if split
             else ""
         )

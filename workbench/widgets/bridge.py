@@ -19,7 +19,6 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 from PIL import Image
-from plotly.subplots import make_subplots
 
 from workbench import analysis, viz
 from workbench.core.run import Run
@@ -195,49 +194,81 @@ def commitment_step(run: Run, threshold: float = COMMIT_THRESHOLD) -> int | None
     return analysis.commit_step(analysis.change_curves(run), threshold=threshold)
 
 
-# Stand-ins until analysis has word-order and seed studies: plain distances between recorded x0.
-
-
-def divergence(run_a: Run, run_b: Run) -> np.ndarray:
-    """(steps,) distance between two runs' x0 at each step, relative to their mean norm."""
-    n = min(run_a.steps_done, run_b.steps_done)
-    a, b = run_a.x0[:n].float().flatten(1), run_b.x0[:n].float().flatten(1)  # (steps, C*h*w)
-    scale = (a.norm(dim=1) + b.norm(dim=1)).clamp_min(1e-12) / 2
-    return ((a - b).norm(dim=1) / scale).numpy()
-
-
 def trajectory_table(runs: Sequence[Run], threshold: float = COMMIT_THRESHOLD) -> pd.DataFrame:
     """One row per run: prompt, seed, commitment step, steps done."""
-    rows = []
-    for run in runs:
-        rows.append(
-            {
-                "prompt": run.prompt,
-                "seed": run.seed,
-                "commitment_step": commitment_step(run, threshold),
-                "steps": run.steps_done,
-            }
-        )
+    rows = [
+        {
+            "prompt": r.prompt,
+            "seed": r.seed,
+            "commitment_step": commitment_step(r, threshold),
+            "steps": r.steps_done,
+        }
+        for r in runs
+    ]
     return pd.DataFrame(rows)
 
 
-def variance_split(runs: Sequence[Run]) -> dict[str, float]:
-    """Share of the final-latent variance explained by seed and by prompt (two-way, no interaction)."""
-    prompts = sorted({r.prompt for r in runs})
-    seeds = sorted({r.seed for r in runs})
-    x = torch.stack([r.x0[-1].float().flatten() for r in runs])  # (runs, d)
-    grand = x.mean(dim=0)
-    total = ((x - grand) ** 2).sum().item()
-    by_seed = sum(
-        len(g) * ((torch.stack(g).mean(0) - grand) ** 2).sum().item()
-        for g in ([x[i] for i, r in enumerate(runs) if r.seed == s] for s in seeds)
+def final_divergence(run_a: Run, run_b: Run) -> float:
+    """RMS distance of the two runs' x0 at their last step (analysis.trajectory_divergence)."""
+    return float(analysis.trajectory_divergence(run_a, run_b)["x0_latent_rms"].iloc[-1])
+
+
+def compare_orders(run_a: Run, run_b: Run, pipe=None) -> analysis.WordOrderComparison:
+    return analysis.compare_word_order(run_a, run_b, pipe, normalize="max")
+
+
+def grid_of(runs: Sequence[Run]) -> analysis.SeedGrid:
+    """The runs arranged as prompts × seeds (every pair must be there)."""
+    prompts = list(dict.fromkeys(r.prompt for r in runs))
+    seeds = list(dict.fromkeys(r.seed for r in runs))
+    by_key = {(r.prompt, r.seed): r for r in runs}
+    missing = [(p, s) for p in prompts for s in seeds if (p, s) not in by_key]
+    if missing:
+        raise ValueError(f"the runs do not fill a prompts × seeds grid; missing {missing}")
+    return analysis.SeedGrid(
+        prompts=prompts, seeds=seeds, runs=[[by_key[(p, s)] for s in seeds] for p in prompts]
     )
-    by_prompt = sum(
-        len(g) * ((torch.stack(g).mean(0) - grand) ** 2).sum().item()
-        for g in ([x[i] for i, r in enumerate(runs) if r.prompt == p] for p in prompts)
+
+
+def image_variance_shares(runs: Sequence[Run]) -> dict[str, float]:
+    """Shares of the final images' variance: prompt, seed, interaction (analysis.image_variance)."""
+    split = analysis.image_variance(grid_of(runs))
+    return {k: float(split.loc[k, "share"]) for k in ("prompt", "seed", "interaction")}
+
+
+def word_order_figures(runs: Sequence[Run], pipe=None) -> list:
+    """Side by side images, per-word map pairs and the divergence per step, first order vs each other."""
+    items: list = [viz.side_by_side(list(runs))]
+    for other in runs[1:]:
+        cmp = compare_orders(runs[0], other, pipe)
+        items += [
+            viz.map_pairs(cmp),
+            viz.divergence_figure(cmp),
+            f"<b>Aligned words</b> (“{_esc(runs[0].prompt)}” vs “{_esc(other.prompt)}”):"
+            + table_html(cmp.words.round(3)),
+        ]
+    return items
+
+
+def seed_figures(runs: Sequence[Run], threshold: float = COMMIT_THRESHOLD) -> list:
+    """The seed grid, distances between seed trajectories, commitment steps and the variance split."""
+    grid = grid_of(runs)
+    items: list = [viz.seed_grid_figure(grid)]
+    if len(grid.seeds) > 1:
+        items.append(viz.trajectory_distance_figure(analysis.trajectory_distances(grid)))
+    items.append(
+        f"<b>Commitment step</b> (first step from which x0 stays within {threshold} of the initial "
+        "noise's distance from the final latent):" + table_html(trajectory_table(runs, threshold))
     )
-    total = max(total, 1e-12)
-    return {"seed": by_seed / total, "prompt": by_prompt / total, "rest": 1 - (by_seed + by_prompt) / total}
+    if len(grid.prompts) > 1 and len(grid.seeds) > 1:
+        items.append(viz.variance_figure(analysis.step_variance(grid)))
+    return items
+
+
+def _esc(text) -> str:
+    import html
+
+    return html.escape(str(text), quote=True)
 
 
 # ---------------------------------------------------------------- prompts
@@ -267,75 +298,7 @@ def word_orders(prompt: str) -> list[str]:
     return orders
 
 
-# ---------------------------------------------------------------- figures
-
-
-def image_figure(image: Image.Image, title: str = "") -> go.Figure:
-    fig = go.Figure(go.Image(z=np.asarray(image.convert("RGB"))))
-    _image_axes(fig)
-    fig.update_layout(title=title, width=320, height=340, margin=dict(l=10, r=10, t=40, b=10))
-    return fig
-
-
-def _image_axes(fig: go.Figure) -> None:
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
-
-
-def images_figure(
-    images: Sequence[Image.Image], titles: Sequence[str], *, cols: int | None = None, title: str = ""
-) -> go.Figure:
-    """Images side by side (or in a grid of ``cols`` columns)."""
-    n = len(images)
-    cols = cols or n
-    rows = (n + cols - 1) // cols
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles))
-    for i, im in enumerate(images):
-        fig.add_trace(go.Image(z=np.asarray(im.convert("RGB"))), row=i // cols + 1, col=i % cols + 1)
-    _image_axes(fig)
-    fig.update_layout(
-        title=title, height=200 * rows + 80, width=max(360, 190 * cols), margin=dict(l=10, r=10, t=70, b=10)
-    )
-    return fig
-
-
-def curves_figure(
-    curves: dict[str, np.ndarray], *, title: str, ylabel: str, marks: dict[str, int] | None = None
-) -> go.Figure:
-    """Lines over denoising steps; ``marks`` puts a vertical marker at a step per curve."""
-    fig = go.Figure()
-    for name, y in curves.items():
-        fig.add_trace(
-            go.Scatter(x=list(range(len(y))), y=np.asarray(y, dtype=float), mode="lines+markers", name=name)
-        )
-    for name, step in (marks or {}).items():
-        fig.add_vline(x=step, line_dash="dot", annotation_text=name, annotation_position="top")
-    fig.update_layout(
-        title=title,
-        xaxis_title="denoising step",
-        yaxis_title=ylabel,
-        width=620,
-        height=360,
-        margin=dict(t=50),
-    )
-    return fig
-
-
-def divergence_figure(pairs: dict[str, np.ndarray]) -> go.Figure:
-    return curves_figure(
-        pairs, title="word order: x0 divergence per step (same seed)", ylabel="relative L2 distance of x0"
-    )
-
-
-def trajectory_figure(runs: Sequence[Run], threshold: float = COMMIT_THRESHOLD) -> go.Figure:
-    curves = {f"seed {r.seed} · {r.prompt}": distance_to_final(r) for r in runs}
-    fig = curves_figure(
-        curves,
-        title="distance of x0 from the final latent, per seed",
-        ylabel="RMS distance / initial noise's",
-    )
-    fig.add_hline(y=threshold, line_dash="dot", annotation_text=f"commitment threshold {threshold}")
-    return fig
+# ---------------------------------------------------------------- tables
 
 
 def table_html(df: pd.DataFrame) -> str:

@@ -197,33 +197,7 @@ class WordOrderLab(_BatchApp):
         return [(o, self.seed.value) for o in orders]
 
     def figures(self, runs: list[Run]) -> list:
-        return word_order_figures(runs)
-
-
-def word_order_figures(runs: list[Run]) -> list:
-    """Side-by-side images, per-word map pairs (first order vs each other) and divergence per step."""
-    base = runs[0]
-    items: list = [
-        bridge.images_figure(
-            [bridge.run_image(r) for r in runs],
-            [r.prompt for r in runs],
-            title=f"same seed ({base.seed}), word orders",
-        )
-    ]
-    if all(r.attention.probs for r in runs):
-        all_maps = [bridge.word_maps(r, normalize="max") for r in runs]
-        shared = [w for w in all_maps[0].labels if all(w in m.labels for m in all_maps[1:])]
-        # One row per order, the shared words in the same columns: each column is a map pair.
-        for run, maps in zip(runs, all_maps):
-            fig = bridge.maps_figure(run, maps, words=shared)
-            fig.update_layout(
-                title={"text": f"“{bridge_escape(run.prompt)}”<br><sup>{maps.aggregation.describe()}</sup>"}
-            )
-            items.append(fig)
-    curves = {f"“{r.prompt}” vs order 1": bridge.divergence(base, r) for r in runs[1:]}
-    if curves:
-        items.append(bridge.divergence_figure(curves))
-    return items
+        return bridge.word_order_figures(runs, self.pipe)
 
 
 class SeedLab(_BatchApp):
@@ -245,7 +219,7 @@ class SeedLab(_BatchApp):
         seeds: str = "0, 1, 2, 3",
         steps: int = 20,
         guidance_scale: float = 4.0,
-        threshold: float = 0.1,
+        threshold: float = bridge.COMMIT_THRESHOLD,
     ):
         super().__init__(pipe, steps, guidance_scale)
         self.prompt = W.Text(value=prompt, description="prompt", style=_STYLE, layout=W.Layout(width="90%"))
@@ -284,30 +258,4 @@ class SeedLab(_BatchApp):
         return [(p, s) for p in prompts for s in parse_seeds(self.seeds.value)]
 
     def figures(self, runs: list[Run]) -> list:
-        return seed_figures(runs, self.threshold.value)
-
-
-def seed_figures(runs: list[Run], threshold: float = 0.1) -> list:
-    """The seed grid, the x0 trajectories and a table of commitment steps (and the variance split)."""
-    prompts = list(dict.fromkeys(r.prompt for r in runs))
-    seeds = list(dict.fromkeys(r.seed for r in runs))
-    items: list = [
-        bridge.images_figure(
-            [bridge.run_image(r) for r in runs],
-            [
-                f"seed {r.seed}" + (f" · prompt {prompts.index(r.prompt) + 1}" if len(prompts) > 1 else "")
-                for r in runs
-            ],
-            cols=len(seeds),
-            title="seed grid: " + " / ".join(prompts),
-        ),
-        bridge.trajectory_figure(runs, threshold),
-        "<b>Commitment step</b> (first step from which x0 stays within the threshold of the final x0):"
-        + bridge.table_html(bridge.trajectory_table(runs, threshold)),
-    ]
-    if len(prompts) > 1 and len(seeds) > 1:
-        split = bridge.variance_split(runs)
-        items.append(
-            "<b>Variance of the final latents</b>: " + ", ".join(f"{k} {v:.0%}" for k, v in split.items())
-        )
-    return items
+        return bridge.seed_figures(runs, self.threshold.value)

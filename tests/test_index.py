@@ -1,0 +1,50 @@
+"""The experiment index: one row per saved run, saved as parquet beside the runs."""
+
+import pandas as pd
+import pytest
+
+from workbench import generate, save_run
+from workbench.store.index import COLUMNS, build_index, filter_index, load_index
+from workbench.store.runs import image_hash
+
+
+@pytest.fixture(scope="module")
+def root(tiny_pipe, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for i, (prompt, seed) in enumerate([("a red circle", 4), ("a blue square", 2), ("a red square", 9)]):
+        save_run(generate(tiny_pipe, prompt, seed=seed, steps=2, progress=False), root / "batch" / f"r{i}")
+    (root / "junk").mkdir()
+    (root / "junk" / "run.json").write_text("{broken")
+    return root
+
+
+def test_index_rows_and_columns(root):
+    df = build_index(root)
+    assert list(df.columns) == COLUMNS
+    assert sorted(df.path) == ["batch/r0", "batch/r1", "batch/r2"]  # the broken folder is left out
+    row = df[df.path == "batch/r1"].iloc[0]
+    assert row.prompt == "a blue square" and row.seed == 2 and row.steps == 2 and row.complete
+    assert row.scheduler == "DDIMScheduler" and row.model
+    from workbench import load_run
+
+    assert row.image_hash == image_hash(load_run(root / "batch" / "r1").image)
+    assert isinstance(df.created.dtype, pd.DatetimeTZDtype)
+
+
+def test_index_saved_as_parquet(root):
+    df = load_index(root)
+    assert (root / "index.parquet").exists()
+    again = load_index(root, refresh=False)
+    pd.testing.assert_frame_equal(df, again)
+
+
+def test_filter_and_sort(root):
+    df = build_index(root)
+    assert filter_index(df, "RED", sort_by="seed", ascending=True).seed.tolist() == [4, 9]
+    with pytest.raises(ValueError, match="sort_by"):
+        filter_index(df, sort_by="nope")
+
+
+def test_missing_root(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        build_index(tmp_path / "absent")

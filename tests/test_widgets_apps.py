@@ -1,0 +1,97 @@
+"""GenerateApp driven as a user would: set inputs, click, wait, look at what the widget shows."""
+
+import io
+import threading
+
+import pytest
+from PIL import Image
+
+from workbench.widgets import GenerateApp
+
+PROMPT = "a red circle left of a blue square"
+
+
+def _gate(app):
+    """Hold the worker at its first step until the returned event is set."""
+    gate, reached = threading.Event(), threading.Event()
+    original = app._on_step
+
+    def held(step, x0, latent):
+        reached.set()
+        assert gate.wait(30), "test gate never opened"
+        original(step, x0, latent)
+
+    app._on_step = held
+    return gate, reached
+
+
+def test_run_shows_progress_preview_and_filmstrip(tiny_pipe):
+    app = GenerateApp(tiny_pipe, prompt=PROMPT, seed=3, steps=4)
+    run = app.run_sync()
+    assert app.error is None
+    assert run is not None and run.complete and run.seed == 3 and run.prompt == PROMPT
+    assert app.task.progress.value == app.task.progress.max == 4
+    assert app.task.progress.bar_style == "success"
+    shown = Image.open(io.BytesIO(app.preview.value))
+    assert shown.size[0] >= run.image.size[0]  # the final image, enlarged for display
+    assert app.step_slider.max == 3 and not app.step_slider.disabled
+    final_png = app.preview.value
+    app.step_slider.value = 0
+    assert app.preview.value != final_png  # x0 at step 0 differs from the final image
+    assert "step 0" in app.preview_label.value
+    assert not app.task.run_button.disabled
+
+
+def test_run_button_disabled_while_running_and_double_click_refused(tiny_pipe):
+    app = GenerateApp(tiny_pipe, prompt=PROMPT, seed=1, steps=3)
+    gate, reached = _gate(app)
+    calls = []
+    original_generate = app._generate
+    app._generate = lambda params: (calls.append(params), original_generate(params))[1]
+    app.task.run_button.click()
+    assert reached.wait(30)
+    assert app.task.run_button.disabled and not app.task.cancel_button.disabled
+    app.task.run_button.click()  # a second click while running starts nothing
+    assert app.start() is False
+    gate.set()
+    run = app.wait(60)
+    assert len(calls) == 1
+    assert run is not None and run.complete
+    assert not app.task.run_button.disabled and app.task.cancel_button.disabled
+
+
+def test_cancel_keeps_steps_done(tiny_pipe):
+    app = GenerateApp(tiny_pipe, prompt=PROMPT, seed=2, steps=6)
+    gate, reached = _gate(app)
+    app.start()
+    assert reached.wait(30)
+    app.task.cancel_button.click()
+    gate.set()
+    with pytest.warns(UserWarning, match="stopped after"):
+        run = app.wait(60)
+    assert run is not None and not run.complete and run.steps_done < 6
+    assert app.task.progress.bar_style == "warning"
+    assert "cancel" in app.task.status.value
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("seed", -1, "seed must be"), ("height", 12, "multiple of"), ("steps", 0, "steps must be")],
+)
+def test_bad_input_shows_readable_error_in_widget(tiny_pipe, field, value, message):
+    app = GenerateApp(tiny_pipe, prompt=PROMPT, steps=2)
+    if field == "steps":
+        app.steps.min = 0
+    getattr(app, field).value = value
+    assert app.run_sync() is None
+    assert message in app.error
+    assert message in app.task.error_area.value
+    assert "Traceback" not in app.task.error_area.value.split("<details>")[0]
+    assert app.task.progress.bar_style == "danger"
+    assert not app.task.run_button.disabled  # ready for a corrected try
+
+
+def test_new_seed_button_draws_a_valid_seed(tiny_pipe):
+    app = GenerateApp(tiny_pipe, seed=-5)
+    app.new_seed.click()
+    assert 0 <= app.seed.value < 2**31
