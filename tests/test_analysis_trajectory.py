@@ -1,5 +1,7 @@
 """Decoded frames equal the pipeline's own decode; change curves match hand computations."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -63,3 +65,14 @@ def test_change_curves_latent_columns_by_hand():
     assert commit_step(df, threshold=3.0) == 0
     with pytest.raises(ValueError, match="column 'nope'"):
         commit_step(df, "nope")
+
+
+def test_filmstrip_refuses_another_models_run(tiny_pipe, tiny_run):
+    other = dataclasses.replace(
+        tiny_run,
+        config=dataclasses.replace(
+            tiny_run.config, model={"weights_sha256": "f" * 64, "source": "elsewhere"}
+        ),
+    )
+    with pytest.raises(ValueError, match="not the run's .*elsewhere"):
+        filmstrip(tiny_pipe, other)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from workbench.core.run import Run
 
 from .aggregate import Aggregation, make_aggregation
+from .checks import check_pipe
 from .heatmaps import SPECIAL_KINDS, TEXT_KINDS, attention_mass, unique_labels, word_maps
 
 BASELINE = 'the empty prompt "" through the text encoder'
@@ -40,7 +41,7 @@ class StepModel:
     """The UNet at one recorded step of a run, as a function of the prompt embeddings -> x0."""
 
     def __init__(self, pipe, run: Run, step: int):
-        _check_pipe(pipe, run)
+        check_pipe(pipe, run)
         n = run.steps_done
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < n:
             raise ValueError(f"step must be an int in 0..{n - 1} (the run's completed steps), got {step!r}")
@@ -89,18 +90,6 @@ class StepModel:
         if self.prediction == "sample":
             return out
         raise ValueError(f"cannot derive x0 for prediction_type {self.prediction!r}")
-
-
-def _check_pipe(pipe, run: Run) -> None:
-    from workbench.core.loading import weights_hash
-
-    want = run.config.model.get("weights_sha256")
-    have = weights_hash(pipe)
-    if want and have and want != have:
-        raise ValueError(
-            f"the pipeline's weights (sha256 {have[:12]}...) are not the run's (sha256 {want[:12]}...); "
-            f"load the model the run was made with ({run.config.model.get('source', '?')})"
-        )
 
 
 def _fresh_scheduler(pipe, run: Run):
@@ -348,7 +337,7 @@ def occlusion(
         raise ValueError(f"target must be 'x0' or 'image', got {target!r}")
     if target == "x0" and step is None:
         raise ValueError("target='x0' needs step=")
-    _check_pipe(pipe, run)
+    check_pipe(pipe, run)
     ids = token_ids(pipe, run.prompt)
     _check_ids(run, ids)
     pad = (

@@ -40,3 +40,16 @@ def check_complete(runs: list[Run]) -> None:
             raise ValueError(
                 f"run {r.config.prompt!r} (seed {r.config.seed}) is incomplete; compare complete runs"
             )
+
+
+def check_pipe(pipe, run: Run) -> None:
+    """Raise ``ValueError`` when ``pipe`` does not hold the weights ``run`` was made with."""
+    from workbench.core.loading import weights_hash
+
+    want = run.config.model.get("weights_sha256")
+    have = weights_hash(pipe)
+    if want and have and want != have:
+        raise ValueError(
+            f"the pipeline's weights (sha256 {have[:12]}...) are not the run's (sha256 {want[:12]}...); "
+            f"load the model the run was made with ({run.config.model.get('source', '?')})"
+        )

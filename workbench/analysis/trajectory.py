@@ -10,6 +10,8 @@ import torch
 
 from workbench.core.run import Run
 
+from .checks import check_pipe
+
 
 def decode_latents(pipe, latents: torch.Tensor, *, batch_size: int = 1) -> np.ndarray:
     """Decode latents to images exactly as the stock pipeline decodes its final latent.
@@ -97,6 +99,7 @@ def filmstrip(pipe, run: Run, *, batch_size: int = 1) -> Filmstrip:
 
 
 def _check_pipe_matches(pipe, run: Run) -> None:
+    check_pipe(pipe, run)
     channels = int(pipe.vae.config.latent_channels)
     if run.latents.ndim != 4 or run.latents.shape[1] != channels:
         raise ValueError(
