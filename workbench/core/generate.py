@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import numbers
 import threading
 import warnings
@@ -67,6 +68,17 @@ def draw_noise(pipe, seed: int, height: int, width: int) -> tuple[torch.Tensor, 
     shape = (1, adapter.latent_channels, h, w)
     noise = randn_tensor(shape, generator=gen, device=pipe.device, dtype=pipe.unet.dtype)
     return noise, gen
+
+
+def loop_length(scheduler, steps: int) -> int:
+    """How many denoising-loop iterations ``steps`` inference steps make for this scheduler.
+
+    Most schedulers make one per step; PNDM's PLMS repeats a timestep and second-order schedulers
+    (Heun, DPM-2) evaluate twice per step. Asked of a copy, so the pipeline's scheduler is untouched.
+    """
+    probe = copy.deepcopy(scheduler)
+    probe.set_timesteps(steps, device="cpu")
+    return len(probe.timesteps)
 
 
 def generate(
@@ -215,7 +227,8 @@ def _generate(
     batch = len(prompts)
     latent_hw = adapter.latent_hw(height, width)
     layers = adapter.layers()
-    check_budget(policy, layers, latent_hw, adapter.text_limit, steps, batch)  # validates layers and steps
+    loop = loop_length(new_scheduler or pipe.scheduler, steps)
+    check_budget(policy, layers, latent_hw, adapter.text_limit, loop, batch)  # validates layers and steps
     tables = [token_table(pipe.tokenizer, p, adapter.text_limit) for p in prompts]
     neg_table = token_table(pipe.tokenizer, negative_prompt or "", adapter.text_limit)
     guided = adapter.uses_guidance(float(guidance_scale))
@@ -224,7 +237,7 @@ def _generate(
             "policy.negative is set but guidance is off: there is no negative branch to record", stacklevel=3
         )
     sink = (
-        AttentionSink(policy, layers, latent_hw, adapter.text_limit, steps, batch=batch)
+        AttentionSink(policy, layers, latent_hw, adapter.text_limit, loop, batch=batch)
         if policy.record_attention
         else None
     )
@@ -238,7 +251,7 @@ def _generate(
     output, interrupted = None, False
     try:
         with record(
-            pipe, sink, total_steps=steps, progress=progress, cancel=cancel, on_step=on_step, single=single
+            pipe, sink, total_steps=loop, progress=progress, cancel=cancel, on_step=on_step, single=single
         ) as rec:
             try:
                 output = pipe(
@@ -261,10 +274,10 @@ def _generate(
     finally:
         pipe.scheduler = old_scheduler
 
-    complete = not interrupted and rec.steps_done == steps
+    complete = not interrupted and rec.steps_done == loop
     if not complete:
         warnings.warn(
-            f"generation stopped after {rec.steps_done} of {steps} steps; the run keeps those steps "
+            f"generation stopped after {rec.steps_done} of {loop} steps; the run keeps those steps "
             "and is marked incomplete",
             stacklevel=3,
         )

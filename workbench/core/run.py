@@ -42,10 +42,11 @@ class Run:
         config: the full configuration (see ``RunConfig``).
         tokens: the prompt's token table (see ``workbench.core.tokens.token_table``).
         negative_tokens: the negative prompt's token table (the empty prompt's when none was given).
-        timesteps: (steps,) the scheduler's timesteps.
+        timesteps: (iterations,) the timestep of every denoising-loop iteration. Most schedulers make
+            one iteration per step; PNDM repeats a timestep and second-order ones evaluate twice.
         noise: (C, h, w) the initial noise as drawn from the seed, before ``init_noise_sigma``.
-        latents: (steps_done + 1, C, h, w) the latent the loop starts from, then after every step.
-        x0: (steps_done, C, h, w) the predicted clean latent at every step.
+        latents: (iterations + 1, C, h, w) the latent the loop starts from, then after every iteration.
+        x0: (iterations, C, h, w) the predicted clean latent at every iteration.
         image: the final image as the stock pipeline returns it (``None`` if interrupted before the end).
         attention: cross-attention of the conditional branch.
         negative_attention: cross-attention of the unconditional / negative branch, if recorded.
