@@ -189,7 +189,7 @@ def compare_word_order(
     aggregation: Aggregation | str | None = None,
     *,
     threshold: float = 0.4,
-    rule: str = "max",
+    rule: str = "minmax",
     **overrides,
 ) -> WordOrderComparison:
     """Compare two runs whose prompts hold the same words in a different order, from the same seed.
@@ -198,7 +198,8 @@ def compare_word_order(
         run_a, run_b: the runs (same model, seed, steps, size, guidance and scheduler; same words).
         pipe: when given, x0 at every step is decoded to measure pixel divergence too.
         aggregation, overrides: the heat-map recipe (see ``word_maps``), used for maps and masses.
-        threshold, rule: for the IoU of the two maps of a word (see ``scoring.binarize``).
+        threshold, rule: for the IoU of the two maps of a word (see ``scoring.binarize``); the default
+            min-max rule keeps the IoU informative for flat maps, where ``"max"`` would keep every pixel.
 
     Example:
         >>> cmp = compare_word_order(*word_order_runs(pipe, permutations(p, kind="of"), seed=1))  # doctest: +SKIP
