@@ -35,6 +35,24 @@ def test_step_model_reproduces_recorded_x0(tiny_pipe, guided_run):
         StepModel(tiny_pipe, guided_run, 3)
 
 
+@pytest.mark.parametrize("scheduler", ["euler", "dpm++"])
+def test_step_model_for_sigma_and_multistep_schedulers(tiny_pipe, scheduler):
+    run = generate(
+        tiny_pipe,
+        "a red circle",
+        seed=1,
+        steps=3,
+        guidance_scale=3.0,
+        scheduler=scheduler,
+        progress=False,
+        policy=RecordingPolicy(record_attention=False),
+    )
+    for step in range(3):
+        with torch.no_grad():
+            x0 = StepModel(tiny_pipe, run, step).x0(encode(tiny_pipe, "a red circle"))
+        assert (x0[0] - run.x0[step]).abs().max().item() < 1e-4
+
+
 def test_integrated_gradients_completeness(tiny_pipe, guided_run):
     region = np.zeros((16, 16), dtype=bool)
     region[:8, :8] = True

@@ -42,6 +42,7 @@ def test_word_overlay_holds_maps_and_image():
     assert np.allclose(np.asarray(heat[1].z), wm.get("circle").numpy())
     assert np.array_equal(np.asarray(images[0].z), np.asarray(run.image))
     assert "daam" in fig.layout.title.text
+    assert fig.layout.yaxis2.scaleanchor == "x2" and fig.layout.yaxis2.autorange == "reversed"
     with pytest.raises(ValueError, match="maps are \\(4, 8\\) but the image is \\(8, 16\\)"):
         word_overlay(run, word_maps(run, size="latent"))
 

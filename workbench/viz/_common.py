@@ -40,3 +40,10 @@ def grid(fig: go.Figure | None, rows: int, cols: int, titles: list[str] | None =
 def hide_image_axes(fig: go.Figure) -> None:
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+
+
+def image_axes(fig: go.Figure) -> None:
+    """Square pixels and row 0 at the top, in every subplot (each y axis anchored to its own x axis)."""
+    for key in list(fig.layout):
+        if key.startswith("yaxis"):
+            fig.layout[key].update(autorange="reversed", scaleanchor="x" + key[len("yaxis") :], constrain="domain")

@@ -8,7 +8,7 @@ from plotly.subplots import make_subplots
 
 from workbench.analysis.word_order import WordOrderComparison
 
-from ._common import as_image, grid, hide_image_axes, titled
+from ._common import as_image, grid, hide_image_axes, image_axes, titled
 
 
 def side_by_side(images, titles: list[str] | None = None, *, fig: go.Figure | None = None) -> go.Figure:
@@ -83,7 +83,7 @@ def map_pairs(
                 col=c + 1,
             )
     hide_image_axes(fig)
-    fig.update_yaxes(autorange="reversed", scaleanchor="x")
+    image_axes(fig)
     sub = f"a: {cmp.prompts[0]!r} | b: {cmp.prompts[1]!r} | {cmp.aggregation.describe()}; IoU at {cmp.rule} {cmp.threshold}"
     return titled(fig, "Each word's map in both word orders", sub)
 

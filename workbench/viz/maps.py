@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from workbench.analysis.heatmaps import WordMaps
 
-from ._common import as_image, grid, hide_image_axes, titled
+from ._common import as_image, grid, hide_image_axes, image_axes, titled
 
 
 def word_overlay(
@@ -72,7 +72,7 @@ def word_overlay(
             col=c,
         )
     hide_image_axes(fig)
-    fig.update_yaxes(autorange="reversed", scaleanchor="x")
+    image_axes(fig)
     return titled(fig, "Where each word looks", maps.aggregation.describe())
 
 
