@@ -12,7 +12,7 @@ from test_analysis_fakes import (
     one_thread,  # noqa: F401  (autouse fixture)
 )
 
-from workbench.analysis import align_words, compare_word_order, permutations, word_order_runs
+from workbench.analysis import align_words, compare_orders, compare_word_order, permutations, word_order_runs
 
 
 def test_permutations_all_sampled_swap_and_of():
@@ -104,3 +104,7 @@ def test_word_order_on_tiny_model(tiny_pipe):
     ref = (runs[0].x0 - runs[1].x0).pow(2).flatten(1).mean(1).sqrt()
     assert np.allclose(cmp.steps.x0_latent_rms.to_numpy(), ref.numpy())
     assert cmp.steps.x0_pixel_rms.notna().all()
+    summary = compare_orders(runs)
+    assert summary.prompt.tolist() == [prompts[1]]
+    assert summary.mean_map_corr.iloc[0] == pytest.approx(cmp.words.map_corr.mean())
+    assert summary.image_pixel_rms.iloc[0] == pytest.approx(cmp.images["pixel_rms"])

@@ -12,7 +12,14 @@ from test_analysis_fakes import (
     one_thread,  # noqa: F401  (autouse fixture)
 )
 
-from workbench.analysis import Filmstrip, change_curves, word_layer_mass, word_maps, word_step_mass
+from workbench.analysis import (
+    Filmstrip,
+    change_curves,
+    token_maps,
+    word_layer_mass,
+    word_maps,
+    word_step_mass,
+)
 from workbench.viz import (
     change_curve_figure,
     filmstrip_figure,
@@ -43,6 +50,8 @@ def test_word_overlay_holds_maps_and_image():
     assert np.array_equal(np.asarray(images[0].z), np.asarray(run.image))
     assert "daam" in fig.layout.title.text
     assert fig.layout.yaxis2.scaleanchor == "x2" and fig.layout.yaxis2.autorange == "reversed"
+    tm = word_overlay(run, token_maps(run, upsample="nearest"), words=[4])
+    assert tm.data[1].name == "4:circle" and np.asarray(tm.data[1].z)[2:4, 10:12].min() > 0
     with pytest.raises(ValueError, match="maps are \\(4, 8\\) but the image is \\(8, 16\\)"):
         word_overlay(run, word_maps(run, size="latent"))
 

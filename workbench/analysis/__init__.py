@@ -31,6 +31,7 @@ from .trajectory import Filmstrip, change_curves, commit_step, decode_latents, f
 from .word_order import (
     WordOrderComparison,
     align_words,
+    compare_orders,
     compare_word_order,
     permutations,
     trajectory_divergence,
@@ -53,6 +54,7 @@ __all__ = [
     "change_curves",
     "check_same",
     "commit_step",
+    "compare_orders",
     "compare_word_order",
     "decode_latents",
     "filmstrip",

@@ -46,6 +46,28 @@ class TokenMaps:
     steps_used: list[int]
     layers_used: list[str]
 
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @property
+    def labels(self) -> list[str]:
+        """Display labels ``"position:token"``, e.g. ``"3:yel"``."""
+        return [f"{p}:{t}" for p, t in zip(self.positions, self.tokens)]
+
+    def index(self, label: str | int) -> int:
+        """Row of an encoder position (int) or a label like ``"3:yel"``."""
+        if isinstance(label, int) and label in self.positions:
+            return self.positions.index(label)
+        if label in self.labels:
+            return self.labels.index(label)
+        raise ValueError(
+            f"token {label!r} is not in these maps; positions are {self.positions}, labels {self.labels}"
+        )
+
+    def get(self, label: str | int) -> torch.Tensor:
+        """The (H, W) map of an encoder position or label."""
+        return self.maps[self.index(label)]
+
 
 @dataclass(frozen=True)
 class WordMaps:

@@ -300,3 +300,41 @@ def trajectory_divergence(run_a: Run, run_b: Run, pipe=None) -> pd.DataFrame:
         db = decode_latents(pipe, xb).astype(np.float64) / 255  # (n, H, W, 3)
         df["x0_pixel_rms"] = np.sqrt(((da - db) ** 2).reshape(n, -1).mean(axis=1))
     return df
+
+
+def compare_orders(
+    runs: list[Run], pipe=None, aggregation: Aggregation | str | None = None, **kwargs
+) -> pd.DataFrame:
+    """Compare every run with the first (e.g. the runs of ``permutations``): one row per other order.
+
+    Returns:
+        DataFrame: ``prompt``, ``image_pixel_rms``, ``final_latent_rms``, ``identical``,
+        ``divergence_step``, ``mean_map_corr``, ``mean_map_iou``, ``max_abs_mass_diff``;
+        ``attrs["comparisons"]`` holds the ``WordOrderComparison`` of each row.
+
+    Example:
+        >>> compare_orders(word_order_runs(pipe, permutations("a red circle left of a blue square"), seed=0))  # doctest: +SKIP
+    """
+    runs = list(runs)
+    if len(runs) < 2:
+        raise ValueError("compare_orders needs at least two runs (the first is the reference)")
+    comparisons = [compare_word_order(runs[0], r, pipe, aggregation, **kwargs) for r in runs[1:]]
+    df = pd.DataFrame(
+        [
+            {
+                "prompt": c.prompts[1],
+                "image_pixel_rms": c.images["pixel_rms"],
+                "final_latent_rms": c.images["latent_rms"],
+                "identical": c.images["identical"],
+                "divergence_step": c.divergence_step,
+                "mean_map_corr": float(c.words.map_corr.mean()),
+                "mean_map_iou": float(c.words.map_iou.mean()),
+                "max_abs_mass_diff": float(c.words.mass_diff.abs().max()),
+            }
+            for c in comparisons
+        ]
+    )
+    df.attrs["reference"] = runs[0].prompt
+    df.attrs["comparisons"] = comparisons
+    df.attrs["aggregation"] = comparisons[0].aggregation.describe()
+    return df

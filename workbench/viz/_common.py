@@ -46,4 +46,6 @@ def image_axes(fig: go.Figure) -> None:
     """Square pixels and row 0 at the top, in every subplot (each y axis anchored to its own x axis)."""
     for key in list(fig.layout):
         if key.startswith("yaxis"):
-            fig.layout[key].update(autorange="reversed", scaleanchor="x" + key[len("yaxis") :], constrain="domain")
+            fig.layout[key].update(
+                autorange="reversed", scaleanchor="x" + key[len("yaxis") :], constrain="domain"
+            )

@@ -7,14 +7,14 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 
-from workbench.analysis.heatmaps import WordMaps
+from workbench.analysis.heatmaps import TokenMaps, WordMaps
 
 from ._common import as_image, grid, hide_image_axes, image_axes, titled
 
 
 def word_overlay(
     image,
-    maps: WordMaps,
+    maps: WordMaps | TokenMaps,
     *,
     words: list[str] | None = None,
     opacity: float = 0.5,
@@ -26,8 +26,8 @@ def word_overlay(
 
     Args:
         image: the run's image (PIL, (H, W, 3) uint8 array, or the Run itself).
-        maps: from ``word_maps`` at the image's size.
-        words: which words (or labels) to show; default all.
+        maps: from ``word_maps`` (or ``token_maps``: one panel per token) at the image's size.
+        words: which words (or labels; positions for token maps) to show; default all.
         opacity: of the heat map over the image.
         cols: panels per row.
         fig: a figure to draw into (with a matching subplot grid); default a new one.
@@ -73,7 +73,8 @@ def word_overlay(
         )
     hide_image_axes(fig)
     image_axes(fig)
-    return titled(fig, "Where each word looks", maps.aggregation.describe())
+    what = "word" if isinstance(maps, WordMaps) else "token"
+    return titled(fig, f"Where each {what} looks", maps.aggregation.describe())
 
 
 def _ordered_labels(df: pd.DataFrame) -> list[str]:
