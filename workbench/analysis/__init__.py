@@ -1,4 +1,20 @@
-"""Analysis: pure functions from runs to tensors and DataFrames.
+"""Analysis: pure functions from runs to tensors and DataFrames; figures for them live in ``workbench.viz``.
+
+One line each, from a notebook (``pipe`` only where the model must run again or decode):
+
+    Steps      strip = filmstrip(pipe, run); change_curves(run, strip=strip); commit_step(curves)
+    Tokens     word_maps(run, "daam"); token_maps(run, steps=range(5, 10), layers="16x16")
+               word_step_mass(run); word_layer_mass(run); token_mass(run)
+    Scoring    score_maps(word_maps(run), {"circle": mask}); iou(a, b); miou(preds, truths); binarize(m)
+    Word order permutations(prompt); word_order_runs(pipe, prompts, seed=0); compare_word_order(a, b, pipe)
+               compare_orders(runs); align_words(a, b); trajectory_divergence(a, b)
+    Seeds      grid = seed_grid(pipe, prompts, seeds); trajectory_distances(grid); image_variance(grid)
+               step_variance(grid); map_variance(grid); variance_split(values)
+    Attribution integrated_gradients(pipe, run, step=3, region=mask); occlusion(pipe, run, step=3)
+               attribution_vs_attention(ig, run)
+
+Every heat map follows an explicit ``Aggregation`` recipe (presets in ``PRESETS``: ``"all-mean"``,
+``"daam"``), returned with the result (``WordMaps.aggregation``, ``df.attrs["aggregation"]``).
 
 Example:
     >>> from workbench.analysis import word_maps, filmstrip, change_curves  # doctest: +SKIP

@@ -1,4 +1,15 @@
-"""Figures: plotly builders from analysis results; every builder returns a ``go.Figure``.
+"""Figures: plotly builders from analysis results; every builder returns a ``go.Figure`` (never shows it).
+
+    Steps      filmstrip_figure(strip); change_curve_figure(curves)
+    Tokens     word_overlay(run, word_maps(run)); word_step_matrix(word_step_mass(run));
+               word_layer_matrix(word_layer_mass(run))
+    Word order side_by_side(cmp); map_pairs(cmp); divergence_figure(cmp); mass_comparison(cmp)
+    Seeds      seed_grid_figure(grid); trajectory_distance_figure(trajectory_distances(grid));
+               variance_figure(step_variance(grid))
+    Attribution attribution_bar(ig); attribution_vs_attention_figure(attribution_vs_attention(ig, run))
+
+Each accepts an optional ``fig=`` to draw into, labels its axes with units and carries the heat-map
+recipe (or other provenance) in its subtitle.
 
 Example:
     >>> from workbench.viz import word_overlay, filmstrip_figure  # doctest: +SKIP
