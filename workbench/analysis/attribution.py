@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from workbench.core.generate import draw_noise
 from workbench.core.run import Run
 
 from .aggregate import Aggregation, make_aggregation
@@ -423,6 +424,8 @@ def _regenerate(pipe, run: Run, prompt_embeds: torch.Tensor) -> np.ndarray:
         pipe.scheduler = _fresh_scheduler(pipe, run)
         pipe.set_progress_bar_config(disable=True)
         neg = encode(pipe, run.config.negative_prompt or "")
+        # the noise and the generator in the state generate() leaves them (ancestral samplers draw more)
+        noise, gen = draw_noise(pipe, run.seed, run.config.height, run.config.width)
         out = pipe(
             prompt_embeds=prompt_embeds,
             negative_prompt_embeds=neg,
@@ -430,8 +433,8 @@ def _regenerate(pipe, run: Run, prompt_embeds: torch.Tensor) -> np.ndarray:
             guidance_scale=run.config.guidance_scale,
             height=run.config.height,
             width=run.config.width,
-            latents=run.noise[None].to(pipe.device, pipe.unet.dtype),
-            generator=torch.Generator("cpu").manual_seed(run.seed),
+            latents=noise,
+            generator=gen,
             output_type="np",
         )
     finally:
