@@ -10,7 +10,15 @@ from test_analysis_fakes import (
     one_thread,  # noqa: F401  (autouse fixture)
 )
 
-from workbench.analysis import Aggregation, attention_mass, token_maps, word_maps, word_step_mass
+from workbench.analysis import (
+    Aggregation,
+    attention_mass,
+    dominant_words,
+    region_mass,
+    token_maps,
+    word_maps,
+    word_step_mass,
+)
 
 A, RE, D, CIRCLE, EOS = 1, 2, 3, 4, 5  # token positions of the fake prompt "a red circle" (red = re·d)
 
@@ -137,3 +145,18 @@ def test_repeated_words_get_unique_labels():
     wm = word_maps(run)
     assert wm.labels == ["a#1", "circle#1", "a#2", "circle#2"]
     assert wm.index("circle", occurrence=1) == 3 and wm.index("a#2") == 2
+
+
+def test_region_mass_and_dominant_words():
+    run = one_hot_circle()
+    region = torch.zeros(8, 16)
+    region[2:4, 10:12] = 1  # exactly the one-hot cell
+    df = region_mass(run, region.numpy() > 0, Aggregation(steps=(2,), layers=(DOWN,), upsample="nearest"))
+    assert df.label.tolist()[0] == "circle" and df.mass.iloc[0] == pytest.approx(1.0)
+    assert df.mass.iloc[1:].sum() == 0
+    wm = word_maps(run, Aggregation(steps=(2,), layers=(DOWN,), upsample="nearest"), include_special=True)
+    dom = dominant_words(wm)
+    assert dom.shape == (8, 16)
+    assert (dom[2:4, 10:12] == wm.index("circle")).all() and (dom[0, 0] == wm.index("<bos>"))
+    with pytest.raises(ValueError, match="region must be image-sized"):
+        region_mass(run, torch.ones(4, 8).numpy())

@@ -22,6 +22,7 @@ from workbench.analysis import (
 )
 from workbench.viz import (
     change_curve_figure,
+    dominant_word_figure,
     filmstrip_figure,
     word_layer_matrix,
     word_overlay,
@@ -87,3 +88,13 @@ def test_filmstrip_and_curve_figures():
     cf = change_curve_figure(curves)
     assert np.allclose(np.asarray(cf.data[0].y), curves.x0_latent_rms.to_numpy())
     assert "latent units" in cf.layout.yaxis.title.text
+
+
+def test_dominant_word_figure():
+    run = circle_run()
+    run.image = Image.fromarray(np.zeros((8, 16, 3), dtype=np.uint8))
+    wm = word_maps(run, steps=[2], layers=[DOWN], upsample="nearest", include_special=True)
+    fig = dominant_word_figure(run, wm)
+    hm = fig.data[1]
+    assert np.asarray(hm.z)[2, 10] == wm.index("circle") and hm.customdata[2][10] == "circle"
+    assert list(hm.colorbar.ticktext) == wm.labels

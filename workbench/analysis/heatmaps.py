@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -398,5 +399,72 @@ def token_mass(
     inside = table[table.kind != "cut"].sort_values("position")
     df = inside[["position", "token", "kind", "word_index", "word"]].reset_index(drop=True).copy()
     df["mass"] = mass[df.position.astype(int).tolist()].numpy()
+    df.attrs["aggregation"] = agg.describe()
+    return df
+
+
+def dominant_words(maps: WordMaps) -> torch.Tensor:
+    """For every pixel, the row of the word whose map is largest there: (H, W) long.
+
+    The maps are compared as given, so use a normalization that is comparable across words
+    (``"mass"`` or ``"share"``); after ``"minmax"`` each word is rescaled on its own.
+
+    Example:
+        >>> wm = word_maps(run, normalize="share"); wm.labels[dominant_words(wm)[10, 20]]  # doctest: +SKIP
+    """
+    if maps.aggregation.normalize in ("minmax", "max", "unit-sum"):
+        import warnings
+
+        warnings.warn(
+            f"dominant_words compares maps normalized with {maps.aggregation.normalize!r} (each map on its own "
+            "scale); normalize='mass' or 'share' compares attention itself",
+            stacklevel=2,
+        )
+    return maps.maps.argmax(dim=0)  # (H, W)
+
+
+def region_mass(
+    run: Run,
+    region,
+    aggregation: Aggregation | str | None = None,
+    *,
+    include_special: bool = False,
+    **overrides,
+) -> pd.DataFrame:
+    """Which words a region attends to: each word's mean attention mass over the region's pixels.
+
+    Args:
+        run: a recorded run.
+        region: (H, W) mask at the image size (bool or weights in [0, 1]).
+        aggregation, overrides: the recipe (its normalization is replaced by ``"mass"`` or kept when
+            ``"share"``, the two that compare words at a pixel).
+
+    Returns:
+        DataFrame per word: ``word_index``, ``word``, ``label``, ``kind``, ``mass``, sorted by ``mass``
+        (largest first); ``attrs["aggregation"]``.
+
+    Example:
+        >>> region_mass(run, scene.objects[0].mask).head(3)  # doctest: +SKIP
+    """
+    agg = make_aggregation(aggregation, **overrides)
+    if agg.normalize not in ("mass", "share"):
+        agg = make_aggregation(agg, normalize="mass")
+    wm = word_maps(run, agg, include_special=include_special)
+    r = torch.as_tensor(np.asarray(region), dtype=torch.float32)
+    if tuple(r.shape) != tuple(wm.maps.shape[-2:]):
+        raise ValueError(f"region must be image-sized {tuple(wm.maps.shape[-2:])}, got {tuple(r.shape)}")
+    if float(r.sum()) <= 0:
+        raise ValueError("region is empty (all zero)")
+    inside = (wm.maps * r).sum(dim=(-2, -1)) / r.sum()  # (words,)
+    df = pd.DataFrame(
+        {
+            "word_index": wm.word_indices,
+            "word": wm.words,
+            "label": wm.labels,
+            "kind": wm.kinds,
+            "mass": inside.numpy(),
+        }
+    )
+    df = df.sort_values("mass", ascending=False, kind="stable").reset_index(drop=True)
     df.attrs["aggregation"] = agg.describe()
     return df

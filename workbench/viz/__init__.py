@@ -17,7 +17,7 @@ Example:
 
 from .attribution import attribution_bar, attribution_vs_attention_figure
 from .compare import divergence_figure, map_pairs, mass_comparison, side_by_side
-from .maps import word_layer_matrix, word_overlay, word_step_matrix
+from .maps import dominant_word_figure, word_layer_matrix, word_overlay, word_step_matrix
 from .seeds import seed_grid_figure, trajectory_distance_figure, variance_figure
 from .steps import change_curve_figure, filmstrip_figure
 
@@ -26,6 +26,7 @@ __all__ = [
     "attribution_vs_attention_figure",
     "change_curve_figure",
     "divergence_figure",
+    "dominant_word_figure",
     "filmstrip_figure",
     "map_pairs",
     "mass_comparison",

@@ -156,3 +156,61 @@ def word_layer_matrix(
     fig.update_xaxes(title_text="layer (execution order: grid rows×cols, block)")
     fig.update_yaxes(title_text="word", autorange="reversed")
     return titled(fig, "Attention mass per word and layer", mass.attrs.get("aggregation"))
+
+
+def dominant_word_figure(
+    image, maps: WordMaps, *, opacity: float = 0.6, fig: go.Figure | None = None
+) -> go.Figure:
+    """Which word each pixel attends to most: a categorical map over the image.
+
+    Returns:
+        ``go.Figure`` with a ``go.Image`` and a ``go.Heatmap`` whose ``z`` is the word row per pixel
+        (``dominant_words``) and whose hover names the word.
+
+    Example:
+        >>> dominant_word_figure(run, word_maps(run, normalize="share"))  # doctest: +SKIP
+    """
+    from workbench.analysis.heatmaps import dominant_words
+
+    img = as_image(image)
+    idx = dominant_words(maps).numpy()  # (H, W)
+    if idx.shape != img.shape[:2]:
+        raise ValueError(
+            f"maps are {idx.shape} but the image is {img.shape[:2]}; make the maps at the image size"
+        )
+    n = len(maps.labels)
+    palette = [
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+        "#bcbd22",
+        "#17becf",
+    ]
+    scale = []
+    for i in range(n):  # a stepped colour scale: one flat colour per word row
+        c = palette[i % len(palette)]
+        scale += [[i / n, c], [(i + 1) / n, c]]
+    labels = [[maps.labels[k] for k in row] for row in idx]
+    fig = fig if fig is not None else go.Figure()
+    fig.add_trace(go.Image(z=img, name="image", hoverinfo="skip"))
+    fig.add_trace(
+        go.Heatmap(
+            z=idx,
+            customdata=labels,
+            zmin=-0.5,
+            zmax=n - 0.5,
+            colorscale=scale,
+            opacity=opacity,
+            colorbar={"tickvals": list(range(n)), "ticktext": maps.labels, "title": {"text": "word"}},
+            hovertemplate="x %{x} px, y %{y} px: %{customdata}<extra></extra>",
+            name="dominant word",
+        )
+    )
+    hide_image_axes(fig)
+    image_axes(fig)
+    return titled(fig, "Which word each pixel attends to most", maps.aggregation.describe())
