@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -413,8 +414,6 @@ def dominant_words(maps: WordMaps) -> torch.Tensor:
         >>> wm = word_maps(run, normalize="share"); wm.labels[dominant_words(wm)[10, 20]]  # doctest: +SKIP
     """
     if maps.aggregation.normalize in ("minmax", "max", "unit-sum"):
-        import warnings
-
         warnings.warn(
             f"dominant_words compares maps normalized with {maps.aggregation.normalize!r} (each map on its own "
             "scale); normalize='mass' or 'share' compares attention itself",
