@@ -23,7 +23,7 @@ def stock(pipe, scheduler, guidance, seed=7, steps=6, output_type="pil"):
     return out.images
 
 
-@pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpm++", "euler_a", "pndm"])
+@pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpm++", "euler_a", "pndm", "lms"])
 @pytest.mark.parametrize("guidance", [1.0, 5.0])
 def test_recorded_run_equals_unhooked_pipeline(tiny_pipe, scheduler, guidance):
     original = tiny_pipe.scheduler
