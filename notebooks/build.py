@@ -1,0 +1,335 @@
+"""Write the walkthrough notebooks (outputs stripped) from the cell lists below.
+
+Run ``python notebooks/build.py`` after editing; the test suite executes every notebook it writes.
+Each notebook reads the model from ``WORKBENCH_MODEL`` (default ``"toy"``, the embedded model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+
+SETUP = """\
+import os
+
+import workbench
+from workbench import analysis, viz
+
+MODEL = os.environ.get("WORKBENCH_MODEL", "toy")  # "toy": the embedded model; or a diffusers folder / hub id
+pipe = workbench.load_pipeline(MODEL, device="cpu")
+pipe.unet.config.sample_size * pipe.vae_scale_factor, pipe.tokenizer.model_max_length  # image size, token limit"""
+
+NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
+    "01_quickstart.ipynb": [
+        (
+            "md",
+            """\
+# Quickstart: a prompt, a number of steps, a seed
+
+The workbench runs the **stock** diffusers pipeline and records every denoising step: the latent, the
+predicted clean image (x0) and the cross-attention of every prompt token. This notebook runs on the
+embedded model (a small text-to-image model of coloured shapes) on a CPU in well under a minute.""",
+        ),
+        ("code", SETUP),
+        ("md", "## The three inputs\nA run is fixed by its prompt, its number of denoising steps and its seed."),
+        (
+            "code",
+            """\
+prompt = "a red circle left of a blue square"
+steps = 20
+seed = 3
+
+run = workbench.generate(pipe, prompt, seed=seed, steps=steps, guidance_scale=4.0, progress=False)
+run""",
+        ),
+        ("code", "run.image.resize((128, 128), 0)  # the stock pipeline's image, enlarged"),
+        ("code", "run.tokens.head(12)  # which token sits where, and which word it belongs to"),
+        (
+            "md",
+            """\
+## The step filmstrip
+x0 (the model's guess of the final image) at every step, beside the current latent. Drag the slider:
+the layout is decided in the first steps, the details later.""",
+        ),
+        (
+            "code",
+            """\
+strip = analysis.filmstrip(pipe, run)
+viz.filmstrip_figure(strip)""",
+        ),
+        ("code", "viz.change_curve_figure(analysis.change_curves(run, strip=strip))"),
+        (
+            "md",
+            """\
+## The same, as an app
+Change the inputs and press **Run**: the progress bar follows the steps, the preview shows x0 as it
+forms, and afterwards the step slider walks through the filmstrip. The next cell presses Run for you.""",
+        ),
+        (
+            "code",
+            """\
+from workbench.widgets import AttentionExplorer, GenerateApp
+
+app = GenerateApp(pipe, prompt=prompt, seed=seed, steps=steps)
+app""",
+        ),
+        ("code", "app.run_sync()"),
+        (
+            "md",
+            """\
+## Where does each word look?
+Click a word of the prompt; choose the resolution, layer, head and steps. The map is recomputed from
+the recorded attention, without running the model again.""",
+        ),
+        ("code", "AttentionExplorer(app.run, word=\"circle\")"),
+    ],
+    "02_attention.ipynb": [
+        (
+            "md",
+            """\
+# Attention per token
+
+Every map here says how it was made: which steps, layers and heads, how layers were upsampled and how
+the map was normalised (the figure subtitle). Presets: `all-mean`, and `daam` (the recipe of the DAAM
+paper).""",
+        ),
+        ("code", SETUP),
+        (
+            "code",
+            """\
+run = workbench.generate(pipe, "a yellow triangle above a green square", seed=1, steps=20, guidance_scale=4.0, progress=False)
+maps = analysis.word_maps(run, normalize="max")
+viz.word_overlay(run, maps)""",
+        ),
+        ("md", "The DAAM recipe: heads, layers and steps summed, bicubic upsampling, scaled to the maximum."),
+        ("code", 'viz.word_overlay(run, analysis.word_maps(run, "daam"))'),
+        ("md", "Late steps only, one resolution: the recipe is yours to choose."),
+        (
+            "code",
+            """\
+late = analysis.word_maps(run, steps=range(10, 20), layers=run.attention.resolutions()[0], normalize="max")
+viz.word_overlay(run, late, words=["yellow", "triangle", "green", "square"])""",
+        ),
+        ("md", "## Single tokens, and the special positions (BOS, EOS, padding)"),
+        (
+            "code",
+            """\
+tokens = analysis.token_maps(run, normalize="max")
+list(zip(tokens.positions, tokens.tokens, tokens.kinds))[:12]""",
+        ),
+        ("md", "## How much attention each word gets, per step and per layer"),
+        ("code", "viz.word_step_matrix(analysis.word_step_mass(run))"),
+        ("code", "viz.word_layer_matrix(analysis.word_layer_mass(run))"),
+        ("md", "## Explore"),
+        ("code", "from workbench.widgets import AttentionExplorer\n\nAttentionExplorer(run, word=\"triangle\")"),
+    ],
+    "03_word_order.ipynb": [
+        (
+            "md",
+            """\
+# Word order
+
+*"a painting of a horse"* and *"a horse of a painting"* hold the same words. Here, on the embedded
+model's vocabulary, the same seed (so the same initial noise) runs each order; we compare the images,
+each word's map in both orders, and the step at which the two trajectories part.""",
+        ),
+        ("code", SETUP),
+        (
+            "code",
+            """\
+from workbench.widgets.bridge import word_orders
+
+orders = word_orders("a red circle left of a blue square")
+orders""",
+        ),
+        (
+            "code",
+            """\
+runs = analysis.word_order_runs(pipe, orders, seed=0, steps=20, guidance_scale=4.0)
+cmp = analysis.compare_word_order(runs[0], runs[1], pipe, normalize="max")
+viz.side_by_side(cmp)""",
+        ),
+        ("code", "viz.map_pairs(cmp)"),
+        ("code", "viz.divergence_figure(cmp)"),
+        ("code", "cmp.words[[\"word\", \"mass_a\", \"mass_b\", \"map_corr\", \"map_iou\"]]"),
+        ("md", "## The *X of Y* swap\n`permutations(..., kind=\"of\")` turns *a painting of X* into *X of a painting*."),
+        (
+            "code",
+            """\
+style_orders = analysis.permutations("a sketch of a blue square", kind="of")
+style_runs = analysis.word_order_runs(pipe, style_orders, seed=2, steps=20, guidance_scale=4.0)
+viz.side_by_side(style_runs)""",
+        ),
+        ("md", "## The lab\nType orders (one per line) or press *suggest orders*; one seed for all."),
+        (
+            "code",
+            """\
+from workbench.widgets import WordOrderLab
+
+lab = WordOrderLab(pipe, prompt="a green triangle above a yellow circle", seed=1, steps=15)
+lab""",
+        ),
+        ("code", "[r.prompt for r in lab.run_sync()]"),
+    ],
+    "04_seeds.ipynb": [
+        (
+            "md",
+            """\
+# Seeds
+
+How much of a picture is the seed and how much the prompt? A grid of prompts × seeds, the distance
+between trajectories of different seeds at every step, the step at which each run's layout commits,
+and a two-way split of the variance.""",
+        ),
+        ("code", SETUP),
+        (
+            "code",
+            """\
+prompts = ["a red circle left of a blue square", "a blue square left of a red circle"]
+grid = analysis.seed_grid(pipe, prompts, seeds=[0, 1, 2, 3], steps=15, guidance_scale=4.0)
+viz.seed_grid_figure(grid)""",
+        ),
+        ("code", "viz.trajectory_distance_figure(analysis.trajectory_distances(grid))"),
+        (
+            "code",
+            """\
+import pandas as pd
+
+pd.DataFrame(
+    [{"prompt": r.prompt, "seed": r.seed, "commit step": analysis.commit_step(analysis.change_curves(r))} for r in grid.flat()]
+)""",
+        ),
+        ("code", "viz.variance_figure(analysis.image_variance(grid))"),
+        ("code", "viz.variance_figure(analysis.step_variance(grid))"),
+        ("md", "## The lab"),
+        (
+            "code",
+            """\
+from workbench.widgets import SeedLab
+
+lab = SeedLab(pipe, prompt="a yellow square below a green circle", seeds="0-3", steps=15)
+lab""",
+        ),
+        ("code", "len(lab.run_sync())"),
+    ],
+    "05_attributions.ipynb": [
+        (
+            "md",
+            """\
+# Attributions with captum
+
+Which prompt tokens does the model's prediction depend on? Integrated Gradients on the prompt's
+embeddings (baseline: the empty prompt) explains how far the prompt moves x0 at one step; its
+convergence delta says how well the attributions add up. Occlusion removes one word at a time.""",
+        ),
+        ("code", SETUP),
+        (
+            "code",
+            """\
+run = workbench.generate(pipe, "a blue triangle right of a red square", seed=4, steps=20, guidance_scale=4.0, progress=False)
+ig = analysis.integrated_gradients(pipe, run, step=4, n_steps=16)
+print(ig.describe(), "| convergence delta", round(ig.delta, 5))
+viz.attribution_bar(ig)""",
+        ),
+        (
+            "code",
+            """\
+occ = analysis.occlusion(pipe, run, target="x0", step=4)
+viz.attribution_bar(occ, include_special=False)""",
+        ),
+        ("md", "## Attribution against attention: do the rankings agree?"),
+        (
+            "code",
+            """\
+table = analysis.attribution_vs_attention(ig, run)
+print("Spearman rank correlation:", round(table.attrs["spearman"], 3))
+viz.attribution_vs_attention_figure(table)""",
+        ),
+    ],
+    "06_report.ipynb": [
+        (
+            "md",
+            """\
+# A reproducible experiment, and its report
+
+Runs are saved as folders (JSON + safetensors + PNG), indexed in a table, written into one
+self-contained HTML report, and each comes with a re-run spec that regenerates it and checks that image
+and attention match bit for bit (on the same device, dtype and library versions).""",
+        ),
+        ("code", SETUP),
+        (
+            "code",
+            """\
+import tempfile
+from pathlib import Path
+
+from workbench.store.index import load_index
+from workbench.store.report import report
+from workbench.store.spec import load_spec, rerun, save_spec
+
+OUT = Path(os.environ.get("WORKBENCH_OUT") or tempfile.mkdtemp(prefix="workbench-experiment-"))
+runs = []
+for prompt in ["a red circle left of a blue square", "a blue square left of a red circle"]:
+    run = workbench.generate(pipe, prompt, seed=5, steps=20, guidance_scale=4.0, progress=False)
+    folder = workbench.save_run(run, OUT / "runs" / prompt.replace(" ", "-"), overwrite=True)
+    save_spec(run, folder / "spec.json")
+    runs.append(run)
+load_index(OUT / "runs")""",
+        ),
+        ("md", "## The experiment browser\nFilter and sort the saved runs; open one in the attention explorer."),
+        (
+            "code",
+            """\
+from workbench.widgets import ExperimentBrowser
+
+ExperimentBrowser(OUT / "runs")""",
+        ),
+        ("md", "## The report"),
+        (
+            "code",
+            """\
+cmp = analysis.compare_word_order(runs[0], runs[1], pipe, normalize="max")
+path = report(
+    runs,
+    OUT / "report.html",
+    title="Word order, seed 5",
+    figures=[("Side by side", viz.side_by_side(cmp)), ("Divergence per step", viz.divergence_figure(cmp))],
+)""",
+        ),
+        ("md", "## Re-run from the spec\nThe same as `workbench rerun <run folder>/spec.json` on the command line."),
+        (
+            "code",
+            """\
+result = rerun(load_spec(OUT / "runs" / "a-red-circle-left-of-a-blue-square" / "spec.json"), model=pipe)
+print(result.summary())
+assert result.match""",
+        ),
+    ],
+}
+
+
+def build() -> list[Path]:
+    written = []
+    for name, cells in NOTEBOOKS.items():
+        nb = new_notebook(
+            cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells],
+            metadata={
+                "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
+                "language_info": {"name": "python"},
+            },
+        )
+        for i, cell in enumerate(nb.cells):  # stable ids: rebuilding gives the same files
+            cell["id"] = f"{Path(name).stem}-{i:02d}"
+        path = HERE / name
+        nbformat.write(nb, path)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for path in build():
+        print(path)

@@ -1,0 +1,66 @@
+"""Every notebook in notebooks/ runs top to bottom (nbclient) and is committed without outputs.
+
+They run on the embedded model. While its weights are absent (a checkout without them), they run on
+the tiny random test pipeline instead, which still checks every call; set WORKBENCH_NOTEBOOKS_REQUIRE_TOY=1
+to make that a skip instead.
+"""
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _toy_available() -> bool:
+    from workbench.toy import weights_available
+
+    return weights_available()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> str:
+    if _toy_available():
+        return "toy"
+    if os.environ.get("WORKBENCH_NOTEBOOKS_REQUIRE_TOY"):
+        pytest.skip("the embedded model's weights (workbench/toy/weights/) are absent")
+    from tiny import build_pipeline_folder
+
+    return str(build_pipeline_folder(tmp_path_factory.mktemp("nb-tiny"), max_length=32))
+
+
+def test_there_are_notebooks():
+    names = {p.name for p in NOTEBOOKS}
+    assert {"01_quickstart.ipynb", "02_attention.ipynb", "03_word_order.ipynb", "04_seeds.ipynb"} <= names
+    assert {"05_attributions.ipynb", "06_report.ipynb"} <= names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: strip outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs(path, model, tmp_path, monkeypatch):
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("WORKBENCH_MODEL", model)
+    monkeypatch.setenv("WORKBENCH_OUT", str(tmp_path / "out"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    client.execute()  # raises CellExecutionError on the first failing cell
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
