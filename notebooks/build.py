@@ -35,7 +35,10 @@ predicted clean image (x0) and the cross-attention of every prompt token. This n
 embedded model (a small text-to-image model of coloured shapes) on a CPU in well under a minute.""",
         ),
         ("code", SETUP),
-        ("md", "## The three inputs\nA run is fixed by its prompt, its number of denoising steps and its seed."),
+        (
+            "md",
+            "## The three inputs\nA run is fixed by its prompt, its number of denoising steps and its seed.",
+        ),
         (
             "code",
             """\
@@ -85,7 +88,7 @@ app""",
 Click a word of the prompt; choose the resolution, layer, head and steps. The map is recomputed from
 the recorded attention, without running the model again.""",
         ),
-        ("code", "AttentionExplorer(app.run, word=\"circle\")"),
+        ("code", 'AttentionExplorer(app.run, word="circle")'),
     ],
     "02_attention.ipynb": [
         (
@@ -125,7 +128,10 @@ list(zip(tokens.positions, tokens.tokens, tokens.kinds))[:12]""",
         ("code", "viz.word_step_matrix(analysis.word_step_mass(run))"),
         ("code", "viz.word_layer_matrix(analysis.word_layer_mass(run))"),
         ("md", "## Explore"),
-        ("code", "from workbench.widgets import AttentionExplorer\n\nAttentionExplorer(run, word=\"triangle\")"),
+        (
+            "code",
+            'from workbench.widgets import AttentionExplorer\n\nAttentionExplorer(run, word="triangle")',
+        ),
     ],
     "03_word_order.ipynb": [
         (
@@ -155,8 +161,11 @@ viz.side_by_side(cmp)""",
         ),
         ("code", "viz.map_pairs(cmp)"),
         ("code", "viz.divergence_figure(cmp)"),
-        ("code", "cmp.words[[\"word\", \"mass_a\", \"mass_b\", \"map_corr\", \"map_iou\"]]"),
-        ("md", "## The *X of Y* swap\n`permutations(..., kind=\"of\")` turns *a painting of X* into *X of a painting*."),
+        ("code", 'cmp.words[["word", "mass_a", "mass_b", "map_corr", "map_iou"]]'),
+        (
+            "md",
+            '## The *X of Y* swap\n`permutations(..., kind="of")` turns *a painting of X* into *X of a painting*.',
+        ),
         (
             "code",
             """\
@@ -280,7 +289,10 @@ for prompt in ["a red circle left of a blue square", "a blue square left of a re
     runs.append(run)
 load_index(OUT / "runs")""",
         ),
-        ("md", "## The experiment browser\nFilter and sort the saved runs; open one in the attention explorer."),
+        (
+            "md",
+            "## The experiment browser\nFilter and sort the saved runs; open one in the attention explorer.",
+        ),
         (
             "code",
             """\
@@ -300,7 +312,10 @@ path = report(
     figures=[("Side by side", viz.side_by_side(cmp)), ("Divergence per step", viz.divergence_figure(cmp))],
 )""",
         ),
-        ("md", "## Re-run from the spec\nThe same as `workbench rerun <run folder>/spec.json` on the command line."),
+        (
+            "md",
+            "## Re-run from the spec\nThe same as `workbench rerun <run folder>/spec.json` on the command line.",
+        ),
         (
             "code",
             """\
@@ -318,7 +333,11 @@ def build() -> list[Path]:
         nb = new_notebook(
             cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells],
             metadata={
-                "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
+                "kernelspec": {
+                    "name": "python3",
+                    "display_name": "Python 3 (ipykernel)",
+                    "language": "python",
+                },
                 "language_info": {"name": "python"},
             },
         )
