@@ -1,0 +1,127 @@
+"""Training pieces: the explicit-probability processor, the attention loss, checkpoints, and a
+tiny end-to-end run that exports a pipeline diffusers loads and runs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from workbench.toy.attention import ProbsSink, cross_attention_layers, install, restore
+from workbench.toy.checkpoint import load_checkpoint, save_checkpoint
+from workbench.toy.models import ModelConfig, build_unet
+from workbench.toy.train import Batch, attention_loss, main
+
+
+@pytest.fixture(autouse=True)
+def two_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+def _tiny_unet(seed: int = 0):
+    torch.manual_seed(seed)
+    unet = build_unet(ModelConfig.tiny())
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # break the zero-initialised output layers
+    return unet
+
+
+def test_probability_processor_reproduces_the_stock_output_and_restores():
+    unet = _tiny_unet()
+    x, text = torch.randn(2, 4, 8, 8), torch.randn(2, 20, 32)  # (B, C, h, w), (B, T, D)
+    with torch.no_grad():
+        stock = unet(x, 500, text).sample
+    originals = dict(unet.attn_processors)
+    sink = ProbsSink()
+    saved = install(unet, sink)
+    with torch.no_grad():
+        ours = unet(x, 500, text).sample
+    restore(unet, saved)
+    assert torch.allclose(stock, ours, atol=1e-5)
+    assert set(sink.probs) == {k.removesuffix(".processor") for k in cross_attention_layers(unet)}
+    for p in sink.probs.values():  # (B, heads, queries, tokens)
+        assert p.shape[-1] == 20
+        assert torch.allclose(p.sum(-1), torch.ones(p.shape[:-1]), atol=1e-5)
+    assert {k: type(v) for k, v in unet.attn_processors.items()} == {k: type(v) for k, v in originals.items()}
+
+
+def _batch_with_masks() -> Batch:
+    masks = torch.zeros(1, 2, 32, 32)
+    masks[0, 0, 8:16, 0:8] = 1  # object 0: 2x2 cells of the 8x8 grid
+    masks[0, 1, 16:32, 16:32] = 1  # object 1: 4x4 cells
+    token_obj = torch.full((1, 5), -1)
+    token_obj[0, 1], token_obj[0, 3] = 0, 1
+    return Batch(
+        latents=torch.zeros(1, 4, 8, 8),
+        ids=torch.zeros(1, 5, dtype=torch.long),
+        token_obj=token_obj,
+        masks=masks,
+    )
+
+
+def test_attention_loss_is_zero_for_maps_equal_to_the_masks_and_positive_otherwise():
+    batch = _batch_with_masks()
+    pooled = torch.nn.functional.adaptive_avg_pool2d(batch.masks, 8).flatten(2)  # (1, 2, 64)
+    perfect = torch.full((1, 2, 64, 5), 1e-9)  # (B, heads, queries, tokens)
+    perfect[0, :, :, 1] = pooled[0, 0] / pooled[0, 0].sum()
+    perfect[0, :, :, 3] = pooled[0, 1] / pooled[0, 1].sum()
+    uniform = torch.full((1, 2, 64, 5), 1 / 5)
+    assert attention_loss({"l": perfect}, batch).item() == pytest.approx(0.0, abs=1e-4)
+    # uniform over 64 cells vs masks on 4 and 16 cells: KL = log(64/4) and log(64/16), averaged
+    expected = (np.log(64 / 4) + np.log(64 / 16)) / 2
+    assert attention_loss({"l": uniform}, batch).item() == pytest.approx(expected, rel=1e-3)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    unet = _tiny_unet(1)
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-3)
+    unet(torch.randn(1, 4, 8, 8), 10, torch.randn(1, 20, 32)).sample.square().mean().backward()
+    opt.step()
+    save_checkpoint(tmp_path, {"unet": unet}, opt, {"step": 7, "phase": "diffusion"})
+    other = _tiny_unet(2)
+    opt2 = torch.optim.AdamW(other.parameters(), lr=1e-3)
+    meta = load_checkpoint(tmp_path, {"unet": other}, opt2)
+    assert meta["step"] == 7
+    for a, b in zip(unet.state_dict().values(), other.state_dict().values()):
+        assert torch.equal(a, b)
+    s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert all(torch.equal(s1[i]["exp_avg"], s2[i]["exp_avg"]) for i in s1)
+    assert load_checkpoint(tmp_path / "missing", {"unet": other}) is None
+
+
+def test_tiny_training_run_exports_a_pipeline_that_generates(tmp_path):
+    out, ckpt, logs = tmp_path / "weights", tmp_path / "ckpt", tmp_path / "logs"
+    args = ["--tiny", "--out", str(out), "--ckpt-dir", str(ckpt), "--log-dir", str(logs)]
+    assert main(args) == 0
+    log = (logs / "train.log").read_text()
+    assert "step 3 loss" in log and "done: 3 steps" in log
+    info = json.loads((out / "training.json").read_text())
+    assert info["steps"] == 3 and info["config"]["tiny"] is True
+    assert sorted(p.name for p in (out / "tokenizer").iterdir()) == [
+        "merges.txt",
+        "special_tokens_map.json",
+        "tokenizer_config.json",
+        "vocab.json",
+    ]
+    pipe = StableDiffusionPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.safety_checker is None
+    image = pipe(
+        "a red circle left of a blue square",
+        num_inference_steps=3,
+        guidance_scale=4.0,
+        height=32,
+        width=32,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images[0]
+    assert image.shape == (32, 32, 3) and np.isfinite(image).all()
+    # resuming continues from the checkpoint instead of starting over
+    assert main([*args, "--steps", "4"]) == 0
+    assert json.loads((out / "training.json").read_text())["steps"] == 4
+    assert "resumed from" in (logs / "train.log").read_text()

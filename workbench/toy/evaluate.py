@@ -1,0 +1,260 @@
+"""Evaluate the embedded toy model with the world's own checker.
+
+    python -m workbench.toy.evaluate                 # shipped weights, prints the table
+    python -m workbench.toy.evaluate --weights DIR --seeds 2 --no-write
+
+Caption sets (fixed, documented in MODEL_CARD.md): held-in = 12 two-object layouts seen in training
+(6 swap pairs, 3 horizontal + 3 vertical), held-out = the 12 layouts of `world.HELD_OUT`; each layout
+in both phrasings ("A left of B" and "B right of A"), so 24 captions per set. Every caption is drawn
+with seeds 0..N-1 and 25 guided DDIM steps at 32x32.
+
+Metrics, per image unless said otherwise:
+    object accuracy: exactly the two named colours are found, each with the named shape;
+    relation accuracy: both found and placed as the relation word says;
+    swap flips placement: for a caption and the same words with the objects exchanged, same seed,
+        both images are placed as their words say (so the placement followed the word order);
+    word-map IoU: per word, the conditional branch's cross-attention averaged over all steps, layers
+        and heads, bilinearly upsampled to 32x32, sub-word tokens summed, min-max normalised and
+        thresholded at 0.5; IoU with the generated object's segmented mask (objects the checker
+        found), for colour words and shape words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import WEIGHTS_DIR
+from .attention import ProbsSink, install, restore
+from .checker import detect, score_spec
+from .tokenizer import word_token_groups
+from .wordmaps import THRESHOLD, binarize, iou, word_maps_from_probs
+from .world import HELD_OUT, SHAPES, ObjectSpec, SceneSpec, word_indices
+
+STEPS = 25
+GUIDANCE = 4.0
+HELD_IN: tuple[tuple[str, str, str, str, str], ...] = (
+    ("red", "circle", "h", "green", "triangle"),
+    ("green", "triangle", "h", "red", "circle"),
+    ("blue", "square", "h", "yellow", "triangle"),
+    ("yellow", "triangle", "h", "blue", "square"),
+    ("yellow", "circle", "h", "red", "square"),
+    ("red", "square", "h", "yellow", "circle"),
+    ("green", "circle", "v", "blue", "circle"),
+    ("blue", "circle", "v", "green", "circle"),
+    ("red", "triangle", "v", "yellow", "square"),
+    ("yellow", "square", "v", "red", "triangle"),
+    ("blue", "square", "v", "green", "square"),
+    ("green", "square", "v", "blue", "square"),
+)
+
+
+def specs_for(layouts: tuple[tuple[str, str, str, str, str], ...]) -> list[SceneSpec]:
+    """Both phrasings of each canonical layout (first object left/top)."""
+    out = []
+    for c1, s1, axis, c2, s2 in layouts:
+        a, b = ObjectSpec(c1, s1), ObjectSpec(c2, s2)
+        fwd, back = ("left of", "right of") if axis == "h" else ("above", "below")
+        out += [SceneSpec((a, b), fwd), SceneSpec((b, a), back)]
+    return out
+
+
+@dataclass
+class Sample:
+    """One generated image and what was recorded with it."""
+
+    spec: SceneSpec
+    seed: int
+    image: np.ndarray  # (32, 32, 3) uint8
+    word_maps: torch.Tensor  # (words, 32, 32)
+
+
+def load(weights: Path):
+    """The pipeline through the workbench core when it is importable, else diffusers directly."""
+    try:
+        from workbench import load_pipeline
+
+        return load_pipeline(str(weights), device="cpu"), "workbench.load_pipeline"
+    except ImportError:
+        from diffusers import StableDiffusionPipeline
+
+        return StableDiffusionPipeline.from_pretrained(weights), "StableDiffusionPipeline.from_pretrained"
+
+
+def generate_core(pipe, specs: list[SceneSpec], seeds: list[int], guidance: float) -> list[Sample]:
+    """Generate and record through workbench.generate_batch; maps from workbench.analysis.word_maps."""
+    from workbench.analysis.heatmaps import word_maps
+    from workbench.core.generate import generate_batch
+
+    out = []
+    for spec in specs:
+        runs = generate_batch(
+            pipe,
+            [spec.caption()] * len(seeds),
+            seeds=seeds,
+            steps=STEPS,
+            guidance_scale=guidance,
+            progress=False,
+        )
+        for seed, run in zip(seeds, runs):
+            wm = word_maps(run, "all-mean", size=(32, 32))
+            if wm.words != spec.caption().split():
+                raise RuntimeError(f"word alignment differs: {wm.words} vs {spec.caption().split()}")
+            out.append(Sample(spec, seed, np.asarray(run.image.convert("RGB")), wm.maps.float()))
+    return out
+
+
+def generate_fallback(pipe, specs: list[SceneSpec], seeds: list[int], guidance: float) -> list[Sample]:
+    """Generate with the stock pipeline, recording attn2 with the toy's own processors (mean over steps)."""
+    out = []
+    for spec in specs:
+        sink = ProbsSink(accumulate=True)
+        originals = install(pipe.unet, sink)
+        try:
+            gens = [torch.Generator().manual_seed(s) for s in seeds]
+            images = pipe(
+                [spec.caption()] * len(seeds),
+                num_inference_steps=STEPS,
+                guidance_scale=guidance,
+                height=32,
+                width=32,
+                generator=gens,
+                output_type="np",
+            ).images  # (n, 32, 32, 3) float
+        finally:
+            restore(pipe.unet, originals)
+        probs = sink.mean()  # layer -> (2n, heads, queries, tokens); cond branch is the second half
+        ids = pipe.tokenizer(spec.caption(), padding="max_length", max_length=pipe.tokenizer.model_max_length)
+        groups = word_token_groups(pipe.tokenizer.convert_ids_to_tokens(ids.input_ids))
+        n = len(seeds)
+        for i, seed in enumerate(seeds):
+            maps = word_maps_from_probs({k: v[n + i] for k, v in probs.items()}, groups)
+            img = (images[i] * 255).round().astype(np.uint8)
+            out.append(Sample(spec, seed, img, maps))
+    return out
+
+
+def score(samples: list[Sample]) -> dict:
+    """Object/relation accuracy, swap flips and word-map IoU for one caption set."""
+    by_key = {(s.spec.caption(), s.seed): s for s in samples}
+    objects, relations, styles = [], [], []
+    ious: dict[str, list[float]] = {"color": [], "shape": []}
+    for s in samples:
+        found = detect(s.image)
+        r = score_spec(found, s.spec)
+        objects.append(r["objects"])
+        relations.append(r["relation"])
+        styles.append(r["style"])
+        for obj, idx in zip(s.spec.objects, word_indices(s.spec)):
+            det = found.get(obj.color)
+            if det is None:
+                continue  # no segmented mask to compare with
+            for role in ("color", "shape"):
+                ious[role].append(iou(binarize(s.word_maps[idx[role]], THRESHOLD), det.mask))
+    flips = []
+    for s in samples:
+        other = by_key.get((s.spec.swapped().caption(), s.seed))
+        if other is None or s.spec.caption() > other.spec.caption():
+            continue  # count each unordered pair once
+        flips.append(
+            bool(score_spec(detect(s.image), s.spec)["relation"])
+            and bool(score_spec(detect(other.image), other.spec)["relation"])
+        )
+    return {
+        "images": len(samples),
+        "object_acc": float(np.mean(objects)),
+        "relation_acc": float(np.mean(relations)),
+        "swap_flip": float(np.mean(flips)) if flips else float("nan"),
+        "swap_pairs": len(flips),
+        "iou_color": float(np.mean(ious["color"])) if ious["color"] else float("nan"),
+        "iou_shape": float(np.mean(ious["shape"])) if ious["shape"] else float("nan"),
+        "iou_maps": len(ious["color"]) + len(ious["shape"]),
+        "style_acc": float(np.mean(styles)),
+    }
+
+
+def speed(pipe, guidance: float, n: int = 5) -> float:
+    """Seconds per image for 25 guided steps at 32x32, batch 1, no recording (after one warm-up)."""
+    pipe.set_progress_bar_config(disable=True)
+    pipe("a red circle", num_inference_steps=STEPS, guidance_scale=guidance, height=32, width=32)
+    t0 = time.perf_counter()
+    for i in range(n):
+        gen = torch.Generator().manual_seed(i)
+        pipe("a red circle left of a blue square", num_inference_steps=STEPS, guidance_scale=guidance,
+             height=32, width=32, generator=gen)  # fmt: skip
+    return (time.perf_counter() - t0) / n
+
+
+def evaluate(weights: Path, seeds: int, guidance: float, fallback: bool) -> tuple[pd.DataFrame, dict]:
+    """Score both caption sets; returns the table and a JSON-able record."""
+    torch.set_num_threads(2)
+    pipe, loader = load(weights)
+    pipe.set_progress_bar_config(disable=True)
+    use_core = not fallback
+    if use_core:
+        try:
+            import workbench.analysis.heatmaps  # noqa: F401
+            import workbench.core.generate  # noqa: F401
+        except ImportError:
+            use_core = False
+    gen = generate_core if use_core else generate_fallback
+    seed_list = list(range(seeds))
+    rows = {}
+    t0 = time.perf_counter()
+    for name, layouts in (("held-in", HELD_IN), ("held-out", HELD_OUT)):
+        rows[name] = score(gen(pipe, specs_for(layouts), seed_list, guidance))
+    eval_seconds = time.perf_counter() - t0
+    sec = speed(pipe, guidance)
+    table = pd.DataFrame(rows).T[
+        ["images", "object_acc", "relation_acc", "swap_flip", "iou_color", "iou_shape", "style_acc"]
+    ]
+    record = {
+        "weights": str(weights),
+        "loader": loader,
+        "recorder": "workbench.generate_batch + analysis.word_maps('all-mean')"
+        if use_core
+        else "toy fallback",
+        "seeds": seed_list,
+        "steps": STEPS,
+        "guidance_scale": guidance,
+        "iou_rule": f"all steps/layers/heads mean, bilinear to 32x32, min-max, threshold {THRESHOLD}",
+        "results": rows,
+        "seconds_per_image_25_guided_steps": sec,
+        "eval_seconds": eval_seconds,
+        "torch_threads": torch.get_num_threads(),
+        "shapes": list(SHAPES),
+    }
+    return table, record
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--guidance", type=float, default=GUIDANCE)
+    ap.add_argument("--fallback", action="store_true", help="record with the toy's own processors")
+    ap.add_argument("--no-write", action="store_true", help="do not write evaluation.json")
+    args = ap.parse_args(argv)
+    if not (args.weights / "model_index.json").exists():
+        ap.error(f"no exported weights in {args.weights}; run `python -m workbench.toy.train` first")
+    table, record = evaluate(args.weights, args.seeds, args.guidance, args.fallback)
+    with pd.option_context("display.float_format", "{:.3f}".format):
+        print(table.to_string())
+    print(
+        f"speed: {record['seconds_per_image_25_guided_steps']:.2f} s per image (25 guided steps, 32x32, CPU)"
+    )
+    print(f"recorder: {record['recorder']}; guidance {args.guidance}; seeds {args.seeds}")
+    if not args.no_write:
+        (args.weights / "evaluation.json").write_text(json.dumps(record, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
