@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from . import WEIGHTS_DIR
 from .attention import ProbsSink, install, restore
@@ -192,8 +193,20 @@ def speed(pipe, guidance: float, n: int = 5) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def evaluate(weights: Path, seeds: int, guidance: float, fallback: bool) -> tuple[pd.DataFrame, dict]:
-    """Score both caption sets; returns the table and a JSON-able record."""
+def sample_grid(samples: dict[str, list[Sample]], scale: int = 3) -> Image.Image:
+    """One row per caption set: seed 0 of every caption, upscaled (nearest) by `scale`."""
+    rows = []
+    for group in samples.values():
+        first = [s.image for s in group if s.seed == 0]
+        rows.append(np.concatenate(first, axis=1))  # (32, 32 * captions, 3)
+    grid = np.concatenate(rows, axis=0)
+    return Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+
+
+def evaluate(
+    weights: Path, seeds: int, guidance: float, fallback: bool, grid: Path | None = None
+) -> tuple[pd.DataFrame, dict]:
+    """Score both caption sets; returns the table and a JSON-able record (optionally saves a grid)."""
     torch.set_num_threads(2)
     pipe, loader = load(weights)
     pipe.set_progress_bar_config(disable=True)
@@ -206,10 +219,13 @@ def evaluate(weights: Path, seeds: int, guidance: float, fallback: bool) -> tupl
             use_core = False
     gen = generate_core if use_core else generate_fallback
     seed_list = list(range(seeds))
-    rows = {}
+    rows, samples = {}, {}
     t0 = time.perf_counter()
     for name, layouts in (("held-in", HELD_IN), ("held-out", HELD_OUT)):
-        rows[name] = score(gen(pipe, specs_for(layouts), seed_list, guidance))
+        samples[name] = gen(pipe, specs_for(layouts), seed_list, guidance)
+        rows[name] = score(samples[name])
+    if grid is not None:
+        sample_grid(samples).save(grid)
     eval_seconds = time.perf_counter() - t0
     sec = speed(pipe, guidance)
     table = pd.DataFrame(rows).T[
@@ -234,6 +250,39 @@ def evaluate(weights: Path, seeds: int, guidance: float, fallback: bool) -> tupl
     return table, record
 
 
+CARD = Path(__file__).resolve().parent / "MODEL_CARD.md"
+CARD_START, CARD_END = "<!-- evaluation:start -->", "<!-- evaluation:end -->"
+
+
+def card_section(table: pd.DataFrame, record: dict) -> str:
+    """The model card's results block (markdown), written by `--card`."""
+    lines = [
+        "| captions | images | object acc | relation acc | swap flips placement | IoU colour words | IoU shape words | style acc |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in table.iterrows():
+        lines.append(
+            f"| {name} | {int(r.images)} | {r.object_acc:.3f} | {r.relation_acc:.3f} | {r.swap_flip:.3f} | "
+            f"{r.iou_color:.3f} | {r.iou_shape:.3f} | {r.style_acc:.3f} |"
+        )
+    lines += [
+        "",
+        f"Seeds {record['seeds'][0]}..{record['seeds'][-1]}, {record['steps']} DDIM steps, guidance "
+        f"{record['guidance_scale']}, recorded with {record['recorder']}; IoU rule: {record['iou_rule']}.",
+        f"Speed: {record['seconds_per_image_25_guided_steps']:.2f} s per image for 25 guided steps at 32x32 "
+        f"(batch 1, {record['torch_threads']} CPU threads, no recording).",
+    ]
+    return "\n".join(lines)
+
+
+def write_card(table: pd.DataFrame, record: dict, card: Path = CARD) -> None:
+    """Replace the results block between the markers in the model card."""
+    text = card.read_text()
+    head, rest = text.split(CARD_START, 1)
+    _, tail = rest.split(CARD_END, 1)
+    card.write_text(f"{head}{CARD_START}\n{card_section(table, record)}\n{CARD_END}{tail}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
@@ -241,10 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--guidance", type=float, default=GUIDANCE)
     ap.add_argument("--fallback", action="store_true", help="record with the toy's own processors")
     ap.add_argument("--no-write", action="store_true", help="do not write evaluation.json")
+    ap.add_argument("--grid", type=Path, default=None, help="save seed-0 samples of every caption here")
+    ap.add_argument("--card", action="store_true", help="write the results block into MODEL_CARD.md")
     args = ap.parse_args(argv)
     if not (args.weights / "model_index.json").exists():
         ap.error(f"no exported weights in {args.weights}; run `python -m workbench.toy.train` first")
-    table, record = evaluate(args.weights, args.seeds, args.guidance, args.fallback)
+    table, record = evaluate(args.weights, args.seeds, args.guidance, args.fallback, args.grid)
     with pd.option_context("display.float_format", "{:.3f}".format):
         print(table.to_string())
     print(
@@ -253,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"recorder: {record['recorder']}; guidance {args.guidance}; seeds {args.seeds}")
     if not args.no_write:
         (args.weights / "evaluation.json").write_text(json.dumps(record, indent=1) + "\n")
+    if args.card:
+        write_card(table, record)
     return 0
 
 
