@@ -57,3 +57,10 @@ def test_short_prompt_does_not_warn(tok):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         token_table(tok, "a horse")
+
+
+def test_cut_warning_points_at_the_caller(tiny_pipe):
+    long = "a red circle left of a blue square and a yellow triangle below a green circle on the moon"
+    with pytest.warns(UserWarning, match="negative_prompt is longer") as record:
+        generate(tiny_pipe, "a red circle", negative_prompt=long, seed=0, steps=1, progress=False)
+    assert record[0].filename == __file__

@@ -18,7 +18,7 @@ from .policy import RecordingPolicy, check_budget
 from .recorder import StepCallback, record
 from .run import Run, RunConfig
 from .schedulers import make_scheduler
-from .tokens import token_table
+from .tokens import cut_message, token_table
 
 MAX_SEED = 2**63 - 1
 
@@ -229,8 +229,12 @@ def _generate(
     layers = adapter.layers()
     loop = loop_length(new_scheduler or pipe.scheduler, steps)
     check_budget(policy, layers, latent_hw, adapter.text_limit, loop, batch)  # validates layers and steps
-    tables = [token_table(pipe.tokenizer, p, adapter.text_limit) for p in prompts]
-    neg_table = token_table(pipe.tokenizer, negative_prompt or "", adapter.text_limit)
+    tables = [token_table(pipe.tokenizer, p, adapter.text_limit, warn=False) for p in prompts]
+    neg_table = token_table(pipe.tokenizer, negative_prompt or "", adapter.text_limit, warn=False)
+    for label, table in [("prompt", t) for t in tables] + [("negative_prompt", neg_table)]:
+        message = cut_message(table, adapter.text_limit)
+        if message:
+            warnings.warn(message.replace("prompt", label, 1), stacklevel=3)
     guided = adapter.uses_guidance(float(guidance_scale))
     if policy.negative and not guided:
         warnings.warn(

@@ -19,13 +19,14 @@ def _clean(token: str) -> str:
     return token.replace("</w>", "")
 
 
-def token_table(tokenizer, text: str, max_length: int | None = None) -> pd.DataFrame:
+def token_table(tokenizer, text: str, max_length: int | None = None, *, warn: bool = True) -> pd.DataFrame:
     """Align a prompt's tokens with its words, exactly as the pipeline tokenizes it.
 
     Args:
         tokenizer: a ``CLIPTokenizer`` (or any tokenizer that returns offsets and BOS/EOS ids).
         text: the prompt as the user typed it.
         max_length: the text encoder's context length; defaults to ``tokenizer.model_max_length``.
+        warn: warn when words are cut off (see ``cut_message``).
 
     Returns:
         DataFrame with one row per position the text encoder sees, then one row per token cut off:
@@ -84,14 +85,21 @@ def token_table(tokenizer, text: str, max_length: int | None = None) -> pd.DataF
     for r in cut:  # numbered on past the context: position max_length is the first cut token
         r["position"] = limit + r["position"] - eos_pos
     table = pd.DataFrame([r for r in rows if r["kind"] != "cut"] + specials + cut, columns=TOKEN_COLUMNS)
-    if cut:
-        lost = _dropped_words(table)
-        warnings.warn(
-            f"prompt is longer than the text encoder's limit of {limit} tokens; "
-            f"these words are cut off and get no attention maps: {lost}",
-            stacklevel=3,
-        )
-    return table.reset_index(drop=True)
+    table = table.reset_index(drop=True)
+    if warn and cut:
+        warnings.warn(cut_message(table, limit), stacklevel=2)
+    return table
+
+
+def cut_message(table: pd.DataFrame, limit: int) -> str | None:
+    """The warning for a prompt whose words did not all fit the encoder's context, or None."""
+    lost = dropped_words(table)
+    if not lost:
+        return None
+    return (
+        f"prompt is longer than the text encoder's limit of {limit} tokens; "
+        f"these words are cut off and get no attention maps: {lost}"
+    )
 
 
 def _special(position: int, token_id: int, token: str, kind: str) -> dict:
@@ -105,14 +113,10 @@ def _special(position: int, token_id: int, token: str, kind: str) -> dict:
     }
 
 
-def _dropped_words(table: pd.DataFrame) -> list[str]:
-    cut = table[table.kind == "cut"]
-    return list(dict.fromkeys(cut.word.tolist()))
-
-
 def dropped_words(table: pd.DataFrame) -> list[str]:
     """Words (as typed) that lost at least one token to the encoder's context limit."""
-    return _dropped_words(table)
+    cut = table[table.kind == "cut"]
+    return list(dict.fromkeys(cut.word.tolist()))
 
 
 def word_positions(table: pd.DataFrame) -> dict[int, list[int]]:
