@@ -65,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--model", default="toy")
     s.add_argument("--prompt", default=None, help="default: a red circle left of a blue square")
-    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    s.add_argument("--steps", type=int, default=20)
+    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    s.add_argument("--steps", type=int, default=25)
     s.add_argument("--guidance", type=float, default=4.0)
     s.add_argument("--device", default="cpu")
 

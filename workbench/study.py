@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +48,8 @@ def run_study(
     model="toy",
     prompt: str = DEFAULT_PROMPT,
     swapped: str | None = None,
-    seeds: tuple[int, ...] = (0, 1, 2),
-    steps: int = 20,
+    seeds: tuple[int, ...] = (0, 1, 2, 3),
+    steps: int = 25,
     guidance_scale: float = 4.0,
     device: str | None = "cpu",
     log=print,
@@ -98,6 +99,8 @@ def run_study(
         rows.append(
             {
                 "seed": seed,
+                "relation as written (prompt)": relation_holds(a),
+                "relation as written (swap)": relation_holds(b),
                 "x0 divergence at the last step": bridge.final_divergence(a, b),
                 "mean pixel difference": float(pixels),
                 "commitment step (prompt)": bridge.commitment_step(a),
@@ -106,8 +109,8 @@ def run_study(
         )
     summary = pd.DataFrame(rows)
     first = [by_key[(prompt, seeds[0])], by_key[(swapped, seeds[0])]]
-    figures = _captioned(f"Word order, seed {seeds[0]}", bridge.word_order_figures(first, pipe))
-    figures += _captioned("Seeds, prompt", bridge.seed_figures(runs))
+    figures = _captioned(f"Word order (seed {seeds[0]})", bridge.word_order_figures(first, pipe))
+    figures += _captioned("Seeds", bridge.seed_figures(runs))
     split = bridge.image_variance_shares(runs) if len(seeds) > 1 else None
     notes = (
         f"Study: “{prompt}” against its word-order swap “{swapped}”, seeds {list(seeds)}, {steps} steps, "
@@ -117,12 +120,7 @@ def run_study(
             if split
             else ""
         )
-        + "Per seed: "
-        + "; ".join(
-            f"seed {r['seed']}: divergence {r['x0 divergence at the last step']:.3f}, pixel difference "
-            f"{r['mean pixel difference']:.3f}"
-            for r in rows
-        )
+        + _verdict(summary)
     )
     tables = [
         ("Per seed: the prompt against its swap", summary),
@@ -141,6 +139,7 @@ def run_study(
         quiet=True,
     )
     log(summary.to_string(index=False))
+    log(_verdict(summary))
     log(f"runs:   {out / 'runs'} ({len(runs)} run folders, each with spec.json)")
     log(f"index:  {index}")
     log(
@@ -150,7 +149,47 @@ def run_study(
     return StudyResult(out=out, runs=runs, run_dirs=dirs, report=path, index=index, summary=summary)
 
 
+_RELATION = re.compile(
+    r"(?:an? (?:painting|sketch) of )?an? (?:small |big )?(\w+) (\w+) (left of|right of|above|below) "
+    r"an? (?:small |big )?(\w+) (\w+)"
+)
+
+
+def _verdict(summary: pd.DataFrame) -> str:
+    a, b = summary["relation as written (prompt)"], summary["relation as written (swap)"]
+    if a.isna().any() or b.isna().any():
+        return "The prompt is not a two-object toy-world caption: no placement check."
+    flips = int((a.astype(bool) & b.astype(bool)).sum())
+    return (
+        f"Placement as written: prompt {int(a.astype(bool).sum())}/{len(a)} seeds, swap {int(b.astype(bool).sum())}/{len(b)}; "
+        f"swapping the object words moved the objects in {flips}/{len(a)} seeds."
+    )
+
+
+def relation_holds(run: Run) -> bool | None:
+    """For a toy-world caption ("a red circle left of a blue square"): do the two coloured objects
+    stand in the image as the caption says (the toy world's colour checker)? None when the prompt is
+    not such a caption or the image has no final frame."""
+    m = _RELATION.fullmatch(run.prompt.strip().lower())
+    if m is None or run.image is None:
+        return None
+    from workbench.toy.checker import detect
+    from workbench.toy.checker import relation_holds as holds
+
+    first, _, relation, second, _ = m.groups()
+    found = detect(np.asarray(run.image.convert("RGB")))
+    if first not in found or second not in found:
+        return False
+    return bool(holds(found[first].center, found[second].center, relation))
+
+
 def _captioned(prefix: str, items: list) -> list:
+    """(caption, figure) pairs; the caption is the prefix and the figure's own title line."""
     import plotly.graph_objects as go
 
-    return [(f"{prefix}: {i + 1}", f) for i, f in enumerate(items) if isinstance(f, go.Figure)]
+    out = []
+    for item in items:
+        if isinstance(item, go.Figure):
+            title = (item.layout.title.text or "").split("<br>")[0]
+            out.append((f"{prefix}: {title}" if title else prefix, item))
+    return out

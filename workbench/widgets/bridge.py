@@ -241,8 +241,10 @@ def word_order_figures(runs: Sequence[Run], pipe=None) -> list:
     items: list = [viz.side_by_side(list(runs))]
     for other in runs[1:]:
         cmp = compare_orders(runs[0], other, pipe)
+        pairs = viz.map_pairs(cmp)
+        pairs.update_layout(height=120 + 150 * len(cmp.words), width=640)
         items += [
-            viz.map_pairs(cmp),
+            pairs,
             viz.divergence_figure(cmp),
             f"<b>Aligned words</b> (“{_esc(runs[0].prompt)}” vs “{_esc(other.prompt)}”):"
             + table_html(cmp.words.round(3)),
