@@ -108,3 +108,39 @@ def test_quickstart_in_jupyterlab(tmp_path, model):
             assert page.locator(".jp-OutputArea-output.jp-RenderedPlotly").count() >= 2
         finally:
             browser.close()
+
+
+def test_report_renders_in_chromium_and_shows_markup_as_text(tmp_path, tiny_pipe):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="pip install playwright (no browser download needed)"
+    )
+    from workbench import generate
+    from workbench.store.report import report
+
+    prompt = "a <script>alert(1)</script> <b>circle</b>"
+    runs = [
+        generate(tiny_pipe, prompt, seed=0, steps=2, progress=False),
+        generate(tiny_pipe, "a red circle", seed=1, steps=2, progress=False),
+    ]
+    path = report(runs, tmp_path / "report.html", quiet=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1800})
+            errors, dialogs = [], []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(path.as_uri())
+            page.wait_for_function(
+                "[...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector('.main-svg'))",
+                timeout=60_000,
+            )
+            assert not errors and not dialogs
+            assert page.locator(".plotly-graph-div").count() == 2  # one word-map figure per run
+            assert prompt in page.locator("h2").first.inner_text()  # the markup shows as text
+            assert page.locator("h2 b").count() == 0
+            _screenshot(page, tmp_path, "report.png")
+        finally:
+            browser.close()
