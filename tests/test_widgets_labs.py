@@ -1,6 +1,9 @@
 """WordOrderLab and SeedLab: batches in a thread, figures afterwards, errors in the widget."""
 
+import threading
+
 import plotly.graph_objects as go
+import pytest
 
 from workbench.widgets import SeedLab, WordOrderLab
 from workbench.widgets.labs import parse_seeds
@@ -60,3 +63,24 @@ def test_seed_lab_bad_seeds_show_error(tiny_pipe):
 def test_parse_seeds():
     assert parse_seeds("0, 1 5-7") == [0, 1, 5, 6, 7]
     assert parse_seeds("3,3") == [3]
+
+
+def test_seed_lab_cancel_keeps_finished_runs(tiny_pipe):
+    lab = SeedLab(tiny_pipe, prompt="a red circle", seeds="0-3", steps=2)
+    second_run_started = threading.Event()
+    original = lab.task.step
+
+    def step(n=1):
+        original(n)
+        if lab.task.progress.value == 3:  # first step of the second run
+            lab.task.cancel_button.click()
+            second_run_started.set()
+
+    lab.task.step = step
+    with pytest.warns(UserWarning, match="stopped after"):
+        runs = lab.run_sync()
+    assert second_run_started.is_set()
+    assert [r.seed for r in runs] == [
+        0
+    ]  # the finished run is kept, the cancelled one dropped, no more started
+    assert lab.task.progress.bar_style == "warning" and not lab.task.run_button.disabled
