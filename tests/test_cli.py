@@ -94,8 +94,10 @@ def test_index_command(made, capsys):
                 "--model",
                 "{folder}",
             ],
-            "seed must be",
+            "--seed must be",
         ),
+        (["generate", "--prompt", "x", "--seed", "1", "--steps", "0", "--out", "{tmp}/o"], "--steps must be"),
+        (["generate", "--prompt", " ", "--seed", "1", "--out", "{tmp}/o"], "--prompt must not be empty"),
         (
             [
                 "generate",
@@ -136,7 +138,7 @@ def test_real_command_line_bad_seed(tiny_folder, tmp_path):
         "generate", "--model", str(tiny_folder), "--prompt", "x", "--seed", "-1", "--out", "o", cwd=tmp_path
     )
     assert proc.returncode == 2
-    assert "seed must be" in proc.stderr and "Traceback" not in proc.stderr
+    assert "--seed must be" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()
 
 

@@ -87,6 +87,13 @@ def _generate(a) -> int:
         raise _Usage(f"--out {out} exists; choose a new folder or pass --overwrite")
     if not a.prompt.strip():
         raise _Usage("--prompt must not be empty")
+    # The cheap checks before the model loads; generate() checks everything again.
+    if not 0 <= a.seed < 2**63:
+        raise _Usage(f"--seed must be in 0..{2**63 - 1}, got {a.seed}")
+    if not 1 <= a.steps <= 1000:
+        raise _Usage(f"--steps must be in 1..1000, got {a.steps}")
+    if not a.guidance >= 0:
+        raise _Usage(f"--guidance must be >= 0, got {a.guidance}")
     try:
         pipe = load_pipeline(a.model, device=a.device, dtype=a.dtype)
         run = generate(
