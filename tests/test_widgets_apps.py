@@ -95,3 +95,15 @@ def test_new_seed_button_draws_a_valid_seed(tiny_pipe):
     app = GenerateApp(tiny_pipe, seed=-5)
     app.new_seed.click()
     assert 0 <= app.seed.value < 2**31
+
+
+def test_scheduler_negative_prompt_and_size_reach_the_run(tiny_pipe):
+    app = GenerateApp(tiny_pipe, prompt=PROMPT, steps=2)
+    app.scheduler.value = "euler"
+    app.negative_prompt.value = "a horse"
+    app.width.value = 24
+    run = app.run_sync()
+    assert app.error is None
+    assert run.config.scheduler == "EulerDiscreteScheduler"
+    assert run.config.negative_prompt == "a horse"
+    assert run.image.size == (24, 16)

@@ -92,3 +92,11 @@ def test_experiment_browser_filters_sorts_and_opens(tmp_path, run, run_all_heads
 def test_experiment_browser_reports_missing_folder(tmp_path):
     br = ExperimentBrowser(tmp_path / "nothing-here")
     assert "nothing-here" in br.error
+
+
+def test_experiment_browser_open_without_a_choice_says_so(tmp_path, run):
+    save_run(run, tmp_path / "one")
+    br = ExperimentBrowser(tmp_path)
+    br.choice.value = None
+    assert br.open() is False
+    assert "choose a run" in br.error
