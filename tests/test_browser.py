@@ -18,7 +18,7 @@ NOTEBOOK = ROOT / "notebooks" / "01_quickstart.ipynb"
 pytestmark = pytest.mark.browser
 
 KERNEL_READY = """() => {
-  const panel = window.jupyterapp.shell.currentWidget;
+  const panel = window.jupyterapp && window.jupyterapp.shell && window.jupyterapp.shell.currentWidget;
   const kernel = panel && panel.sessionContext && panel.sessionContext.session && panel.sessionContext.session.kernel;
   return !!kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle';
 }"""
