@@ -106,6 +106,23 @@ def test_quickstart_in_jupyterlab(tmp_path, model):
             )
             # The static figures rendered too (filmstrip and change curves).
             assert page.locator(".jp-OutputArea-output.jp-RenderedPlotly").count() >= 2
+
+            # A person's click: a new seed, then Run. The run goes on in a thread of the kernel and
+            # the app shows its result (the seed is in the caption under the image).
+            app = page.locator(".wb-generate")
+            app.scroll_into_view_if_needed()
+            app.get_by_role("button", name="new seed").click()
+            seed_input = app.locator(".widget-text input").first
+            page.wait_for_function("e => e.value !== '3'", arg=seed_input.element_handle(), timeout=30_000)
+            seed = seed_input.input_value()
+            app.locator(".wb-run-button").click()
+            page.wait_for_function(
+                "s => [...document.querySelectorAll('.wb-generate .widget-html')].some(e => e.textContent.includes('seed ' + s))",
+                arg=seed,
+                timeout=300_000,
+            )
+            page.wait_for_selector(".wb-generate .wb-run-button:not([disabled])", timeout=60_000)
+            _screenshot(page, tmp_path, "quickstart-clicked.png")
         finally:
             browser.close()
 
