@@ -147,3 +147,22 @@ def test_generate_refuses_to_overwrite(made, capsys):
         main(["generate", "--prompt", "x", "--seed", "1", "--out", str(made)])
     assert exit_info.value.code == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_study_writes_runs_index_and_report(tiny_folder, tmp_path, capsys):
+    import pandas as pd
+
+    out = tmp_path / "study"
+    assert (
+        main(["study", "--out", str(out), "--model", str(tiny_folder), "--steps", "2", "--seeds", "0", "1"])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    folders = sorted(p.name for p in (out / "runs").iterdir() if p.is_dir())
+    assert folders == ["order-a_seed-0", "order-a_seed-1", "order-b_seed-0", "order-b_seed-1"]
+    assert all((out / "runs" / f / "spec.json").exists() for f in folders)
+    index = pd.read_parquet(out / "runs" / "index.parquet")
+    assert set(index.prompt) == {"a red circle left of a blue square", "a blue square left of a red circle"}
+    page = (out / "report.html").read_text()
+    assert page.count('<img class="run-image"') == 4 and "Placement as written" in page
+    assert str(out / "report.html") in printed and "swapping the object words" in printed

@@ -109,7 +109,12 @@ def run_study(
         )
     summary = pd.DataFrame(rows)
     first = [by_key[(prompt, seeds[0])], by_key[(swapped, seeds[0])]]
-    figures = _captioned(f"Word order (seed {seeds[0]})", bridge.word_order_figures(first, pipe))
+    strip = bridge.filmstrip(pipe, first[0])
+    figures = _captioned(
+        f"“{prompt}”, seed {seeds[0]}",
+        [bridge.filmstrip_figure(strip), bridge.change_curve_figure(first[0], strip)],
+    )
+    figures += _captioned(f"Word order (seed {seeds[0]})", bridge.word_order_figures(first, pipe))
     figures += _captioned("Seeds", bridge.seed_figures(runs))
     split = bridge.image_variance_shares(runs) if len(seeds) > 1 else None
     notes = (
