@@ -1,11 +1,11 @@
 """The one place where the apps, the report and the command line reach analysis and viz.
 
-Widgets and reports call these thin functions and nothing else of ``workbench.analysis`` or
-``workbench.viz``; each function forwards to the analysis or viz function that does the work. Where
-that function is not available in this checkout, a small stand-in below does the same job so the
-apps keep working; the stand-ins are marked as such and hold no more than the arithmetic needed.
-
-Shapes: a run's ``x0`` is (steps, C, h, w); maps are (n, H, W) float32 in [0, 1] at image size.
+Widgets, reports and the study call these thin functions and nothing else of ``workbench.analysis``
+or ``workbench.viz``; each forwards to the analysis or viz function that does the work, with the
+settings the apps use (e.g. maps normalised to their maximum for display). What is not analysis or a
+figure lives here too: PNG bytes for image widgets, and ``word_orders``, which suggests the swap of a
+relational caption for the word-order lab ("a red circle left of a blue square" -> "a blue square
+left of a red circle"; ``analysis.permutations(kind="of")`` covers "X of Y").
 """
 
 from __future__ import annotations
@@ -184,11 +184,6 @@ def maps_figure(
 COMMIT_THRESHOLD = 0.25  # x0 within a quarter of the initial noise's distance from the final latent
 
 
-def distance_to_final(run: Run) -> np.ndarray:
-    """(steps,) distance of each step's x0 from the final latent, relative to the noise's (analysis)."""
-    return analysis.change_curves(run)["x0_latent_rel"].to_numpy()
-
-
 def commitment_step(run: Run, threshold: float = COMMIT_THRESHOLD) -> int | None:
     """The first step from which x0 stays within ``threshold`` of the final latent (analysis)."""
     return analysis.commit_step(analysis.change_curves(run), threshold=threshold)
@@ -279,9 +274,12 @@ _RELATIONS = ("left of", "right of", "above", "below", "of", "and", "with", "on"
 
 
 def word_orders(prompt: str) -> list[str]:
-    """The prompt and its swaps around a relation word ("a painting of a horse" -> "a horse of a painting").
+    """The prompt, then its swap around a relation word ("a painting of a horse" -> "a horse of a painting").
 
-    Two noun phrases around the last relation word trade places; the prompt comes first.
+    The first relation of ``_RELATIONS`` the prompt holds (at its last occurrence) splits it in two
+    phrases that trade places; a leading "a painting of" / "a sketch of" stays in front. Example:
+        >>> word_orders("a sketch of a red circle left of a blue square")[1]
+        'a sketch of a blue square left of a red circle'
     """
     text = " ".join(prompt.split())
     orders = [text]
