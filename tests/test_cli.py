@@ -121,6 +121,7 @@ def test_index_command(made, capsys):
         (["report", "{tmp}/missing", "-o", "r.html"], "is not a run folder"),
         (["rerun", "{tmp}/missing/spec.json"], "does not exist"),
         (["study", "--out", "{tmp}/s", "--seeds", "-3"], "--seeds must be"),
+        (["study", "--out", "{tmp}/s", "--threads", "0"], "--threads must be"),
         (["frobnicate"], "invalid choice"),
     ],
 )

@@ -70,6 +70,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance", type=float, default=4.0)
     s.add_argument("--device", default="cpu")
 
+    for command in (g, rr, s):
+        command.add_argument(
+            "--threads",
+            type=int,
+            default=None,
+            help="CPU threads for torch (default: torch's choice). On a machine shared with other work, "
+            "1 thread or OMP_WAIT_POLICY=PASSIVE in the environment avoids OpenMP busy-waiting",
+        )
+
     i = sub.add_parser("index", help="index the run folders under a folder (writes index.parquet)")
     i.add_argument("root")
     return p
@@ -197,6 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)  # bad arguments: argparse prints usage and exits with 2
     from workbench.core.loading import ModelNotAvailableError
 
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            parser.exit(
+                EXIT_USAGE, f"workbench {args.command}: error: --threads must be >= 1, got {args.threads}\n"
+            )
+        import torch
+
+        torch.set_num_threads(args.threads)
     handlers = {"generate": _generate, "report": _report, "rerun": _rerun, "study": _study, "index": _index}
     try:
         with warnings.catch_warnings():
