@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from workbench import RecordingPolicy, generate, load_pipeline  # noqa: E402
 from workbench.core.adapters import adapter_for  # noqa: E402
+from workbench.core.generate import loop_length  # noqa: E402
 from workbench.core.policy import estimate_bytes  # noqa: E402
 
 PROMPT = "a painting of a red circle left of a blue square"
@@ -114,7 +115,10 @@ def measure(pipe, *, steps: int, size: int, repeats: int) -> dict:
         run = recorded()
         t_rec.append(time.perf_counter() - t0)
     adapter = adapter_for(pipe)
-    est = estimate_bytes(policy, adapter.layers(), adapter.latent_hw(size, size), adapter.text_limit, steps)
+    iterations = loop_length(pipe.scheduler, steps)  # PNDM's loop has one more iteration than steps
+    est = estimate_bytes(
+        policy, adapter.layers(), adapter.latent_hw(size, size), adapter.text_limit, iterations
+    )
     return {
         "unhooked_s": statistics.median(t_base),
         "recorded_s": statistics.median(t_rec),

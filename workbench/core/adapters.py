@@ -7,9 +7,12 @@ SDXL (two text encoders) and joint-attention transformers (SD3, Flux) fit behind
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 from .layers import CrossAttentionLayer, cross_attention_layers
+
+_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,10 @@ class StableDiffusionAdapter:
         return height // self.vae_scale_factor, width // self.vae_scale_factor
 
     def layers(self) -> list[CrossAttentionLayer]:
-        return cross_attention_layers(self.pipe.unet)
+        unet = self.pipe.unet
+        if unet not in _LAYERS:  # a walk over every module: done once per denoiser
+            _LAYERS[unet] = cross_attention_layers(unet)
+        return _LAYERS[unet]
 
     def uses_guidance(self, guidance_scale: float) -> bool:
         return guidance_scale > 1 and self.pipe.unet.config.time_cond_proj_dim is None

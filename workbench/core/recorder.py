@@ -102,28 +102,25 @@ def record(
         ...     out = pipe(prompt, latents=noise, callback_on_step_end=rec.on_step_end)
     """
     unet, scheduler = pipe.unet, pipe.scheduler
-    originals = dict(unet.attn_processors)
     old_bar = getattr(pipe, "_progress_bar_config", None)
     rec = Recorder(sink, total_steps, progress, cancel, on_step, single)
+    originals: dict = {}  # module -> its processor before recording
     handles = []
     try:
-        if sink is not None:
-            observed = {}
-            for key, proc in originals.items():
-                layer = key.removesuffix(".processor")
-                if layer in sink.layers:
-                    observed[key] = RecordingProcessor(proc, layer, sink)
-                    handles += observed[key].hook(unet.get_submodule(layer))
-                else:
-                    observed[key] = proc
-            unet.set_attn_processor(observed)
+        # Only the recorded layers get an observer, each through the module's own ``set_processor``.
+        for layer in sink.layers if sink is not None else ():
+            module = unet.get_submodule(layer)
+            originals[module] = module.processor
+            module.set_processor(RecordingProcessor(module.processor, layer, sink))
+            handles += module.processor.hook(module)
         scheduler.step = rec.wrap_step(scheduler)
         pipe.set_progress_bar_config(disable=True)
         yield rec
     finally:
         for handle in handles:
             handle.remove()
-        unet.set_attn_processor(dict(originals))  # a copy: set_attn_processor consumes its argument
+        for module, processor in originals.items():
+            module.set_processor(processor)
         scheduler.__dict__.pop("step", None)
         if old_bar is None:
             pipe.__dict__.pop("_progress_bar_config", None)

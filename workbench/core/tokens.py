@@ -93,9 +93,9 @@ def token_table(tokenizer, text: str, max_length: int | None = None, *, warn: bo
 
 def cut_message(table: pd.DataFrame, limit: int) -> str | None:
     """The warning for a prompt whose words did not all fit the encoder's context, or None."""
-    lost = dropped_words(table)
-    if not lost:
+    if not (table["kind"].to_numpy() == "cut").any():
         return None
+    lost = dropped_words(table)
     return (
         f"prompt is longer than the text encoder's limit of {limit} tokens; "
         f"these words are cut off and get no attention maps: {lost}"
