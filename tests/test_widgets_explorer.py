@@ -100,3 +100,26 @@ def test_experiment_browser_open_without_a_choice_says_so(tmp_path, run):
     br.choice.value = None
     assert br.open() is False
     assert "choose a run" in br.error
+
+
+def test_negative_branch_when_recorded(tiny_pipe, run):
+    assert AttentionExplorer(run).branch.layout.display == "none"
+    policy = RecordingPolicy(negative=True)
+    neg = generate(
+        tiny_pipe,
+        "a red circle",
+        negative_prompt="a blue square",
+        seed=2,
+        steps=2,
+        policy=policy,
+        progress=False,
+    )
+    ex = AttentionExplorer(neg)
+    assert ex.branch.layout.display != "none"
+    ex.branch.value = "negative"
+    assert [w for w, _ in ex.words.options] == ["a", "blue", "square"]
+    ex.words.value = 2
+    expected = analysis.word_maps(neg, normalize="max", branch="negative").get("square").numpy()
+    np.testing.assert_allclose(ex.current, expected, rtol=1e-6)
+    ex.branch.value = "cond"
+    assert [w for w, _ in ex.words.options] == ["a", "red", "circle"] and ex.error is None

@@ -75,15 +75,25 @@ PRESETS = tuple(analysis.PRESETS)
 NORMALIZATIONS = ("preset", "mass", "minmax", "max", "unit-sum", "share")
 
 
-def word_strip(run: Run) -> list[tuple[str, int]]:
+BRANCHES = {"prompt": "cond", "negative prompt": "negative"}
+
+
+def branch_tokens(run: Run, branch: str = "cond"):
+    """The token table of a branch: the prompt's (``"cond"``) or the negative prompt's."""
+    return run.negative_tokens if branch == "negative" else run.tokens
+
+
+def word_strip(run: Run, branch: str = "cond") -> list[tuple[str, int]]:
     """(word as typed, word index) for every in-context word of the prompt, in order."""
-    table = run.tokens[run.tokens.kind.isin(["word", "punct"])].drop_duplicates("word_index")
+    tokens = branch_tokens(run, branch)
+    table = tokens[tokens.kind.isin(["word", "punct"])].drop_duplicates("word_index")
     return [(str(r.word), int(r.word_index)) for r in table.itertuples()]
 
 
-def token_labels(run: Run) -> list[tuple[str, int]]:
+def token_labels(run: Run, branch: str = "cond") -> list[tuple[str, int]]:
     """(label, position) for every position the text encoder saw up to and including EOS."""
-    table = run.tokens[run.tokens.kind != "cut"]
+    tokens = branch_tokens(run, branch)
+    table = tokens[tokens.kind != "cut"]
     eos = table[table.kind == "eos"].position
     last = int(eos.iloc[0]) if len(eos) else int(table.position.max())
     rows = table[table.position <= last]
@@ -100,7 +110,7 @@ def head_count(run: Run) -> int:
     return min(int(t.shape[1]) for t in run.attention.probs.values())
 
 
-def _recipe(run: Run, preset, steps, resolution, layer, head, normalize) -> dict:
+def _recipe(run: Run, preset, steps, resolution, layer, head, normalize, branch) -> dict:
     kept = run.attention.steps
     chosen = None if steps is None else [s for s in kept if steps[0] <= s <= steps[1]]
     if chosen is not None and not chosen:
@@ -111,6 +121,7 @@ def _recipe(run: Run, preset, steps, resolution, layer, head, normalize) -> dict
         layers=layer or resolution,
         heads=None if head == "mean" else (head if isinstance(head, str) else (int(head),)),
         normalize=None if normalize in (None, "preset") else normalize,
+        branch=branch,
     )
 
 
@@ -123,9 +134,10 @@ def word_maps(
     layer: str | None = None,
     head: int | str = "mean",
     normalize: str | None = None,
+    branch: str = "cond",
 ) -> analysis.WordMaps:
     """Per-word maps at image size by an explicit recipe (analysis.word_maps)."""
-    return analysis.word_maps(run, **_recipe(run, preset, steps, resolution, layer, head, normalize))
+    return analysis.word_maps(run, **_recipe(run, preset, steps, resolution, layer, head, normalize, branch))
 
 
 def token_maps(
@@ -137,9 +149,10 @@ def token_maps(
     layer: str | None = None,
     head: int | str = "mean",
     normalize: str | None = None,
+    branch: str = "cond",
 ) -> analysis.TokenMaps:
     """One map per encoder position: BOS, sub-word tokens, EOS, padding (analysis.token_maps)."""
-    return analysis.token_maps(run, **_recipe(run, preset, steps, resolution, layer, head, normalize))
+    return analysis.token_maps(run, **_recipe(run, preset, steps, resolution, layer, head, normalize, branch))
 
 
 def single_map(

@@ -59,6 +59,9 @@ class AttentionExplorer:
         self.head = W.Dropdown(
             options=["mean"] + (list(range(heads)) if heads > 1 else []), value="mean", description="head"
         )
+        self.branch = W.Dropdown(options=list(bridge.BRANCHES.items()), value="cond", description="branch")
+        if run.negative_attention is None:
+            self.branch.layout.display = "none"  # the negative branch was not recorded
         self.preset = W.Dropdown(options=list(bridge.PRESETS), value="all-mean", description="recipe")
         self.normalize = W.Dropdown(options=list(bridge.NORMALIZATIONS), value="max", description="normalize")
         steps = store.steps or [0]
@@ -89,12 +92,14 @@ class AttentionExplorer:
         ):
             control.observe(lambda _: self.update(), names="value")
         self.resolution.observe(lambda ch: self.set_resolution(ch["new"]), names="value")
+        self.branch.observe(lambda ch: self.set_branch(ch["new"]), names="value")
         self.opacity.observe(lambda ch: self.set_opacity(ch["new"]), names="value")
 
         self.tokens.layout.display = "none"
         self.widget = W.VBox(
             [
                 W.HTML(f"<b>Prompt:</b> {_esc(run.prompt)} · seed {run.seed}"),
+                self.branch,
                 self.words,
                 self.by_token,
                 self.tokens,
@@ -122,6 +127,15 @@ class AttentionExplorer:
         self.layer.value = ALL
         self.update()
 
+    def set_branch(self, branch: str) -> None:
+        """Show the prompt's or the negative prompt's words (and their maps)."""
+        with self.words.hold_trait_notifications(), self.tokens.hold_trait_notifications():
+            words = bridge.word_strip(self.run, branch)
+            self.words.options = words
+            self.words.value = words[0][1] if words else None
+            self.tokens.options = bridge.token_labels(self.run, branch)
+        self.update()
+
     def set_opacity(self, opacity: float) -> None:
         if len(self.figure.data) > 1:
             self.figure.data[1].opacity = opacity
@@ -134,6 +148,7 @@ class AttentionExplorer:
             layer=None if self.layer.value == ALL else self.layer.value,
             head=self.head.value,
             normalize=self.normalize.value,
+            branch=self.branch.value,
         )
 
     def update(self) -> None:
@@ -170,7 +185,8 @@ class AttentionExplorer:
                 tm.maps[i], label, tm.aggregation, tm.steps_used, tm.layers_used, [tm.positions[i]]
             )
         if self.words.value is None:
-            raise ValueError("the prompt has no words to show")
+            which = "negative prompt" if self.branch.value == "negative" else "prompt"
+            raise ValueError(f"the {which} has no words to show; tick 'single tokens' for BOS and EOS")
         wm = bridge.word_maps(self.run, **sel)
         i = wm.word_indices.index(self.words.value)
         return bridge.single_map(
