@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 EXIT_MISMATCH = 1
@@ -216,9 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     handlers = {"generate": _generate, "report": _report, "rerun": _rerun, "study": _study, "index": _index}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")
-            return handlers[args.command](args)
+        return handlers[args.command](args)
     except _Usage as err:
         parser.exit(EXIT_USAGE, f"workbench {args.command}: error: {err}\n")
     except (ModelNotAvailableError, NotImplementedError, FileNotFoundError) as err:
