@@ -32,8 +32,8 @@ PROMPT = "a painting of a red circle left of a blue square"
 
 def sd15_pipeline(root: Path):
     """SD 1.5's architecture (UNet 860M, VAE 84M, CLIP ViT-L/14 text encoder) with random weights."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from tiny import build_tokenizer
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from tiny import build_tokenizer, save_pipeline
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     tok = CLIPTokenizer.from_pretrained(build_tokenizer(root / "tok", max_length=77))
@@ -71,18 +71,10 @@ def sd15_pipeline(root: Path):
     sched = PNDMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
     )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text,
-        tokenizer=tok,
-        unet=unet,
-        scheduler=sched,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    folder = save_pipeline(
+        root / "sd15", vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched
     )
-    pipe.save_pretrained(root / "sd15", safe_serialization=True)
-    return load_pipeline(root / "sd15", device="cpu", dtype="float32")
+    return load_pipeline(folder, device="cpu", dtype="float32")
 
 
 def measure(pipe, *, steps: int, size: int, repeats: int) -> dict:

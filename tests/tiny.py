@@ -45,7 +45,6 @@ def build_pipeline_folder(root: Path, *, max_length: int = 16, scheduler: str = 
         AutoencoderKL,
         DDIMScheduler,
         PNDMScheduler,
-        StableDiffusionPipeline,
         UNet2DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -93,15 +92,15 @@ def build_pipeline_folder(root: Path, *, max_length: int = 16, scheduler: str = 
     sched = sched_cls(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, steps_offset=1
     )
+    return save_pipeline(root / "pipe", vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched)
+
+
+def save_pipeline(folder: Path, **components) -> Path:
+    """Assemble a StableDiffusionPipeline without safety checker and save it in diffusers' layout."""
+    from diffusers import StableDiffusionPipeline
+
     pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text,
-        tokenizer=tok,
-        unet=unet,
-        scheduler=sched,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+        **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
     )
-    pipe.save_pretrained(root / "pipe", safe_serialization=True)
-    return root / "pipe"
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
