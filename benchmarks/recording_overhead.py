@@ -1,7 +1,7 @@
 """Recording overhead: time(recorded, default policy) / time(unhooked stock call), and recorded bytes.
 
 Measured in one process, alternating the two calls and taking medians, on
-(a) the tiny test pipeline and (b) a Stable Diffusion 1.5-architecture pipeline with random weights
+(a) the tiny test pipeline, the embedded toy model and (b) a Stable Diffusion 1.5-architecture pipeline with random weights
 (its public UNet/VAE/CLIP-L configs; nothing is downloaded) at 256x256 for a few steps.
 
     python benchmarks/recording_overhead.py [--sd-steps 3] [--repeats 3]
@@ -139,6 +139,8 @@ def main() -> None:
 
         tiny = load_pipeline(build_pipeline_folder(Path(tmp) / "tiny"), device="cpu", dtype="float32")
         report("tiny (16x16, 25 steps)", measure(tiny, steps=25, size=16, repeats=max(args.repeats, 5)))
+        toy = load_pipeline("toy", device="cpu", dtype="float32")
+        report("embedded toy (32x32, 25 st)", measure(toy, steps=25, size=32, repeats=max(args.repeats, 5)))
         if not args.skip_sd:
             sd = sd15_pipeline(Path(tmp))
             report(

@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+export OMP_WAIT_POLICY=PASSIVE  # busy-waiting OpenMP threads stall small models when a core is shared
 .venv/bin/workbench study --out "${1:-runs/study}"
