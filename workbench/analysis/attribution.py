@@ -33,7 +33,7 @@ from workbench.core.run import Run
 
 from .aggregate import Aggregation, make_aggregation
 from .checks import check_pipe
-from .heatmaps import SPECIAL_KINDS, TEXT_KINDS, attention_mass, unique_labels, word_maps
+from .heatmaps import TEXT_KINDS, attention_mass, unique_labels, word_groups, word_maps
 
 BASELINE = 'the empty prompt "" through the text encoder'
 
@@ -144,34 +144,8 @@ def region_weights(region, run: Run, latent_hw: tuple[int, int]) -> torch.Tensor
     return r
 
 
-def _groups(run: Run) -> list[dict]:
-    inside = run.tokens[run.tokens.kind != "cut"]
-    groups = []
-    for wi, g in inside[inside.kind.isin(TEXT_KINDS)].groupby("word_index", sort=True):
-        groups.append(
-            {
-                "word": str(g.word.iloc[0]),
-                "word_index": int(wi),
-                "kind": str(g.kind.iloc[0]),
-                "positions": g.position.astype(int).tolist(),
-            }
-        )
-    for kind in SPECIAL_KINDS:
-        g = inside[inside.kind == kind]
-        if len(g):
-            groups.append(
-                {
-                    "word": f"<{kind}>",
-                    "word_index": -1,
-                    "kind": kind,
-                    "positions": g.position.astype(int).tolist(),
-                }
-            )
-    return groups
-
-
 def _by_word(run: Run, per_position: torch.Tensor, column: str) -> pd.DataFrame:
-    groups = _groups(run)
+    groups = word_groups(run.tokens, include_special=True)
     labels = unique_labels([g["word"] for g in groups])
     return pd.DataFrame(
         [
@@ -346,7 +320,7 @@ def occlusion(
         if pipe.tokenizer.pad_token_id is not None
         else pipe.tokenizer.eos_token_id
     )
-    groups = [g for g in _groups(run) if g["kind"] in TEXT_KINDS]
+    groups = [g for g in word_groups(run.tokens, include_special=True) if g["kind"] in TEXT_KINDS]
     labels = unique_labels([g["word"] for g in groups])
     if words is not None:
         lower = [w.lower() for w in words]

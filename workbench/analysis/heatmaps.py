@@ -189,7 +189,7 @@ def token_maps(
     )
 
 
-def _groups(table: pd.DataFrame, include_special: bool) -> list[dict]:
+def word_groups(table: pd.DataFrame, include_special: bool) -> list[dict]:
     """Word groups (positions summed together), then special groups when asked."""
     inside = table[table.kind != "cut"]
     groups = []
@@ -260,7 +260,7 @@ def word_maps(
     )
     store, table = _branch(run, branch)
     raw, layers_used, steps_used = layer_grids(store, agg, _size(run, size))  # (tokens, H, W)
-    groups = _groups(table, include_special)
+    groups = word_groups(table, include_special)
     if not groups:
         raise ValueError(f"the prompt {run.prompt!r} has no words inside the encoder's context")
     summed = torch.stack([raw[g["positions"]].sum(dim=0) for g in groups])  # (words, H, W)
@@ -325,7 +325,7 @@ def attention_mass(
         keys = [{"layer": n, "resolution": "{}x{}".format(*store.shapes[n])} for n in names]
     else:
         table_mass, keys = red(red(mass, 1), 0)[None], [{}]  # (1, tokens)
-    groups = _groups(table, include_special)
+    groups = word_groups(table, include_special)
     labels = unique_labels([g["word"] for g in groups])
     text_pos = [p for g in groups if g["kind"] in TEXT_KINDS for p in g["positions"]]
     text_total = table_mass[:, text_pos].sum(dim=1)  # (keys,)
