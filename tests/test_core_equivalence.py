@@ -6,13 +6,13 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from workbench import RecordingPolicy, generate
-from workbench.core.schedulers import make_scheduler
+from workbench.core.schedulers import build_scheduler
 
 PROMPT = "a red circle left of a blue square"
 
 
 def stock(pipe, scheduler, guidance, seed=7, steps=6, output_type="pil"):
-    pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+    pipe.scheduler = build_scheduler(scheduler, pipe.scheduler.config)
     out = pipe(
         PROMPT,
         num_inference_steps=steps,

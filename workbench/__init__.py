@@ -7,10 +7,12 @@ from .core import (  # noqa: E402
     BudgetError,
     ModelNotAvailableError,
     RecordingPolicy,
+    Request,
     Run,
     RunConfig,
     generate,
     load_pipeline,
+    record,
     token_table,
 )
 from .store.runs import RunLoadError, load_run, save_run  # noqa: E402
@@ -20,12 +22,14 @@ __all__ = [
     "BudgetError",
     "ModelNotAvailableError",
     "RecordingPolicy",
+    "Request",
     "Run",
     "RunConfig",
     "RunLoadError",
     "generate",
     "load_pipeline",
     "load_run",
+    "record",
     "save_run",
     "token_table",
 ]

@@ -83,6 +83,37 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# Request fields as the command line spells them, for error messages.
+_OPTIONS = {
+    "negative_prompt": "--negative-prompt",
+    "guidance_scale": "--guidance",
+    "prompt": "--prompt",
+    "seed": "--seed",
+    "steps": "--steps",
+    "height": "--height",
+    "width": "--width",
+    "scheduler": "--scheduler",
+}
+
+
+def _as_options(message: str, renames: dict[str, str] | None = None) -> str:
+    """A request's error message with the field it names spelled as the command-line option."""
+    for field, option in {**_OPTIONS, **(renames or {})}.items():
+        if message.startswith(field + " "):
+            return option + message[len(field) :]
+    return message
+
+
+def _request(renames: dict[str, str] | None = None, **fields):
+    """A ``Request`` from command-line values; its errors become usage errors naming the option."""
+    from workbench.core.request import Request
+
+    try:
+        return Request(**fields)
+    except (ValueError, TypeError) as err:
+        raise _Usage(_as_options(str(err), renames)) from None
+
+
 def _generate(a) -> int:
     from workbench.core.generate import generate
     from workbench.core.loading import load_pipeline
@@ -95,29 +126,21 @@ def _generate(a) -> int:
         raise _Usage(f"--out {out} exists; choose a new folder or pass --overwrite")
     if not a.prompt.strip():
         raise _Usage("--prompt must not be empty")
-    # The cheap checks before the model loads; generate() checks everything again.
-    if not 0 <= a.seed < 2**63:
-        raise _Usage(f"--seed must be in 0..{2**63 - 1}, got {a.seed}")
-    if not 1 <= a.steps <= 1000:
-        raise _Usage(f"--steps must be in 1..1000, got {a.steps}")
-    if not a.guidance >= 0:
-        raise _Usage(f"--guidance must be >= 0, got {a.guidance}")
+    request = _request(
+        prompt=a.prompt,
+        negative_prompt=a.negative_prompt,
+        seed=a.seed,
+        steps=a.steps,
+        guidance_scale=a.guidance,
+        height=a.height,
+        width=a.width,
+        scheduler=a.scheduler,
+    )  # checked before the model loads
     try:
         pipe = load_pipeline(a.model, device=a.device, dtype=a.dtype)
-        run = generate(
-            pipe,
-            a.prompt,
-            negative_prompt=a.negative_prompt,
-            seed=a.seed,
-            steps=a.steps,
-            guidance_scale=a.guidance,
-            height=a.height,
-            width=a.width,
-            scheduler=a.scheduler,
-            policy=RecordingPolicy(heads=a.heads),
-        )
+        run = generate(pipe, request, policy=RecordingPolicy(heads=a.heads))
     except (ValueError, TypeError) as err:
-        raise _Usage(str(err)) from None
+        raise _Usage(_as_options(str(err))) from None
     folder = save_run(run, out, overwrite=a.overwrite)
     save_spec(run, folder / "spec.json")
     print(run)
@@ -165,10 +188,14 @@ def _rerun(a) -> int:
 def _study(a) -> int:
     from workbench.study import DEFAULT_PROMPT, run_study
 
-    if a.steps < 1:
-        raise _Usage(f"--steps must be >= 1, got {a.steps}")
-    if any(s < 0 for s in a.seeds):
-        raise _Usage(f"--seeds must be >= 0, got {a.seeds}")
+    for seed in a.seeds:  # the study's requests, checked before anything loads
+        _request(
+            {"seed": "--seeds"},
+            prompt=a.prompt or DEFAULT_PROMPT,
+            seed=seed,
+            steps=a.steps,
+            guidance_scale=a.guidance,
+        )
     try:
         run_study(
             a.out,

@@ -28,101 +28,15 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from workbench.core.generate import draw_noise
+from workbench.core.generate import replay
 from workbench.core.run import Run
+from workbench.core.step_model import StepModel, encode, token_ids
 
 from .aggregate import Aggregation, make_aggregation
 from .checks import check_pipe
 from .heatmaps import TEXT_KINDS, attention_mass, unique_labels, word_groups, word_maps
 
 BASELINE = 'the empty prompt "" through the text encoder'
-
-
-class StepModel:
-    """The UNet at one recorded step of a run, as a function of the prompt embeddings -> x0."""
-
-    def __init__(self, pipe, run: Run, step: int):
-        check_pipe(pipe, run)
-        n = run.steps_done
-        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < n:
-            raise ValueError(f"step must be an int in 0..{n - 1} (the run's completed steps), got {step!r}")
-        self.pipe, self.run, self.step = pipe, run, step
-        sched = _fresh_scheduler(pipe, run)
-        t = sched.timesteps[step]
-        if not torch.isclose(t.double(), run.timesteps[step].double(), atol=1e-3):
-            raise ValueError(
-                f"the scheduler rebuilt from the run's config gives timestep {float(t)} at step {step}, "
-                f"the run recorded {float(run.timesteps[step])}"
-            )
-        self.t = t
-        device, dtype = pipe.device, pipe.unet.dtype
-        latent = run.latents[step][None].to(device, dtype)  # (1, C, h, w)
-        if float(sched.init_noise_sigma) > 1.0:  # sigma-parameterized (Euler, LMS, ...): x = x0 + sigma * eps
-            sigma = sched.sigmas[step].to(torch.float64)
-            self.alpha = float(1 / (sigma**2 + 1))
-            self.scaled = latent * self.alpha**0.5  # what scale_model_input gives the UNet
-        else:
-            self.alpha = float(sched.alphas_cumprod[int(t)])
-            self.scaled = latent
-        self.prediction = sched.config.get("prediction_type", "epsilon")
-        self.guidance = float(run.config.guidance_scale)
-        self.guided = self.guidance > 1 and pipe.unet.config.time_cond_proj_dim is None
-        self.uncond = None
-        if self.guided:
-            neg = encode(pipe, run.config.negative_prompt or "")  # (1, T, D)
-            with torch.no_grad():
-                self.uncond = self._unet(neg)  # (1, C, h, w)
-
-    def _unet(self, embeds: torch.Tensor) -> torch.Tensor:
-        b = embeds.shape[0]
-        x = self.scaled.expand(b, -1, -1, -1)  # (B, C, h, w)
-        return self.pipe.unet(x, self.t, encoder_hidden_states=embeds, return_dict=False)[0]  # (B, C, h, w)
-
-    def x0(self, embeds: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) prompt embeddings -> (B, C, h, w) predicted clean latent at this step."""
-        out = self._unet(embeds)  # (B, C, h, w)
-        if self.guided:
-            out = self.uncond + self.guidance * (out - self.uncond)
-        a = self.alpha
-        if self.prediction == "epsilon":
-            return (self.scaled - (1 - a) ** 0.5 * out) / a**0.5
-        if self.prediction == "v_prediction":
-            return a**0.5 * self.scaled - (1 - a) ** 0.5 * out
-        if self.prediction == "sample":
-            return out
-        raise ValueError(f"cannot derive x0 for prediction_type {self.prediction!r}")
-
-
-def _fresh_scheduler(pipe, run: Run):
-    import diffusers
-
-    name = run.config.scheduler or type(pipe.scheduler).__name__
-    cls = getattr(diffusers, name, None)
-    if cls is None:
-        raise ValueError(f"the run's scheduler {name!r} is not a diffusers scheduler class")
-    config = {k: v for k, v in run.config.scheduler_config.items() if not k.startswith("_")}
-    sched = cls.from_config({**dict(pipe.scheduler.config), **config})
-    sched.set_timesteps(run.config.steps, device=pipe.device)
-    return sched
-
-
-def token_ids(pipe, prompt: str) -> torch.Tensor:
-    """(1, T) ids exactly as the pipeline tokenizes the prompt (padded to the context length)."""
-    tok = pipe.tokenizer
-    return tok(
-        prompt, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids
-
-
-def encode(pipe, prompt: str | None = None, ids: torch.Tensor | None = None) -> torch.Tensor:
-    """Prompt embeddings as ``encode_prompt`` makes them (no clip skip): (1, T, D)."""
-    if ids is None:
-        ids = token_ids(pipe, prompt or "")
-    mask = None
-    if getattr(pipe.text_encoder.config, "use_attention_mask", False):
-        mask = (ids != pipe.tokenizer.pad_token_id).long().to(pipe.device)
-    with torch.no_grad():
-        return pipe.text_encoder(ids.to(pipe.device), attention_mask=mask)[0].to(pipe.unet.dtype)
 
 
 def region_weights(region, run: Run, latent_hw: tuple[int, int]) -> torch.Tensor:
@@ -219,6 +133,7 @@ def integrated_gradients(
 
     if not isinstance(n_steps, int) or n_steps < 2:
         raise ValueError(f"n_steps must be an int >= 2, got {n_steps!r}")
+    check_pipe(pipe, run)
     model = StepModel(pipe, run, step)
     ids = token_ids(pipe, run.prompt)
     _check_ids(run, ids)
@@ -393,31 +308,7 @@ def _weighted_rms(diff: torch.Tensor, w: torch.Tensor) -> float:
 
 def _regenerate(pipe, run: Run, prompt_embeds: torch.Tensor) -> np.ndarray:
     """The run's generation again with other prompt embeddings: (H, W, 3) float in [0, 1]."""
-    old_sched, old_bar = pipe.scheduler, getattr(pipe, "_progress_bar_config", None)
-    try:
-        pipe.scheduler = _fresh_scheduler(pipe, run)
-        pipe.set_progress_bar_config(disable=True)
-        neg = encode(pipe, run.config.negative_prompt or "")
-        # the noise and the generator in the state generate() leaves them (ancestral samplers draw more)
-        noise, gen = draw_noise(pipe, run.seed, run.config.height, run.config.width)
-        out = pipe(
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=neg,
-            num_inference_steps=run.config.steps,
-            guidance_scale=run.config.guidance_scale,
-            height=run.config.height,
-            width=run.config.width,
-            latents=noise,
-            generator=gen,
-            output_type="np",
-        )
-    finally:
-        pipe.scheduler = old_sched
-        if old_bar is None:
-            pipe.__dict__.pop("_progress_bar_config", None)
-        else:
-            pipe._progress_bar_config = old_bar
-    return np.asarray(out.images[0], dtype=np.float64)
+    return replay(pipe, run.config, prompt_embeds=prompt_embeds)
 
 
 def attribution_vs_attention(

@@ -1,17 +1,21 @@
 """Generation core: load a stock pipeline, run it, record every step."""
 
 from .attention import AttentionStore
-from .generate import draw_noise, generate, generate_batch
+from .generate import draw_noise, generate, generate_batch, replay
 from .loading import ModelNotAvailableError, load_pipeline
 from .policy import BudgetError, RecordingPolicy, estimate_bytes
-from .run import Run, RunConfig
+from .recorder import record
+from .request import Request
+from .run import Provenance, Run, RunConfig
 from .tokens import token_table
 
 __all__ = [
     "AttentionStore",
     "BudgetError",
     "ModelNotAvailableError",
+    "Provenance",
     "RecordingPolicy",
+    "Request",
     "Run",
     "RunConfig",
     "draw_noise",
@@ -19,5 +23,7 @@ __all__ = [
     "generate",
     "generate_batch",
     "load_pipeline",
+    "record",
+    "replay",
     "token_table",
 ]

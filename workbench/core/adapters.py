@@ -10,6 +10,8 @@ import math
 import weakref
 from dataclasses import dataclass
 
+from diffusers.utils.torch_utils import randn_tensor
+
 from .layers import CrossAttentionLayer, cross_attention_layers
 
 _LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -48,6 +50,11 @@ class StableDiffusionAdapter:
 
     def latent_hw(self, height: int, width: int) -> tuple[int, int]:
         return height // self.vae_scale_factor, width // self.vae_scale_factor
+
+    def draw_noise(self, batch: int, channels: int, height: int, width: int, dtype, device, generator):
+        """The initial latent noise, drawn as the pipeline's ``prepare_latents`` draws it: (batch, C, h, w)."""
+        shape = (batch, channels, *self.latent_hw(int(height), int(width)))
+        return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
 
     def layers(self) -> list[CrossAttentionLayer]:
         unet = self.pipe.unet

@@ -1,62 +1,295 @@
-"""Recording a stock pipeline call: attention processors, a wrapper on ``scheduler.step`` and the
-step-end callback, all installed on entry and removed in ``finally``."""
+"""``record``: observe any stock pipeline call, the caller's own included, and keep one ``Run`` per image.
+
+Everything is observed through points the pipeline already calls, installed on entry and removed in
+``finally`` (also on errors and Ctrl-C), so the call computes exactly what it computes unobserved:
+
+* ``encode_prompt``: the prompt and negative prompt as the pipeline received them;
+* ``prepare_latents``: the size, batch and initial noise (drawn as the pipeline draws it when the
+  caller gave none, so a caller's generator is consumed exactly as without recording);
+* a forward pre-hook on the denoiser: on its first call the recording policy is sized against the
+  model's shapes (budget checked before any denoising) and the attention observers are installed;
+* a wrapper on the scheduler's ``step``: latents, predicted x0, timesteps, progress, cancel;
+* the image processor's ``postprocess``: the image the pipeline returns.
+
+Example:
+    >>> with record(pipe) as rec:  # doctest: +SKIP
+    ...     pipe("a red circle", num_inference_steps=25, generator=torch.Generator().manual_seed(3))
+    >>> run = rec.runs[0]
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import threading
+import warnings
+import weakref
 from collections.abc import Callable
 from contextlib import contextmanager
+from pathlib import Path
 
+import diffusers
+import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
-from .attention import AttentionSink, RecordingProcessor
-from .schedulers import x0_from_output
+from .adapters import adapter_for
+from .attention import AttentionSink, AttentionStore, RecordingProcessor
+from .loading import model_source, weights_hash
+from .policy import RecordingPolicy, check_budget
+from .request import Request
+from .run import Provenance, Run, RunConfig
+from .schedulers import jsonable, x0_from_output
+from .tokens import cut_message, token_table
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+_OWNERS: dict[int, int] = {}  # id(pipe) -> thread ident holding its lock
 
-class Recorder:
-    """Collects what one pipeline call does at each step.
+
+def versions() -> dict[str, str]:
+    import diffusers
+    import transformers
+
+    from workbench import __version__
+
+    return {
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "workbench": __version__,
+    }
+
+
+@contextmanager
+def using(pipe):
+    """Hold ``pipe`` for one call: other threads wait their turn; the same thread may not nest.
+
+    Two recordings on one pipeline at once would install observers over each other's observers and
+    share one scheduler, so every recorded (or replayed) call goes through here.
+    """
+    with _LOCKS_GUARD:
+        lock = _LOCKS.setdefault(pipe, threading.Lock())
+    if _OWNERS.get(id(pipe)) == threading.get_ident():
+        raise RuntimeError(
+            "this pipeline is already busy with a recording in this thread; finish that call before "
+            "starting another on the same pipeline"
+        )
+    with lock:
+        _OWNERS[id(pipe)] = threading.get_ident()
+        try:
+            yield
+        finally:
+            _OWNERS.pop(id(pipe), None)
+
+
+def _fresh_seed(generator) -> int | None:
+    """The seed of a CPU generator that has drawn nothing since it was seeded, else None."""
+    if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+        return None
+    seed = generator.initial_seed()
+    return (
+        seed if torch.equal(generator.get_state(), torch.Generator().manual_seed(seed).get_state()) else None
+    )
+
+
+_INTERNAL = (  # code between the caller and a warning: this package, diffusers, torch, contextlib
+    str(Path(__file__).parent),
+    str(Path(diffusers.__file__).parent),
+    str(Path(torch.__file__).parent),
+    contextlib.__file__,
+)
+
+
+def _warn(message: str) -> None:
+    """Warn at the first frame outside the workbench core, diffusers and torch: the caller's line."""
+    frame, level = inspect.currentframe(), 1
+    while frame is not None and (frame.f_code.co_filename.startswith(_INTERNAL) or level == 1):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, stacklevel=level)
+
+
+class Recording:
+    """What one recorded pipeline call did, step by step; ``runs`` holds the result after the block.
 
     ``latents[0]`` is the latent the loop starts from; ``latents[i + 1]`` and ``x0[i]`` are the
-    latent after step ``i`` and the clean latent predicted at step ``i``: (batch, C, h, w), on CPU,
-    float32. ``on_step(step, x0, latent)`` gets batch row 0 when ``single`` is set, else the batch.
+    latent after iteration ``i`` and the clean latent predicted there: (batch, C, h, w), CPU, float32.
     """
 
-    def __init__(
-        self,
-        sink: AttentionSink | None,
-        total_steps: int,
-        progress: bool,
-        cancel: threading.Event | None,
-        on_step: StepCallback | None,
-        single: bool = True,
-    ):
-        self.single = single
-        self.sink = sink
-        self.total_steps = total_steps
+    def __init__(self, pipe, policy: RecordingPolicy, progress: bool, cancel, on_step: StepCallback | None):
+        self.pipe = pipe
+        self.adapter = adapter_for(pipe)
+        self.policy = policy
+        self.progress = progress
         self.cancel = cancel
         self.on_step = on_step
+        self.runs: list[Run] = []
+        self.prompts: list[str] | None = None
+        self.negative_prompts: list[str | None] = [None]
+        self.per_prompt = 1
+        self.noise: torch.Tensor | None = None  # (batch, C, h, w) as drawn, before init_noise_sigma
+        self.seeds: list[int | None] = []
+        self.noise_kind = "seed"
+        self.size: tuple[int, int] | None = None  # (height, width) in pixels
+        self.sink: AttentionSink | None = None
+        self.total_steps = 0
         self.latents: list[torch.Tensor] = []
         self.x0: list[torch.Tensor] = []
         self.timesteps: list[float] = []
-        self.bar = tqdm(total=total_steps, desc="denoising", unit="step", disable=not progress, leave=False)
+        self.images = None
+        self.scheduler = None
+        self.bar = None
+        self._undo: list[Callable[[], None]] = []
 
     @property
     def steps_done(self) -> int:
         return len(self.x0)
 
-    def wrap_step(self, scheduler):
-        original = scheduler.step
+    @property
+    def complete(self) -> bool:
+        return self.total_steps > 0 and self.steps_done == self.total_steps
 
-        @functools.wraps(original)
+    # ------------------------------------------------------------ installing observers
+
+    def _wrap(self, owner, name: str, make) -> None:
+        """Put a wrapper on ``owner.name`` (an instance attribute); undo puts back what was there."""
+        original = getattr(owner, name)
+        had = name in owner.__dict__
+        setattr(owner, name, functools.wraps(original)(make(original)))
+        self._undo.append(
+            (lambda: setattr(owner, name, original)) if had else (lambda: owner.__dict__.pop(name, None))
+        )
+
+    def install(self) -> None:
+        pipe = self.pipe
+        self._wrap(pipe, "encode_prompt", self._encode_prompt)
+        self._wrap(pipe, "prepare_latents", self._prepare_latents)
+        self._wrap(pipe.image_processor, "postprocess", self._postprocess)
+        handle = self.adapter.denoiser.register_forward_pre_hook(self._first_forward)
+        self._undo.append(handle.remove)
+        old_bar = getattr(pipe, "_progress_bar_config", None)
+        pipe.set_progress_bar_config(disable=True)
+        self._undo.append(
+            (lambda: pipe.__dict__.pop("_progress_bar_config", None))
+            if old_bar is None
+            else (lambda: setattr(pipe, "_progress_bar_config", old_bar))
+        )
+
+    def remove(self) -> None:
+        for undo in reversed(self._undo):
+            undo()
+        self._undo = []
+        if self.bar is not None:
+            self.bar.close()
+
+    def _encode_prompt(self, original):
+        signature = inspect.signature(original)
+
+        def encode_prompt(*args, **kwargs):
+            if self.prompts is None:  # the pipeline's own call; later calls (if any) are not its prompt
+                bound = signature.bind_partial(*args, **kwargs).arguments
+                prompt, negative = bound.get("prompt"), bound.get("negative_prompt")
+                self.prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+                self.negative_prompts = list(negative) if isinstance(negative, (list, tuple)) else [negative]
+                self.per_prompt = int(bound.get("num_images_per_prompt") or 1)
+                self._warn_cut()
+            return original(*args, **kwargs)
+
+        return encode_prompt
+
+    def _warn_cut(self) -> None:
+        tokenizer, limit = self.pipe.tokenizer, self.adapter.text_limit
+        texts = [("prompt", p) for p in self.prompts] + [
+            ("negative_prompt", n) for n in self.negative_prompts if n is not None
+        ]
+        for label, text in dict.fromkeys(texts):
+            message = cut_message(token_table(tokenizer, text, limit, warn=False), limit)
+            if message:
+                _warn(message.replace("prompt", label, 1))
+
+    def _prepare_latents(self, original):
+        signature = inspect.signature(original)
+
+        def prepare_latents(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            a = bound.arguments
+            generator, latents = a.get("generator"), a.get("latents")
+            batch = int(a["batch_size"])
+            self.size = (int(a["height"]), int(a["width"]))
+            if latents is None:
+                gens = generator if isinstance(generator, list) else [generator]
+                fresh = [_fresh_seed(g) for g in gens]
+                if isinstance(generator, list):
+                    self.seeds = fresh
+                else:  # one generator draws the whole batch: its seed reproduces image 0 only alone
+                    self.seeds = fresh if batch == 1 else [None] * batch
+                self.noise_kind = (
+                    "seed" if None not in self.seeds else ("global" if generator is None else "generator")
+                )
+                latents = self.adapter.draw_noise(
+                    batch, a["num_channels_latents"], *self.size, a["dtype"], a["device"], generator
+                )
+                bound.arguments["latents"] = latents
+            else:
+                self.seeds, self.noise_kind = [None] * batch, "latents"
+            self.noise = latents.detach().float().cpu()
+            return original(*bound.args, **bound.kwargs)
+
+        return prepare_latents
+
+    def _postprocess(self, original):
+        def postprocess(*args, **kwargs):
+            self.images = original(*args, **kwargs)
+            return self.images
+
+        return postprocess
+
+    def _first_forward(self, module, args) -> None:
+        if self.sink is not None or self.total_steps:
+            return
+        pipe, adapter = self.pipe, self.adapter
+        self.scheduler = pipe.scheduler
+        self.total_steps = len(self.scheduler.timesteps)
+        if self.noise is None:
+            raise RuntimeError("recording needs the pipeline to prepare its latents before denoising")
+        latent_hw = tuple(self.noise.shape[-2:])
+        batch = self.noise.shape[0]
+        layers = adapter.layers()
+        check_budget(self.policy, layers, latent_hw, adapter.text_limit, self.total_steps, batch)
+        if self.policy.negative and not self._guided():
+            _warn("policy.negative is set but guidance is off: there is no negative branch to record")
+        if self.policy.record_attention:
+            self.sink = AttentionSink(
+                self.policy, layers, latent_hw, adapter.text_limit, self.total_steps, batch=batch
+            )
+            for name in self.sink.layers:  # only the recorded layers get an observer
+                attn = adapter.denoiser.get_submodule(name)
+                inner = attn.processor
+                attn.set_processor(RecordingProcessor(inner, name, self.sink))
+                handles = attn.processor.hook(attn)
+                self._undo.append(functools.partial(_restore_processor, attn, inner, handles))
+        self._wrap(self.scheduler, "step", self._step)
+        self.bar = tqdm(
+            total=self.total_steps, desc="denoising", unit="step", disable=not self.progress, leave=False
+        )
+
+    def _guided(self) -> bool:
+        guided = getattr(self.pipe, "do_classifier_free_guidance", None)
+        return bool(guided) if guided is not None else self.adapter.uses_guidance(self._guidance())
+
+    def _guidance(self) -> float:
+        return float(getattr(self.pipe, "guidance_scale", 1.0))
+
+    def _step(self, original):
         def step(model_output, timestep, sample, *args, return_dict: bool = True, **kwargs):
             out = original(model_output, timestep, sample, *args, return_dict=True, **kwargs)
             x0 = getattr(out, "pred_original_sample", None)
             if x0 is None:
-                x0 = x0_from_output(scheduler, model_output, timestep, sample)
+                x0 = x0_from_output(self.scheduler, model_output, timestep, sample)
             self._observe(timestep, sample, out.prev_sample, x0)
             return out if return_dict else out.to_tuple()
 
@@ -72,58 +305,142 @@ class Recorder:
             self.sink.step = self.steps_done
         self.bar.update(1)
         if self.on_step is not None:
-            x0, latent = (
-                (self.x0[-1][0], self.latents[-1][0]) if self.single else (self.x0[-1], self.latents[-1])
-            )
-            self.on_step(self.steps_done - 1, x0, latent)
-
-    def on_step_end(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
-        """For ``callback_on_step_end``: stops the loop when ``cancel`` is set."""
+            self.on_step(self.steps_done - 1, self.x0[-1], self.latents[-1])
         if self.cancel is not None and self.cancel.is_set():
-            pipe._interrupt = True
-        return {}
+            self.pipe._interrupt = True  # the stock loop skips the remaining steps
+
+    # ------------------------------------------------------------ the runs
+
+    def finish(self) -> list[Run]:
+        """Build one ``Run`` per image from what was observed (nothing if the call never got its latents)."""
+        if self.noise is None:
+            return []
+        if not self.complete:
+            _warn(
+                f"generation stopped after {self.steps_done} of {self.total_steps} steps; the run keeps "
+                "those steps and is marked incomplete"
+            )
+        batch = self.noise.shape[0]
+        stores = self.sink.finish(self.steps_done) if self.sink is not None else [{} for _ in range(batch)]
+        images = _as_pil(self.images, batch) if self.complete else [None] * batch
+        prompts = [p for p in (self.prompts or [""]) for _ in range(self.per_prompt)]
+        negatives = [n for n in self.negative_prompts for _ in range(self.per_prompt)]
+        if len(negatives) != len(prompts):
+            negatives = [negatives[0]] * len(prompts)
+        height, width = self.size
+        provenance = dict(
+            scheduler=type(self.scheduler).__name__ if self.scheduler is not None else "",
+            scheduler_config=jsonable(dict(self.scheduler.config)) if self.scheduler is not None else {},
+            model={
+                "source": model_source(self.pipe),
+                "pipeline": type(self.pipe).__name__,
+                "weights_sha256": weights_hash(self.pipe),
+            },
+            dtype=str(self.adapter.denoiser.dtype).removeprefix("torch."),
+            device=str(next(self.adapter.denoiser.parameters()).device),
+            versions=versions(),
+            batch={"size": batch, "prompts": prompts, "seeds": self.seeds} if batch > 1 else None,
+            noise=self.noise_kind,
+        )
+        latents = torch.stack(self.latents, dim=1) if self.latents else None  # (batch, steps + 1, C, h, w)
+        x0 = torch.stack(self.x0, dim=1) if self.x0 else None  # (batch, steps, C, h, w)
+        empty = torch.zeros((0, *self.noise.shape[1:]))
+        tokenizer, limit = self.pipe.tokenizer, self.adapter.text_limit
+        steps = int(getattr(self.scheduler, "num_inference_steps", None) or self.total_steps or 1)
+        runs = []
+        for i in range(batch):
+            request = Request(
+                prompt=prompts[i],
+                seed=self.seeds[i],
+                steps=steps,
+                guidance_scale=self._guidance(),
+                negative_prompt=negatives[i],
+                height=height,
+                width=width,
+            )
+            runs.append(
+                Run(
+                    config=RunConfig(request, self.policy.to_dict(), Provenance(**provenance)),
+                    tokens=token_table(tokenizer, prompts[i], limit, warn=False),
+                    negative_tokens=token_table(tokenizer, negatives[i] or "", limit, warn=False),
+                    timesteps=torch.tensor(self.timesteps, dtype=torch.float64),
+                    noise=self.noise[i],
+                    latents=latents[i] if latents is not None else empty,
+                    x0=x0[i] if x0 is not None else empty,
+                    image=images[i],
+                    attention=stores[i].get("cond", AttentionStore(heads=self.policy.heads)),
+                    negative_attention=stores[i].get("uncond"),
+                    complete=self.complete,
+                )
+            )
+        return runs
+
+
+def _restore_processor(attn, processor, handles) -> None:
+    for handle in handles:
+        handle.remove()
+    attn.set_processor(processor)
+
+
+def _as_pil(images, batch: int) -> list:
+    """The pipeline's returned images as PIL (it may have been asked for numpy or torch output)."""
+    if images is None:
+        return [None] * batch
+    if isinstance(images, torch.Tensor):
+        images = images.detach().float().cpu().permute(0, 2, 3, 1).numpy()
+    if isinstance(images, np.ndarray):
+        arrays = (images * 255).round().astype("uint8")
+        return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arrays]
+    return [im if isinstance(im, Image.Image) else None for im in images]
 
 
 @contextmanager
 def record(
     pipe,
-    sink: AttentionSink | None,
+    policy: RecordingPolicy | None = None,
     *,
-    total_steps: int,
     progress: bool = True,
     cancel: threading.Event | None = None,
     on_step: StepCallback | None = None,
-    single: bool = True,
 ):
-    """Observe one pipeline call; everything installed is removed on exit, also on errors and Ctrl-C.
+    """Record the pipeline call made inside the block; afterwards ``rec.runs`` holds one ``Run`` per image.
+
+    The call is the caller's own: their ``generator``, ``latents``, ``callback_on_step_end`` and any
+    other argument work as without recording, and the images are the same bit for bit. What the call
+    does not say is not invented: with the caller's own ``latents`` (or a generator that had drawn
+    before) a run's ``seed`` is ``None`` and ``config.provenance.noise`` says where the noise came from.
+
+    Args:
+        pipe: a pipeline from ``load_pipeline`` (or any supported diffusers pipeline).
+        policy: what attention to keep (default ``RecordingPolicy()``); its byte budget is checked
+            before the first denoising step.
+        progress: show a progress bar over the denoising steps.
+        cancel: a ``threading.Event``; setting it stops the call after the current step (runs are kept,
+            marked incomplete).
+        on_step: called as ``on_step(step, x0, latent)`` with (batch, C, h, w) tensors after every step.
+
+    One recording per pipeline at a time: a call from another thread waits for the pipeline.
 
     Example:
-        >>> with record(pipe, sink, total_steps=25) as rec:  # doctest: +SKIP
-        ...     out = pipe(prompt, latents=noise, callback_on_step_end=rec.on_step_end)
+        >>> with record(pipe, RecordingPolicy(layers=["16x16"])) as rec:  # doctest: +SKIP
+        ...     pipe(prompt, generator=torch.Generator().manual_seed(0), callback_on_step_end=mine)
+        >>> rec.runs[0].attention.probs
     """
-    unet, scheduler = pipe.unet, pipe.scheduler
-    old_bar = getattr(pipe, "_progress_bar_config", None)
-    rec = Recorder(sink, total_steps, progress, cancel, on_step, single)
-    originals: dict = {}  # module -> its processor before recording
-    handles = []
-    try:
-        # Only the recorded layers get an observer, each through the module's own ``set_processor``.
-        for layer in sink.layers if sink is not None else ():
-            module = unet.get_submodule(layer)
-            originals[module] = module.processor
-            module.set_processor(RecordingProcessor(module.processor, layer, sink))
-            handles += module.processor.hook(module)
-        scheduler.step = rec.wrap_step(scheduler)
-        pipe.set_progress_bar_config(disable=True)
-        yield rec
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, processor in originals.items():
-            module.set_processor(processor)
-        scheduler.__dict__.pop("step", None)
-        if old_bar is None:
-            pipe.__dict__.pop("_progress_bar_config", None)
-        else:
-            pipe._progress_bar_config = old_bar
-        rec.bar.close()
+    policy = RecordingPolicy() if policy is None else policy
+    if not isinstance(policy, RecordingPolicy):
+        raise TypeError(f"policy must be a RecordingPolicy, got {type(policy).__name__}")
+    with using(pipe):
+        rec = Recording(pipe, policy, progress, cancel, on_step)
+        failed = False
+        try:
+            rec.install()
+            yield rec
+        except KeyboardInterrupt:
+            raise  # the steps done are kept (below)
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            rec.remove()
+            if not failed:
+                rec.runs = rec.finish()

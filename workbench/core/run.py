@@ -2,36 +2,111 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import pandas as pd
 import torch
 from PIL import Image
 
 from .attention import AttentionStore
+from .request import Request
 
 SCHEMA_VERSION = 1
 
 
 @dataclass
-class RunConfig:
-    """Everything needed to say what a run was and to run it again."""
+class Provenance:
+    """What a run was made with, beyond what was asked for.
 
-    prompt: str
-    seed: int
-    steps: int
-    guidance_scale: float
-    height: int
-    width: int
-    negative_prompt: str | None = None
-    scheduler: str = ""  # scheduler class name
+    Attributes:
+        scheduler, scheduler_config: the class name and config of the scheduler that ran.
+        model: ``source``, ``pipeline`` class and ``weights_sha256``.
+        dtype, device: of the denoiser.
+        versions: torch, diffusers, transformers, workbench.
+        batch: for images made in one batched call: ``size``, ``prompts``, ``seeds``.
+        noise: where the initial noise came from: ``"seed"`` (a fresh CPU generator seeded with the
+            request's seed), ``"latents"`` (the caller's own), ``"generator"`` (a generator whose seed
+            does not reproduce it: used before, or on another device) or ``"global"`` (torch's global RNG).
+    """
+
+    scheduler: str = ""
     scheduler_config: dict = field(default_factory=dict)
-    model: dict = field(default_factory=dict)  # source, pipeline class, weights hash
+    model: dict = field(default_factory=dict)
     dtype: str = "float32"
     device: str = "cpu"
-    versions: dict = field(default_factory=dict)  # torch, diffusers, transformers, workbench
+    versions: dict = field(default_factory=dict)
+    batch: dict | None = None
+    noise: str = "seed"
+
+
+_REQUEST_FIELDS = {f.name for f in fields(Request)}
+_PROVENANCE_FIELDS = {f.name for f in fields(Provenance)}
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to say what a run was and to run it again: what was asked for (``request``),
+    what was kept (``policy``, as ``RecordingPolicy.to_dict()``), and what it ran on (``provenance``).
+
+    The request's and the provenance's fields read through: ``config.prompt``, ``config.seed``, ...,
+    ``config.scheduler`` (the class that ran), ``config.model``, ``config.device``, ...
+    """
+
+    request: Request
     policy: dict = field(default_factory=dict)
-    batch: dict | None = None  # for runs made together by generate_batch: size, prompts, seeds
+    provenance: Provenance = field(default_factory=Provenance)
+
+    # What was asked for, read through.
+    prompt = property(lambda self: self.request.prompt)
+    seed = property(lambda self: self.request.seed)
+    steps = property(lambda self: self.request.steps)
+    guidance_scale = property(lambda self: self.request.guidance_scale)
+    negative_prompt = property(lambda self: self.request.negative_prompt)
+    height = property(lambda self: self.request.height)
+    width = property(lambda self: self.request.width)
+    # What it ran on, read through (``scheduler`` is the class that ran, not the request's spec).
+    scheduler = property(lambda self: self.provenance.scheduler)
+    scheduler_config = property(lambda self: self.provenance.scheduler_config)
+    model = property(lambda self: self.provenance.model)
+    dtype = property(lambda self: self.provenance.dtype)
+    device = property(lambda self: self.provenance.device)
+    versions = property(lambda self: self.provenance.versions)
+    batch = property(lambda self: self.provenance.batch)
+
+    def scheduler_spec(self) -> dict:
+        """The scheduler that ran, as a spec ``build_scheduler`` rebuilds exactly."""
+        return {"class": self.provenance.scheduler, "config": dict(self.provenance.scheduler_config)}
+
+    def to_dict(self) -> dict:
+        """One flat JSON-ready dict (``run.json``'s and the re-run spec's form): the request's fields, its
+        scheduler spec as ``request_scheduler``, the policy, and the provenance's fields (``scheduler``
+        is the class that ran)."""
+        request = self.request.to_dict()
+        flat = {k: v for k, v in request.items() if k != "scheduler"}
+        return {
+            **flat,
+            "request_scheduler": request["scheduler"],
+            "policy": dict(self.policy),
+            **asdict(self.provenance),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        """From ``to_dict``'s output (runs saved before ``request_scheduler`` and ``noise`` existed load too)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a run config must be a dict, got {type(d).__name__}")
+        known = _REQUEST_FIELDS | _PROVENANCE_FIELDS | {"policy", "request_scheduler"}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise TypeError(f"unknown run config fields {unknown}")
+        if not isinstance(d.get("policy", {}), dict):
+            raise TypeError("a run config's policy must be a dict")
+        request = {k: v for k, v in d.items() if k in _REQUEST_FIELDS and k != "scheduler"}
+        return cls(
+            request=Request.from_dict({**request, "scheduler": d.get("request_scheduler")}),
+            policy=dict(d.get("policy", {})),
+            provenance=Provenance(**{k: v for k, v in d.items() if k in _PROVENANCE_FIELDS}),
+        )
 
 
 @dataclass
@@ -74,7 +149,7 @@ class Run:
         return self.config.prompt
 
     @property
-    def seed(self) -> int:
+    def seed(self) -> int | None:
         return self.config.seed
 
     @property

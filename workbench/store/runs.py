@@ -102,7 +102,7 @@ def save_run(run: Run, path: str | os.PathLike, *, overwrite: bool = False) -> P
             run.image.save(tmp / IMAGE)
         meta = {
             "schema": SCHEMA_VERSION,
-            "config": vars(run.config),
+            "config": run.config.to_dict(),
             "complete": run.complete,
             "tokens": _tables(run.tokens),
             "negative_tokens": _tables(run.negative_tokens),
@@ -157,8 +157,8 @@ def load_run(path: str | os.PathLike, *, verify: bool = True) -> Run:
     try:
         meta = json.loads((path / RUN_JSON).read_text())
         schema = meta["schema"]
-        config = RunConfig(**meta["config"])
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        config = RunConfig.from_dict(meta["config"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as err:
         raise RunLoadError(f"{path / RUN_JSON} is damaged ({err.__class__.__name__}: {err})") from None
     if schema > SCHEMA_VERSION:
         raise RunLoadError(f"{path} was written by a newer workbench (schema {schema}); upgrade to load it")

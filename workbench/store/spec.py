@@ -33,7 +33,7 @@ def make_spec(run: Run) -> dict:
     """The re-run spec of ``run`` as a JSON-ready dict."""
     return {
         "workbench_spec": SPEC_VERSION,
-        "config": dict(vars(run.config)),
+        "config": run.config.to_dict(),
         "complete": run.complete,
         "expected": {
             "image_hash": image_hash(run.image),
@@ -67,8 +67,8 @@ def check_spec(spec, where: str = "spec") -> None:
     if spec.get("workbench_spec", 0) > SPEC_VERSION:
         raise SpecError(f"{where} was written by a newer workbench (spec {spec['workbench_spec']})")
     try:
-        RunConfig(**spec["config"])
-    except TypeError as err:
+        RunConfig.from_dict(spec["config"])
+    except (TypeError, ValueError, KeyError) as err:
         raise SpecError(f"{where} has a malformed config ({err})") from None
 
 
@@ -105,17 +105,6 @@ class RerunResult:
         return "\n".join(lines)
 
 
-def _scheduler_from(config: RunConfig, base_config):
-    import diffusers
-
-    if not config.scheduler:
-        return None
-    cls = getattr(diffusers, config.scheduler, None)
-    if cls is None or not hasattr(cls, "from_config"):
-        raise SpecError(f"the spec names scheduler {config.scheduler!r}, which this diffusers does not have")
-    return cls.from_config({**dict(base_config), **config.scheduler_config})
-
-
 def rerun(spec: dict, *, model=None, device: str | None = None, progress: bool = False) -> RerunResult:
     """Regenerate the run a spec describes and compare it with the recorded hashes.
 
@@ -131,25 +120,26 @@ def rerun(spec: dict, *, model=None, device: str | None = None, progress: bool =
     from workbench.core.policy import RecordingPolicy
 
     check_spec(spec)
-    config = RunConfig(**spec["config"])
+    config = RunConfig.from_dict(spec["config"])
     if model is None or isinstance(model, (str, os.PathLike)):
         source = model if model is not None else config.model.get("source", "toy")
         pipe = load_pipeline(source, device=device or config.device, dtype=config.dtype)
     else:
         pipe = model
-    run = generate(
-        pipe,
-        config.prompt,
-        negative_prompt=config.negative_prompt,
-        seed=config.seed,
-        steps=config.steps,
-        guidance_scale=config.guidance_scale,
-        height=config.height,
-        width=config.width,
-        scheduler=_scheduler_from(config, pipe.scheduler.config),
-        policy=RecordingPolicy.from_dict(config.policy) if config.policy else None,
-        progress=progress,
-    )
+    request = config.request
+    if config.scheduler:  # the scheduler that ran, exactly (class and config)
+        request = request.replace(scheduler=config.scheduler_spec())
+    try:
+        run = generate(
+            pipe,
+            request,
+            policy=RecordingPolicy.from_dict(config.policy) if config.policy else None,
+            progress=progress,
+        )
+    except ValueError as err:
+        if "scheduler class" in str(err):
+            raise SpecError(f"the spec names scheduler {config.scheduler!r}: {err}") from None
+        raise
     expected = spec["expected"]
     actual = {"image_hash": image_hash(run.image), "attention_hash": attention_hash(run.attention)}
 
