@@ -1,5 +1,7 @@
 """The experiment index: one row per saved run, saved as parquet beside the runs."""
 
+import shutil
+
 import pandas as pd
 import pytest
 
@@ -31,11 +33,23 @@ def test_index_rows_and_columns(root):
     assert isinstance(df.created.dtype, pd.DatetimeTZDtype)
 
 
-def test_index_saved_as_parquet(root):
-    df = load_index(root)
-    assert (root / "index.parquet").exists()
-    again = load_index(root, refresh=False)
-    pd.testing.assert_frame_equal(df, again)
+def test_index_saved_as_parquet(root, tiny_pipe, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(root, runs)
+    saved = load_index(runs)
+    assert (runs / "index.parquet").exists()
+    # change the runs on disk after the index was saved: one replaced, one removed
+    changed = generate(tiny_pipe, "a green triangle", seed=5, steps=2, progress=False)
+    save_run(changed, runs / "batch" / "r1", overwrite=True)
+    shutil.rmtree(runs / "batch" / "r2")
+    stale = load_index(runs, refresh=False)  # the saved file, not a rescan
+    pd.testing.assert_frame_equal(saved, stale)
+    assert sorted(stale.path) == ["batch/r0", "batch/r1", "batch/r2"]
+    assert stale.set_index("path").prompt["batch/r1"] == "a blue square"
+    fresh = load_index(runs, refresh=True)
+    assert sorted(fresh.path) == ["batch/r0", "batch/r1"]
+    assert fresh.set_index("path").prompt["batch/r1"] == "a green triangle"
+    pd.testing.assert_frame_equal(fresh, load_index(runs, refresh=False))  # the rescan was saved
 
 
 def test_filter_and_sort(root):

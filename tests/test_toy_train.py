@@ -1,5 +1,5 @@
-"""Training pieces: the explicit-probability processor, the attention loss, checkpoints, and a
-tiny end-to-end run that exports a pipeline diffusers loads and runs."""
+"""Training pieces: the explicit-probability processor, the attention loss on the core's layer grids,
+checkpoints, and a tiny end-to-end run that exports the EMA weights as a pipeline diffusers loads and runs."""
 
 import json
 
@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file
 
-from workbench.toy.attention import ProbsSink, cross_attention_layers, install, restore
+from workbench.core.layers import CrossAttentionLayer, cross_attention_layers
+from workbench.toy.attention import ProbsSink, install, restore
 from workbench.toy.checkpoint import load_checkpoint, save_checkpoint
 from workbench.toy.models import ModelConfig, build_unet
 from workbench.toy.train import Batch, attention_loss, main
@@ -33,7 +35,7 @@ def _tiny_unet(seed: int = 0):
 
 def test_probability_processor_reproduces_the_stock_output_and_restores():
     unet = _tiny_unet()
-    x, text = torch.randn(2, 4, 8, 8), torch.randn(2, 20, 32)  # (B, C, h, w), (B, T, D)
+    x, text = torch.randn(2, 4, 8, 12), torch.randn(2, 20, 32)  # (B, C, h, w) not square, (B, T, D)
     with torch.no_grad():
         stock = unet(x, 500, text).sample
     originals = dict(unet.attn_processors)
@@ -43,38 +45,76 @@ def test_probability_processor_reproduces_the_stock_output_and_restores():
         ours = unet(x, 500, text).sample
     restore(unet, saved)
     assert torch.allclose(stock, ours, atol=1e-5)
-    assert set(sink.probs) == {k.removesuffix(".processor") for k in cross_attention_layers(unet)}
-    for p in sink.probs.values():  # (B, heads, queries, tokens)
-        assert p.shape[-1] == 20
+    layers = cross_attention_layers(unet)
+    assert set(sink.probs) == {layer.name for layer in layers}
+    for layer in layers:
+        p = sink.probs[layer.name]  # (B, heads, queries, tokens)
+        rows, cols = layer.grid(8, 12)
+        assert p.shape == (2, layer.heads, rows * cols, 20)
         assert torch.allclose(p.sum(-1), torch.ones(p.shape[:-1]), atol=1e-5)
     assert {k: type(v) for k, v in unet.attn_processors.items()} == {k: type(v) for k, v in originals.items()}
 
 
-def _batch_with_masks() -> Batch:
-    masks = torch.zeros(1, 2, 32, 32)
-    masks[0, 0, 8:16, 0:8] = 1  # object 0: 2x2 cells of the 8x8 grid
+def _batch_with_masks(latent_w: int = 8) -> Batch:
+    """One sample on an 8 x latent_w latent (a 32 x 4*latent_w image); tokens 1 and 3 name objects 0 and 1."""
+    masks = torch.zeros(1, 2, 32, 4 * latent_w)
+    masks[0, 0, 8:16, 0:8] = 1  # object 0: 2x2 cells of the latent grid
     masks[0, 1, 16:32, 16:32] = 1  # object 1: 4x4 cells
     token_obj = torch.full((1, 5), -1)
     token_obj[0, 1], token_obj[0, 3] = 0, 1
     return Batch(
-        latents=torch.zeros(1, 4, 8, 8),
+        latents=torch.zeros(1, 4, 8, latent_w),
         ids=torch.zeros(1, 5, dtype=torch.long),
         token_obj=token_obj,
         masks=masks,
     )
 
 
-def test_attention_loss_is_zero_for_maps_equal_to_the_masks_and_positive_otherwise():
-    batch = _batch_with_masks()
-    pooled = torch.nn.functional.adaptive_avg_pool2d(batch.masks, 8).flatten(2)  # (1, 2, 64)
-    perfect = torch.full((1, 2, 64, 5), 1e-9)  # (B, heads, queries, tokens)
+@pytest.mark.parametrize("latent_w", [8, 16])
+def test_attention_loss_is_zero_for_maps_equal_to_the_masks_and_positive_otherwise(latent_w):
+    batch = _batch_with_masks(latent_w)
+    layers = [CrossAttentionLayer("l", heads=2, factor=0)]  # queries on the full 8 x latent_w grid
+    cells = 8 * latent_w
+    pooled = torch.nn.functional.adaptive_avg_pool2d(batch.masks, (8, latent_w)).flatten(2)  # (1, 2, cells)
+    perfect = torch.full((1, 2, cells, 5), 1e-9)  # (B, heads, queries, tokens)
     perfect[0, :, :, 1] = pooled[0, 0] / pooled[0, 0].sum()
     perfect[0, :, :, 3] = pooled[0, 1] / pooled[0, 1].sum()
-    uniform = torch.full((1, 2, 64, 5), 1 / 5)
-    assert attention_loss({"l": perfect}, batch).item() == pytest.approx(0.0, abs=1e-4)
-    # uniform over 64 cells vs masks on 4 and 16 cells: KL = log(64/4) and log(64/16), averaged
-    expected = (np.log(64 / 4) + np.log(64 / 16)) / 2
-    assert attention_loss({"l": uniform}, batch).item() == pytest.approx(expected, rel=1e-3)
+    uniform = torch.full((1, 2, cells, 5), 1 / 5)
+    assert attention_loss({"l": perfect}, layers, batch).item() == pytest.approx(0.0, abs=1e-4)
+    # uniform over all cells vs masks on 4 and 16 cells: KL = log(cells/4) and log(cells/16), averaged
+    expected = (np.log(cells / 4) + np.log(cells / 16)) / 2
+    assert attention_loss({"l": uniform}, layers, batch).item() == pytest.approx(expected, rel=1e-3)
+    # the grid comes from the layer and the latent's size, so a map on another grid is refused
+    with pytest.raises(ValueError, match="grid"):
+        attention_loss({"l": uniform[:, :, : cells // 2]}, layers, batch)
+
+
+def test_attention_loss_on_the_training_processors_goes_down_when_trained():
+    """The loss the training loop uses, on a real tiny UNet with a non-square latent: its grids come from
+    the layers, gradients reach the attention, and a few optimizer steps on a fixed batch reduce it."""
+    unet = _tiny_unet(3)
+    layers = cross_attention_layers(unet)
+    batch = _batch_with_masks(16)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 8, 16, generator=gen)  # (B, C, h, w)
+    text = torch.randn(1, 5, 32, generator=gen)  # (B, T, D)
+    sink = ProbsSink()
+    originals = install(unet, sink)
+    opt = torch.optim.Adam(unet.parameters(), lr=3e-3)
+    losses = []
+    try:
+        for _ in range(6):
+            sink.clear()
+            unet(x, 500, text)
+            loss = attention_loss(sink.probs, layers, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    finally:
+        restore(unet, originals)
+    assert set(sink.probs) == {layer.name for layer in layers}
+    assert losses[-1] < 0.8 * losses[0], losses
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -111,6 +151,13 @@ def test_tiny_training_run_exports_a_pipeline_that_generates(tmp_path):
     pipe = StableDiffusionPipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.safety_checker is None
+    # the pipeline ships the EMA weights of the last checkpoint, bit for bit, not the raw trained ones
+    saved = load_file(str(ckpt / "ckpt.safetensors"))
+    for shipped, ema, raw in ((pipe.unet, "ema_unet", "unet"), (pipe.text_encoder, "ema_text", "text")):
+        weights = shipped.state_dict()
+        assert {f"{ema}.{k}" for k in weights} <= set(saved)
+        assert all(torch.equal(v, saved[f"{ema}.{k}"]) for k, v in weights.items())
+        assert not all(torch.equal(v, saved[f"{raw}.{k}"]) for k, v in weights.items())
     image = pipe(
         "a red circle left of a blue square",
         num_inference_steps=3,

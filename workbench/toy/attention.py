@@ -1,10 +1,14 @@
-"""Cross-attention with explicit probabilities, for training supervision and a fallback recorder.
+"""Cross-attention with explicit probabilities, for the training-time attention supervision.
 
 `ProbsCrossAttnProcessor` computes the same output as diffusers' stock attention processors
-(softmax(Q K^T * attn.scale) V, then to_out), but materialises the probabilities and hands them to
-a shared `ProbsSink`. Training uses them for the attention-localisation loss; evaluation can use
-them to record maps when the workbench core is not available. The shipped model always runs on
-the stock processors: these are only installed temporarily.
+(softmax(Q K^T * attn.scale) V, then to_out), but materialises the probabilities, with their
+gradients, and hands them to a shared `ProbsSink`; training pulls them towards the objects' masks.
+Recording for analysis goes through the workbench core instead (`workbench.generate`), which keeps
+the stock processors and computes the probabilities beside them. These processors are only
+installed for training; the shipped model runs on the stock ones.
+
+Each layer is one of `workbench.core.layers.cross_attention_layers(unet)`: its `name` keys the sink
+and its `grid(latent_h, latent_w)` says how the queries lie on the latent.
 
 Example:
     sink = ProbsSink()
@@ -18,33 +22,21 @@ from __future__ import annotations
 import torch
 from diffusers.models.attention_processor import Attention
 
+from workbench.core.layers import cross_attention_layers
+
 
 class ProbsSink:
-    """Holds cross-attention probabilities per layer: the latest call's (kept with grad when
-    training), or with accumulate=True the detached sum over calls and the number of calls."""
+    """Holds the latest call's cross-attention probabilities per layer (with grad unless detach)."""
 
-    def __init__(self, detach: bool = False, accumulate: bool = False) -> None:
-        self.detach = detach or accumulate
-        self.accumulate = accumulate
+    def __init__(self, detach: bool = False) -> None:
+        self.detach = detach
         self.probs: dict[str, torch.Tensor] = {}  # layer -> (batch, heads, queries, tokens)
-        self.calls: dict[str, int] = {}
 
     def clear(self) -> None:
         self.probs = {}
-        self.calls = {}
 
     def put(self, name: str, probs: torch.Tensor) -> None:
-        if self.detach:
-            probs = probs.detach()
-        if self.accumulate and name in self.probs:
-            self.probs[name] = self.probs[name] + probs
-        else:
-            self.probs[name] = probs
-        self.calls[name] = self.calls.get(name, 0) + 1
-
-    def mean(self) -> dict[str, torch.Tensor]:
-        """Accumulated probabilities divided by the number of calls per layer."""
-        return {k: v / self.calls[k] for k, v in self.probs.items()}
+        self.probs[name] = probs.detach() if self.detach else probs
 
 
 class ProbsCrossAttnProcessor:
@@ -89,17 +81,12 @@ class ProbsCrossAttnProcessor:
         return out / attn.rescale_output_factor
 
 
-def cross_attention_layers(unet: torch.nn.Module) -> list[str]:
-    """Processor keys of the cross-attention (attn2) layers."""
-    return [k for k in unet.attn_processors if ".attn2." in k]
-
-
 def install(unet, sink: ProbsSink) -> dict:
-    """Put probability-recording processors on every attn2 layer; returns the originals."""
+    """Put probability-recording processors on every cross-attention layer; returns the originals."""
     originals = dict(unet.attn_processors)
     procs = dict(originals)
-    for key in cross_attention_layers(unet):
-        procs[key] = ProbsCrossAttnProcessor(key.removesuffix(".processor"), sink)
+    for layer in cross_attention_layers(unet):
+        procs[f"{layer.name}.processor"] = ProbsCrossAttnProcessor(layer.name, sink)
     unet.set_attn_processor(procs)
     return originals
 
@@ -107,11 +94,3 @@ def install(unet, sink: ProbsSink) -> dict:
 def restore(unet, originals: dict) -> None:
     """Put back the processors returned by install (a copy is passed: diffusers pops entries)."""
     unet.set_attn_processor(dict(originals))
-
-
-def layer_resolution(queries: int) -> int:
-    """Side of the square latent grid a layer with this many queries attends over."""
-    side = int(round(queries**0.5))
-    if side * side != queries:
-        raise ValueError(f"{queries} queries is not a square grid")
-    return side

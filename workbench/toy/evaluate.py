@@ -18,9 +18,14 @@ Metrics, per image unless said otherwise:
     swap flips placement: for a caption and the same words with the objects exchanged, same seed,
         both images are placed as their words say (so the placement followed the word order);
     word-map IoU: per word, the conditional branch's cross-attention averaged over all steps, layers
-        and heads, bilinearly upsampled to 32x32, sub-word tokens summed, min-max normalised and
-        thresholded at 0.5; IoU with the generated object's segmented mask (objects the checker
+        and heads, bilinearly upsampled to 32x32, sub-word tokens summed (`word_maps(run, "all-mean")`),
+        min-max normalised and thresholded at 0.5 (`analysis.scoring.binarize(..., 0.5, rule="minmax")`);
+        IoU (`analysis.scoring.iou`) with the generated object's segmented mask (objects the checker
         found), for colour words and shape words.
+
+Images are generated and recorded by the workbench core (`workbench.core.generate_batch`, stock
+processors with the probabilities computed beside them); the maps and scores come from
+`workbench.analysis`.
 """
 
 from __future__ import annotations
@@ -36,14 +41,17 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from workbench.analysis.heatmaps import word_maps
+from workbench.analysis.scoring import binarize, iou
+from workbench.core import generate_batch, load_pipeline
+
 from . import WEIGHTS_DIR
-from .attention import ProbsSink, install, restore
 from .checker import detect, score_spec
-from .tokenizer import word_token_groups
-from .wordmaps import THRESHOLD, binarize, iou, word_maps_from_probs
 from .world import HELD_OUT, SHAPES, ObjectSpec, SceneSpec, word_indices
 
 STEPS = 25
+MAPS = "all-mean"  # the word-map recipe (workbench.analysis.PRESETS)
+IOU_THRESHOLD, IOU_RULE = 0.5, "minmax"  # min-max normalise, then threshold (analysis.scoring.binarize)
 GUIDANCE = 2.5  # chosen on held-in captions with seeds 100-101 (not the evaluation seeds); see MODEL_CARD.md
 HELD_IN: tuple[tuple[str, str, str, str, str], ...] = (
     ("red", "circle", "h", "green", "triangle"),
@@ -81,23 +89,8 @@ class Sample:
     word_maps: torch.Tensor  # (words, 32, 32)
 
 
-def load(weights: Path):
-    """The pipeline through the workbench core when it is importable, else diffusers directly."""
-    try:
-        from workbench import load_pipeline
-
-        return load_pipeline(str(weights), device="cpu"), "workbench.load_pipeline"
-    except ImportError:
-        from diffusers import StableDiffusionPipeline
-
-        return StableDiffusionPipeline.from_pretrained(weights), "StableDiffusionPipeline.from_pretrained"
-
-
-def generate_core(pipe, specs: list[SceneSpec], seeds: list[int], guidance: float) -> list[Sample]:
-    """Generate and record through workbench.generate_batch; maps from workbench.analysis.word_maps."""
-    from workbench.analysis.heatmaps import word_maps
-    from workbench.core.generate import generate_batch
-
+def generate_samples(pipe, specs: list[SceneSpec], seeds: list[int], guidance: float) -> list[Sample]:
+    """Generate every caption with every seed, recorded by the core; word maps by the `MAPS` recipe."""
     out = []
     for spec in specs:
         runs = generate_batch(
@@ -109,40 +102,10 @@ def generate_core(pipe, specs: list[SceneSpec], seeds: list[int], guidance: floa
             progress=False,
         )
         for seed, run in zip(seeds, runs):
-            wm = word_maps(run, "all-mean", size=(32, 32))
+            wm = word_maps(run, MAPS, size=(32, 32))
             if wm.words != spec.caption().split():
                 raise RuntimeError(f"word alignment differs: {wm.words} vs {spec.caption().split()}")
             out.append(Sample(spec, seed, np.asarray(run.image.convert("RGB")), wm.maps.float()))
-    return out
-
-
-def generate_fallback(pipe, specs: list[SceneSpec], seeds: list[int], guidance: float) -> list[Sample]:
-    """Generate with the stock pipeline, recording attn2 with the toy's own processors (mean over steps)."""
-    out = []
-    for spec in specs:
-        sink = ProbsSink(accumulate=True)
-        originals = install(pipe.unet, sink)
-        try:
-            gens = [torch.Generator().manual_seed(s) for s in seeds]
-            images = pipe(
-                [spec.caption()] * len(seeds),
-                num_inference_steps=STEPS,
-                guidance_scale=guidance,
-                height=32,
-                width=32,
-                generator=gens,
-                output_type="np",
-            ).images  # (n, 32, 32, 3) float
-        finally:
-            restore(pipe.unet, originals)
-        probs = sink.mean()  # layer -> (2n, heads, queries, tokens); cond branch is the second half
-        ids = pipe.tokenizer(spec.caption(), padding="max_length", max_length=pipe.tokenizer.model_max_length)
-        groups = word_token_groups(pipe.tokenizer.convert_ids_to_tokens(ids.input_ids))
-        n = len(seeds)
-        for i, seed in enumerate(seeds):
-            maps = word_maps_from_probs({k: v[n + i] for k, v in probs.items()}, groups)
-            img = (images[i] * 255).round().astype(np.uint8)
-            out.append(Sample(spec, seed, img, maps))
     return out
 
 
@@ -162,7 +125,8 @@ def score(samples: list[Sample]) -> dict:
             if det is None:
                 continue  # no segmented mask to compare with
             for role in ("color", "shape"):
-                ious[role].append(iou(binarize(s.word_maps[idx[role]], THRESHOLD), det.mask))
+                mask = binarize(s.word_maps[idx[role]], IOU_THRESHOLD, rule=IOU_RULE)
+                ious[role].append(iou(mask, det.mask))
     flips = []
     for s in samples:
         other = by_key.get((s.spec.swapped().caption(), s.seed))
@@ -208,25 +172,17 @@ def sample_grid(samples: dict[str, list[Sample]], scale: int = 3) -> Image.Image
 
 
 def evaluate(
-    weights: Path, seeds: int, guidance: float, fallback: bool, grid: Path | None = None
+    weights: Path, seeds: int, guidance: float, grid: Path | None = None
 ) -> tuple[pd.DataFrame, dict]:
     """Score both caption sets; returns the table and a JSON-able record (optionally saves a grid)."""
     torch.set_num_threads(2)
-    pipe, loader = load(weights)
+    pipe = load_pipeline(str(weights), device="cpu")
     pipe.set_progress_bar_config(disable=True)
-    use_core = not fallback
-    if use_core:
-        try:
-            import workbench.analysis.heatmaps  # noqa: F401
-            import workbench.core.generate  # noqa: F401
-        except ImportError:
-            use_core = False
-    gen = generate_core if use_core else generate_fallback
     seed_list = list(range(seeds))
     rows, samples = {}, {}
     t0 = time.perf_counter()
     for name, layouts in (("held-in", HELD_IN), ("held-out", HELD_OUT)):
-        samples[name] = gen(pipe, specs_for(layouts), seed_list, guidance)
+        samples[name] = generate_samples(pipe, specs_for(layouts), seed_list, guidance)
         rows[name] = score(samples[name])
     if grid is not None:
         sample_grid(samples).save(grid)
@@ -237,14 +193,12 @@ def evaluate(
     ]
     record = {
         "weights": str(weights),
-        "loader": loader,
-        "recorder": "workbench.generate_batch + analysis.word_maps('all-mean')"
-        if use_core
-        else "toy fallback",
+        "loader": "workbench.load_pipeline",
+        "recorder": f"workbench.generate_batch + analysis.word_maps({MAPS!r})",
         "seeds": seed_list,
         "steps": STEPS,
         "guidance_scale": guidance,
-        "iou_rule": f"all steps/layers/heads mean, bilinear to 32x32, min-max, threshold {THRESHOLD}",
+        "iou_rule": f"all steps/layers/heads mean, bilinear to 32x32, min-max, threshold {IOU_THRESHOLD}",
         "results": rows,
         "seconds_per_image_25_guided_steps": sec,
         "eval_seconds": eval_seconds,
@@ -292,14 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--guidance", type=float, default=GUIDANCE)
-    ap.add_argument("--fallback", action="store_true", help="record with the toy's own processors")
     ap.add_argument("--no-write", action="store_true", help="do not write evaluation.json")
     ap.add_argument("--grid", type=Path, default=None, help="save seed-0 samples of every caption here")
     ap.add_argument("--card", action="store_true", help="write the results block into MODEL_CARD.md")
     args = ap.parse_args(argv)
     if not (args.weights / "model_index.json").exists():
         ap.error(f"no exported weights in {args.weights}; run `python -m workbench.toy.train` first")
-    table, record = evaluate(args.weights, args.seeds, args.guidance, args.fallback, args.grid)
+    table, record = evaluate(args.weights, args.seeds, args.guidance, args.grid)
     with pd.option_context("display.float_format", "{:.3f}".format):
         print(table.to_string())
     print(

@@ -30,10 +30,16 @@ import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
 from transformers import CLIPTokenizer
 
+from workbench.analysis.aggregate import PRESETS, layer_grids
+from workbench.analysis.scoring import binarize, iou
+from workbench.core.attention import AttentionStore
+from workbench.core.layers import CrossAttentionLayer, cross_attention_layers
+
 from . import WEIGHTS_DIR
-from .attention import ProbsSink, install, layer_resolution, restore
+from .attention import ProbsSink, install, restore
 from .checker import detect, score_spec
 from .checkpoint import load_checkpoint, save_checkpoint
+from .evaluate import IOU_RULE, IOU_THRESHOLD, MAPS
 from .models import (
     ModelConfig,
     build_sample_scheduler,
@@ -43,7 +49,6 @@ from .models import (
     build_vae,
 )
 from .tokenizer import save_tokenizer, word_token_groups
-from .wordmaps import binarize, iou, word_maps_from_probs
 from .world import Scene, sample_scene, training_batch
 
 TOY_DIR = Path(__file__).resolve().parent
@@ -240,20 +245,37 @@ def make_batch(
     )
 
 
-def attention_loss(probs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+def attention_loss(
+    probs: dict[str, torch.Tensor], layers: list[CrossAttentionLayer], batch: Batch
+) -> torch.Tensor:
     """Mean over layers of KL(normalised object mask || spatially normalised token map).
 
     Computed as cross-entropy minus the mask's entropy (a constant), averaged over heads and over
     every token of every object's colour/shape/size word in conditional samples.
+
+    Args:
+        probs: layer name -> (B, heads, queries, tokens), queries row-major over the layer's grid.
+        layers: the denoiser's ``cross_attention_layers``; each layer's grid follows the latent's
+            height and width (``batch.latents``), so non-square latents pool the masks correctly.
+        batch: the masks (at image size) and which object each token names.
     """
     valid = (batch.token_obj >= 0).float()  # (B, T)
     if valid.sum() == 0:
         return torch.zeros((), device=batch.ids.device)
     obj = batch.token_obj.clamp(min=0)  # (B, T)
+    by_name = {layer.name: layer for layer in layers}
+    latent_hw = tuple(batch.latents.shape[-2:])
     losses = []
-    for p in probs.values():  # (B, H, Q, T)
-        side = layer_resolution(p.shape[2])
-        pooled = F.adaptive_avg_pool2d(batch.masks, side).flatten(2)  # (B, 2, Q)
+    for name, p in probs.items():  # (B, H, Q, T)
+        if name not in by_name:
+            raise ValueError(f"no cross-attention layer named {name!r}; layers are {sorted(by_name)}")
+        rows, cols = by_name[name].grid(*latent_hw)
+        if rows * cols != p.shape[2]:
+            raise ValueError(
+                f"layer {name} has {p.shape[2]} queries, but its grid for a {latent_hw[0]}x{latent_hw[1]} "
+                f"latent is {rows}x{cols}"
+            )
+        pooled = F.adaptive_avg_pool2d(batch.masks, (rows, cols)).flatten(2)  # (B, 2, Q), row-major
         target = pooled / pooled.sum(-1, keepdim=True).clamp(min=1e-8)  # (B, 2, Q)
         target = torch.gather(target, 1, obj[..., None].expand(-1, -1, target.shape[-1]))  # (B, T, Q)
         pn = p / p.sum(2, keepdim=True).clamp(min=1e-12)  # (B, H, Q, T)
@@ -272,8 +294,38 @@ def snr_weights(scheduler, t: torch.Tensor, gamma: float, prediction_type: str) 
     return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr
 
 
+def probe_word_maps(
+    probs: dict[str, torch.Tensor],
+    layers: list[CrossAttentionLayer],
+    latent_hw: tuple[int, int],
+    groups: list[list[int]],
+    size: tuple[int, int],
+) -> torch.Tensor:
+    """One image's word maps by the evaluation's recipe (``MAPS``), from one UNet call's probabilities.
+
+    Args:
+        probs: layer name -> (heads, queries, tokens) of one image.
+        layers: the denoiser's ``cross_attention_layers`` (they give each layer's grid).
+        latent_hw: the latent's (height, width).
+        groups: token positions of each word (sub-words are summed).
+        size: output (H, W) in pixels.
+    Returns:
+        (words, H, W) float32.
+    """
+    by_name = {layer.name: layer for layer in layers}
+    store = AttentionStore(
+        probs={k: v[None] for k, v in probs.items()},  # (1 step, heads, queries, tokens)
+        steps=[0],
+        shapes={k: by_name[k].grid(*latent_hw) for k in probs},
+        heads="all",
+    )
+    maps, _, _ = layer_grids(store, PRESETS[MAPS], size)  # (tokens, H, W)
+    return torch.stack([maps[g].sum(0) for g in groups])  # (words, H, W)
+
+
 def attention_iou_probe(unet, text_encoder, tokenizer, vae, device, n: int = 24, seed: int = 123) -> dict:
-    """Cheap training-time probe: word-map IoU on noised ground-truth latents at t=500 (fixed scenes)."""
+    """Cheap training-time probe: word-map IoU on noised ground-truth latents at t=500 (fixed scenes),
+    with the evaluation's map recipe and threshold rule."""
     rng = np.random.default_rng(seed)
     scenes = [sample_scene(rng, held_out=False) for _ in range(n)]
     sink = ProbsSink(detach=True)
@@ -291,12 +343,16 @@ def attention_iou_probe(unet, text_encoder, tokenizer, vae, device, n: int = 24,
             ).input_ids
             text = text_encoder(torch.tensor(ids, device=device))[0]
             unet(sched.add_noise(z, noise, t), t, text)
+        layers = cross_attention_layers(unet)
+        latent_hw = tuple(z.shape[-2:])
         for i, s in enumerate(scenes):
             groups = word_token_groups(tokenizer.convert_ids_to_tokens(ids[i]))
-            maps = word_maps_from_probs({k: v[i].cpu() for k, v in sink.probs.items()}, groups)
+            probs = {k: v[i].cpu() for k, v in sink.probs.items()}  # layer -> (heads, queries, tokens)
+            maps = probe_word_maps(probs, layers, latent_hw, groups, s.image.shape[:2])
             for obj in s.objects:
                 for role in ("color", "shape"):
-                    scores[role].append(iou(binarize(maps[obj.word_indices[role]]), obj.mask))
+                    mask = binarize(maps[obj.word_indices[role]], IOU_THRESHOLD, rule=IOU_RULE)
+                    scores[role].append(iou(mask, obj.mask))
     finally:
         restore(unet, originals)
     return {k: float(np.mean(v)) for k, v in scores.items()}
@@ -443,6 +499,7 @@ def train(args: argparse.Namespace) -> int:
     sched = build_train_scheduler(cfg.model)
     sched.alphas_cumprod = sched.alphas_cumprod.to(device)
     budget = cfg.minutes * 60.0 - meta["vae"]["vae_seconds"]
+    layers = cross_attention_layers(unet)
     sink = ProbsSink()
     install(unet, sink)
     unet.train()
@@ -473,7 +530,7 @@ def train(args: argparse.Namespace) -> int:
         pred = unet(noisy, t, text).sample  # (B, 4, 8, 8)
         per = (pred - target).square().mean((1, 2, 3))  # (B,)
         diff_loss = (per * snr_weights(sched, t, cfg.snr_gamma, cfg.model.prediction_type)).mean()
-        attn_loss = attention_loss(sink.probs, batch)
+        attn_loss = attention_loss(sink.probs, layers, batch)
         loss = diff_loss + cfg.attn_weight * attn_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
