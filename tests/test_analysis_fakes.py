@@ -77,15 +77,17 @@ def fake_run(
     g = torch.Generator().manual_seed(seed)
     lat = latents if latents is not None else torch.randn(total_steps + 1, 4, 4, 8, generator=g)
     return Run(
-        config=RunConfig(
-            prompt=text,
-            seed=seed,
-            steps=total_steps,
-            guidance_scale=1.0,
-            height=8,
-            width=16,
-            scheduler="DDIMScheduler",
-            model={"weights_sha256": sha},
+        config=RunConfig.from_dict(
+            dict(
+                prompt=text,
+                seed=seed,
+                steps=total_steps,
+                guidance_scale=1.0,
+                height=8,
+                width=16,
+                scheduler="DDIMScheduler",
+                model={"weights_sha256": sha},
+            )
         ),
         tokens=token_rows(words),
         negative_tokens=None,

@@ -71,7 +71,10 @@ def test_filmstrip_refuses_another_models_run(tiny_pipe, tiny_run):
     other = dataclasses.replace(
         tiny_run,
         config=dataclasses.replace(
-            tiny_run.config, model={"weights_sha256": "f" * 64, "source": "elsewhere"}
+            tiny_run.config,
+            provenance=dataclasses.replace(
+                tiny_run.config.provenance, model={"weights_sha256": "f" * 64, "source": "elsewhere"}
+            ),
         ),
     )
     with pytest.raises(ValueError, match="not the run's .*elsewhere"):

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench.core.attention import AttentionStore
+from workbench.core.layers import select_layers
 
 NORMALIZATIONS = ("mass", "minmax", "max", "unit-sum", "share")
 UPSAMPLE_MODES = ("nearest", "bilinear", "bicubic")
@@ -188,26 +189,9 @@ def resolve_steps(store: AttentionStore, steps: tuple[int, ...] | None) -> list[
 
 def resolve_layers(store: AttentionStore, layers: tuple[str | int, ...] | None) -> list[str]:
     """Layer paths for the requested names/resolutions, in the store's order."""
-    names = list(store.probs)
-    if not names:
+    if not store.probs:
         raise ValueError("the run's attention store holds no layers (was attention recorded?)")
-    if layers is None:
-        return names
-    wanted: set[str] = set()
-    for item in layers:
-        if isinstance(item, bool) or not isinstance(item, (str, int)):
-            raise TypeError(f"layers entries must be str or int, got {item!r}")
-        if isinstance(item, str) and item.removesuffix(".processor") in store.probs:
-            hits = [item.removesuffix(".processor")]
-        else:
-            hits = store.layer_names(item)
-        if not hits:
-            raise ValueError(
-                f"layers entry {item!r} matches no recorded layer; resolutions are {store.resolutions()}, "
-                f"layers are {names}"
-            )
-        wanted.update(hits)
-    return [n for n in names if n in wanted]
+    return select_layers(layers, {n: tuple(store.shapes[n]) for n in store.probs}, among="recorded layer")
 
 
 def reduce_heads(

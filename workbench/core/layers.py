@@ -57,3 +57,41 @@ def cross_attention_layers(unet) -> list[CrossAttentionLayer]:
 
 def _numeric_key(name: str) -> tuple:
     return tuple(int(p) if p.isdigit() else 0 for p in name.split("."))
+
+
+def select_layers(
+    entries, grids: dict[str, tuple[int, int]], *, label: str = "layers", among: str = "layer"
+) -> list[str]:
+    """The layer names (in ``grids``' order) that ``entries`` pick.
+
+    Args:
+        entries: ``None`` (every layer), or module paths (a trailing ``.processor`` is ignored),
+            resolutions ``"HxW"`` and ints (a grid's larger side), or one of those alone.
+        grids: layer name -> (rows, cols) of its query grid.
+        label, among: for the error message: what the entries are called and what they choose from.
+
+    Raises ``TypeError``/``ValueError`` naming the entry and the valid resolutions and names.
+    """
+    names = list(grids)
+    if entries is None:
+        return names
+    if isinstance(entries, (str, int)):
+        entries = (entries,)
+    wanted: set[str] = set()
+    for item in entries:
+        if isinstance(item, bool) or not isinstance(item, (str, int)):
+            raise TypeError(f"{label} entries must be str or int, got {item!r}")
+        if isinstance(item, int):
+            hits = {n for n, g in grids.items() if max(g) == item}
+        elif item.removesuffix(".processor") in grids:
+            hits = {item.removesuffix(".processor")}
+        else:
+            hits = {n for n, (h, w) in grids.items() if f"{h}x{w}" == item}
+        if not hits:
+            resolutions = sorted({f"{h}x{w}" for h, w in grids.values()})
+            raise ValueError(
+                f"{label} entry {item!r} matches no {among}; resolutions here are {resolutions}, "
+                f"layer names e.g. {names[:3]}"
+            )
+        wanted |= hits
+    return [n for n in names if n in wanted]

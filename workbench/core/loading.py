@@ -39,15 +39,24 @@ def _resolve_dtype(dtype, device: str) -> torch.dtype:
     raise TypeError(f"dtype must be a str or torch.dtype, got {type(dtype).__name__}")
 
 
-def _toy_folder() -> Path:
-    from workbench.toy import WEIGHTS_DIR
+_NAMED: dict[str, tuple[Path, str]] = {}  # name -> (folder, what to do when its weights are missing)
 
-    if not (Path(WEIGHTS_DIR) / "model_index.json").exists():
+
+def register_model(name: str, folder: str | os.PathLike, *, missing_hint: str = "") -> None:
+    """Make ``load_pipeline(name)`` load the diffusers folder ``folder`` (e.g. ``"toy"``, the embedded model)."""
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ValueError(f"a model name must be a non-empty str without '/', got {name!r}")
+    _NAMED[name] = (Path(folder), missing_hint)
+
+
+def _named_folder(name: str) -> Path:
+    folder, hint = _NAMED[name]
+    if not (folder / "model_index.json").exists():
         raise ModelNotAvailableError(
-            f"the embedded toy model's weights are missing from {WEIGHTS_DIR}; "
-            "train them with `python -m workbench.toy.train` or reinstall the package"
+            f"the weights of the named model {name!r} are missing from {folder}"
+            + (f"; {hint}" if hint else "")
         )
-    return Path(WEIGHTS_DIR)
+    return folder
 
 
 def _pipeline_class(folder: Path) -> str:
@@ -80,8 +89,8 @@ def load_pipeline(source: str | os.PathLike = "toy", device: str | None = None, 
     device = device or _default_device()
     torch_dtype = _resolve_dtype(dtype, device)
     label = str(source)
-    if str(source) == "toy":
-        path: str | Path = _toy_folder()
+    if str(source) in _NAMED:
+        path: str | Path = _named_folder(str(source))
     elif Path(source).expanduser().exists():
         path = Path(source).expanduser()
     else:

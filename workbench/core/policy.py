@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .layers import CrossAttentionLayer
+from .layers import CrossAttentionLayer, select_layers
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 DEFAULT_BUDGET = 4 * 1024**3
@@ -57,8 +57,9 @@ class RecordingPolicy:
             if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps):
                 raise ValueError(f"policy steps must be non-negative ints, got {self.steps!r}")
             object.__setattr__(self, "steps", tuple(sorted(set(steps))))
-        if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(self.layers))
+        if self.layers is not None:  # one entry alone ("8x8") is a list of one, not of its characters
+            one = isinstance(self.layers, (str, int))
+            object.__setattr__(self, "layers", (self.layers,) if one else tuple(self.layers))
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -88,30 +89,9 @@ class RecordingPolicy:
         self, layers: list[CrossAttentionLayer], latent_hw: tuple[int, int]
     ) -> list[CrossAttentionLayer]:
         """The layers this policy keeps; unknown names or resolutions raise with the valid choices."""
-        if self.layers is None:
-            return list(layers)
-        names = {layer.name for layer in layers}
-        resolutions = {layer.resolution(*latent_hw) for layer in layers}
-        wanted: set[str] = set()
-        for item in self.layers:
-            if isinstance(item, bool) or not isinstance(item, (str, int)):
-                raise TypeError(f"policy layers entries must be str or int, got {item!r}")
-            if isinstance(item, int):
-                hits = {layer.name for layer in layers if max(layer.grid(*latent_hw)) == item}
-            else:
-                name = item.removesuffix(".processor")
-                hits = (
-                    {name}
-                    if name in names
-                    else {layer.name for layer in layers if layer.resolution(*latent_hw) == item}
-                )
-            if not hits:
-                raise ValueError(
-                    f"policy layers entry {item!r} matches no cross-attention layer; "
-                    f"resolutions here are {sorted(resolutions)}, layer names e.g. {sorted(names)[:3]}"
-                )
-            wanted |= hits
-        return [layer for layer in layers if layer.name in wanted]
+        grids = {layer.name: layer.grid(*latent_hw) for layer in layers}
+        keep = set(select_layers(self.layers, grids, label="policy layers", among="cross-attention layer"))
+        return [layer for layer in layers if layer.name in keep]
 
 
 def estimate_bytes(

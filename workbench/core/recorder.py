@@ -55,7 +55,7 @@ def versions() -> dict[str, str]:
     import diffusers
     import transformers
 
-    from workbench import __version__
+    from workbench._version import __version__
 
     return {
         "torch": torch.__version__,
