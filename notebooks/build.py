@@ -147,9 +147,7 @@ each word's map in both orders, and the step at which the two trajectories part.
         (
             "code",
             """\
-from workbench.widgets.bridge import word_orders
-
-orders = word_orders("a red circle left of a blue square")
+orders = analysis.permutations("a red circle left of a blue square", kind="relation")
 orders""",
         ),
         (

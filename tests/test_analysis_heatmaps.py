@@ -14,6 +14,7 @@ from workbench.analysis import (
     Aggregation,
     attention_mass,
     dominant_words,
+    prompt_words,
     region_mass,
     token_maps,
     word_maps,
@@ -160,3 +161,15 @@ def test_region_mass_and_dominant_words():
     assert (dom[2:4, 10:12] == wm.index("circle")).all() and (dom[0, 0] == wm.index("<bos>"))
     with pytest.raises(ValueError, match="region must be image-sized"):
         region_mass(run, torch.ones(4, 8).numpy())
+
+
+def test_prompt_words_are_the_words_that_get_maps():
+    run = fake_run(words=[["a"], ["re", "d"], [","], ["circle"], ["big"]])
+    kinds = run.tokens.kind.to_numpy().copy()
+    kinds[4] = "punct"  # ","
+    kinds[6] = "cut"  # "big": past the encoder's context
+    run.tokens = run.tokens.assign(kind=kinds)
+    assert prompt_words(run) == [("a", 0), ("red", 1), (",", 2), ("circle", 3)]
+    assert [w for w, _ in prompt_words(run)] == word_maps(run).words
+    with pytest.raises(ValueError, match="branch must be"):
+        prompt_words(run, "uncond")

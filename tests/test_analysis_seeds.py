@@ -9,9 +9,15 @@ from test_analysis_fakes import (
 )
 
 from workbench.analysis import (
+    COMMIT_THRESHOLD,
+    SeedGrid,
+    change_curves,
+    commit_step,
+    commit_steps,
     image_variance,
     map_variance,
     seed_grid,
+    seed_study,
     step_variance,
     trajectory_distances,
     variance_split,
@@ -77,3 +83,41 @@ def test_seed_grid_on_tiny_model(tiny_pipe):
     assert len(dist) == 2 * 2  # one seed pair per prompt, two steps each
     with pytest.raises(ValueError, match="seeds must be distinct"):
         seed_grid(tiny_pipe, prompts, [1, 1])
+
+
+def test_seed_grid_from_runs_arranges_prompts_by_seeds():
+    runs = [fake_run(prompt=p, seed=sd) for sd in (4, 2) for p in ("a red circle", "a blue square")]
+    grid = SeedGrid.from_runs(runs)
+    assert grid.prompts == ["a red circle", "a blue square"] and grid.seeds == [4, 2]
+    assert grid.run("a blue square", 2) is runs[3] and grid.run("a red circle", 2) is runs[2]
+    with pytest.raises(ValueError, match="missing \\[\\('a blue square', 2\\)\\]"):
+        SeedGrid.from_runs(runs[:3])
+
+
+def test_commit_steps_by_hand():
+    # Noise at 0, final latent at 1 (distance 1): x0 relative distances per step 1, 0.1, 0.5, 0.2, 0.
+    lat = torch.zeros(6, 4, 4, 8)
+    lat[5] = 1.0
+    x0 = torch.stack([torch.full((4, 4, 8), v) for v in (0.0, 0.9, 0.5, 0.8, 1.0)])
+    run = fake_run(latents=lat, x0=x0)
+    assert COMMIT_THRESHOLD == 0.25
+    table = commit_steps([run, fake_run(latents=lat, x0=x0, seed=1)])
+    assert table.commitment_step.tolist() == [3, 3]  # last above 0.25 is step 2 (0.5)
+    assert table.seed.tolist() == [0, 1] and table.steps.tolist() == [5, 5]
+    assert commit_steps([run], threshold=0.6).commitment_step.tolist() == [1]  # only step 0 above 0.6
+    never = x0.clone()
+    never[-1] = 0.0
+    assert commit_step(change_curves(fake_run(latents=lat, x0=never))) is None
+
+
+def test_seed_study_has_what_the_grid_allows():
+    one_prompt = [fake_run(prompt="a red circle", seed=sd) for sd in (0, 1)]
+    study = seed_study(one_prompt, threshold=0.3)
+    assert study.grid.seeds == [0, 1] and study.threshold == 0.3
+    assert study.commit_steps.attrs["threshold"] == 0.3 and len(study.commit_steps) == 2
+    assert study.distances is not None and study.step_variance is None
+    single = seed_study(one_prompt[:1])
+    assert single.distances is None and single.step_variance is None
+    two = [fake_run(prompt=p, seed=sd) for p in ("a red circle", "a blue square") for sd in (0, 1)]
+    both = seed_study(two)
+    assert both.step_variance is not None and both.commit_steps.prompt.tolist() == [r.prompt for r in two]

@@ -12,7 +12,15 @@ from test_analysis_fakes import (
     one_thread,  # noqa: F401  (autouse fixture)
 )
 
-from workbench.analysis import align_words, compare_orders, compare_word_order, permutations, word_order_runs
+from workbench.analysis import (
+    align_words,
+    compare_orders,
+    compare_to_first,
+    compare_word_order,
+    permutations,
+    relation_swap,
+    word_order_runs,
+)
 
 
 def test_permutations_all_sampled_swap_and_of():
@@ -34,6 +42,35 @@ def test_permutations_all_sampled_swap_and_of():
         permutations("a red circle", kind="swap", words=("red", "green"))
     with pytest.raises(ValueError, match="'X of Y'"):
         permutations("a red circle", kind="of")
+
+
+def test_permutations_relation_swaps_the_phrases_around_the_relation():
+    assert permutations("a red circle left of a blue square", kind="relation") == [
+        "a red circle left of a blue square",
+        "a blue square left of a red circle",
+    ]
+    assert permutations("a yellow triangle below a green circle", kind="relation") == [
+        "a yellow triangle below a green circle",
+        "a green circle below a yellow triangle",
+    ]
+    # A leading style phrase stays in front ...
+    assert permutations("a sketch of a red circle left of a blue square", kind="relation") == [
+        "a sketch of a red circle left of a blue square",
+        "a sketch of a blue square left of a red circle",
+    ]
+    assert permutations("a painting of a big red circle right of a small blue square", kind="relation")[
+        1
+    ] == ("a painting of a small blue square right of a big red circle")
+    # ... unless its own "of" is the relation: then it is "X of Y" -> "Y of X".
+    assert permutations("a painting of a horse", kind="relation") == [
+        "a painting of a horse",
+        "a horse of a painting",
+    ]
+    assert permutations("a red circle", kind="relation") == ["a red circle"]  # nothing to swap
+    assert relation_swap("a red  circle above   a cat") == "a cat above a red circle"  # spaces collapsed
+    assert relation_swap("a cat") is None
+    with pytest.raises(ValueError, match="non-empty"):
+        permutations("  ", kind="relation")
 
 
 def test_align_words_handles_repeats():
@@ -106,5 +143,7 @@ def test_word_order_on_tiny_model(tiny_pipe):
     assert cmp.steps.x0_pixel_rms.notna().all()
     summary = compare_orders(runs)
     assert summary.prompt.tolist() == [prompts[1]]
+    assert [c.prompts for c in compare_to_first(runs)] == [tuple(prompts)]
+    assert compare_to_first(runs[:1]) == []
     assert summary.mean_map_corr.iloc[0] == pytest.approx(cmp.words.map_corr.mean())
     assert summary.image_pixel_rms.iloc[0] == pytest.approx(cmp.images["pixel_rms"])

@@ -6,7 +6,7 @@ from test_analysis_fakes import one_thread  # noqa: F401  (autouse fixture)
 from test_analysis_word_order import word_order_pair
 
 from workbench.analysis import compare_word_order
-from workbench.viz import divergence_figure, map_pairs, side_by_side
+from workbench.viz import Panel, divergence_figure, map_pairs, side_by_side, word_order_panels
 
 
 def test_comparison_figures():
@@ -25,3 +25,22 @@ def test_comparison_figures():
     div = divergence_figure(cmp)
     assert list(div.data[0].y) == [0.0, 0.0, 1.0, 1.0, 1.0]
     assert div.layout.xaxis.title.text == "denoising step (index)"
+
+
+def test_word_order_panels_are_figures_and_a_table_with_captions():
+    a, b = word_order_pair()
+    cmp = compare_word_order(a, b, upsample="nearest")
+    panels = word_order_panels([a, b], [cmp])
+    assert [p.caption for p in panels] == [
+        "Final images",
+        "Each word's map in both word orders",
+        "Divergence of the two trajectories per step",
+        "Aligned words",
+    ]
+    assert all(p.figure is not None and p.table is None for p in panels[:3])
+    assert panels[1].figure.layout.height == 120 + 150 * 3  # three aligned words
+    assert panels[3].figure is None and panels[3].table.equals(cmp.words.round(3))
+    assert panels[3].note == "“a red circle” vs “circle a red”"
+    assert [p.caption for p in word_order_panels([a], [])] == ["Final images"]
+    with pytest.raises(ValueError, match="exactly one of figure= or table="):
+        Panel("empty")

@@ -9,8 +9,8 @@ from test_analysis_fakes import (
     one_thread,  # noqa: F401  (autouse fixture)
 )
 
-from workbench.analysis import SeedGrid, trajectory_distances, variance_split
-from workbench.viz import seed_grid_figure, trajectory_distance_figure, variance_figure
+from workbench.analysis import SeedGrid, seed_study, trajectory_distances, variance_split
+from workbench.viz import seed_grid_figure, seed_panels, trajectory_distance_figure, variance_figure
 
 
 def test_seed_figures():
@@ -31,3 +31,19 @@ def test_seed_figures():
     shares = {t.name: t.y[0] for t in vf.data}
     assert shares["prompt"] == pytest.approx(split.loc["prompt", "share"])
     assert sum(shares.values()) == pytest.approx(1.0)
+
+
+def test_seed_panels_follow_what_the_study_holds():
+    runs = [fake_run(prompt=p, seed=s) for p in ("a red circle", "a blue square") for s in (0, 1)]
+    study = seed_study(runs, threshold=0.3)
+    panels = seed_panels(study)
+    assert [p.caption for p in panels] == [
+        "Prompts × seeds",
+        "Distance between trajectories of different seeds",
+        "Commitment step",
+        "How much is seed, how much is prompt",
+    ]
+    assert panels[2].figure is None and panels[2].table is study.commit_steps and "0.3" in panels[2].note
+    assert len(panels[0].figure.data) == 4 and len(panels[3].figure.data) == 3  # 2 × 2 images; 3 shares
+    one_seed = seed_panels(seed_study(runs[::2]))  # both prompts, seed 0 only
+    assert [p.caption for p in one_seed] == ["Prompts × seeds", "Commitment step"]

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench import analysis, viz
 from workbench.core.generate import generate
 from workbench.core.run import Run
 from workbench.store.index import save_index
 from workbench.store.report import report
 from workbench.store.runs import save_run
 from workbench.store.spec import save_spec
-from workbench.widgets import bridge
 
 DEFAULT_PROMPT = "a red circle left of a blue square"
 
@@ -69,7 +69,7 @@ def run_study(
 
     out = Path(out)
     if swapped is None:
-        orders = bridge.word_orders(prompt)
+        orders = analysis.permutations(prompt, kind="relation")
         if len(orders) < 2:
             raise ValueError(f"no word-order swap found for {prompt!r}; pass swapped=...")
         swapped = orders[1]
@@ -101,28 +101,35 @@ def run_study(
                 "seed": seed,
                 "relation as written (prompt)": relation_holds(a),
                 "relation as written (swap)": relation_holds(b),
-                "x0 divergence at the last step": bridge.final_divergence(a, b),
+                "x0 divergence at the last step": float(
+                    analysis.trajectory_divergence(a, b)["x0_latent_rms"].iloc[-1]
+                ),
                 "mean pixel difference": float(pixels),
-                "commitment step (prompt)": bridge.commitment_step(a),
-                "commitment step (swap)": bridge.commitment_step(b),
+                "commitment step (prompt)": analysis.commit_step(analysis.change_curves(a)),
+                "commitment step (swap)": analysis.commit_step(analysis.change_curves(b)),
             }
         )
     summary = pd.DataFrame(rows)
     first = [by_key[(prompt, seeds[0])], by_key[(swapped, seeds[0])]]
-    strip = bridge.filmstrip(pipe, first[0])
+    strip = analysis.filmstrip(pipe, first[0])
+    curves = analysis.change_curves(first[0], strip=strip)
     figures = _captioned(
         f"“{prompt}”, seed {seeds[0]}",
-        [bridge.filmstrip_figure(strip), bridge.change_curve_figure(first[0], strip)],
+        [viz.Panel.of(viz.filmstrip_figure(strip)), viz.Panel.of(viz.change_curve_figure(curves))],
     )
-    figures += _captioned(f"Word order (seed {seeds[0]})", bridge.word_order_figures(first, pipe))
-    figures += _captioned("Seeds", bridge.seed_figures(runs))
-    split = bridge.image_variance_shares(runs) if len(seeds) > 1 else None
+    comparisons = analysis.compare_to_first(first, pipe, normalize="max")
+    figures += _captioned(f"Word order (seed {seeds[0]})", viz.word_order_panels(first, comparisons))
+    seed_result = analysis.seed_study(runs)
+    figures += _captioned("Seeds", viz.seed_panels(seed_result))
+    split = analysis.image_variance(seed_result.grid).share if len(seeds) > 1 else None
     notes = (
         f"Study: “{prompt}” against its word-order swap “{swapped}”, seeds {list(seeds)}, {steps} steps, "
         f"guidance {guidance_scale}. Each pair shares its initial noise. "
         + (
-            f"Variance of the final images: {', '.join(f'{k} {v:.0%}' for k, v in split.items())}. "
-            if split
+            "Variance of the final images: "
+            + ", ".join(f"{k} {split[k]:.0%}" for k in ("prompt", "seed", "interaction"))
+            + ". "
+            if split is not None
             else ""
         )
         + _verdict(summary)
@@ -131,7 +138,7 @@ def run_study(
         ("Per seed: the prompt against its swap", summary),
         (
             "Commitment steps (x0 within a quarter of the noise's distance from the final latent)",
-            bridge.trajectory_table(runs),
+            seed_result.commit_steps,
         ),
     ]
     path = report(
@@ -188,13 +195,8 @@ def relation_holds(run: Run) -> bool | None:
     return bool(holds(found[first].center, found[second].center, relation))
 
 
-def _captioned(prefix: str, items: list) -> list:
-    """(caption, figure) pairs; the caption is the prefix and the figure's own title line."""
-    import plotly.graph_objects as go
-
-    out = []
-    for item in items:
-        if isinstance(item, go.Figure):
-            title = (item.layout.title.text or "").split("<br>")[0]
-            out.append((f"{prefix}: {title}" if title else prefix, item))
-    return out
+def _captioned(prefix: str, panels: list[viz.Panel]) -> list:
+    """(caption, figure) pairs of the figure panels; the caption is the prefix and the panel's own."""
+    return [
+        (f"{prefix}: {p.caption}" if p.caption else prefix, p.figure) for p in panels if p.figure is not None
+    ]

@@ -3,13 +3,16 @@
 One line each, from a notebook (``pipe`` only where the model must run again or decode):
 
     Steps      strip = filmstrip(pipe, run); change_curves(run, strip=strip); commit_step(curves)
+               commit_steps(runs)
     Tokens     word_maps(run, "daam"); token_maps(run, steps=range(5, 10), layers="16x16")
-               word_step_mass(run); word_layer_mass(run); token_mass(run)
+               word_step_mass(run); word_layer_mass(run); token_mass(run); prompt_words(run)
     Scoring    score_maps(word_maps(run), {"circle": mask}); iou(a, b); miou(preds, truths); binarize(m)
-    Word order permutations(prompt); word_order_runs(pipe, prompts, seed=0); compare_word_order(a, b, pipe)
-               compare_orders(runs); align_words(a, b); trajectory_divergence(a, b)
-    Seeds      grid = seed_grid(pipe, prompts, seeds); trajectory_distances(grid); image_variance(grid)
-               step_variance(grid); map_variance(grid); variance_split(values)
+    Word order permutations(prompt, kind="relation"); word_order_runs(pipe, prompts, seed=0)
+               compare_word_order(a, b, pipe); compare_to_first(runs, pipe); compare_orders(runs)
+               align_words(a, b); trajectory_divergence(a, b)
+    Seeds      grid = seed_grid(pipe, prompts, seeds) or SeedGrid.from_runs(runs); seed_study(runs)
+               trajectory_distances(grid); image_variance(grid); step_variance(grid); map_variance(grid)
+               variance_split(values)
     Attribution integrated_gradients(pipe, run, step=3, region=mask); occlusion(pipe, run, step=3)
                attribution_vs_attention(ig, run)
 
@@ -28,6 +31,7 @@ from .heatmaps import (
     WordMaps,
     attention_mass,
     dominant_words,
+    prompt_words,
     region_mass,
     token_maps,
     token_mass,
@@ -38,30 +42,44 @@ from .heatmaps import (
 from .scoring import binarize, iou, miou, score_maps
 from .seeds import (
     SeedGrid,
+    SeedStudy,
     image_variance,
     map_variance,
     seed_grid,
+    seed_study,
     step_variance,
     trajectory_distances,
     variance_split,
 )
-from .trajectory import Filmstrip, change_curves, commit_step, decode_latents, filmstrip
+from .trajectory import (
+    COMMIT_THRESHOLD,
+    Filmstrip,
+    change_curves,
+    commit_step,
+    commit_steps,
+    decode_latents,
+    filmstrip,
+)
 from .word_order import (
     WordOrderComparison,
     align_words,
     compare_orders,
+    compare_to_first,
     compare_word_order,
     permutations,
+    relation_swap,
     trajectory_divergence,
     word_order_runs,
 )
 
 __all__ = [
+    "COMMIT_THRESHOLD",
     "Aggregation",
     "Attribution",
     "Filmstrip",
     "PRESETS",
     "SeedGrid",
+    "SeedStudy",
     "TokenMaps",
     "WordMaps",
     "WordOrderComparison",
@@ -72,7 +90,9 @@ __all__ = [
     "change_curves",
     "check_same",
     "commit_step",
+    "commit_steps",
     "compare_orders",
+    "compare_to_first",
     "compare_word_order",
     "decode_latents",
     "dominant_words",
@@ -85,9 +105,12 @@ __all__ = [
     "miou",
     "occlusion",
     "permutations",
+    "prompt_words",
     "region_mass",
+    "relation_swap",
     "score_maps",
     "seed_grid",
+    "seed_study",
     "step_variance",
     "token_maps",
     "token_mass",

@@ -127,16 +127,22 @@ def _size(run: Run, size) -> tuple[int, int]:
     raise ValueError(f"size must be None (image size), 'latent', an int or (height, width), got {size!r}")
 
 
-def _branch(run: Run, branch: str):
+def branch_tokens(run: Run, branch: str = "cond") -> pd.DataFrame:
+    """The token table of a branch: the prompt's (``"cond"``) or the negative prompt's (``"negative"``)."""
     if branch == "cond":
-        return run.attention, run.tokens
+        return run.tokens
     if branch == "negative":
-        if run.negative_attention is None:
-            raise ValueError(
-                "this run has no negative-branch attention; record with RecordingPolicy(negative=True)"
-            )
-        return run.negative_attention, run.negative_tokens
+        return run.negative_tokens
     raise ValueError(f"branch must be 'cond' or 'negative', got {branch!r}")
+
+
+def _branch(run: Run, branch: str):
+    table = branch_tokens(run, branch)
+    if branch == "negative" and run.negative_attention is None:
+        raise ValueError(
+            "this run has no negative-branch attention; record with RecordingPolicy(negative=True)"
+        )
+    return (run.attention if branch == "cond" else run.negative_attention), table
 
 
 def token_maps(
@@ -190,7 +196,12 @@ def token_maps(
 
 
 def word_groups(table: pd.DataFrame, include_special: bool) -> list[dict]:
-    """Word groups (positions summed together), then special groups when asked."""
+    """Word groups (positions summed together), then special groups when asked.
+
+    What counts as a word of a prompt is decided here and nowhere else: the in-context positions of
+    kind ``word`` or ``punct`` (``TEXT_KINDS``), grouped by ``word_index``, in order; each group is a
+    dict with ``word`` (as typed), ``word_index``, ``kind`` and ``positions``.
+    """
     inside = table[table.kind != "cut"]
     groups = []
     for wi, g in inside[inside.kind.isin(TEXT_KINDS)].groupby("word_index", sort=True):
@@ -215,6 +226,20 @@ def word_groups(table: pd.DataFrame, include_special: bool) -> list[dict]:
                     }
                 )
     return groups
+
+
+def prompt_words(run: Run, branch: str = "cond") -> list[tuple[str, int]]:
+    """(word as typed, word index) of every in-context word and punctuation mark, in prompt order.
+
+    The words ``word_maps`` makes a map for (``word_groups`` without the special positions); a word
+    cut off by the encoder's context is left out. ``branch="negative"`` lists the negative prompt's.
+
+    Example:
+        >>> prompt_words(run)[:3]  # doctest: +SKIP
+        [('a', 0), ('red', 1), ('circle', 2)]
+    """
+    groups = word_groups(branch_tokens(run, branch), include_special=False)
+    return [(g["word"], g["word_index"]) for g in groups]
 
 
 def unique_labels(words: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ Shares are fractions of the total; the three add up to 1.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,7 @@ from workbench.core.run import Run
 from .aggregate import Aggregation, make_aggregation
 from .checks import check_same
 from .heatmaps import word_maps
+from .trajectory import COMMIT_THRESHOLD, commit_steps
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,26 @@ class SeedGrid:
 
     def flat(self) -> list[Run]:
         return [r for row in self.runs for r in row]
+
+    @classmethod
+    def from_runs(cls, runs: Sequence[Run]) -> SeedGrid:
+        """Runs already made, arranged as prompts × seeds (in order of first appearance).
+
+        Every (prompt, seed) pair must be there; a repeated pair keeps its last run.
+
+        Example:
+            >>> SeedGrid.from_runs(lab.runs).seeds  # doctest: +SKIP
+        """
+        runs = list(runs)
+        if not runs:
+            raise ValueError("a seed grid needs at least one run")
+        prompts = list(dict.fromkeys(r.prompt for r in runs))
+        seeds = list(dict.fromkeys(r.seed for r in runs))
+        by_key = {(r.prompt, r.seed): r for r in runs}
+        missing = [(p, s) for p in prompts for s in seeds if (p, s) not in by_key]
+        if missing:
+            raise ValueError(f"the runs do not fill a prompts × seeds grid; missing {missing}")
+        return cls(prompts=prompts, seeds=seeds, runs=[[by_key[(p, s)] for s in seeds] for p in prompts])
 
 
 def seed_grid(pipe, prompts: list[str], seeds: list[int], **generate_kwargs) -> SeedGrid:
@@ -260,3 +282,44 @@ def map_variance(
     df = pd.concat(frames, ignore_index=True)
     df.attrs["aggregation"] = agg.describe()
     return df
+
+
+@dataclass(frozen=True)
+class SeedStudy:
+    """What a seed study of some runs shows, as far as the grid's shape allows.
+
+    Attributes:
+        grid: the runs as prompts × seeds.
+        commit_steps: the commitment step of every run (``trajectory.commit_steps``).
+        threshold: the commitment threshold used.
+        distances: ``trajectory_distances(grid)``; None with a single seed.
+        step_variance: ``step_variance(grid)``; None unless there are 2 or more prompts and seeds.
+    """
+
+    grid: SeedGrid
+    commit_steps: pd.DataFrame
+    threshold: float
+    distances: pd.DataFrame | None
+    step_variance: pd.DataFrame | None
+
+
+def seed_study(runs: Sequence[Run] | SeedGrid, *, threshold: float = COMMIT_THRESHOLD) -> SeedStudy:
+    """The grid, commitment steps, trajectory distances and per-step variance split of some runs.
+
+    Args:
+        runs: runs that fill a prompts × seeds grid (or a ``SeedGrid``).
+        threshold: for the commitment steps (see ``trajectory.commit_step``).
+
+    Example:
+        >>> seed_study(lab.runs).commit_steps  # doctest: +SKIP
+    """
+    flat = runs.flat() if isinstance(runs, SeedGrid) else list(runs)
+    grid = runs if isinstance(runs, SeedGrid) else SeedGrid.from_runs(flat)
+    several_seeds = len(grid.seeds) > 1
+    return SeedStudy(
+        grid=grid,
+        commit_steps=commit_steps(flat, threshold),
+        threshold=threshold,
+        distances=trajectory_distances(grid) if several_seeds else None,
+        step_variance=step_variance(grid) if several_seeds and len(grid.prompts) > 1 else None,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,9 @@ import torch
 from workbench.core.run import Run
 
 from .checks import check_pipe
+
+# x0 within a quarter of the initial noise's distance from the final latent: the layout has committed.
+COMMIT_THRESHOLD = 0.25
 
 
 def decode_latents(pipe, latents: torch.Tensor, *, batch_size: int = 1) -> np.ndarray:
@@ -151,11 +155,13 @@ def change_curves(run: Run, pipe=None, *, strip: Filmstrip | None = None) -> pd.
     return df
 
 
-def commit_step(curves: pd.DataFrame, column: str = "x0_latent_rel", threshold: float = 0.25) -> int | None:
+def commit_step(
+    curves: pd.DataFrame, column: str = "x0_latent_rel", threshold: float = COMMIT_THRESHOLD
+) -> int | None:
     """The first step from which ``column`` stays at or below ``threshold`` to the end (None if never).
 
-    With the default ``x0_latent_rel`` and 0.25: the step after which the predicted clean latent is
-    always within a quarter of the initial noise's distance from the final latent.
+    With the default ``x0_latent_rel`` and ``COMMIT_THRESHOLD`` (0.25): the step after which the
+    predicted clean latent is always within a quarter of the initial noise's distance from the final latent.
 
     Example:
         >>> commit_step(change_curves(run))  # doctest: +SKIP
@@ -168,3 +174,27 @@ def commit_step(curves: pd.DataFrame, column: str = "x0_latent_rel", threshold: 
         return int(curves.step.iloc[0])
     last = int(above[-1])
     return None if last == len(values) - 1 else int(curves.step.iloc[last + 1])
+
+
+def commit_steps(runs: Sequence[Run], threshold: float = COMMIT_THRESHOLD) -> pd.DataFrame:
+    """The commitment step of every run (``commit_step`` of its latent change curves).
+
+    Returns:
+        DataFrame, one row per run: ``prompt``, ``seed``, ``commitment_step`` (None if never),
+        ``steps`` (steps done); ``attrs["threshold"]``.
+
+    Example:
+        >>> commit_steps(grid.flat())  # doctest: +SKIP
+    """
+    rows = [
+        {
+            "prompt": r.prompt,
+            "seed": r.seed,
+            "commitment_step": commit_step(change_curves(r), threshold=threshold),
+            "steps": r.steps_done,
+        }
+        for r in runs
+    ]
+    df = pd.DataFrame(rows)
+    df.attrs["threshold"] = threshold
+    return df

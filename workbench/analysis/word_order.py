@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,11 +20,15 @@ from workbench.core.run import Run
 
 from .aggregate import Aggregation, make_aggregation
 from .checks import check_complete, check_same
-from .heatmaps import WordMaps, attention_mass, token_mass, word_maps
+from .heatmaps import WordMaps, attention_mass, prompt_words, token_mass, word_maps
 from .scoring import binarize, iou
 from .trajectory import decode_latents
 
-KINDS = ("all", "swap", "of")
+KINDS = ("all", "swap", "of", "relation")
+
+# Relation words for kind="relation", tried in this order; the first the prompt holds splits it.
+RELATIONS = ("left of", "right of", "above", "below", "of", "and", "with", "on", "under", "beside")
+_STYLE_PREFIX = re.compile(r"^(an? (?:painting|sketch|photo|drawing) of)\s+(.*)$")
 
 
 def permutations(
@@ -41,7 +46,8 @@ def permutations(
         kind: ``"all"``: every distinct order when there are at most ``max_orders`` of them, else
             ``max_orders`` distinct orders drawn with ``random.Random(seed)``; ``"swap"``: the two
             ``words`` exchanged (first occurrences); ``"of"``: ``"X of Y"`` -> ``"Y of X"`` around the
-            first ``of``.
+            first ``of``; ``"relation"``: the two phrases around a relation word trade places
+            (see ``relation_swap``), or the prompt alone when it holds none of ``RELATIONS``.
         words: the two words for ``kind="swap"``.
         max_orders: the most orders returned for ``kind="all"`` (the prompt included).
         seed: for sampling orders of long prompts.
@@ -49,6 +55,8 @@ def permutations(
     Example:
         >>> permutations("a painting of a horse", kind="of")
         ['a painting of a horse', 'a horse of a painting']
+        >>> permutations("a red circle left of a blue square", kind="relation")
+        ['a red circle left of a blue square', 'a blue square left of a red circle']
     """
     if not isinstance(prompt, str) or not prompt.split():
         raise ValueError(f"prompt must be a non-empty str, got {prompt!r}")
@@ -73,6 +81,9 @@ def permutations(
             raise ValueError(f"kind='of' needs a prompt of the form 'X of Y', got {prompt!r}")
         k = lower.index("of", 1)
         return [prompt, " ".join(tokens[k + 1 :] + [tokens[k]] + tokens[:k])]
+    if kind == "relation":
+        swapped = relation_swap(prompt)
+        return [prompt] if swapped is None else [prompt, swapped]
     if not isinstance(max_orders, int) or max_orders < 1:
         raise ValueError(f"max_orders must be a positive int, got {max_orders!r}")
     out = {prompt: None}
@@ -91,6 +102,33 @@ def permutations(
     return list(out)
 
 
+def relation_swap(prompt: str) -> str | None:
+    """The prompt with the phrases around its relation word swapped; None when there is none to swap.
+
+    The first of ``RELATIONS`` that the prompt holds (at its last occurrence) splits it in two phrases
+    that trade places; white space is collapsed. A leading "a painting of" / "a sketch of" (or photo,
+    drawing) stays in front unless the relation is that "of" itself.
+
+    Example:
+        >>> relation_swap("a sketch of a red circle left of a blue square")
+        'a sketch of a blue square left of a red circle'
+        >>> relation_swap("a painting of a horse")
+        'a horse of a painting'
+    """
+    text = " ".join(prompt.split())
+    for rel in RELATIONS:
+        m = re.search(rf"^(.*\S)\s+({re.escape(rel)})\s+(\S.*)$", text)
+        if m is None:
+            continue
+        left, right, prefix = m.group(1), m.group(3), ""
+        style = _STYLE_PREFIX.match(left)
+        if style and rel != "of":
+            prefix, left = style.group(1) + " ", style.group(2)
+        swapped = f"{prefix}{right} {rel} {left}"
+        return None if swapped == text else swapped
+    return None
+
+
 def word_order_runs(pipe, prompts: list[str], *, seed: int, **generate_kwargs) -> list[Run]:
     """One run per prompt, all from the same seed (so from the same initial noise).
 
@@ -101,11 +139,6 @@ def word_order_runs(pipe, prompts: list[str], *, seed: int, **generate_kwargs) -
 
     generate_kwargs.setdefault("progress", False)
     return [generate(pipe, p, seed=seed, **generate_kwargs) for p in prompts]
-
-
-def _word_list(run: Run) -> list[tuple[str, int]]:
-    t = run.tokens[run.tokens.kind.isin(["word", "punct"])].drop_duplicates("word_index")
-    return [(str(w), int(i)) for w, i in zip(t.word, t.word_index)]
 
 
 def align_words(run_a: Run, run_b: Run) -> pd.DataFrame:
@@ -122,7 +155,7 @@ def align_words(run_a: Run, run_b: Run) -> pd.DataFrame:
     def keyed(run: Run) -> dict[tuple[str, int], int]:
         seen: dict[str, int] = {}
         out = {}
-        for w, i in _word_list(run):
+        for w, i in prompt_words(run):
             k = w.lower()
             out[(k, seen.get(k, 0))] = i
             seen[k] = seen.get(k, 0) + 1
@@ -302,6 +335,18 @@ def trajectory_divergence(run_a: Run, run_b: Run, pipe=None) -> pd.DataFrame:
     return df
 
 
+def compare_to_first(
+    runs: list[Run], pipe=None, aggregation: Aggregation | str | None = None, **kwargs
+) -> list[WordOrderComparison]:
+    """``compare_word_order(runs[0], run, ...)`` for every later run (empty for a single run).
+
+    Example:
+        >>> compare_to_first(word_order_runs(pipe, orders, seed=0), pipe, normalize="max")  # doctest: +SKIP
+    """
+    runs = list(runs)
+    return [compare_word_order(runs[0], r, pipe, aggregation, **kwargs) for r in runs[1:]]
+
+
 def compare_orders(
     runs: list[Run], pipe=None, aggregation: Aggregation | str | None = None, **kwargs
 ) -> pd.DataFrame:
@@ -318,7 +363,7 @@ def compare_orders(
     runs = list(runs)
     if len(runs) < 2:
         raise ValueError("compare_orders needs at least two runs (the first is the reference)")
-    comparisons = [compare_word_order(runs[0], r, pipe, aggregation, **kwargs) for r in runs[1:]]
+    comparisons = compare_to_first(runs, pipe, aggregation, **kwargs)
     df = pd.DataFrame(
         [
             {

@@ -3,7 +3,7 @@
 plotly.js is inlined once in the page head; each figure is a ``<div>`` from
 ``to_html(full_html=False, include_plotlyjs=False)``, whose data goes through plotly's own JSON
 serializer (which escapes ``<``). Every piece of user text (prompts, words, config values) is passed
-through ``html.escape``. MathJax stays off.
+through ``viz.render.escape``. MathJax stays off.
 
 Example:
     report([run_a, run_b], "report.html", figures=[("divergence", fig)])
@@ -12,19 +12,22 @@ Example:
 from __future__ import annotations
 
 import base64
-import html
 import json
 import os
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from workbench.analysis.heatmaps import word_maps
 from workbench.core.run import Run
 from workbench.store.spec import make_spec
+from workbench.viz.maps import word_overlay
+from workbench.viz.render import escape, png_bytes, run_image, table_html
 
 UNTRUSTED_NOTE = (
     "JupyterLab opens HTML files untrusted, so the interactive figures stay blank there until you "
@@ -43,12 +46,8 @@ details { margin: .5em 0; } summary { cursor: pointer; font-weight: 600; }
 """
 
 
-def _esc(text) -> str:
-    return html.escape(str(text), quote=True)
-
-
 def _pre(obj) -> str:
-    return f"<pre>{_esc(json.dumps(obj, indent=1, default=str))}</pre>"
+    return f"<pre>{escape(json.dumps(obj, indent=1, default=str))}</pre>"
 
 
 def _figure(fig: go.Figure, div_id: str) -> str:
@@ -56,31 +55,28 @@ def _figure(fig: go.Figure, div_id: str) -> str:
 
 
 def _image_tag(run: Run) -> str:
-    from workbench.widgets.bridge import png_bytes, run_image
-
     data = base64.b64encode(png_bytes(run_image(run))).decode()
-    alt = _esc(f"final image of {run.prompt!r}, seed {run.seed}")
+    alt = escape(f"final image of {run.prompt!r}, seed {run.seed}")
     return f'<img class="run-image" alt="{alt}" src="data:image/png;base64,{data}">'
 
 
 def _run_section(run: Run, i: int) -> str:
-    from workbench.widgets import bridge
-
     cfg = run.config
     parts = [
-        f'<h2 id="run-{i}">Run {i + 1}: “{_esc(cfg.prompt)}”</h2>',
-        f"<p>seed {_esc(cfg.seed)} · {_esc(cfg.steps)} steps · guidance {_esc(cfg.guidance_scale)} · "
-        f"{_esc(cfg.scheduler)} · {_esc(cfg.width)}×{_esc(cfg.height)} · "
-        f"{'complete' if run.complete else _esc(f'incomplete ({run.steps_done} steps done)')}</p>",
+        f'<h2 id="run-{i}">Run {i + 1}: “{escape(cfg.prompt)}”</h2>',
+        f"<p>seed {escape(cfg.seed)} · {escape(cfg.steps)} steps · guidance {escape(cfg.guidance_scale)} · "
+        f"{escape(cfg.scheduler)} · {escape(cfg.width)}×{escape(cfg.height)} · "
+        f"{'complete' if run.complete else escape(f'incomplete ({run.steps_done} steps done)')}</p>",
         _image_tag(run),
     ]
     if run.attention.probs:
-        maps = bridge.word_maps(run, normalize="max")
-        parts.append(_figure(bridge.maps_figure(run, maps), f"maps-{i}"))
+        maps = word_maps(run, normalize="max")
+        overlay = word_overlay(np.asarray(run_image(run)), maps, opacity=0.6, cols=4)
+        parts.append(_figure(overlay, f"maps-{i}"))
     spec = make_spec(run)
     tokens = run.tokens[run.tokens.kind != "pad"]
     parts += [
-        "<details open><summary>Token table</summary>" + bridge.table_html(tokens) + "</details>",
+        "<details open><summary>Token table</summary>" + table_html(tokens) + "</details>",
         "<details><summary>Full configuration and provenance</summary>" + _pre(vars(cfg)) + "</details>",
         "<details><summary>Recorded hashes</summary>" + _pre(spec["expected"]) + "</details>",
         "<details><summary>Re-run spec (save as spec.json, then <code>workbench rerun spec.json</code>)</summary>"
@@ -123,29 +119,27 @@ def report(
     figures = list(figures)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = [
-        f"<h1>{_esc(title)}</h1>",
-        f'<p class="note">Written {now} by workbench {_esc(runs[0].config.versions.get("workbench", ""))}; '
-        f"{len(runs)} run(s). {_esc(UNTRUSTED_NOTE)}</p>",
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="note">Written {now} by workbench {escape(runs[0].config.versions.get("workbench", ""))}; '
+        f"{len(runs)} run(s). {escape(UNTRUSTED_NOTE)}</p>",
     ]
     if notes:
-        body.append(f"<p>{_esc(notes)}</p>")
+        body.append(f"<p>{escape(notes)}</p>")
     body.append(
         "<ul>"
         + "".join(
-            f'<li><a href="#run-{i}">{_esc(r.prompt)} · seed {r.seed}</a></li>' for i, r in enumerate(runs)
+            f'<li><a href="#run-{i}">{escape(r.prompt)} · seed {r.seed}</a></li>' for i, r in enumerate(runs)
         )
         + "</ul>"
     )
     for j, (caption, fig) in enumerate(figures):
-        body.append(f"<h2>{_esc(caption)}</h2>" + _figure(fig, f"figure-{j}"))
+        body.append(f"<h2>{escape(caption)}</h2>" + _figure(fig, f"figure-{j}"))
     for caption, df in tables:
-        body.append(
-            f"<h2>{_esc(caption)}</h2>" + df.to_html(index=False, escape=True, border=0, classes="wb-table")
-        )
+        body.append(f"<h2>{escape(caption)}</h2>" + table_html(df))
     body += [_run_section(run, i) for i, run in enumerate(runs)]
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_esc(title)}</title><style>{_STYLE}</style>"
+        f"<title>{escape(title)}</title><style>{_STYLE}</style>"
         f'<script type="text/javascript">{get_plotlyjs()}</script></head>\n<body>\n'
         + "\n".join(body)
         + "\n</body></html>\n"

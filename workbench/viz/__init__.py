@@ -7,9 +7,12 @@
     Seeds      seed_grid_figure(grid); trajectory_distance_figure(trajectory_distances(grid));
                variance_figure(step_variance(grid))
     Attribution attribution_bar(ig); attribution_vs_attention_figure(attribution_vs_attention(ig, run))
+    Panels     word_order_panels(runs, compare_to_first(runs, pipe)); seed_panels(seed_study(runs)):
+               lists of ``Panel`` (a figure or a table, with its caption) for apps and reports
 
 Each accepts an optional ``fig=`` to draw into, labels its axes with units and carries the heat-map
-recipe (or other provenance) in its subtitle.
+recipe (or other provenance) in its subtitle. ``workbench.viz.render`` turns images and tables into
+PNG bytes and escaped HTML for apps and reports.
 
 Example:
     >>> from workbench.viz import word_overlay, filmstrip_figure  # doctest: +SKIP
@@ -18,10 +21,12 @@ Example:
 from .attribution import attribution_bar, attribution_vs_attention_figure
 from .compare import divergence_figure, map_pairs, mass_comparison, side_by_side
 from .maps import dominant_word_figure, word_layer_matrix, word_overlay, word_step_matrix
+from .panels import Panel, seed_panels, word_order_panels
 from .seeds import seed_grid_figure, trajectory_distance_figure, variance_figure
 from .steps import change_curve_figure, filmstrip_figure
 
 __all__ = [
+    "Panel",
     "attribution_bar",
     "attribution_vs_attention_figure",
     "change_curve_figure",
@@ -31,10 +36,12 @@ __all__ = [
     "map_pairs",
     "mass_comparison",
     "seed_grid_figure",
+    "seed_panels",
     "side_by_side",
     "trajectory_distance_figure",
     "variance_figure",
     "word_layer_matrix",
+    "word_order_panels",
     "word_overlay",
     "word_step_matrix",
 ]

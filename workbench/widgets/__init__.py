@@ -1,4 +1,4 @@
-"""ipywidgets apps: each holds UI state and calls core / analysis / viz through ``bridge``.
+"""ipywidgets apps: each holds UI state and wiring, and calls core / analysis / viz / store for the work.
 
 Show one in a notebook with one line (the app itself, or its ``.widget``)::
 

@@ -8,12 +8,13 @@ message (and kept in ``.error``), never swallowed.
 
 from __future__ import annotations
 
-import html
 import threading
 import traceback
 from collections.abc import Callable
 
 import ipywidgets as W
+
+from workbench.viz.render import escape
 
 
 class TaskRunner:
@@ -23,7 +24,7 @@ class TaskRunner:
         self.run_button = W.Button(description=run_label, button_style="primary", icon="play")
         self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
         self.progress = W.IntProgress(value=0, min=0, max=1, description="", bar_style="")
-        self.status = W.HTML(value=html.escape(description))
+        self.status = W.HTML(value=escape(description))
         self.error_area = W.HTML(value="")
         self.cancel_event = threading.Event()
         self.error: str | None = None
@@ -90,8 +91,8 @@ class TaskRunner:
         detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
         self.error_area.value = (
             '<div style="color:#a00;border:1px solid #a00;padding:4px 8px;border-radius:4px">'
-            f"<b>{html.escape(type(err).__name__)}</b>: {html.escape(str(err))}"
-            f'<details><summary>details</summary><pre style="font-size:80%">{html.escape(detail)}</pre></details></div>'
+            f"<b>{escape(type(err).__name__)}</b>: {escape(err)}"
+            f'<details><summary>details</summary><pre style="font-size:80%">{escape(detail)}</pre></details></div>'
         )
 
     def step(self, n: int = 1) -> None:

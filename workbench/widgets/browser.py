@@ -12,7 +12,7 @@ import ipywidgets as W
 
 from workbench.store.index import COLUMNS, filter_index, load_index
 from workbench.store.runs import load_run
-from workbench.widgets import bridge
+from workbench.viz.render import escape, table_html
 from workbench.widgets.base import TaskRunner
 
 SHOWN = ["path", "prompt", "seed", "steps", "guidance", "scheduler", "model", "complete", "created"]
@@ -80,8 +80,8 @@ class ExperimentBrowser:
             self.index, self.filter.value, sort_by=self.sort_by.value, ascending=self.ascending.value
         )
         self.table.value = (
-            f"<p>{len(self.view)} of {len(self.index)} runs in {bridge_escape(str(self.root))}</p>"
-            + bridge.table_html(self.view[SHOWN])
+            f"<p>{len(self.view)} of {len(self.index)} runs in {escape(self.root)}</p>"
+            + table_html(self.view[SHOWN])
         )
         self.choice.options = [
             (f"{r.path} · {r.prompt} · seed {r.seed}", r.path) for r in self.view.itertuples()
@@ -101,14 +101,8 @@ class ExperimentBrowser:
         self.task.step()
         self.explorer = AttentionExplorer(run)
         self.opened.children = [self.explorer.widget]
-        self.task.status.value = f"opened {bridge_escape(run.prompt)} · seed {run.seed}"
+        self.task.status.value = f"opened {escape(run.prompt)} · seed {run.seed}"
 
     def wait(self, timeout: float | None = None):
         self.task.wait(timeout)
         return self.explorer
-
-
-def bridge_escape(text: str) -> str:
-    import html
-
-    return html.escape(text, quote=True)

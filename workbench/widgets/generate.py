@@ -11,12 +11,15 @@ from __future__ import annotations
 import random
 
 import ipywidgets as W
+from PIL import Image
 
+from workbench.analysis.trajectory import decode_latents, filmstrip
 from workbench.core.adapters import adapter_for
 from workbench.core.generate import MAX_SEED, generate
+from workbench.core.request import Request
 from workbench.core.run import Run
 from workbench.core.schedulers import SCHEDULERS
-from workbench.widgets import bridge
+from workbench.viz.render import display_scale, png_bytes
 from workbench.widgets.base import TaskRunner
 
 DEFAULT_SCHEDULER = "(model default)"
@@ -178,19 +181,20 @@ class GenerateApp:
         self.step_slider.disabled = True
         self.task.status.value = f"generating {params['steps']} steps…"
         return generate(
-            self.pipe, **params, progress=False, cancel=self.task.cancel_event, on_step=self._on_step
+            self.pipe, Request(**params), progress=False, cancel=self.task.cancel_event, on_step=self._on_step
         )
 
     def _on_step(self, step: int, x0, latent) -> None:
         self.task.step()
         if step % self.preview_every == 0 or step == self.steps.value - 1:
-            image = bridge.decode(self.pipe, x0[None])[0]
+            image = Image.fromarray(decode_latents(self.pipe, x0[None])[0])
             self._show(image, f"live preview: x0 predicted at step {step}")
 
     def _finish(self, run: Run) -> None:
         self.run = run
-        self.strip = bridge.filmstrip(self.pipe, run) if run.steps_done else None
-        self.frames = bridge.x0_frames(self.strip) if self.strip is not None else []
+        self.strip = filmstrip(self.pipe, run) if run.steps_done else None
+        # The decoded x0 of every step (the strip's first frame, the initial noise, left out).
+        self.frames = [Image.fromarray(a) for a in self.strip.x0[1:]] if self.strip is not None else []
         if self.frames:
             self.step_slider.max = len(self.frames) - 1
             self.step_slider.value = len(self.frames) - 1
@@ -203,5 +207,5 @@ class GenerateApp:
         )
 
     def _show(self, image, label: str) -> None:
-        self.preview.value = bridge.png_bytes(image, bridge.display_scale(image))
+        self.preview.value = png_bytes(image, display_scale(image))
         self.preview_label.value = label

@@ -15,9 +15,13 @@ import re
 import ipywidgets as W
 import plotly.graph_objects as go
 
+from workbench.analysis.seeds import seed_study
+from workbench.analysis.trajectory import COMMIT_THRESHOLD
+from workbench.analysis.word_order import compare_to_first, permutations
 from workbench.core.generate import generate
 from workbench.core.run import Run
-from workbench.widgets import bridge
+from workbench.viz.panels import Panel, seed_panels, word_order_panels
+from workbench.viz.render import escape, table_html
 from workbench.widgets.base import TaskRunner
 
 _STYLE = {"description_width": "90px"}
@@ -99,7 +103,7 @@ class _BatchApp:
         for i, (prompt, seed) in enumerate(jobs):
             if self.task.cancel_event.is_set():
                 break
-            self.task.status.value = f"run {i + 1} of {len(jobs)}: “{bridge_escape(prompt)}”, seed {seed}"
+            self.task.status.value = f"run {i + 1} of {len(jobs)}: “{escape(prompt)}”, seed {seed}"
             run = generate(
                 self.pipe,
                 prompt,
@@ -120,24 +124,23 @@ class _BatchApp:
             self.results.children = []
             return
         self.task.status.value = f"{len(runs)} run(s) done"
-        self.results.children = [_as_widget(f) for f in self.figures(runs)]
+        self.results.children = [_as_widget(p) for p in self.panels(runs)]
 
-    def figures(self, runs: list[Run]) -> list:
+    def panels(self, runs: list[Run]) -> list[Panel]:
         raise NotImplementedError
 
 
-def bridge_escape(text: str) -> str:
-    import html
+def _as_widget(panel: Panel) -> W.Widget:
+    """A figure panel as a live figure; a table panel as its bold caption, note and table."""
+    if panel.figure is not None:
+        return go.FigureWidget(panel.figure)
+    note = f" ({escape(panel.note)})" if panel.note else ""
+    return W.HTML(f"<b>{escape(panel.caption)}</b>{note}:" + table_html(panel.table))
 
-    return html.escape(text, quote=True)
 
-
-def _as_widget(item):
-    if isinstance(item, go.Figure):
-        return go.FigureWidget(item)
-    if isinstance(item, str):
-        return W.HTML(item)
-    return item
+def _suggested_orders(prompt: str) -> list[str]:
+    """The prompt and its relation swap (nothing for an empty prompt)."""
+    return permutations(prompt, kind="relation") if prompt.strip() else []
 
 
 class WordOrderLab(_BatchApp):
@@ -164,7 +167,7 @@ class WordOrderLab(_BatchApp):
         self.prompt = W.Text(value=prompt, description="prompt", style=_STYLE, layout=W.Layout(width="90%"))
         self.suggest = W.Button(description="suggest orders", icon="exchange")
         self.orders = W.Textarea(
-            value="\n".join(orders or bridge.word_orders(prompt)),
+            value="\n".join(orders or _suggested_orders(prompt)),
             description="orders",
             rows=3,
             style=_STYLE,
@@ -184,7 +187,7 @@ class WordOrderLab(_BatchApp):
         self.widget.add_class("wb-word-order-lab")
 
     def suggest_orders(self) -> list[str]:
-        orders = bridge.word_orders(self.prompt.value)
+        orders = _suggested_orders(self.prompt.value)
         self.orders.value = "\n".join(orders)
         return orders
 
@@ -196,8 +199,8 @@ class WordOrderLab(_BatchApp):
             raise ValueError(f"seed must be >= 0, got {self.seed.value}")
         return [(o, self.seed.value) for o in orders]
 
-    def figures(self, runs: list[Run]) -> list:
-        return bridge.word_order_figures(runs, self.pipe)
+    def panels(self, runs: list[Run]) -> list[Panel]:
+        return word_order_panels(runs, compare_to_first(runs, self.pipe, normalize="max"))
 
 
 class SeedLab(_BatchApp):
@@ -219,7 +222,7 @@ class SeedLab(_BatchApp):
         seeds: str = "0, 1, 2, 3",
         steps: int = 20,
         guidance_scale: float = 4.0,
-        threshold: float = bridge.COMMIT_THRESHOLD,
+        threshold: float = COMMIT_THRESHOLD,
     ):
         super().__init__(pipe, steps, guidance_scale)
         self.prompt = W.Text(value=prompt, description="prompt", style=_STYLE, layout=W.Layout(width="90%"))
@@ -257,5 +260,5 @@ class SeedLab(_BatchApp):
             raise ValueError("give a prompt")
         return [(p, s) for p in prompts for s in parse_seeds(self.seeds.value)]
 
-    def figures(self, runs: list[Run]) -> list:
-        return bridge.seed_figures(runs, self.threshold.value)
+    def panels(self, runs: list[Run]) -> list[Panel]:
+        return seed_panels(seed_study(runs, threshold=self.threshold.value))
