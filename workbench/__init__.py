@@ -1,28 +1,73 @@
-"""The diffusion attention workbench: record, analyse and show what a diffusion model does at every step."""
+"""The diffusion attention workbench: record, analyse and show what a diffusion model does at every step.
+
+The names below load on first use (``workbench.generate`` imports torch then), so that the command
+line's ``workbench --help`` answers without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from ._version import __version__  # noqa: F401  (the package version)
-from .core import (  # noqa: E402
-    AttentionStore,
-    BudgetError,
-    ModelNotAvailableError,
-    RecordingPolicy,
-    Request,
-    Run,
-    RunConfig,
-    generate,
-    load_pipeline,
-    record,
-    token_table,
-)
-from .core.loading import register_model  # noqa: E402
-from .store.runs import RunLoadError, load_run, save_run  # noqa: E402
-from .toy import WEIGHTS_DIR as _TOY_WEIGHTS  # noqa: E402
+from .names import register_model
+from .toy import WEIGHTS_DIR as _TOY_WEIGHTS
+
+if TYPE_CHECKING:  # what the lazy names below resolve to, for readers and type checkers
+    from .core import (
+        AttentionStore,
+        BudgetError,
+        ModelNotAvailableError,
+        RecordingPolicy,
+        Request,
+        Run,
+        RunConfig,
+        generate,
+        load_pipeline,
+        record,
+        token_table,
+    )
+    from .store.runs import RunLoadError, load_run, save_run
 
 register_model(
     "toy",
     _TOY_WEIGHTS,
     missing_hint="train them with `python -m workbench.toy.train` or reinstall the package",
 )
+
+# public name -> the module that defines it
+_LAZY = {
+    **dict.fromkeys(
+        [
+            "AttentionStore",
+            "BudgetError",
+            "ModelNotAvailableError",
+            "RecordingPolicy",
+            "Request",
+            "Run",
+            "RunConfig",
+            "generate",
+            "load_pipeline",
+            "record",
+            "token_table",
+        ],
+        "workbench.core",
+    ),
+    **dict.fromkeys(["RunLoadError", "load_run", "save_run"], "workbench.store.runs"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "AttentionStore",

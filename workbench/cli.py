@@ -6,80 +6,139 @@
     workbench study --out runs/study
     workbench index runs/
 
-Invalid arguments give a one-line message and exit code 2 (no traceback); a re-run that does not
-match its recorded hashes exits with 1.
+Invalid arguments give a one-line message and exit code 2 (no traceback), checked before any model
+loads; a re-run that does not match its recorded hashes exits with 1; Ctrl-C exits with 130 (an
+interrupted ``generate`` saves the steps it made first). Building the parser imports no torch, so
+``--help`` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
+import warnings
 from pathlib import Path
+
+from workbench.names import SCHEDULERS
 
 EXIT_MISMATCH = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
+
+STUDY_PROMPT = "a red circle left of a blue square"  # workbench.study.DEFAULT_PROMPT, without importing it
+GUIDANCE_HELP = (
+    "classifier-free guidance weight (>= 0; <= 1 turns guidance off). 4.0 suits the embedded model; "
+    "the Python API's default, 7.5, suits Stable Diffusion"
+)
+THREADS_HELP = (
+    "CPU threads for torch (default: torch's choice). On a machine shared with other work, 1 thread or "
+    "OMP_WAIT_POLICY=PASSIVE in the environment avoids OpenMP busy-waiting"
+)
 
 
 class _Usage(Exception):
     """A user error: printed as one line, exit code 2."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    from workbench.core.schedulers import SCHEDULERS
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default; options without one to show (required, flags, ``None``) say in
+    their help what happens instead."""
 
-    p = argparse.ArgumentParser(prog="workbench", description="Record, analyse and report diffusion runs.")
+    def _get_help_string(self, action):
+        if action.required or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="workbench",
+        description="Record, analyse and report diffusion runs.",
+        formatter_class=_HelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    g = sub.add_parser("generate", help="generate one recorded run and save it as a run folder")
-    g.add_argument("--model", default="toy", help="'toy' (default), a local diffusers folder or a hub id")
-    g.add_argument("--prompt", required=True)
-    g.add_argument("--negative-prompt", default=None)
-    g.add_argument("--seed", type=int, required=True)
-    g.add_argument("--steps", type=int, default=25)
-    g.add_argument("--guidance", type=float, default=4.0)
-    g.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the model's own")
-    g.add_argument("--height", type=int, default=None)
-    g.add_argument("--width", type=int, default=None)
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+
+    g = command("generate", "generate one recorded run and save it as a run folder")
+    g.add_argument(
+        "--model", default="toy", help="'toy' (the embedded model), a local diffusers folder or a hub id"
+    )
+    g.add_argument("--prompt", required=True, help="the text prompt")
+    g.add_argument(
+        "--negative-prompt", default=None, help="text for the unconditional branch (default: none)"
+    )
+    g.add_argument("--seed", type=int, required=True, help="fixes the initial noise (0 <= seed < 2**63)")
+    g.add_argument("--steps", type=int, default=25, help="denoising steps (1..1000)")
+    g.add_argument("--guidance", type=float, default=4.0, help=GUIDANCE_HELP)
+    g.add_argument(
+        "--scheduler",
+        choices=sorted(SCHEDULERS),
+        default=None,
+        help="the scheduler (default: the model's own)",
+    )
+    g.add_argument(
+        "--height", type=int, default=None, help="image height in pixels (default: the model's size)"
+    )
+    g.add_argument(
+        "--width", type=int, default=None, help="image width in pixels (default: the model's size)"
+    )
     g.add_argument(
         "--heads", choices=["mean", "all"], default="mean", help="keep head-averaged or per-head attention"
     )
-    g.add_argument("--device", default=None, help="cpu, cuda, mps (default: cuda when available)")
-    g.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
+    g.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda when available, else cpu)"
+    )
+    g.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default=None,
+        help="weights dtype (default: float16 on CUDA, float32 elsewhere)",
+    )
     g.add_argument("--out", required=True, help="the run folder to write")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
 
-    r = sub.add_parser("report", help="write one self-contained HTML report of saved runs")
-    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    r.add_argument("-o", "--output", required=True, help="the HTML file to write")
-    r.add_argument("--title", default="Workbench report")
+    r = command("report", "write one self-contained HTML report of saved runs")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders to put in the report")
+    r.add_argument("-o", "--output", required=True, help="the HTML file to write (not a folder)")
+    r.add_argument("--title", default="Workbench report", help="the report's title")
 
-    rr = sub.add_parser("rerun", help="regenerate a run from its spec and compare image and attention hashes")
+    rr = command("rerun", "regenerate a run from its spec and compare image and attention hashes")
     rr.add_argument("spec", metavar="SPEC", help="a spec.json, or a run folder holding one")
-    rr.add_argument("--model", default=None, help="use this model source instead of the spec's")
-    rr.add_argument("--device", default=None)
-
-    s = sub.add_parser(
-        "study", help="the main job: a word-order and seed study on the embedded model, with a report"
+    rr.add_argument("--model", default=None, help="use this model source (default: the spec's own)")
+    rr.add_argument(
+        "--device",
+        default=None,
+        help="run here (default: the recorded device when this machine has it, else cuda when available, else cpu)",
     )
-    s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--model", default="toy")
-    s.add_argument("--prompt", default=None, help="default: a red circle left of a blue square")
-    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
-    s.add_argument("--steps", type=int, default=25)
-    s.add_argument("--guidance", type=float, default=4.0)
-    s.add_argument("--device", default="cpu")
 
-    for command in (g, rr, s):
-        command.add_argument(
-            "--threads",
-            type=int,
-            default=None,
-            help="CPU threads for torch (default: torch's choice). On a machine shared with other work, "
-            "1 thread or OMP_WAIT_POLICY=PASSIVE in the environment avoids OpenMP busy-waiting",
-        )
+    s = command("study", "the main job: a word-order and seed study on the embedded model, with a report")
+    s.add_argument("--out", required=True, help="the folder to write runs, index and report into")
+    s.add_argument(
+        "--model", default="toy", help="'toy' (the embedded model), a local diffusers folder or a hub id"
+    )
+    s.add_argument("--prompt", default=STUDY_PROMPT, help="the prompt, two objects in a relation")
+    s.add_argument(
+        "--swapped",
+        default=None,
+        help="the prompt's other word order (default: the prompt with its two objects exchanged)",
+    )
+    s.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="seeds; each order runs once per seed"
+    )
+    s.add_argument("--steps", type=int, default=25, help="denoising steps (1..1000)")
+    s.add_argument("--guidance", type=float, default=4.0, help=GUIDANCE_HELP)
+    s.add_argument("--device", default="cpu", help="where to run: cpu, cuda, cuda:1, mps")
 
-    i = sub.add_parser("index", help="index the run folders under a folder (writes index.parquet)")
-    i.add_argument("root")
+    for c in (g, rr, s):
+        c.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+
+    i = command("index", "index the run folders under a folder (writes index.parquet)")
+    i.add_argument("root", help="the folder to scan for run folders")
     return p
 
 
@@ -93,6 +152,9 @@ _OPTIONS = {
     "height": "--height",
     "width": "--width",
     "scheduler": "--scheduler",
+    "device": "--device",
+    "dtype": "--dtype",
+    "source": "--model",
 }
 
 
@@ -114,6 +176,44 @@ def _request(renames: dict[str, str] | None = None, **fields):
         raise _Usage(_as_options(str(err), renames)) from None
 
 
+@contextlib.contextmanager
+def _user_errors(renames: dict[str, str] | None = None):
+    """Errors a model source, a setting or a file can cause, as usage errors."""
+    from workbench.core.loading import ModelNotAvailableError
+
+    try:
+        yield
+    except (ValueError, TypeError, NotImplementedError, FileNotFoundError, ModelNotAvailableError) as err:
+        raise _Usage(_as_options(str(err), renames)) from None
+
+
+def _device(value: str | None) -> str | None:
+    """``--device`` checked against this machine's torch (``None`` stays the default)."""
+    if value is None:
+        return None
+    from workbench.core.loading import check_device
+
+    with _user_errors():
+        return check_device(value)
+
+
+def _writable(target: Path, label: str) -> None:
+    """Refuse, before any work, an output under a file or in a folder that cannot be written.
+
+    ``target`` is the path to be created; its nearest existing ancestor must be a writable folder (tried
+    for real: permission bits do not tell for root, read-only mounts or network folders).
+    """
+    place = target.parent
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise _Usage(f"{label}: {place} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".workbench-write-check.", dir=place))
+    except OSError as err:
+        raise _Usage(f"{label}: cannot write in {place} ({err.strerror or err})") from None
+
+
 def _generate(a) -> int:
     from workbench.core.generate import generate
     from workbench.core.loading import load_pipeline
@@ -122,8 +222,9 @@ def _generate(a) -> int:
     from workbench.store.spec import save_spec
 
     out = Path(a.out)
-    if out.exists() and not a.overwrite:
+    if os.path.lexists(out) and not a.overwrite:
         raise _Usage(f"--out {out} exists; choose a new folder or pass --overwrite")
+    _writable(out, f"--out {out}")
     if not a.prompt.strip():
         raise _Usage("--prompt must not be empty")
     request = _request(
@@ -136,29 +237,38 @@ def _generate(a) -> int:
         width=a.width,
         scheduler=a.scheduler,
     )  # checked before the model loads
-    try:
-        pipe = load_pipeline(a.model, device=a.device, dtype=a.dtype)
+    device = _device(a.device)
+    with _user_errors():
+        pipe = load_pipeline(a.model, device=device, dtype=a.dtype)
         run = generate(pipe, request, policy=RecordingPolicy(heads=a.heads))
-    except (ValueError, TypeError) as err:
-        raise _Usage(_as_options(str(err))) from None
     folder = save_run(run, out, overwrite=a.overwrite)
     save_spec(run, folder / "spec.json")
     print(run)
     print(f"run written to {folder} (re-run spec: {folder / 'spec.json'})")
+    if not run.complete:  # Ctrl-C during generation: generate returns the steps made so far
+        print(
+            f"interrupted after {run.steps_done} of {run.config.steps} steps; the incomplete run is saved in {folder}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     return 0
 
 
 def _report(a) -> int:
-    from workbench.store.report import report
+    from workbench.report import report
     from workbench.store.runs import RunLoadError, load_run
 
+    out = Path(a.output)
+    if out.is_dir():
+        raise _Usage(f"-o {out} is a folder; name the HTML file to write, e.g. {out / 'report.html'}")
+    _writable(out, f"-o {out}")
     runs = []
     for d in a.run_dirs:
         try:
             runs.append(load_run(d))
         except RunLoadError as err:
             raise _Usage(str(err)) from None
-    report(runs, a.output, title=a.title)
+    report(runs, out, title=a.title)
     return 0
 
 
@@ -172,42 +282,50 @@ def _rerun(a) -> int:
         spec = load_spec(path)
     except SpecError as err:
         raise _Usage(str(err)) from None
+    device = _device(a.device)
     cfg = spec["config"]
     print(
-        f"re-running “{cfg['prompt']}”, seed {cfg['seed']}, {cfg['steps']} steps on {a.device or cfg['device']} ..."
+        f"re-running “{cfg['prompt']}”, seed {cfg['seed']}, {cfg['steps']} steps (recorded on {cfg.get('device')}) ..."
     )
-    try:
-        result = rerun(spec, model=a.model, device=a.device)
-    except (ValueError, TypeError) as err:
-        raise _Usage(str(err)) from None
+    with _user_errors():
+        result = rerun(spec, model=a.model, device=device)
     print(result.summary())
     print("MATCH" if result.match else "MISMATCH")
     return 0 if result.match else EXIT_MISMATCH
 
 
 def _study(a) -> int:
-    from workbench.study import DEFAULT_PROMPT, run_study
+    from workbench.analysis import permutations
+    from workbench.study import run_study
 
-    for seed in a.seeds:  # the study's requests, checked before anything loads
-        _request(
-            {"seed": "--seeds"},
-            prompt=a.prompt or DEFAULT_PROMPT,
-            seed=seed,
-            steps=a.steps,
-            guidance_scale=a.guidance,
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise _Usage(f"--out {out} is a file; name a folder for the study's runs and report")
+    _writable(out / "runs", f"--out {out}")
+    for option, text in (("--prompt", a.prompt), ("--swapped", a.swapped)):
+        if text is not None and not text.strip():
+            raise _Usage(f"{option} must not be empty")
+    with _user_errors():
+        orders = permutations(a.prompt, kind="relation") if a.swapped is None else [a.prompt, a.swapped]
+    if len(orders) < 2:
+        raise _Usage(
+            f"no word-order swap found for --prompt {a.prompt!r}: name two objects around a relation "
+            f"word (like {STUDY_PROMPT!r}), or give the other order with --swapped"
         )
-    try:
+    for seed in a.seeds:  # the study's requests, checked before anything loads
+        _request({"seed": "--seeds"}, prompt=a.prompt, seed=seed, steps=a.steps, guidance_scale=a.guidance)
+    device = _device(a.device)
+    with _user_errors():
         run_study(
-            a.out,
+            out,
             model=a.model,
-            prompt=a.prompt or DEFAULT_PROMPT,
+            prompt=a.prompt,
+            swapped=a.swapped,
             seeds=tuple(dict.fromkeys(a.seeds)),
             steps=a.steps,
             guidance_scale=a.guidance,
-            device=a.device,
+            device=device,
         )
-    except (ValueError, TypeError) as err:
-        raise _Usage(str(err)) from None
     return 0
 
 
@@ -217,7 +335,12 @@ def _index(a) -> int:
     root = Path(a.root)
     if not root.is_dir():
         raise _Usage(f"{root} is not a folder")
-    df = load_index(root)
+    _writable(root / "index.parquet", f"the index of {root}")
+    with warnings.catch_warnings(record=True) as caught:  # damaged run folders: one line each, not a stack
+        warnings.simplefilter("always")
+        df = load_index(root)
+    for w in caught:
+        print(f"workbench index: warning: {w.message}", file=sys.stderr)
     print(
         df.drop(columns=["image_hash", "negative_prompt"]).to_string(index=False)
         if len(df)
@@ -230,25 +353,31 @@ def _index(a) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)  # bad arguments: argparse prints usage and exits with 2
-    from workbench.core.loading import ModelNotAvailableError
 
-    if getattr(args, "threads", None) is not None:
-        if args.threads < 1:
-            parser.exit(
-                EXIT_USAGE, f"workbench {args.command}: error: --threads must be >= 1, got {args.threads}\n"
-            )
-        import torch
+    def fail(message: str, code: int = EXIT_USAGE):
+        parser.exit(code, f"workbench {args.command}: error: {message}\n")
 
-        torch.set_num_threads(args.threads)
-    handlers = {"generate": _generate, "report": _report, "rerun": _rerun, "study": _study, "index": _index}
     try:
+        if getattr(args, "threads", None) is not None:
+            if args.threads < 1:
+                fail(f"--threads must be >= 1, got {args.threads}")
+            import torch
+
+            torch.set_num_threads(args.threads)
+        handlers = {
+            "generate": _generate,
+            "report": _report,
+            "rerun": _rerun,
+            "study": _study,
+            "index": _index,
+        }
         return handlers[args.command](args)
     except _Usage as err:
-        parser.exit(EXIT_USAGE, f"workbench {args.command}: error: {err}\n")
-    except (ModelNotAvailableError, NotImplementedError, FileNotFoundError) as err:
-        parser.exit(EXIT_USAGE, f"workbench {args.command}: error: {err}\n")
+        fail(str(err))
+    except (NotImplementedError, FileNotFoundError) as err:
+        fail(str(err))
     except KeyboardInterrupt:
-        parser.exit(130, "interrupted\n")
+        parser.exit(EXIT_INTERRUPTED, "interrupted\n")
     return 0
 
 

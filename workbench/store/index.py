@@ -10,14 +10,26 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from workbench.store.runs import RUN_JSON
+from workbench.store.runs import (
+    IMAGE,
+    RUN_JSON,
+    TENSORS,
+    RunLoadError,
+    read_meta,
+    set_aside_for,
+    side_path,
+    tensor_shapes,
+    tensors_intact,
+    tensors_misfit,
+    tidy,
+)
 
 INDEX_FILE = "index.parquet"
 COLUMNS = [
@@ -32,66 +44,137 @@ COLUMNS = [
     "height",
     "model",
     "complete",
+    "intact",
     "created",
     "image_hash",
 ]
+# Saved in index.parquet beside COLUMNS: which tensors file each ``intact`` verdict was computed on, so a
+# refresh re-hashes only the files that changed.
+_STAMP = "tensors_stamp"
 
 
-def _row(folder: Path, root: Path) -> dict | None:
+def _stamp(folder: Path, expected: str | None) -> str | None:
     try:
-        meta = json.loads((folder / RUN_JSON).read_text())
-        cfg = meta["config"]
-    except (OSError, json.JSONDecodeError, KeyError, UnicodeDecodeError):
-        return None  # not a readable run folder: left out of the index
-    created = datetime.fromtimestamp((folder / RUN_JSON).stat().st_mtime, tz=timezone.utc)
+        st = (folder / TENSORS).stat()
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{expected}"
+
+
+def _row(folder: Path, shown: Path, root: Path, verdicts: dict[str, tuple[str, bool]]) -> dict:
+    meta, config = read_meta(folder)  # raises RunLoadError for a damaged run.json
+    path = str(shown.relative_to(root)) if shown != root else "."
+    expected = meta.get("hashes", {}).get("tensors_file")
+    stamp = _stamp(folder, expected)
+    known = verdicts.get(path)
+    intact = known[1] if known and stamp and known[0] == stamp else tensors_intact(folder, expected)
+    if meta["complete"] and not (folder / IMAGE).is_file():
+        intact = False
+    shapes = tensor_shapes(folder) if intact else None  # the header only: cheap, unlike the checksum
+    if shapes is None or tensors_misfit(meta, shapes):
+        intact = False
     return {
-        "path": str(folder.relative_to(root)) if folder != root else ".",
-        "prompt": cfg.get("prompt"),
-        "negative_prompt": cfg.get("negative_prompt"),
-        "seed": cfg.get("seed"),
-        "steps": cfg.get("steps"),
-        "guidance": cfg.get("guidance_scale"),
-        "scheduler": cfg.get("scheduler"),
-        "width": cfg.get("width"),
-        "height": cfg.get("height"),
-        "model": (cfg.get("model") or {}).get("source"),
-        "complete": bool(meta.get("complete", False)),
-        "created": created,
-        "image_hash": (meta.get("hashes") or {}).get("image"),
+        "path": path,
+        "prompt": config.prompt,
+        "negative_prompt": config.negative_prompt,
+        "seed": config.seed,
+        "steps": config.steps,
+        "guidance": config.guidance_scale,
+        "scheduler": config.scheduler,
+        "width": config.width,
+        "height": config.height,
+        "model": config.model.get("source"),
+        "complete": bool(meta["complete"] and intact),
+        "intact": bool(intact),
+        "created": datetime.fromtimestamp((folder / RUN_JSON).stat().st_mtime, tz=timezone.utc),
+        "image_hash": meta.get("hashes", {}).get("image"),
+        _STAMP: stamp,
     }
 
 
-def build_index(root: str | os.PathLike) -> pd.DataFrame:
-    """Scan ``root`` (recursively) for run folders and return the index, newest first."""
-    root = Path(root)
+def _saved_verdicts(root: Path) -> dict[str, tuple[str, bool]]:
+    """path -> (tensors stamp, intact) from the index saved earlier, if it can be read."""
+    try:
+        saved = pd.read_parquet(root / INDEX_FILE)
+    except (OSError, ValueError, ImportError):
+        return {}
+    if not {"path", "intact", _STAMP} <= set(saved.columns):
+        return {}
+    return {p: (s, bool(i)) for p, s, i in zip(saved["path"], saved[_STAMP], saved["intact"]) if s}
+
+
+def _build(root: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The index with its stamp column, and a line for each run folder left out as damaged."""
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder of runs")
-    rows = [
-        r
-        for f in sorted(root.rglob(RUN_JSON))
-        if not f.parent.name.startswith(".")
-        for r in [_row(f.parent, root)]
-        if r
-    ]
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    verdicts = _saved_verdicts(root)
+    rows, skipped = [], []
+    for file in sorted(root.rglob(RUN_JSON)):
+        folder = shown = file.parent
+        if folder.name.startswith("."):  # a save's side folder: listed only when it stands in for its run
+            shown = set_aside_for(folder)
+            if shown is None:
+                continue
+        try:
+            rows.append(_row(folder, shown, root, verdicts))
+        except (RunLoadError, OSError) as err:
+            skipped.append(str(err))
+    df = pd.DataFrame(rows, columns=[*COLUMNS, _STAMP])
     df["created"] = pd.to_datetime(df["created"], utc=True)
-    return df.sort_values("created", ascending=False, kind="stable").reset_index(drop=True)
+    df = df.sort_values("created", ascending=False, kind="stable").reset_index(drop=True)
+    return df, skipped
+
+
+def _warn_skipped(skipped: list[str], stacklevel: int) -> None:
+    if skipped:
+        warnings.warn(
+            f"the index leaves out {len(skipped)} damaged run folder(s): " + "; ".join(skipped),
+            stacklevel=stacklevel + 1,
+        )
+
+
+def build_index(root: str | os.PathLike) -> pd.DataFrame:
+    """Scan ``root`` (recursively) for run folders and return the index, newest first.
+
+    Damaged run folders are left out with one warning that names them. ``complete`` is true for a
+    finished run whose files are intact; ``intact`` is false when the tensors file does not match the
+    checksum in run.json (or is missing), or the image of a finished run is missing.
+    """
+    df, skipped = _build(Path(root))
+    _warn_skipped(skipped, stacklevel=2)
+    return df.drop(columns=[_STAMP])
+
+
+def _save(root: Path) -> Path:
+    df, skipped = _build(root)
+    _warn_skipped(skipped, stacklevel=3)  # the caller of save_index / load_index
+    path = root / INDEX_FILE
+    tidy(root)  # temp files of index writes that died
+    tmp = side_path(path)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)  # readers see the old index or the new one, never half a file
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def save_index(root: str | os.PathLike) -> Path:
     """Build the index of ``root`` and write it to ``root/index.parquet``; returns the file."""
-    root = Path(root)
-    path = root / INDEX_FILE
-    build_index(root).to_parquet(path, index=False)
-    return path
+    return _save(Path(root))
 
 
 def load_index(root: str | os.PathLike, *, refresh: bool = True) -> pd.DataFrame:
-    """The index of ``root``: rebuilt and saved when ``refresh`` (default), else read from the parquet file."""
+    """The index of ``root``: rebuilt and saved when ``refresh`` (default), else read from the parquet file
+    (rebuilt when that file is missing or unreadable)."""
     root = Path(root)
-    if refresh or not (root / INDEX_FILE).exists():
-        save_index(root)
-    return pd.read_parquet(root / INDEX_FILE)
+    if not refresh:
+        try:
+            return pd.read_parquet(root / INDEX_FILE).drop(columns=[_STAMP], errors="ignore")
+        except (OSError, ValueError, ImportError):
+            pass
+    _save(root)
+    return pd.read_parquet(root / INDEX_FILE).drop(columns=[_STAMP], errors="ignore")
 
 
 def filter_index(

@@ -5,6 +5,12 @@ Layout of a run folder::
     run.json             config, token tables, store metadata, checksums
     tensors.safetensors  noise, latents, x0, timesteps, attention (one tensor per layer and branch)
     image.png            the final image (absent for an incomplete run)
+
+Saving writes a hidden folder ``.NAME.<writer>.tmp`` beside the target and renames it into place. An
+overwrite first renames the old folder aside to ``.NAME.<writer>.old``; if the writer dies between the
+two renames, ``load_run`` reads the run from there and the next save into the folder puts it back.
+``<writer>`` names the host and process, so leftovers of dead saves are told apart from live ones and
+removed by the next save into the same parent folder.
 """
 
 from __future__ import annotations
@@ -12,8 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import reprlib
+import secrets
 import shutil
-import tempfile
+import socket
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +32,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from workbench.core.attention import AttentionStore
+from workbench.core.policy import RecordingPolicy
 from workbench.core.run import SCHEMA_VERSION, Run, RunConfig
+from workbench.core.tokens import KINDS
 
 RUN_JSON, TENSORS, IMAGE = "run.json", "tensors.safetensors", "image.png"
 
@@ -75,13 +87,134 @@ def _tables(table: pd.DataFrame | None) -> list[dict] | None:
     return None if table is None else table.to_dict(orient="records")
 
 
+# ------------------------------------------------------------------ side folders of saves
+
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+# ".NAME.<host>-<pid>-<random>.tmp" (a save being written) or ".old" (the folder it replaces)
+_SIDE = re.compile(r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}\.(?P<kind>tmp|old)")
+STALE_AFTER_S = 3600.0  # a side folder this old is a leftover whoever wrote it (pids get reused)
+
+
+def _tag() -> str:
+    return f"{_HOST}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def side_path(path: str | os.PathLike, kind: str = "tmp", tag: str | None = None) -> Path:
+    """A hidden sibling of ``path`` for a write in progress: ``.NAME.<host>-<pid>-<random>.<kind>``.
+
+    ``tidy`` removes it once the writing process is gone.
+    """
+    path = Path(path)
+    return path.with_name(f".{path.name}.{tag or _tag()}.{kind}")
+
+
+def _writer_alive(host: str, pid: int) -> bool:
+    """Whether the save that made a side folder may still be running (unknown hosts count as alive)."""
+    if host != _HOST:
+        return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # the process exists but belongs to someone else
+        return True
+    return True
+
+
+def _leftovers(parent: Path):
+    """(side path, target, kind) for every side folder or file in ``parent`` whose write is over."""
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        m = _SIDE.fullmatch(entry.name)
+        if m is None:
+            continue
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        if age > STALE_AFTER_S or not _writer_alive(m["host"], int(m["pid"])):
+            yield Path(entry.path), parent / m["name"], m["kind"]
+
+
+def tidy(parent: str | os.PathLike) -> None:
+    """Clean up after writes into ``parent`` that died: put back a run folder that was renamed aside and
+    never replaced, and remove unfinished and replaced folders and files. Writes that may still run are
+    left alone."""
+    for side, target, kind in _leftovers(Path(parent)):
+        if kind == "old" and not os.path.lexists(target):
+            try:
+                os.replace(side, target)  # the writer died between its two renames: the old run returns
+                continue
+            except OSError:
+                pass
+        if side.is_dir() and not side.is_symlink():
+            shutil.rmtree(side, ignore_errors=True)
+        else:
+            side.unlink(missing_ok=True)
+
+
+def _recovered(path: Path) -> Path | None:
+    """The folder renamed aside by an overwrite that never finished, when ``path`` itself is missing."""
+    if os.path.lexists(path):
+        return None
+    try:
+        candidates = [
+            p
+            for p in path.parent.iterdir()
+            if (m := _SIDE.fullmatch(p.name)) and m["kind"] == "old" and m["name"] == path.name
+        ]
+    except OSError:
+        return None
+    dated = []
+    for p in candidates:
+        try:
+            dated.append(((p / RUN_JSON).stat().st_mtime, p))
+        except OSError:  # not a run folder (or removed meanwhile)
+            continue
+    return max(dated)[1] if dated else None
+
+
+def set_aside_for(folder: str | os.PathLike) -> Path | None:
+    """For a folder an interrupted overwrite set aside, the run folder it stands in for (when that is
+    missing and this is the copy ``load_run`` reads); else None."""
+    folder = Path(folder)
+    m = _SIDE.fullmatch(folder.name)
+    if m is None or m["kind"] != "old":
+        return None
+    target = folder.parent / m["name"]
+    return target if _recovered(target) == folder else None
+
+
+def run_folder(path: str | os.PathLike) -> Path | None:
+    """Where the run saved at ``path`` can be read: ``path``, or the copy an interrupted overwrite left
+    aside; None when there is neither."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    return _recovered(path)
+
+
+# ------------------------------------------------------------------ saving
+
+
 def save_run(run: Run, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write ``run`` to the folder ``path`` atomically (a crash leaves any earlier folder intact).
+    """Write ``run`` to the folder ``path`` atomically (a crash leaves any earlier folder loadable).
+
+    The folder and its files get the permissions the umask gives new files. Leftovers of earlier saves
+    into the same parent folder that died are cleaned up first (see ``tidy``).
 
     Returns the folder's path.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tidy(path.parent)
+    if os.path.lexists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     tensors: dict[str, torch.Tensor] = {
         "noise": run.noise,
@@ -94,8 +227,9 @@ def save_run(run: Run, path: str | os.PathLike, *, overwrite: bool = False) -> P
             for name, t in store.probs.items():
                 tensors[f"attention.{branch}.{name}"] = t
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tag = _tag()
+    tmp = side_path(path, "tmp", tag)
+    os.mkdir(tmp)  # mode 0o777 less the umask, like any new folder
     try:
         save_file(tensors, tmp / TENSORS, metadata={"schema": str(SCHEMA_VERSION)})
         if run.image is not None:
@@ -115,11 +249,16 @@ def save_run(run: Run, path: str | os.PathLike, *, overwrite: bool = False) -> P
             },
         }
         (tmp / RUN_JSON).write_text(json.dumps(meta, indent=1))
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
+        # safetensors creates its file private (0o600); give it the mode the umask gave run.json
+        os.chmod(tmp / TENSORS, (tmp / RUN_JSON).stat().st_mode & 0o777)
+        if os.path.lexists(path):
+            old = side_path(path, "old", tag)
+            os.replace(path, old)  # until the next rename the run lives at `old`; load_run reads it there
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
@@ -128,15 +267,170 @@ def save_run(run: Run, path: str | os.PathLike, *, overwrite: bool = False) -> P
     return path
 
 
+# ------------------------------------------------------------------ reading and checking run.json
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_scalar(x) -> bool:
+    return x is None or isinstance(x, (str, int, float, bool))
+
+
+_TOKEN_TYPES = {
+    "position": _is_int,
+    "token_id": _is_int,
+    "token": lambda x: isinstance(x, str),
+    "word_index": _is_int,
+    "word": lambda x: isinstance(x, str),
+    "kind": lambda x: x in KINDS,
+}
+_PROVENANCE_TYPES = {  # run.json's provenance fields and what each must be
+    "scheduler": str,
+    "scheduler_config": dict,
+    "model": dict,
+    "dtype": str,
+    "device": str,
+    "versions": dict,
+    "noise": str,
+    "batch": (dict, type(None)),
+}
+
+
+def _fits_int64(value) -> bool:
+    """Every int anywhere in a parsed JSON value fits 64 bits (what tensors and tables can hold)."""
+    if isinstance(value, dict):
+        return all(_fits_int64(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_fits_int64(v) for v in value)
+    return not _is_int(value) or -(2**63) <= value < 2**63
+
+
+def _check_tokens(rows, key: str) -> str | None:
+    if not isinstance(rows, list) or not rows:
+        return f"{key!r} must be a non-empty list of token rows"
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            return f"{key}[{i}] must be an object"
+        for column, ok in _TOKEN_TYPES.items():
+            if column not in row or not ok(row[column]):
+                return f"{key}[{i}] has a missing or wrong {column!r}"
+        if not all(_is_scalar(v) for v in row.values()):
+            return f"{key}[{i}] holds a nested value"
+    return None
+
+
+def _check_store(store, key: str) -> str | None:
+    if store is None:
+        return None
+    if not isinstance(store, dict):
+        return f"{key!r} must be an object or null"
+    steps, layers, shapes = store.get("steps"), store.get("layers"), store.get("shapes")
+    if not isinstance(steps, list) or not all(_is_int(s) and s >= 0 for s in steps):
+        return f"{key}.steps must be a list of step indices"
+    if store.get("heads") not in ("mean", "all"):
+        return f"{key}.heads must be 'mean' or 'all'"
+    if not isinstance(layers, list) or not all(isinstance(n, str) for n in layers):
+        return f"{key}.layers must be a list of layer names"
+    if not isinstance(shapes, dict) or not set(layers) <= set(shapes):
+        return f"{key}.shapes must give the grid of every layer"
+    for name, shape in shapes.items():
+        if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(v) and v > 0 for v in shape)):
+            return f"{key}.shapes[{name!r}] must be [rows, cols]"
+    return None
+
+
+def _check_meta(meta) -> str | None:
+    """What is wrong with a parsed run.json (schema already checked), or None."""
+    if not isinstance(meta.get("complete"), bool):
+        return "'complete' must be true or false"
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        return "'config' must be an object"
+    for key, kind in _PROVENANCE_TYPES.items():
+        if key in config and not isinstance(config[key], kind):
+            return f"config.{key} has the wrong type ({type(config[key]).__name__})"
+    for key in ("source", "pipeline", "weights_sha256"):
+        if not isinstance(config.get("model", {}).get(key, ""), str):
+            return f"config.model.{key} must be a string"
+    if not all(_is_scalar(v) for v in config.get("versions", {}).values()):
+        return "config.versions must map library names to versions"
+    for problem in (
+        _check_tokens(meta.get("tokens"), "tokens"),
+        None
+        if meta.get("negative_tokens") is None
+        else _check_tokens(meta["negative_tokens"], "negative_tokens"),
+        _check_store(meta.get("attention"), "attention"),
+        _check_store(meta.get("negative_attention"), "negative_attention"),
+    ):
+        if problem:
+            return problem
+    hashes = meta.get("hashes", {})
+    if not isinstance(hashes, dict) or not all(v is None or isinstance(v, str) for v in hashes.values()):
+        return "'hashes' must map names to hex digests"
+    return None
+
+
+def read_meta(path: str | os.PathLike) -> tuple[dict, RunConfig]:
+    """A run folder's ``run.json``, checked field by field, and its ``RunConfig``.
+
+    Reads no tensors. Anything missing, malformed or of the wrong type raises ``RunLoadError`` naming
+    the file and the field.
+    """
+    file = Path(path) / RUN_JSON
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise RunLoadError(f"{file} is damaged ({err.__class__.__name__}: {err})") from None
+    if not isinstance(meta, dict):
+        raise RunLoadError(f"{file} is damaged (not a JSON object but {type(meta).__name__})")
+    schema = meta.get("schema")
+    if not _is_int(schema) or schema < 1:
+        raise RunLoadError(f"{file} is damaged ('schema' must be a positive int, got {reprlib.repr(schema)})")
+    if schema > SCHEMA_VERSION:
+        raise RunLoadError(f"{file} was written by a newer workbench (schema {schema}); upgrade to load it")
+    try:
+        problem = _check_meta(meta) if _fits_int64(meta) else "a number is out of range"
+    except RecursionError:
+        problem = "values are nested too deeply"
+    if problem is None:
+        try:
+            config = RunConfig.from_dict(meta["config"])
+            RecordingPolicy.from_dict(config.policy)
+        except (TypeError, ValueError, KeyError) as err:
+            problem = f"config: {err}"
+    if problem is not None:
+        raise RunLoadError(f"{file} is damaged ({problem})")
+    return meta, config
+
+
+# ------------------------------------------------------------------ loading
+
+
+def tensors_misfit(meta: dict, shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """What does not fit between a checked run.json and the tensor shapes of its tensors file, or None."""
+    for key in ("noise", "latents", "x0", "timesteps"):
+        if key not in shapes:
+            return f"lacks the tensor {key!r}"
+    for branch, store in (("cond", meta.get("attention")), ("uncond", meta.get("negative_attention"))):
+        for name in (store or {}).get("layers", []):
+            shape = shapes.get(f"attention.{branch}.{name}")
+            if shape is None:
+                return f"lacks the attention of layer {name}"
+            rows, cols = store["shapes"][name]
+            if len(shape) != 4 or shape[0] != len(store["steps"]) or shape[2] != rows * cols:
+                return (
+                    f"holds the attention of layer {name} as {tuple(shape)}, which does not fit "
+                    f"{len(store['steps'])} steps on a {rows}x{cols} grid"
+                )
+    return None
+
+
 def _store(meta: dict | None, tensors: dict[str, torch.Tensor], branch: str) -> AttentionStore | None:
     if meta is None:
         return None
-    probs = {}
-    for name in meta["layers"]:
-        key = f"attention.{branch}.{name}"
-        if key not in tensors:
-            raise RunLoadError(f"{TENSORS} lacks the attention of layer {name}")
-        probs[name] = tensors[key]
+    probs = {name: tensors[f"attention.{branch}.{name}"] for name in meta["layers"]}
     shapes = {n: tuple(s) for n, s in meta["shapes"].items()}
     return AttentionStore(probs=probs, steps=list(meta["steps"]), shapes=shapes, heads=meta["heads"])
 
@@ -144,41 +438,39 @@ def _store(meta: dict | None, tensors: dict[str, torch.Tensor], branch: str) -> 
 def load_run(path: str | os.PathLike, *, verify: bool = True) -> Run:
     """Load a run folder written by ``save_run``; a damaged folder raises ``RunLoadError``.
 
+    When ``path`` is missing because an overwrite was interrupted between its two renames, the run
+    is read from the folder that overwrite set aside.
+
     Args:
         path: the run folder.
         verify: check the tensors file against its recorded SHA-256 (catches corruption anywhere).
     """
     path = Path(path)
-    if not path.is_dir():
+    folder = run_folder(path)
+    if folder is None:
         raise RunLoadError(f"{path} is not a run folder")
     for name in (RUN_JSON, TENSORS):
-        if not (path / name).is_file():
+        if not (folder / name).is_file():
             raise RunLoadError(f"{path} is not a complete run folder: {name} is missing")
-    try:
-        meta = json.loads((path / RUN_JSON).read_text())
-        schema = meta["schema"]
-        config = RunConfig.from_dict(meta["config"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as err:
-        raise RunLoadError(f"{path / RUN_JSON} is damaged ({err.__class__.__name__}: {err})") from None
-    if schema > SCHEMA_VERSION:
-        raise RunLoadError(f"{path} was written by a newer workbench (schema {schema}); upgrade to load it")
-    if verify and meta.get("hashes", {}).get("tensors_file") not in (None, _sha256(path / TENSORS)):
+    meta, config = read_meta(folder)
+    expected = meta.get("hashes", {}).get("tensors_file")
+    if verify and expected is not None and expected != _sha256(folder / TENSORS):
         raise RunLoadError(
             f"{path / TENSORS} is corrupted or truncated: its checksum does not match run.json"
         )
     try:
-        tensors = load_file(path / TENSORS)
+        tensors = load_file(folder / TENSORS)
     except Exception as err:  # safetensors raises its own error types for damaged files
         raise RunLoadError(f"{path / TENSORS} cannot be read ({err.__class__.__name__}: {err})") from None
-    for key in ("noise", "latents", "x0", "timesteps"):
-        if key not in tensors:
-            raise RunLoadError(f"{path / TENSORS} lacks the tensor {key!r}")
+    misfit = tensors_misfit(meta, {k: tuple(t.shape) for k, t in tensors.items()})
+    if misfit:
+        raise RunLoadError(f"{path / TENSORS} {misfit}")
     image = None
-    if (path / IMAGE).exists():
+    if (folder / IMAGE).exists():
         try:
-            with Image.open(path / IMAGE) as im:
+            with Image.open(folder / IMAGE) as im:
                 image = im.copy()
-        except OSError as err:
+        except (OSError, ValueError, Image.DecompressionBombError) as err:  # PIL's errors for damaged files
             raise RunLoadError(f"{path / IMAGE} cannot be read ({err})") from None
     neg = meta.get("negative_tokens")
     return Run(
@@ -190,7 +482,32 @@ def load_run(path: str | os.PathLike, *, verify: bool = True) -> Run:
         latents=tensors["latents"],
         x0=tensors["x0"],
         image=image,
-        attention=_store(meta["attention"], tensors, "cond") or AttentionStore(),
+        attention=_store(meta.get("attention"), tensors, "cond") or AttentionStore(),
         negative_attention=_store(meta.get("negative_attention"), tensors, "uncond"),
-        complete=bool(meta["complete"]),
+        complete=meta["complete"],
     )
+
+
+def tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]] | None:
+    """The shape of every tensor in a run folder's tensors file, from its header alone (None when the
+    header cannot be read)."""
+    try:
+        with open(Path(path) / TENSORS, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size <= 100 * 1024**2:
+                return None
+            header = json.loads(f.read(size))
+        return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return None
+
+
+def tensors_intact(path: str | os.PathLike, expected: str | None) -> bool:
+    """Whether a run folder's tensors file exists and matches the SHA-256 its run.json records."""
+    file = Path(path) / TENSORS
+    if not file.is_file():
+        return False
+    try:
+        return expected is None or _sha256(file) == expected
+    except OSError:
+        return False
