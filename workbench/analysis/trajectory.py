@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from workbench.core.adapters import adapter_for
 from workbench.core.run import Run
 
 from .checks import check_pipe
@@ -20,7 +21,7 @@ COMMIT_THRESHOLD = 0.25
 def decode_latents(pipe, latents: torch.Tensor, *, batch_size: int = 1) -> np.ndarray:
     """Decode latents to images exactly as the stock pipeline decodes its final latent.
 
-    ``pipe.vae.decode(latents / scaling_factor)`` then ``pipe.image_processor.postprocess`` to PIL,
+    The model family's own decoding (``vae.decode(latents / scaling_factor (+ shift))``) then ``pipe.image_processor.postprocess`` to PIL,
     so the decoded final latent of a run is bit-identical to ``run.image``. ``batch_size=1`` (the
     default) decodes one latent per call as the pipeline does; larger batches are faster but may
     differ from it by float rounding.
@@ -44,14 +45,14 @@ def decode_latents(pipe, latents: torch.Tensor, *, batch_size: int = 1) -> np.nd
         raise ValueError(f"latents must be (N, {channels}, h, w) for this VAE, got {tuple(latents.shape)}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    vae = pipe.vae
-    scale = vae.config.scaling_factor
+    adapter = adapter_for(pipe)
     out = []
     with torch.no_grad():
         for chunk in latents.split(batch_size):
-            z = chunk.to(device=vae.device, dtype=vae.dtype)  # (n, C, h, w)
-            image = vae.decode(z / scale, return_dict=False)[0]  # (n, 3, H, W) in [-1, 1]
-            pil = pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=[True] * len(z))
+            image = adapter.decode(chunk)  # (n, 3, H, W) in [-1, 1], as the pipeline decodes
+            pil = pipe.image_processor.postprocess(
+                image, output_type="pil", do_denormalize=[True] * len(chunk)
+            )
             out.extend(np.asarray(p) for p in pil)
     return np.stack(out)  # (N, H, W, 3) uint8
 

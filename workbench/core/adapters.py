@@ -1,27 +1,42 @@
-"""Model adapters: what the recorder needs to know about one family of pipelines.
+"""Model adapters: everything the recorder needs to know about one family of pipelines.
 
-Stable Diffusion 1.x/2.x (a UNet2DConditionModel with one CLIP text encoder) is the first family.
-SDXL (two text encoders) and joint-attention transformers (SD3, Flux) fit behind the same interface.
+An adapter says, for its family: the attention sites to observe (module paths in execution order, head
+counts, query grids for a latent size) and how to observe them; the text positions (one token table
+per text encoder, laid out on the key axis as the denoiser sees them); the guidance layout (one batch
+[unconditional | conditional], or the negative branch as a second denoiser call); how the pipeline
+draws and packs its initial noise; sizes; and how a latent is decoded. Analysis, figures, apps and the
+store never branch on the family.
+
+Families: Stable Diffusion 1.x/2.x, SDXL (UNet cross-attention), SD3/SD3.5 and Flux.1 (joint attention).
 """
 
 from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import dataclass
 
+import pandas as pd
+import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from .attention import AttentionSink, RecordingProcessor
+from .joint import JointObserver
 from .layers import CrossAttentionLayer, cross_attention_layers
+from .tokens import cut_message, joined_table, sentencepiece_table, token_table, unknown_message, word_spans
 
 _LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-@dataclass(frozen=True)
 class StableDiffusionAdapter:
-    """Shapes and names of a Stable Diffusion 1.x/2.x pipeline."""
+    """Stable Diffusion 1.x/2.x: a UNet2DConditionModel whose ``attn2`` layers read one CLIP encoder."""
 
-    pipe: object
+    family = "Stable Diffusion 1.x/2.x"
+    separate_negative = False  # the negative branch is the first half of one batch
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+
+    # ------------------------------------------------------------ sizes and latents
 
     @property
     def denoiser(self):
@@ -38,11 +53,11 @@ class StableDiffusionAdapter:
 
     @property
     def default_size(self) -> int:
-        return int(self.pipe.unet.config.sample_size) * self.vae_scale_factor
+        return int(self.denoiser.config.sample_size) * self.vae_scale_factor
 
     @property
     def latent_channels(self) -> int:
-        return int(self.pipe.unet.config.in_channels)
+        return int(self.denoiser.config.in_channels)
 
     @property
     def text_limit(self) -> int:
@@ -52,23 +67,301 @@ class StableDiffusionAdapter:
         return height // self.vae_scale_factor, width // self.vae_scale_factor
 
     def draw_noise(self, batch: int, channels: int, height: int, width: int, dtype, device, generator):
-        """The initial latent noise, drawn as the pipeline's ``prepare_latents`` draws it: (batch, C, h, w)."""
+        """The initial noise as the pipeline's ``prepare_latents`` draws it, in the form it passes on."""
         shape = (batch, channels, *self.latent_hw(int(height), int(width)))
         return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
 
+    def unpack(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """A latent as the loop holds it -> (batch, C, h, w)."""
+        return latents
+
+    def pack(self, latents: torch.Tensor) -> torch.Tensor:
+        """(batch, C, h, w) -> the latent as the loop holds it."""
+        return latents
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(n, C, h, w) latents -> (n, 3, H, W) images in [-1, 1], as the pipeline decodes."""
+        vae = self.pipe.vae
+        z = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor
+        return vae.decode(z, return_dict=False)[0]
+
+    # ------------------------------------------------------------ attention
+
     def layers(self) -> list[CrossAttentionLayer]:
-        unet = self.pipe.unet
+        unet = self.denoiser
         if unet not in _LAYERS:  # a walk over every module: done once per denoiser
             _LAYERS[unet] = cross_attention_layers(unet)
         return _LAYERS[unet]
 
+    def observe(self, sink: AttentionSink) -> list:
+        """Install observers on the sink's layers; returns what undoes each (callables)."""
+        undo = []
+        for name in sink.layers:
+            attn = self.denoiser.get_submodule(name)
+            inner = attn.processor
+            attn.set_processor(RecordingProcessor(inner, name, sink))
+            handles = attn.processor.hook(attn)
+            undo.append(lambda attn=attn, inner=inner, handles=handles: _restore(attn, inner, handles))
+        return undo
+
     def uses_guidance(self, guidance_scale: float) -> bool:
-        return guidance_scale > 1 and self.pipe.unet.config.time_cond_proj_dim is None
+        return guidance_scale > 1 and self.denoiser.config.time_cond_proj_dim is None
+
+    # ------------------------------------------------------------ text
+
+    def prompts_of(self, bound: dict, call: int) -> tuple[object, object] | None:
+        """(prompt, negative prompt) from one ``encode_prompt`` call's arguments; None to ignore the call."""
+        return (bound.get("prompt"), bound.get("negative_prompt")) if call == 0 else None
+
+    def text_lengths(self, bound: dict) -> dict[str, int]:
+        """Encoder -> the number of key positions it gives, from ``encode_prompt``'s arguments."""
+        return {"": self.text_limit}
+
+    def token_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
+        return token_table(self.pipe.tokenizer, text, lengths[""], warn=False)
+
+    def cut_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        message = cut_message(self.token_table(text, lengths), lengths[""])
+        return [message] if message else []
+
+    def unknown_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        message = unknown_message(
+            token_table(self.pipe.tokenizer, text, self.text_limit, warn=False), self.pipe.tokenizer
+        )
+        return [message] if message else []
+
+    def call_arguments(self, request) -> dict:
+        """The pipeline-call keywords for a request's guidance (beyond prompt, steps, size, generator)."""
+        return {"guidance_scale": request.guidance_scale, "negative_prompt": request.negative_prompt}
+
+
+def _restore(attn, processor, handles) -> None:
+    for handle in handles:
+        handle.remove()
+    attn.set_processor(processor)
+
+
+class StableDiffusionXLAdapter(StableDiffusionAdapter):
+    """SDXL: the same UNet cross-attention; its context joins CLIP-L and CLIP-G on the feature axis, so
+    the key positions are the 77 CLIP positions (one token table; CLIP-G pads with "!", CLIP-L with EOS)."""
+
+    family = "SDXL"
+
+    def text_lengths(self, bound: dict) -> dict[str, int]:
+        return {"CLIP": self.text_limit}
+
+    def token_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
+        return token_table(self.pipe.tokenizer, text, lengths["CLIP"], warn=False)
+
+    def cut_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        message = cut_message(self.token_table(text, lengths), lengths["CLIP"], "CLIP")
+        return [message] if message else []
+
+
+class JointAdapter(StableDiffusionAdapter):
+    """What SD3 and Flux share: a transformer denoiser with a patch grid, flow matching, VAE shift."""
+
+    text_first = False
+    rotary = False
+
+    @property
+    def denoiser(self):
+        return self.pipe.transformer
+
+    @property
+    def size_multiple(self) -> int:
+        return self.vae_scale_factor * self.patch
+
+    @property
+    def patch(self) -> int:
+        return int(getattr(self.denoiser.config, "patch_size", 1) or 1) * self.packing
+
+    packing = 1
+
+    @property
+    def default_size(self) -> int:
+        return int(self.pipe.default_sample_size) * self.vae_scale_factor
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.pipe.vae.config.latent_channels)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.pipe.vae
+        z = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor
+        z = z + (vae.config.shift_factor or 0.0)
+        return vae.decode(z, return_dict=False)[0]
+
+    def uses_guidance(self, guidance_scale: float) -> bool:
+        return guidance_scale > 1
+
+    def _site(self, name: str, module) -> CrossAttentionLayer:
+        halvings = int(math.log2(self.patch))
+        return CrossAttentionLayer(name=name, heads=int(module.heads), factor=halvings)
+
+    def observe(self, sink: AttentionSink) -> list:
+        undo = []
+        for name in sink.layers:
+            attn = self.denoiser.get_submodule(name)
+            block = self._single_block(name)
+            observer = JointObserver(
+                attn, name, sink, text_first=self.text_first, rotary=self.rotary, block=block
+            )
+            undo += [h.remove for h in observer.install()]
+        return undo
+
+    def _single_block(self, name: str):
+        return None
+
+    def _t5_table(self, text: str, length: int, spans=None) -> pd.DataFrame:
+        tok = self.pipe.tokenizer_3 if hasattr(self.pipe, "tokenizer_3") else self.pipe.tokenizer_2
+        return sentencepiece_table(tok, text, length, word_spans=spans)
+
+
+class StableDiffusion3Adapter(JointAdapter):
+    """SD3/SD3.5: ``transformer_blocks.N.attn`` with joint attention over [image | CLIP 77 | T5] keys.
+
+    SD3.5's ``attn2`` (image-only) is not text attention and is not recorded. The last block is
+    ``context_pre_only`` but its image queries still attend to the text keys. T5 padding positions take
+    real attention mass (no mask is applied); the token table names them ``pad``.
+    """
+
+    family = "SD3/SD3.5"
+
+    def layers(self) -> list[CrossAttentionLayer]:
+        t = self.denoiser
+        if t not in _LAYERS:
+            _LAYERS[t] = [
+                self._site(f"transformer_blocks.{i}.attn", b.attn) for i, b in enumerate(t.transformer_blocks)
+            ]
+        return _LAYERS[t]
+
+    @property
+    def text_limit(self) -> int:
+        return int(self.pipe.tokenizer_max_length) + 256
+
+    def text_lengths(self, bound: dict) -> dict[str, int]:
+        t5 = bound.get("max_sequence_length") or 256
+        return {"CLIP": int(self.pipe.tokenizer_max_length), "T5": int(t5)}
+
+    def token_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
+        clip = token_table(self.pipe.tokenizer, text, lengths["CLIP"], warn=False)
+        t5 = self._t5_table(text, lengths["T5"], word_spans(self.pipe.tokenizer, text))
+        return joined_table([("CLIP", clip), ("T5", t5)])
+
+    def cut_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        clip = token_table(self.pipe.tokenizer, text, lengths["CLIP"], warn=False)
+        t5 = self._t5_table(text, lengths["T5"], word_spans(self.pipe.tokenizer, text))
+        found = [cut_message(clip, lengths["CLIP"], "CLIP"), cut_message(t5, lengths["T5"], "T5")]
+        return [m for m in found if m]
+
+
+class FluxAdapter(JointAdapter):
+    """Flux.1: dual-stream ``transformer_blocks.N.attn`` and single-stream ``single_transformer_blocks.N.attn``,
+    both over [text | image] keys with rotary embeddings on Q and K. Text is T5 only (CLIP is pooled).
+
+    FLUX.1-dev embeds its guidance (no negative batch); ``true_cfg_scale > 1`` with a negative prompt runs
+    the negative branch as a second transformer call per step, recorded as the negative branch.
+    Latents are packed 2×2 into tokens; runs hold them unpacked as (C, h, w).
+    """
+
+    family = "Flux.1"
+    text_first = True
+    rotary = True
+    separate_negative = True
+    packing = 2
+
+    @property
+    def default_size(self) -> int:
+        return int(self.pipe.default_sample_size) * self.vae_scale_factor
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.denoiser.config.in_channels) // 4
+
+    @property
+    def text_limit(self) -> int:
+        return 512
+
+    def latent_hw(self, height: int, width: int) -> tuple[int, int]:
+        f = self.vae_scale_factor * 2
+        return 2 * (height // f), 2 * (width // f)
+
+    def layers(self) -> list[CrossAttentionLayer]:
+        t = self.denoiser
+        if t not in _LAYERS:
+            dual = [
+                self._site(f"transformer_blocks.{i}.attn", b.attn) for i, b in enumerate(t.transformer_blocks)
+            ]
+            single = [
+                self._site(f"single_transformer_blocks.{i}.attn", b.attn)
+                for i, b in enumerate(t.single_transformer_blocks)
+            ]
+            _LAYERS[t] = dual + single
+        return _LAYERS[t]
+
+    def _site(self, name: str, module) -> CrossAttentionLayer:
+        return CrossAttentionLayer(name=name, heads=int(module.heads), factor=1)  # 2×2 packing
+
+    def _single_block(self, name: str):
+        return self.denoiser.get_submodule(name.removesuffix(".attn")) if name.startswith("single_") else None
+
+    def draw_noise(self, batch: int, channels: int, height: int, width: int, dtype, device, generator):
+        h, w = self.latent_hw(int(height), int(width))
+        noise = randn_tensor((batch, channels, h, w), generator=generator, device=device, dtype=dtype)
+        return self.pack(noise)
+
+    def pack(self, latents: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = latents.shape
+        return self.pipe._pack_latents(latents, b, c, h, w)
+
+    def unpack(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        # (batch, tokens, C·4) -> (batch, C, h, w): the pipeline's own unpacking
+        return self.pipe._unpack_latents(latents, height, width, self.vae_scale_factor)
+
+    def prompts_of(self, bound: dict, call: int):
+        # True CFG encodes the negative prompt in a second ``encode_prompt`` call, as its ``prompt``.
+        if call == 0:
+            return bound.get("prompt"), None
+        if call == 1:
+            return None, bound.get("prompt")
+        return None
+
+    def text_lengths(self, bound: dict) -> dict[str, int]:
+        return {"T5": int(bound.get("max_sequence_length") or 512)}
+
+    def token_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
+        return joined_table([("T5", self._t5_table(text, lengths["T5"]))])
+
+    def cut_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        message = cut_message(self._t5_table(text, lengths["T5"]), lengths["T5"], "T5")
+        return [message] if message else []
+
+    def unknown_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        message = unknown_message(self._t5_table(text, lengths["T5"]), self.pipe.tokenizer_2)
+        return [message] if message else []
+
+    def uses_guidance(self, guidance_scale: float) -> bool:
+        return False  # embedded guidance: no negative batch (true CFG is a second call, see above)
+
+    def call_arguments(self, request) -> dict:
+        args = {"guidance_scale": request.guidance_scale}
+        if request.negative_prompt is not None and request.true_cfg_scale > 1:
+            args.update(negative_prompt=request.negative_prompt, true_cfg_scale=request.true_cfg_scale)
+        return args
+
+
+ADAPTERS = {
+    "StableDiffusionPipeline": StableDiffusionAdapter,
+    "StableDiffusionXLPipeline": StableDiffusionXLAdapter,
+    "StableDiffusion3Pipeline": StableDiffusion3Adapter,
+    "FluxPipeline": FluxAdapter,
+}
 
 
 def adapter_for(pipe) -> StableDiffusionAdapter:
     """The adapter for a pipeline, or a ``NotImplementedError`` naming what is supported."""
-    name = type(pipe).__name__
-    if name == "StableDiffusionPipeline":
-        return StableDiffusionAdapter(pipe)
-    raise NotImplementedError(f"{name} is not supported yet; supported: StableDiffusionPipeline (SD 1.x/2.x)")
+    cls = ADAPTERS.get(type(pipe).__name__)
+    if cls is None:
+        raise NotImplementedError(f"{type(pipe).__name__} is not supported; supported: {sorted(ADAPTERS)}")
+    return cls(pipe)

@@ -93,7 +93,9 @@ class AttentionSink:
         self.kept = policy.kept_steps(total_steps)
         self.row_of = {s: i for i, s in enumerate(self.kept)}
         self.batch = batch
-        self.step = 0  # the denoising step the UNet is working on
+        self.step = 0  # the denoising step the denoiser is working on
+        self.call = 0  # which denoiser call of this step (a negative branch may run as a second call)
+        self.separate_negative = False  # True where the negative branch is a second call, not a batch half
         self.shapes = {n: layer.grid(*latent_hw) for n, layer in self.layers.items()}
         branches = ["cond", "uncond"] if policy.negative else ["cond"]
         # branch -> layer -> one (kept steps, heads | 1, queries, tokens) tensor per image
@@ -108,7 +110,24 @@ class AttentionSink:
                 ]
 
     def wants(self, layer: str) -> bool:
-        return layer in self.layers and self.step in self.row_of
+        return (
+            layer in self.layers
+            and self.step in self.row_of
+            and self.call < (2 if self.separate_negative else 1)
+        )
+
+    def branches(self, rows: int) -> dict[str, slice]:
+        """Which rows of a denoiser batch belong to which branch, for the call under way.
+
+        Classifier-free guidance in one batch is [unconditional | conditional]; where the negative
+        branch runs as a second call, the first call is the conditional one and the second the negative.
+        """
+        b = self.batch
+        if self.separate_negative:
+            return {"uncond" if self.call == 1 else "cond": slice(0, rows)}
+        if rows == 2 * b:
+            return {"uncond": slice(0, b), "cond": slice(b, 2 * b)}
+        return {"cond": slice(0, rows)}
 
     def write(self, layer: str, branch: str, probs: torch.Tensor) -> None:
         """Store one step of one layer: probs (batch, heads, queries, tokens), float32."""
@@ -183,13 +202,7 @@ class RecordingProcessor:
         return out
 
     def _record(self, attn, hidden_states, context, attention_mask) -> None:
-        b = self.sink.batch
-        n = hidden_states.shape[0]
-        if n == 2 * b:  # classifier-free guidance: [unconditional | conditional]
-            branches = {"uncond": slice(0, b), "cond": slice(b, 2 * b)}
-        else:
-            branches = {"cond": slice(0, n)}
-        for branch, rows in branches.items():
+        for branch, rows in self.sink.branches(hidden_states.shape[0]).items():
             if branch not in self.sink.buffers:
                 continue
             mask = None if attention_mask is None else attention_mask[rows]

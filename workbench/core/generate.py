@@ -166,16 +166,16 @@ def _generate(pipe, requests: list[Request], policy, progress, cancel, on_step) 
         try:
             if scheduler is not None:
                 pipe.scheduler = scheduler
+            guidance = adapter.call_arguments(first)
+            if not single and guidance.get("negative_prompt") is not None:
+                guidance["negative_prompt"] = [guidance["negative_prompt"]] * len(requests)
             pipe(
                 first.prompt if single else [r.prompt for r in requests],
-                negative_prompt=first.negative_prompt
-                if single or first.negative_prompt is None
-                else [first.negative_prompt] * len(requests),
                 num_inference_steps=first.steps,
-                guidance_scale=first.guidance_scale,
                 height=first.height,
                 width=first.width,
                 generator=generators[0] if single else generators,
+                **guidance,
             )
         except KeyboardInterrupt:
             pass  # the steps done are kept; the runs say they are incomplete
@@ -208,9 +208,8 @@ def replay(pipe, config: RunConfig, *, prompt_embeds: torch.Tensor | None = None
             pipe.set_progress_bar_config(disable=True)
             out = pipe(
                 **text,
-                negative_prompt=config.negative_prompt,
+                **adapter_for(pipe).call_arguments(config.request),
                 num_inference_steps=config.steps,
-                guidance_scale=config.guidance_scale,
                 height=config.height,
                 width=config.width,
                 generator=torch.Generator("cpu").manual_seed(config.seed),

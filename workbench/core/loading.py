@@ -5,25 +5,80 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import weakref
 from pathlib import Path
 
 import torch
 
-SUPPORTED = {"StableDiffusionPipeline"}
-PLANNED = {
-    "StableDiffusionXLPipeline": "SDXL",
-    "StableDiffusion3Pipeline": "SD3",
-    "FluxPipeline": "Flux",
-}
+from workbench.names import NAMED_MODELS as _NAMED
+from workbench.names import register_model  # noqa: F401  (named models are registered here too)
+
+from .adapters import ADAPTERS
+
+SUPPORTED = set(ADAPTERS)  # pipeline classes with an adapter: SD 1.x/2.x, SDXL, SD3/3.5, Flux.1
 
 
 class ModelNotAvailableError(OSError):
     """The weights cannot be found locally and the hub cannot be reached."""
 
 
+# A hub id is ``owner/name``: no leading ``.`` or ``/``, no ``..``; anything else is a local path.
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+_PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")  # weight files that unpickle (and may run code)
+
+
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_available(device: str) -> bool:
+    """Whether torch can use ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ...) here."""
+    try:
+        check_device(device)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def check_device(device) -> str:
+    """``device`` as a string when torch can run on it here, else a ``ValueError`` saying what would work.
+
+    ``None`` gives the default device (CUDA when available, else CPU).
+
+    Example:
+        >>> check_device("cpu")
+        'cpu'
+    """
+    if device is None:
+        return _default_device()
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a str such as 'cpu' or 'cuda', got {type(device).__name__}")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            f"device {device!r} is not a device torch knows; use 'cpu', 'cuda', 'cuda:1' or 'mps'"
+        ) from None
+    if parsed.type == "cpu":
+        return device
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"device {device!r} is not available here ({why}); use 'cpu'")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(
+                f"device {device!r} is not available here: this machine has {count} CUDA device(s)"
+            )
+        return device
+    backend = getattr(torch.backends, parsed.type, None) or getattr(torch, parsed.type, None)
+    available = getattr(backend, "is_available", None)
+    if available is None or not available():
+        raise ValueError(f"device {device!r} is not available here; use 'cpu'")
+    return device
 
 
 def _resolve_dtype(dtype, device: str) -> torch.dtype:
@@ -39,16 +94,6 @@ def _resolve_dtype(dtype, device: str) -> torch.dtype:
     raise TypeError(f"dtype must be a str or torch.dtype, got {type(dtype).__name__}")
 
 
-_NAMED: dict[str, tuple[Path, str]] = {}  # name -> (folder, what to do when its weights are missing)
-
-
-def register_model(name: str, folder: str | os.PathLike, *, missing_hint: str = "") -> None:
-    """Make ``load_pipeline(name)`` load the diffusers folder ``folder`` (e.g. ``"toy"``, the embedded model)."""
-    if not isinstance(name, str) or not name or "/" in name:
-        raise ValueError(f"a model name must be a non-empty str without '/', got {name!r}")
-    _NAMED[name] = (Path(folder), missing_hint)
-
-
 def _named_folder(name: str) -> Path:
     folder, hint = _NAMED[name]
     if not (folder / "model_index.json").exists():
@@ -59,11 +104,60 @@ def _named_folder(name: str) -> Path:
     return folder
 
 
-def _pipeline_class(folder: Path) -> str:
+def _resolve_source(source) -> Path | str:
+    """A registered name's folder, an existing local folder, or a hub id; anything else is an error."""
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be 'toy', a folder or a hub id, got {type(source).__name__}")
+    text = os.fspath(source)
+    if isinstance(text, bytes) or not text.strip():
+        raise ValueError(
+            f"source must name a model: 'toy', a diffusers folder or a hub id such as 'owner/name', got {text!r}"
+        )
+    if isinstance(source, str) and text in _NAMED:
+        return _named_folder(text)
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    if isinstance(source, str) and _HUB_ID.fullmatch(text) and ".." not in text:
+        return text
+    names = ", ".join(sorted(_NAMED)) or "none"
+    hint = "" if "/" in text or os.sep in text else f" or named model (named models: {names})"
+    raise FileNotFoundError(f"no such folder{hint}: {text}")
+
+
+def _model_index(folder: Path) -> dict:
+    """The folder's ``model_index.json``, checked to name a pipeline class."""
     index = folder / "model_index.json"
-    if not index.exists():
+    if not index.is_file():
         raise ValueError(f"{folder} is not a diffusers pipeline folder (no model_index.json)")
-    return json.loads(index.read_text())["_class_name"]
+    try:
+        data = json.loads(index.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{index} cannot be read as JSON ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("_class_name"), str):
+        raise ValueError(
+            f'{index} names no pipeline class (no "_class_name"); it is not a diffusers model index'
+        )
+    return data
+
+
+def _check_safetensors(folder: Path, index: dict) -> None:
+    """Refuse a folder whose components have only pickled weights (``.bin``), before diffusers sees it."""
+    for part, entry in index.items():
+        if part.startswith("_") or not (isinstance(entry, list) and entry and entry[0]):
+            continue
+        sub = folder / part
+        if not sub.is_dir():
+            continue
+        names = sorted(p.name for p in sub.iterdir() if p.is_file())
+        pickled = [n for n in names if n.endswith(_PICKLED)]
+        if pickled and not any(n.endswith(".safetensors") for n in names):
+            raise ValueError(
+                f"{sub} holds only pickled weights ({', '.join(pickled)}); the workbench loads safetensors "
+                "only, since a pickled file can run code when loaded. Convert the folder once where you "
+                "trust its files: diffusers.DiffusionPipeline.from_pretrained(folder)"
+                ".save_pretrained(folder, safe_serialization=True)"
+            )
 
 
 def load_pipeline(source: str | os.PathLike = "toy", device: str | None = None, dtype=None):
@@ -77,49 +171,55 @@ def load_pipeline(source: str | os.PathLike = "toy", device: str | None = None, 
         dtype: ``torch.float32`` / ``"float16"`` / ...; defaults to float16 on CUDA, float32 elsewhere.
 
     Returns:
-        The stock ``StableDiffusionPipeline`` on ``device``, with the safety checker off.
+        The stock pipeline (``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``,
+        ``StableDiffusion3Pipeline`` or ``FluxPipeline``) on ``device``; a Stable Diffusion safety checker off.
+
+    Raises:
+        ValueError: an empty source, a device torch cannot use here, a folder that is not a loadable
+            diffusers pipeline (no or bad ``model_index.json``, only pickled weights).
+        FileNotFoundError: a local path that does not exist.
+        ModelNotAvailableError: a hub id whose weights are not cached and the hub cannot be reached.
 
     Example:
         >>> pipe = load_pipeline("toy")  # doctest: +SKIP
     """
-    from diffusers import DiffusionPipeline, StableDiffusionPipeline
+    from diffusers import DiffusionPipeline
 
-    if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"source must be 'toy', a folder or a hub id, got {type(source).__name__}")
-    device = device or _default_device()
+    path = _resolve_source(source)
+    device = check_device(device)
     torch_dtype = _resolve_dtype(dtype, device)
-    label = str(source)
-    if str(source) in _NAMED:
-        path: str | Path = _named_folder(str(source))
-    elif Path(source).expanduser().exists():
-        path = Path(source).expanduser()
-    else:
-        path = str(source)
+    label = os.fspath(source)
     if isinstance(path, Path):
-        cls_name = _pipeline_class(path)
+        index = _model_index(path)
+        cls_name = index["_class_name"]
         if cls_name not in SUPPORTED:
-            kind = PLANNED.get(cls_name, cls_name)
             raise NotImplementedError(
-                f"{kind} pipelines ({cls_name}) are not supported yet; supported: {sorted(SUPPORTED)}"
+                f"{cls_name} pipelines are not supported; supported: {sorted(SUPPORTED)}"
             )
-    kwargs = dict(dtype=torch_dtype, use_safetensors=True, safety_checker=None, requires_safety_checker=False)
+        _check_safetensors(path, index)
+    kwargs = dict(dtype=torch_dtype, use_safetensors=True)
     try:
         if isinstance(path, Path):
-            pipe = StableDiffusionPipeline.from_pretrained(path, **kwargs)
-        else:
-            pipe = DiffusionPipeline.from_pretrained(path, **kwargs)
+            import diffusers
+
+            if cls_name == "StableDiffusionPipeline":
+                kwargs.update(safety_checker=None, requires_safety_checker=False)
+            pipe = getattr(diffusers, cls_name).from_pretrained(path, **kwargs)
+        else:  # the class is known only once loaded: keep a Stable Diffusion safety checker off
+            pipe = DiffusionPipeline.from_pretrained(
+                path, safety_checker=None, requires_safety_checker=False, **kwargs
+            )
     except OSError as err:
         if isinstance(path, Path):
-            raise
+            raise ValueError(f"{path} cannot be loaded as a diffusers pipeline: {err}") from None
         raise ModelNotAvailableError(
-            f"the weights of {label!r} are not available locally and the hub could not be reached ({err.__class__.__name__}). "
+            f"the weights of {label!r} are not available locally (there is no folder of that name here) "
+            f"and the hub could not be reached ({err.__class__.__name__}). "
             f"On a machine with internet run `hf download {label}` (or `huggingface-cli download {label}`), "
             "then pass the downloaded folder or set HF_HOME to the cache that holds it"
         ) from None
     if type(pipe).__name__ not in SUPPORTED:
-        raise NotImplementedError(
-            f"{type(pipe).__name__} is not supported yet; supported: {sorted(SUPPORTED)}"
-        )
+        raise NotImplementedError(f"{type(pipe).__name__} is not supported; supported: {sorted(SUPPORTED)}")
     pipe = pipe.to(device)
     _SOURCES[pipe] = label
     return pipe
@@ -135,12 +235,13 @@ def model_source(pipe) -> str:
 
 
 def weights_hash(pipe) -> str:
-    """SHA-256 over every weight of the UNet, text encoder and VAE (computed once per pipeline)."""
+    """SHA-256 over every weight of the pipeline's models (denoiser, text encoders, VAE), in component
+    name order (computed once per pipeline)."""
     if pipe in _HASHES:
         return _HASHES[pipe]
     h = hashlib.sha256()
-    for part in ("text_encoder", "unet", "vae"):
-        module = getattr(pipe, part)
+    models = {k: v for k, v in pipe.components.items() if isinstance(v, torch.nn.Module)}
+    for part, module in sorted(models.items()):
         for name, tensor in sorted(module.state_dict().items()):
             h.update(f"{part}.{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
             h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

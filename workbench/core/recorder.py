@@ -36,13 +36,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .adapters import adapter_for
-from .attention import AttentionSink, AttentionStore, RecordingProcessor
+from .attention import AttentionSink, AttentionStore
 from .loading import model_source, weights_hash
 from .policy import RecordingPolicy, check_budget
 from .request import Request
 from .run import Provenance, Run, RunConfig
 from .schedulers import jsonable, x0_from_output
-from .tokens import cut_message, token_table
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
@@ -131,6 +130,11 @@ class Recording:
         self.prompts: list[str] | None = None
         self.negative_prompts: list[str | None] = [None]
         self.per_prompt = 1
+        self.encode_calls = 0
+        self.lengths: dict[str, int] = self.adapter.text_lengths({})
+        self.denoiser_calls = 0  # denoiser calls in the step under way
+        self.negative_calls = 0  # the most extra denoiser calls a step made (a separate negative branch)
+        self.text_len = 0
         self.noise: torch.Tensor | None = None  # (batch, C, h, w) as drawn, before init_noise_sigma
         self.seeds: list[int | None] = []
         self.noise_kind = "seed"
@@ -169,7 +173,7 @@ class Recording:
         self._wrap(pipe, "encode_prompt", self._encode_prompt)
         self._wrap(pipe, "prepare_latents", self._prepare_latents)
         self._wrap(pipe.image_processor, "postprocess", self._postprocess)
-        handle = self.adapter.denoiser.register_forward_pre_hook(self._first_forward)
+        handle = self.adapter.denoiser.register_forward_pre_hook(self._forward, with_kwargs=True)
         self._undo.append(handle.remove)
         old_bar = getattr(pipe, "_progress_bar_config", None)
         pipe.set_progress_bar_config(disable=True)
@@ -190,25 +194,33 @@ class Recording:
         signature = inspect.signature(original)
 
         def encode_prompt(*args, **kwargs):
-            if self.prompts is None:  # the pipeline's own call; later calls (if any) are not its prompt
-                bound = signature.bind_partial(*args, **kwargs).arguments
-                prompt, negative = bound.get("prompt"), bound.get("negative_prompt")
-                self.prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
-                self.negative_prompts = list(negative) if isinstance(negative, (list, tuple)) else [negative]
-                self.per_prompt = int(bound.get("num_images_per_prompt") or 1)
-                self._warn_cut()
+            bound = signature.bind_partial(*args, **kwargs).arguments
+            found = self.adapter.prompts_of(bound, self.encode_calls)
+            self.encode_calls += 1
+            if found is not None:
+                prompt, negative = found
+                if prompt is not None or self.prompts is None:
+                    self.prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+                    self.per_prompt = int(bound.get("num_images_per_prompt") or 1)
+                    self.lengths = self.adapter.text_lengths(bound)
+                if negative is not None:
+                    self.negative_prompts = (
+                        list(negative) if isinstance(negative, (list, tuple)) else [negative]
+                    )
+                self._warn_cut(prompt, negative)
             return original(*args, **kwargs)
 
         return encode_prompt
 
-    def _warn_cut(self) -> None:
-        tokenizer, limit = self.pipe.tokenizer, self.adapter.text_limit
-        texts = [("prompt", p) for p in self.prompts] + [
-            ("negative_prompt", n) for n in self.negative_prompts if n is not None
-        ]
-        for label, text in dict.fromkeys(texts):
-            message = cut_message(token_table(tokenizer, text, limit, warn=False), limit)
-            if message:
+    def _warn_cut(self, prompt, negative) -> None:
+        def texts(value):
+            return [value] if isinstance(value, str) else [t for t in (value or []) if isinstance(t, str)]
+
+        labelled = [("prompt", t) for t in texts(prompt)] + [("negative_prompt", t) for t in texts(negative)]
+        for label, text in dict.fromkeys(labelled):
+            for message in self.adapter.cut_messages(text, self.lengths):
+                _warn(message.replace("prompt", label, 1))
+            for message in self.adapter.unknown_messages(text, self.lengths):
                 _warn(message.replace("prompt", label, 1))
 
     def _prepare_latents(self, original):
@@ -236,7 +248,7 @@ class Recording:
                 bound.arguments["latents"] = latents
             else:
                 self.seeds, self.noise_kind = [None] * batch, "latents"
-            self.noise = latents.detach().float().cpu()
+            self.noise = self._unpack(latents)
             return original(*bound.args, **bound.kwargs)
 
         return prepare_latents
@@ -248,30 +260,35 @@ class Recording:
 
         return postprocess
 
-    def _first_forward(self, module, args) -> None:
-        if self.sink is not None or self.total_steps:
+    def _unpack(self, latents: torch.Tensor) -> torch.Tensor:
+        """A latent as the loop holds it -> (batch, C, h, w), CPU float32."""
+        return self.adapter.unpack(latents.detach(), *self.size).float().cpu()
+
+    def _forward(self, module, args, kwargs) -> None:
+        self.denoiser_calls += 1
+        if self.sink is not None:
+            self.sink.call = self.denoiser_calls - 1
+        if self.total_steps:
             return
         pipe, adapter = self.pipe, self.adapter
         self.scheduler = pipe.scheduler
         self.total_steps = len(self.scheduler.timesteps)
         if self.noise is None:
             raise RuntimeError("recording needs the pipeline to prepare its latents before denoising")
+        context = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
+        self.text_len = int(context.shape[1]) if context is not None else adapter.text_limit
         latent_hw = tuple(self.noise.shape[-2:])
         batch = self.noise.shape[0]
         layers = adapter.layers()
-        check_budget(self.policy, layers, latent_hw, adapter.text_limit, self.total_steps, batch)
-        if self.policy.negative and not self._guided():
+        check_budget(self.policy, layers, latent_hw, self.text_len, self.total_steps, batch)
+        if self.policy.negative and not self._guided() and not adapter.separate_negative:
             _warn("policy.negative is set but guidance is off: there is no negative branch to record")
         if self.policy.record_attention:
             self.sink = AttentionSink(
-                self.policy, layers, latent_hw, adapter.text_limit, self.total_steps, batch=batch
+                self.policy, layers, latent_hw, self.text_len, self.total_steps, batch=batch
             )
-            for name in self.sink.layers:  # only the recorded layers get an observer
-                attn = adapter.denoiser.get_submodule(name)
-                inner = attn.processor
-                attn.set_processor(RecordingProcessor(inner, name, self.sink))
-                handles = attn.processor.hook(attn)
-                self._undo.append(functools.partial(_restore_processor, attn, inner, handles))
+            self.sink.separate_negative = adapter.separate_negative
+            self._undo += adapter.observe(self.sink)
         self._wrap(self.scheduler, "step", self._step)
         self.bar = tqdm(
             total=self.total_steps, desc="denoising", unit="step", disable=not self.progress, leave=False
@@ -297,10 +314,12 @@ class Recording:
 
     def _observe(self, timestep, sample, prev_sample, x0) -> None:
         if not self.latents:
-            self.latents.append(sample.detach().float().cpu())
-        self.latents.append(prev_sample.detach().float().cpu())
-        self.x0.append(x0.detach().float().cpu())
+            self.latents.append(self._unpack(sample))
+        self.latents.append(self._unpack(prev_sample))
+        self.x0.append(self._unpack(x0))
         self.timesteps.append(float(timestep))
+        self.negative_calls = max(self.negative_calls, self.denoiser_calls - 1)
+        self.denoiser_calls = 0
         if self.sink is not None:
             self.sink.step = self.steps_done
         self.bar.update(1)
@@ -345,7 +364,7 @@ class Recording:
         latents = torch.stack(self.latents, dim=1) if self.latents else None  # (batch, steps + 1, C, h, w)
         x0 = torch.stack(self.x0, dim=1) if self.x0 else None  # (batch, steps, C, h, w)
         empty = torch.zeros((0, *self.noise.shape[1:]))
-        tokenizer, limit = self.pipe.tokenizer, self.adapter.text_limit
+        table = self.adapter.token_table
         steps = int(getattr(self.scheduler, "num_inference_steps", None) or self.total_steps or 1)
         runs = []
         for i in range(batch):
@@ -354,6 +373,7 @@ class Recording:
                 seed=self.seeds[i],
                 steps=steps,
                 guidance_scale=self._guidance(),
+                true_cfg_scale=None if self.negative_calls and self.adapter.separate_negative else 1.0,
                 negative_prompt=negatives[i],
                 height=height,
                 width=width,
@@ -361,8 +381,8 @@ class Recording:
             runs.append(
                 Run(
                     config=RunConfig(request, self.policy.to_dict(), Provenance(**provenance)),
-                    tokens=token_table(tokenizer, prompts[i], limit, warn=False),
-                    negative_tokens=token_table(tokenizer, negatives[i] or "", limit, warn=False),
+                    tokens=table(prompts[i], self.lengths),
+                    negative_tokens=table(negatives[i] or "", self.lengths),
                     timesteps=torch.tensor(self.timesteps, dtype=torch.float64),
                     noise=self.noise[i],
                     latents=latents[i] if latents is not None else empty,
@@ -374,12 +394,6 @@ class Recording:
                 )
             )
         return runs
-
-
-def _restore_processor(attn, processor, handles) -> None:
-    for handle in handles:
-        handle.remove()
-    attn.set_processor(processor)
 
 
 def _as_pil(images, batch: int) -> list:

@@ -57,6 +57,9 @@ class Request:
         guidance_scale: classifier-free guidance weight (finite, >= 0; <= 1 turns guidance off).
         negative_prompt: text for the unconditional branch.
         height, width: image size in pixels; ``None``: the model's native size.
+        true_cfg_scale: Flux only: above 1 with a negative prompt, the negative branch runs as a second
+            denoiser call per step ("true" classifier-free guidance); ``guidance_scale`` is then Flux's
+            embedded guidance. ``None`` in a recorded run: not known from the call.
         scheduler: ``None`` (the pipeline's own), a name from ``workbench.core.schedulers.SCHEDULERS``
             (``"ddim"``, ``"euler"``, ``"dpm++"``, ...), a diffusers scheduler (kept as its class and
             config) or ``{"class": "DDIMScheduler", "config": {...}}``.
@@ -70,6 +73,7 @@ class Request:
     height: int | None = None
     width: int | None = None
     scheduler: str | dict | None = None
+    true_cfg_scale: float | None = 1.0
 
     def __post_init__(self):
         if not isinstance(self.prompt, str):
@@ -85,6 +89,11 @@ class Request:
         if g < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {g!r}")
         object.__setattr__(self, "guidance_scale", float(g))
+        t = self.true_cfg_scale
+        if t is not None:
+            if isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(t) or t < 0:
+                raise ValueError(f"true_cfg_scale must be a finite number >= 0 (or None: unknown), got {t!r}")
+            object.__setattr__(self, "true_cfg_scale", float(t))
         if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
             raise TypeError(
                 f"negative_prompt must be a str or None, got {type(self.negative_prompt).__name__}"
@@ -101,6 +110,10 @@ class Request:
 
     def for_model(self, adapter) -> Request:
         """This request with the model's native size filled in and sizes checked against its multiple."""
+        if self.true_cfg_scale not in (None, 1.0) and not adapter.separate_negative:
+            raise ValueError(
+                f"true_cfg_scale applies to Flux pipelines only; {adapter.family} guides with guidance_scale"
+            )
         m = adapter.size_multiple
         height = check_size("height", self.height or adapter.default_size, m)
         width = check_size("width", self.width or adapter.default_size, m)

@@ -10,6 +10,7 @@ from PIL import Image
 
 from .attention import AttentionStore
 from .request import Request
+from .tokens import word_groups
 
 SCHEMA_VERSION = 1
 
@@ -154,9 +155,8 @@ class Run:
 
     @property
     def words(self) -> list[str]:
-        """The in-context words of the prompt, in order."""
-        w = self.tokens[self.tokens.kind == "word"].drop_duplicates("word_index")
-        return w.word.tolist()
+        """The in-context words (and punctuation marks) of the prompt as typed, in order."""
+        return [g["word"] for g in word_groups(self.tokens, include_special=False)]
 
     def __repr__(self) -> str:
         state = "complete" if self.complete else f"incomplete ({self.steps_done}/{self.config.steps} steps)"

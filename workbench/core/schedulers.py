@@ -4,20 +4,7 @@ from __future__ import annotations
 
 import torch
 
-SCHEDULERS: dict[str, tuple[str, dict]] = {
-    "ddim": ("DDIMScheduler", {}),
-    "ddpm": ("DDPMScheduler", {}),
-    "pndm": ("PNDMScheduler", {}),
-    "lms": ("LMSDiscreteScheduler", {}),
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-    "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
-    "dpm++_karras": (
-        "DPMSolverMultistepScheduler",
-        {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True},
-    ),
-    "unipc": ("UniPCMultistepScheduler", {}),
-}
+from workbench.names import SCHEDULERS  # the names live in a torch-free module for the CLI
 
 
 def scheduler_spec(scheduler) -> str | dict | None:
@@ -93,6 +80,10 @@ def x0_from_output(scheduler, model_output: torch.Tensor, timestep, sample: torc
 
     Uses the scheduler's own noise level at this step: ``sample = alpha_t * x0 + sigma_t * eps``.
     """
+    if type(scheduler).__name__.startswith("FlowMatch"):
+        # Flow matching: sample = (1 - sigma) * x0 + sigma * noise and the model predicts v = noise - x0.
+        sigma = scheduler.sigmas[scheduler.step_index - 1].to(sample.device, sample.dtype)
+        return sample - sigma * model_output
     if hasattr(scheduler, "_sigma_to_alpha_sigma_t") and getattr(scheduler, "step_index", None) is not None:
         # Called after ``step``: the index it used is one behind.
         sigma = scheduler.sigmas[scheduler.step_index - 1].to(sample.device)

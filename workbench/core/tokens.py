@@ -13,6 +13,8 @@ import pandas as pd
 
 TOKEN_COLUMNS = ["position", "token_id", "token", "word_index", "word", "kind"]
 KINDS = ("bos", "word", "punct", "eos", "pad", "cut")
+TEXT_KINDS = ("word", "punct")
+SPECIAL_KINDS = ("bos", "eos", "pad")
 
 
 def _clean(token: str) -> str:
@@ -91,13 +93,17 @@ def token_table(tokenizer, text: str, max_length: int | None = None, *, warn: bo
     return table
 
 
-def cut_message(table: pd.DataFrame, limit: int) -> str | None:
-    """The warning for a prompt whose words did not all fit the encoder's context, or None."""
+def cut_message(table: pd.DataFrame, limit: int, encoder: str = "") -> str | None:
+    """The warning for a prompt whose words did not all fit the encoder's context, or None.
+
+    ``encoder`` names the text encoder (``"CLIP"``, ``"T5"``) where a model has more than one.
+    """
     if not (table["kind"].to_numpy() == "cut").any():
         return None
     lost = dropped_words(table)
+    which = f"{encoder} text encoder" if encoder else "text encoder"
     return (
-        f"prompt is longer than the text encoder's limit of {limit} tokens; "
+        f"prompt is longer than the {which}'s limit of {limit} tokens; "
         f"these words are cut off and get no attention maps: {lost}"
     )
 
@@ -123,3 +129,167 @@ def word_positions(table: pd.DataFrame) -> dict[int, list[int]]:
     """Map each in-context word index to the encoder positions of its tokens."""
     inside = table[table.kind.isin(["word", "punct"])]
     return {int(w): g.position.astype(int).tolist() for w, g in inside.groupby("word_index", sort=True)}
+
+
+def word_groups(table: pd.DataFrame, include_special: bool) -> list[dict]:
+    """Word groups (positions summed together), then special groups when asked.
+
+    What counts as a word of a prompt is decided here and nowhere else: the in-context positions of
+    kind ``word`` or ``punct`` (``TEXT_KINDS``), grouped by ``word_index``, in order; each group is a
+    dict with ``word`` (as typed), ``word_index``, ``kind`` and ``positions``.
+    """
+    inside = table[table.kind != "cut"]
+    groups = []
+    for wi, g in inside[inside.kind.isin(TEXT_KINDS)].groupby("word_index", sort=True):
+        groups.append(
+            {
+                "word": str(g.word.iloc[0]),
+                "word_index": int(wi),
+                "kind": str(g.kind.iloc[0]),
+                "positions": g.position.astype(int).tolist(),
+            }
+        )
+    if include_special:
+        for kind in SPECIAL_KINDS:
+            g = inside[inside.kind == kind]
+            if len(g):
+                groups.append(
+                    {
+                        "word": f"<{kind}>",
+                        "word_index": -1,
+                        "kind": kind,
+                        "positions": g.position.astype(int).tolist(),
+                    }
+                )
+    return groups
+
+
+def unknown_message(table: pd.DataFrame, tokenizer) -> str | None:
+    """The warning for a prompt the tokenizer cannot read, or None.
+
+    A prompt is unreadable when every one of its tokens is the tokenizer's unknown token (emoji or
+    another script on a tokenizer that lacks them), or when it yields no word tokens at all (only
+    punctuation, such as ``"!!!"``): its attention maps then say nothing about words. An empty prompt
+    has no tokens and gives None.
+
+    Args:
+        table: the prompt's token table (see ``token_table``).
+        tokenizer: the tokenizer that made it.
+
+    Example:
+        >>> unknown_message(token_table(tok, "🙂🙂"), tok)  # doctest: +SKIP
+        "prompt '🙂🙂' is made only of tokens the tokenizer does not know ..."
+    """
+    own = table[table["kind"].isin(["word", "punct", "cut"])]  # the prompt's tokens, specials left out
+    if own.empty:
+        return None
+    words = own.drop_duplicates("word_index").sort_values("word_index")["word"].tolist()
+    prompt = " ".join(str(w) for w in words)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None and (own["token_id"].to_numpy() == unk).all():
+        return (
+            f"prompt {prompt!r} is made only of tokens the tokenizer does not know (each became "
+            f"{tokenizer.unk_token!r}); its attention maps say nothing about its words. "
+            "Write the prompt in words the model was trained on"
+        )
+    if not (own["kind"].to_numpy() == "word").any():
+        return (
+            f"prompt {prompt!r} has no word tokens (only punctuation or symbols); its attention maps "
+            "say nothing about words. Write the prompt in words the model was trained on"
+        )
+    return None
+
+
+def sentencepiece_table(
+    tokenizer, text: str, max_length: int, *, word_spans: list[tuple[int, int]] | None = None
+) -> pd.DataFrame:
+    """The token table of a T5-style (SentencePiece) tokenizer: no BOS, ``▁`` starts a word, EOS, padding.
+
+    Args:
+        tokenizer: a ``T5TokenizerFast`` (or any tokenizer returning offsets, with EOS and pad tokens).
+        text: the prompt as typed.
+        max_length: the encoder's sequence length (the pipeline's ``max_sequence_length``).
+        word_spans: (start, end) character spans of the prompt's words as another encoder's table
+            grouped them (see ``word_spans``): tokens then take the index of the word they overlap,
+            so the same word has the same ``word_index`` in both tables.
+
+    Returns:
+        Columns as ``token_table``'s; cut tokens are numbered on from ``max_length``.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"prompt must be a str, got {type(text).__name__}")
+    enc = tokenizer(text, add_special_tokens=False, truncation=False, return_offsets_mapping=True)
+    ids: list[int] = list(enc["input_ids"])
+    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    spans: list[list[int]] = []
+    word_of: list[int] = []
+    for i, piece in enumerate(pieces):
+        a, b = offsets[i]
+        if word_spans is not None:
+            hits = [w for w, (s, e) in enumerate(word_spans) if s < max(b, a + 1) and a < e]
+            word_of.append(hits[0] if hits else (word_of[-1] if word_of else 0))
+            continue
+        if i == 0 or piece.startswith("\u2581") or a > offsets[i - 1][1]:
+            spans.append([a, b])
+        else:
+            spans[-1][1] = b
+        word_of.append(len(spans) - 1)
+    spans_used = [list(sp) for sp in word_spans] if word_spans is not None else spans
+    words = [text[a:b].strip() for a, b in spans_used]
+    room = max_length - 1  # EOS takes a position
+    rows = []
+    for i, (tid, piece) in enumerate(zip(ids, pieces)):
+        word = words[word_of[i]] if words else ""
+        kind = "word" if any(ch.isalnum() for ch in word) else "punct"
+        rows.append(
+            {
+                "position": i,
+                "token_id": int(tid),
+                "token": piece.replace("\u2581", ""),
+                "word_index": word_of[i],
+                "word": word,
+                "kind": kind if i < room else "cut",
+            }
+        )
+    kept = min(len(ids), room)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_tok = tokenizer.convert_ids_to_tokens([pad_id])[0]
+    specials = [_special(kept, tokenizer.eos_token_id, tokenizer.eos_token, "eos")]
+    specials += [_special(p, pad_id, pad_tok, "pad") for p in range(kept + 1, max_length)]
+    cut = [r for r in rows if r["kind"] == "cut"]
+    for r in cut:
+        r["position"] = max_length + r["position"] - kept
+    return pd.DataFrame([r for r in rows if r["kind"] != "cut"] + specials + cut, columns=TOKEN_COLUMNS)
+
+
+def word_spans(tokenizer, text: str) -> list[tuple[int, int]]:
+    """(start, end) character spans of the prompt's words as ``token_table`` groups them."""
+    enc = tokenizer(text, add_special_tokens=False, truncation=False, return_offsets_mapping=True)
+    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    pieces = tokenizer.convert_ids_to_tokens(list(enc["input_ids"]))
+    spans: list[list[int]] = []
+    for i in range(len(pieces)):
+        if i == 0 or pieces[i - 1].endswith("</w>") or offsets[i][0] > offsets[i - 1][1]:
+            spans.append(list(offsets[i]))
+        else:
+            spans[-1][1] = offsets[i][1]
+    return [tuple(sp) for sp in spans]
+
+
+def joined_table(parts: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """Token tables of several encoders laid end to end on one key axis, with an ``encoder`` column.
+
+    Each part's in-context positions are shifted by the lengths before it; cut tokens are numbered on
+    past the whole axis, so they can never index a map.
+    """
+    frames, offset = [], 0
+    for encoder, table in parts:
+        inside = table[table.kind != "cut"].copy()
+        inside["position"] = inside["position"] + offset
+        inside["encoder"] = encoder
+        frames.append(inside)
+        offset += len(inside)
+    cut = pd.concat([table[table.kind == "cut"].assign(encoder=encoder) for encoder, table in parts])
+    cut["position"] = range(offset, offset + len(cut))
+    return pd.concat([*frames, cut], ignore_index=True)

@@ -1,0 +1,231 @@
+"""SDXL, SD3 and Flux recorded like SD 1.x: tiny random-weight pipelines saved and loaded the real way,
+non-square sizes; the recorded image equals the stock call's; every recorded probability equals a
+reference softmax computed here from the module's own weights (norms and rotary included)."""
+
+import numpy as np
+import pytest
+import torch
+from tiny_families import build_flux_folder, build_sd3_folder, build_sdxl_folder
+
+from workbench import RecordingPolicy, Request, generate, load_pipeline, record
+from workbench.analysis import word_maps
+from workbench.core.adapters import adapter_for
+from workbench.core.policy import estimate_bytes
+
+PROMPT = "a red circle left of a blue square"
+FAMILIES = {
+    # name: (builder, height, width, extra request fields)
+    "sdxl": (build_sdxl_folder, 64, 96, {}),
+    "sd3": (build_sd3_folder, 32, 48, {}),
+    "flux": (build_flux_folder, 32, 48, {"true_cfg_scale": 2.0}),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request, tmp_path_factory):
+    build, height, width, extra = FAMILIES[request.param]
+    folder = build(tmp_path_factory.mktemp(request.param))
+    pipe = load_pipeline(folder, device="cpu", dtype="float32")
+    req = Request(
+        PROMPT,
+        seed=5,
+        steps=3,
+        guidance_scale=4.0,
+        negative_prompt="green",
+        height=height,
+        width=width,
+        **extra,
+    )
+    return request.param, pipe, req
+
+
+def _stock(pipe, req, output_type="np", hooks=()):
+    handles = [module.register_forward_pre_hook(fn, with_kwargs=True) for module, fn in hooks]
+    try:
+        return pipe(
+            req.prompt,
+            num_inference_steps=req.steps,
+            height=req.height,
+            width=req.width,
+            generator=torch.Generator().manual_seed(req.seed),
+            output_type=output_type,
+            **adapter_for(pipe).call_arguments(req),
+        ).images
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def test_recorded_image_and_latent_equal_stock(family):
+    name, pipe, req = family
+    run = generate(pipe, req, progress=False)
+    image = _stock(pipe, req)[0]
+    assert np.array_equal(np.asarray(run.image), (image * 255).round().astype("uint8"))
+    latent = _stock(pipe, req, output_type="latent")
+    adapter = adapter_for(pipe)
+    assert torch.equal(run.latents[-1], adapter.unpack(latent, req.height, req.width)[0].float())
+    # x0 at the last step is close to the final latent
+    assert torch.allclose(run.x0[-1], run.latents[-1], atol=0.1 * run.latents[-1].abs().max().item())
+    assert run.complete and run.config.provenance.model["pipeline"] == type(pipe).__name__
+
+
+def _split_heads(x, heads):  # (B, S, H·D) -> (B, H, S, D)
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def _rotate(
+    x, freqs
+):  # x (B, H, S, D); interleaved pairs rotated by (cos, sin) per position, written out here
+    cos, sin = (f[None, None].to(x.dtype) for f in freqs)
+    pairs = x.unflatten(-1, (-1, 2))
+    rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
+    return x * cos + rotated * sin
+
+
+def _joint_reference(attn, inputs, text_first, text_len=None):
+    """Image-query × text-key block of the full joint softmax, from the module's weights: (B, H, N, T)."""
+    hs, ehs, rope = (
+        inputs["hidden_states"],
+        inputs.get("encoder_hidden_states"),
+        inputs.get("image_rotary_emb"),
+    )
+    h = attn.heads
+    q, k = _split_heads(attn.to_q(hs), h), _split_heads(attn.to_k(hs), h)
+    q, k = attn.norm_q(q), attn.norm_k(k)
+    if ehs is not None:
+        tq, tk = _split_heads(attn.add_q_proj(ehs), h), _split_heads(attn.add_k_proj(ehs), h)
+        tq, tk = attn.norm_added_q(tq), attn.norm_added_k(tk)
+        text_len = ehs.shape[1]
+        q = torch.cat([tq, q] if text_first else [q, tq], dim=2)
+        k = torch.cat([tk, k] if text_first else [k, tk], dim=2)
+    if rope is not None:
+        q, k = _rotate(q, rope), _rotate(k, rope)
+    p = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)  # (B, H, S, S)
+    n = q.shape[2] - text_len
+    return p[:, :, text_len:, :text_len] if text_first else p[:, :, :n, n:]
+
+
+def _cross_reference(attn, inputs):
+    """softmax(QKᵀ/√d) of a UNet cross-attention layer from its own to_q/to_k: (B, H, N, T)."""
+    hs, ehs = inputs["hidden_states"], inputs["encoder_hidden_states"]
+    q, k = _split_heads(attn.to_q(hs), attn.heads), _split_heads(attn.to_k(ehs), attn.heads)
+    return torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1)
+
+
+def test_every_probability_equals_a_reference_softmax(family):
+    name, pipe, req = family
+    adapter = adapter_for(pipe)
+    policy = RecordingPolicy(heads="all", dtype="float32", negative=True)
+    run = generate(pipe, req, policy=policy, progress=False)
+    denoiser = adapter.denoiser
+    calls: dict[str, list] = {layer: [] for layer in run.attention.probs}
+    block_text: dict[str, list] = {layer: [] for layer in calls}
+    hooks = []
+    for layer in calls:
+        attn = denoiser.get_submodule(layer)
+
+        def keep(module, args, kwargs, layer=layer):
+            names = ("hidden_states", "encoder_hidden_states", "attention_mask", "image_rotary_emb")
+            calls[layer].append({**dict(zip(names, args)), **kwargs})
+
+        hooks.append((attn, keep))
+        if layer.startswith("single_"):
+            block = denoiser.get_submodule(layer.removesuffix(".attn"))
+
+            def text_of(module, args, kwargs, layer=layer):
+                block_text[layer].append(kwargs["encoder_hidden_states"].shape[1])
+
+            hooks.append((block, text_of))
+    with torch.no_grad():
+        _stock(pipe, req, hooks=hooks)
+        for layer, inputs in calls.items():
+            attn = denoiser.get_submodule(layer)
+            for step in range(req.steps):
+                if name == "flux":  # the negative branch is a second call per step
+                    refs = {"cond": inputs[2 * step], "uncond": inputs[2 * step + 1]}
+                    texts = block_text[layer][2 * step : 2 * step + 2] if block_text[layer] else [None, None]
+                    ref = {b: _joint_reference(attn, x, True, t)[0] for (b, x), t in zip(refs.items(), texts)}
+                else:
+                    full = (
+                        _cross_reference(attn, inputs[step])
+                        if name == "sdxl"
+                        else _joint_reference(attn, inputs[step], False)
+                    )  # batch [uncond | cond]
+                    ref = {"uncond": full[0], "cond": full[1]}
+                got = {
+                    "cond": run.attention.probs[layer][step],
+                    "uncond": run.negative_attention.probs[layer][step],
+                }
+                for branch in ("cond", "uncond"):
+                    assert got[branch].shape == ref[branch].shape, (layer, branch)
+                    err = (got[branch] - ref[branch]).abs().max().item()
+                    assert err <= 1e-5, f"{name} {layer} step {step} {branch}: max error {err:.2e}"
+    # attention is not uniform: the test would catch a wrong slice
+    some = next(iter(run.attention.probs.values()))
+    assert some.amax().item() > 2.5 / some.shape[-1]
+
+
+def test_grids_budget_and_words(family):
+    name, pipe, req = family
+    adapter = adapter_for(pipe)
+    policy = RecordingPolicy(negative=True)
+    run = generate(pipe, req, policy=policy, progress=False)
+    h, w = adapter.latent_hw(req.height, req.width)
+    assert tuple(run.latents.shape[-2:]) == (h, w) and h != w
+    for layer, (rows, cols) in run.attention.shapes.items():
+        assert run.attention.probs[layer].shape[2] == rows * cols and rows != cols
+        assert rows / cols == pytest.approx(req.height / req.width)
+    text_keys = next(iter(run.attention.probs.values())).shape[-1]
+    assert len(run.tokens[run.tokens.kind != "cut"]) == text_keys  # every key position has a row
+    steps = run.steps_done
+    est = estimate_bytes(policy, adapter.layers(), (h, w), text_keys, steps)
+    assert run.attention.nbytes() + run.negative_attention.nbytes() == est
+    maps = word_maps(run, "all-mean")
+    assert maps.words[:3] == ["a", "red", "circle"] and maps.maps.shape[-2:] == (req.height, req.width)
+    assert maps.maps.flatten(1).std(dim=0).mean() > 0  # words get different maps
+
+
+def test_text_tables_per_encoder(family):
+    name, pipe, req = family
+    run = generate(pipe, req, steps=1, progress=False)
+    table = run.tokens
+    if name == "sd3":
+        assert table.encoder.unique().tolist() == ["CLIP", "T5"]
+        for encoder in ("CLIP", "T5"):  # the same words, aligned in each encoder's positions
+            part = table[(table.encoder == encoder) & (table.kind == "word")]
+            assert part.drop_duplicates("word_index").word.tolist() == PROMPT.split()
+        t5 = table[table.encoder == "T5"]
+        assert (t5.kind == "pad").sum() > 0 and t5.position.min() == 16
+    elif name == "flux":
+        assert set(table.encoder) == {"T5"} and table.kind.iloc[len(PROMPT.split())] == "eos"
+    else:
+        assert table.kind.iloc[0] == "bos"
+
+
+def test_cut_warning_names_the_encoder(family):
+    name, pipe, req = family
+    long = " ".join(["a red circle left of a blue square"] * 6)
+    encoder = {"sdxl": "CLIP", "sd3": "CLIP", "flux": "T5"}[name]
+    extra = {} if name == "sdxl" else {"max_sequence_length": 32}
+    with pytest.warns(UserWarning, match=f"{encoder} text encoder's limit"):
+        with record(pipe, progress=False):
+            pipe(long, num_inference_steps=1, height=req.height, width=req.width, **extra)
+
+
+def test_observers_removed_after_an_error(family):
+    name, pipe, req = family
+    denoiser = adapter_for(pipe).denoiser
+    before = {n: (m.processor if hasattr(m, "processor") else None) for n, m in denoiser.named_modules()}
+
+    def boom(p, step, t, kwargs):
+        raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        with record(pipe, RecordingPolicy(heads="all"), progress=False):
+            pipe(PROMPT, num_inference_steps=2, height=req.height, width=req.width, callback_on_step_end=boom)
+    for n, m in denoiser.named_modules():
+        if hasattr(m, "processor"):
+            assert m.processor is before[n], n
+        assert not m._forward_hooks and not m._forward_pre_hooks, n
+    again = generate(pipe, req, steps=1, progress=False)
+    assert again.complete

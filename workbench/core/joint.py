@@ -1,0 +1,143 @@
+"""Observing joint attention (SD3, Flux): image-query × text-key probabilities, from forward hooks alone.
+
+In an MM-DiT, image and text tokens attend together: one softmax over [image | text] keys (SD3) or
+[text | image] keys (Flux). What the model computed for "image region → prompt token" is the
+image-query × text-key block **of that joint softmax**, which is what is recorded here.
+
+Nothing of the attention module is replaced: the stock processor (and whichever attention backend it
+dispatches to) computes the output. Forward hooks hand over the very projections it computed (``to_q``,
+``to_k`` and, for the text stream, ``add_q_proj``/``add_k_proj``); the module's own q/k norms and, for
+Flux, diffusers' own rotary embedding are applied to them exactly as the processor does, and the
+probabilities are formed beside it in float32, a few heads at a time.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .attention import AttentionSink
+
+HEAD_CHUNK = 4  # heads per score matrix: bounds the memory of (queries × keys) at once
+
+
+class JointObserver:
+    """Records one joint-attention module's image → text probabilities into a sink.
+
+    Args:
+        attn: the attention module (``Attention`` with ``JointAttnProcessor2_0``, or ``FluxAttention``).
+        name: its module path inside the denoiser.
+        sink: where the probabilities go.
+        text_first: key order is [text | image] (Flux) rather than [image | text] (SD3).
+        rotary: the processor applies rotary embeddings (``image_rotary_emb``) to Q and K (Flux).
+        block: for single-stream blocks, the block whose ``encoder_hidden_states`` say how many of
+            the concatenated tokens are text; ``None`` where the text stream has its own projections.
+    """
+
+    def __init__(self, attn, name: str, sink: AttentionSink, *, text_first: bool, rotary: bool, block=None):
+        self.attn, self.name, self.sink = attn, name, sink
+        self.text_first, self.rotary, self.block = text_first, rotary, block
+        self.heads = int(attn.heads)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.q = self.k = self.text_q = self.text_k = self.rotary_emb = None
+        self.text_len: int | None = None
+
+    def install(self) -> list:
+        """Register the hooks; returns their handles (``handle.remove()`` undoes each)."""
+        attn = self.attn
+        handles = [
+            attn.register_forward_pre_hook(self._before, with_kwargs=True),
+            attn.register_forward_hook(self._after),
+            attn.to_q.register_forward_hook(self._keep("q")),
+            attn.to_k.register_forward_hook(self._keep("k")),
+        ]
+        if getattr(attn, "add_q_proj", None) is not None and self.block is None:
+            handles.append(attn.add_q_proj.register_forward_hook(self._keep("text_q")))
+        if getattr(attn, "add_k_proj", None) is not None and self.block is None:
+            handles.append(attn.add_k_proj.register_forward_hook(self._keep("text_k")))
+        if self.block is not None:
+            handles.append(self.block.register_forward_pre_hook(self._block_text, with_kwargs=True))
+        return handles
+
+    def _keep(self, slot: str):
+        def hook(module, args, output):
+            if self.sink.wants(self.name):
+                setattr(self, slot, output)
+
+        return hook
+
+    def _block_text(self, module, args, kwargs) -> None:
+        context = kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None)
+        self.text_len = None if context is None else int(context.shape[1])
+
+    def _before(self, module, args, kwargs) -> None:
+        text_len = self.text_len
+        self._reset()
+        self.text_len = text_len
+        self.rotary_emb = kwargs.get("image_rotary_emb", args[3] if len(args) > 3 else None)
+
+    def _after(self, module, args, output) -> None:
+        if not self.sink.wants(self.name) or self.q is None or self.k is None:
+            self._reset()
+            return
+        with torch.no_grad():
+            probs = self.probs()  # (batch, heads | 1, image queries, text keys)
+        for branch, rows in self.sink.branches(probs.shape[0]).items():
+            if branch in self.sink.buffers:
+                self.sink.write(self.name, branch, probs[rows])
+        self._reset()
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, tokens, heads · head_dim) -> (batch, tokens, heads, head_dim)."""
+        return x.unflatten(-1, (self.heads, -1))
+
+    def queries_and_keys(self) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """Q and K over the joint sequence as the processor forms them: (batch, tokens, heads, head_dim)
+        each, after q/k norms and rotary, plus the number of text tokens and the index of the first
+        image token."""
+        attn = self.attn
+        q, k = self._split(self.q), self._split(self.k)
+        if attn.norm_q is not None:
+            q = attn.norm_q(q)
+        if attn.norm_k is not None:
+            k = attn.norm_k(k)
+        if self.text_k is not None:  # a separate text stream: its own projections and norms
+            tq, tk = self._split(self.text_q), self._split(self.text_k)
+            if getattr(attn, "norm_added_q", None) is not None:
+                tq = attn.norm_added_q(tq)
+            if getattr(attn, "norm_added_k", None) is not None:
+                tk = attn.norm_added_k(tk)
+            text_len = tk.shape[1]
+            pair = ((tq, q), (tk, k)) if self.text_first else ((q, tq), (k, tk))
+            q, k = torch.cat(pair[0], dim=1), torch.cat(pair[1], dim=1)
+        elif self.text_len is not None:  # single stream: [text | image] concatenated by the block
+            text_len = self.text_len
+        else:
+            raise RuntimeError(f"cannot tell the text tokens of {self.name}: it has no text stream")
+        if self.rotary and self.rotary_emb is not None:
+            from diffusers.models.embeddings import apply_rotary_emb
+
+            q = apply_rotary_emb(q, self.rotary_emb, sequence_dim=1)
+            k = apply_rotary_emb(k, self.rotary_emb, sequence_dim=1)
+        first_image = text_len if self.text_first else 0
+        return q, k, text_len, first_image
+
+    def probs(self) -> torch.Tensor:
+        """The image-query × text-key block of the joint softmax: (batch, heads | 1, queries, text), float32."""
+        q, k, text_len, first_image = self.queries_and_keys()
+        n_image = q.shape[1] - text_len
+        text = slice(0, text_len) if self.text_first else slice(n_image, n_image + text_len)
+        q_image = q[:, first_image : first_image + n_image].float()  # (B, N, H, D)
+        k = k.float()  # (B, S, H, D)
+        scale = q.shape[-1] ** -0.5  # the attention kernels' default scale
+        mean = self.sink.policy.heads == "mean"
+        parts = []
+        for h in range(0, self.heads, HEAD_CHUNK):
+            hs = slice(h, min(h + HEAD_CHUNK, self.heads))
+            scores = torch.einsum("bnhd,bshd->bhns", q_image[:, :, hs], k[:, :, hs]) * scale  # (B, h, N, S)
+            p = scores.softmax(dim=-1)[..., text]  # (B, h, N, T)
+            parts.append(p.sum(dim=1, keepdim=True) if mean else p)
+        if mean:
+            return torch.stack(parts).sum(dim=0) / self.heads  # (B, 1, N, T)
+        return torch.cat(parts, dim=1)  # (B, H, N, T)
