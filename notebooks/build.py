@@ -275,7 +275,7 @@ import tempfile
 from pathlib import Path
 
 from workbench.store.index import load_index
-from workbench.store.report import report
+from workbench.report import report
 from workbench.store.spec import load_spec, rerun, save_spec
 
 OUT = Path(os.environ.get("WORKBENCH_OUT") or tempfile.mkdtemp(prefix="workbench-experiment-"))

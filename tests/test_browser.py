@@ -134,7 +134,7 @@ def test_report_renders_in_chromium_and_shows_markup_as_text(tmp_path, tiny_pipe
         "playwright.sync_api", reason="pip install playwright (no browser download needed)"
     )
     from workbench import generate
-    from workbench.store.report import report
+    from workbench.report import report
 
     prompt = "a <script>alert(1)</script> <b>circle</b>"
     runs = [

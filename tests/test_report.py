@@ -6,7 +6,7 @@ import re
 import pytest
 
 from workbench import generate
-from workbench.store.report import report
+from workbench.report import report
 from workbench.store.spec import make_spec
 
 EVIL = "a <script>alert('x')</script> horse"

@@ -24,8 +24,8 @@ import pandas as pd
 from workbench import analysis, viz
 from workbench.core.generate import generate
 from workbench.core.run import Run
+from workbench.report import report
 from workbench.store.index import save_index
-from workbench.store.report import report
 from workbench.store.runs import save_run
 from workbench.store.spec import save_spec
 

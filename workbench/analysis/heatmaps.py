@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from workbench.core.run import Run
+from workbench.core.tokens import TEXT_KINDS, word_groups
 
 from .aggregate import (
     Aggregation,
@@ -21,9 +22,6 @@ from .aggregate import (
     resolve_layers,
     resolve_steps,
 )
-
-TEXT_KINDS = ("word", "punct")
-SPECIAL_KINDS = ("bos", "eos", "pad")
 
 
 @dataclass(frozen=True)
@@ -193,39 +191,6 @@ def token_maps(
         steps_used=steps_used,
         layers_used=layers_used,
     )
-
-
-def word_groups(table: pd.DataFrame, include_special: bool) -> list[dict]:
-    """Word groups (positions summed together), then special groups when asked.
-
-    What counts as a word of a prompt is decided here and nowhere else: the in-context positions of
-    kind ``word`` or ``punct`` (``TEXT_KINDS``), grouped by ``word_index``, in order; each group is a
-    dict with ``word`` (as typed), ``word_index``, ``kind`` and ``positions``.
-    """
-    inside = table[table.kind != "cut"]
-    groups = []
-    for wi, g in inside[inside.kind.isin(TEXT_KINDS)].groupby("word_index", sort=True):
-        groups.append(
-            {
-                "word": str(g.word.iloc[0]),
-                "word_index": int(wi),
-                "kind": str(g.kind.iloc[0]),
-                "positions": g.position.astype(int).tolist(),
-            }
-        )
-    if include_special:
-        for kind in SPECIAL_KINDS:
-            g = inside[inside.kind == kind]
-            if len(g):
-                groups.append(
-                    {
-                        "word": f"<{kind}>",
-                        "word_index": -1,
-                        "kind": kind,
-                        "positions": g.position.astype(int).tolist(),
-                    }
-                )
-    return groups
 
 
 def prompt_words(run: Run, branch: str = "cond") -> list[tuple[str, int]]:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from workbench.analysis.trajectory import decode_latents, filmstrip
 from workbench.core.adapters import adapter_for
-from workbench.core.generate import MAX_SEED, generate
+from workbench.core.generate import generate
 from workbench.core.request import Request
 from workbench.core.run import Run
 from workbench.core.schedulers import SCHEDULERS
@@ -174,14 +174,11 @@ class GenerateApp:
     # ------------------------------------------------------------- work
 
     def _generate(self, params: dict) -> Run:
-        if not (0 <= params["seed"] <= MAX_SEED):
-            raise ValueError(
-                f"seed must be in 0..{MAX_SEED}, got {params['seed']}; press 'new seed' for a valid one"
-            )
+        request = Request(**params)  # a bad field raises here, named, and the app shows it
         self.step_slider.disabled = True
         self.task.status.value = f"generating {params['steps']} steps…"
         return generate(
-            self.pipe, Request(**params), progress=False, cancel=self.task.cancel_event, on_step=self._on_step
+            self.pipe, request, progress=False, cancel=self.task.cancel_event, on_step=self._on_step
         )
 
     def _on_step(self, step: int, x0, latent) -> None:
