@@ -133,3 +133,13 @@ def test_non_square_grid(tiny_pipe):
         assert run.attention.probs[name].shape[2] == h * w
     assert run.attention.shapes["down_blocks.0.attentions.0.transformer_blocks.0.attn2"] == (8, 16)
     assert run.attention.grid("down_blocks.0.attentions.0.transformer_blocks.0.attn2").shape[2:4] == (8, 16)
+
+
+def test_head_counts_kept_with_the_store(tiny_pipe, tmp_path):
+    from workbench import load_run, save_run
+    from workbench.core.adapters import adapter_for
+
+    run = generate(tiny_pipe, PROMPT, seed=1, steps=2, progress=False)
+    layers = {layer.name: layer.heads for layer in adapter_for(tiny_pipe).layers()}
+    assert run.attention.head_counts == layers and len(set(layers.values())) >= 1
+    assert load_run(save_run(run, tmp_path / "r")).attention.head_counts == layers

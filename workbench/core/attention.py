@@ -26,12 +26,15 @@ class AttentionStore:
         steps: the denoising step indices kept (the first axis of every tensor).
         shapes: layer path -> (rows, cols) of the query grid.
         heads: ``"mean"`` (heads averaged at record time) or ``"all"``.
+        head_counts: layer path -> how many heads the layer has (so a sum over heads can be
+            recovered exactly from a mean); empty for stores saved before it was recorded.
     """
 
     probs: dict[str, torch.Tensor] = field(default_factory=dict)
     steps: list[int] = field(default_factory=list)
     shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
     heads: str = "mean"
+    head_counts: dict[str, int] = field(default_factory=dict)
 
     def layer_names(self, resolution: str | int | None = None) -> list[str]:
         """Layer paths, optionally only those of one resolution (``"16x16"`` or its larger side)."""
@@ -159,6 +162,7 @@ class AttentionSink:
                     steps=[self.kept[i] for i in rows],
                     shapes=dict(self.shapes),
                     heads=self.policy.heads,
+                    head_counts={n: layer.heads for n, layer in self.layers.items()},
                 )
             out.append(stores)
         return out

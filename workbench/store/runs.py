@@ -80,6 +80,7 @@ def _store_meta(store: AttentionStore | None) -> dict | None:
         "heads": store.heads,
         "layers": list(store.probs),
         "shapes": {n: list(s) for n, s in store.shapes.items()},
+        "head_counts": dict(store.head_counts),
     }
 
 
@@ -338,6 +339,11 @@ def _check_store(store, key: str) -> str | None:
     for name, shape in shapes.items():
         if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(v) and v > 0 for v in shape)):
             return f"{key}.shapes[{name!r}] must be [rows, cols]"
+    counts = store.get("head_counts", {})  # absent in runs saved before head counts were kept
+    if not isinstance(counts, dict) or not all(
+        isinstance(n, str) and _is_int(c) and c > 0 for n, c in counts.items()
+    ):
+        return f"{key}.head_counts must map layer names to positive head counts"
     return None
 
 
@@ -432,7 +438,10 @@ def _store(meta: dict | None, tensors: dict[str, torch.Tensor], branch: str) -> 
         return None
     probs = {name: tensors[f"attention.{branch}.{name}"] for name in meta["layers"]}
     shapes = {n: tuple(s) for n, s in meta["shapes"].items()}
-    return AttentionStore(probs=probs, steps=list(meta["steps"]), shapes=shapes, heads=meta["heads"])
+    counts = {n: int(c) for n, c in meta.get("head_counts", {}).items()}
+    return AttentionStore(
+        probs=probs, steps=list(meta["steps"]), shapes=shapes, heads=meta["heads"], head_counts=counts
+    )
 
 
 def load_run(path: str | os.PathLike, *, verify: bool = True) -> Run:
