@@ -229,3 +229,43 @@ def test_observers_removed_after_an_error(family):
         assert not m._forward_hooks and not m._forward_pre_hooks, n
     again = generate(pipe, req, steps=1, progress=False)
     assert again.complete
+
+
+def test_step_model_and_integrated_gradients(family):
+    from workbench.analysis import integrated_gradients
+    from workbench.core.step_model import StepModel
+
+    name, pipe, req = family
+    run = generate(pipe, req, policy=RecordingPolicy(dtype="float32"), progress=False)
+    model = StepModel(pipe, run, 1)
+    with torch.no_grad():
+        x0 = model.x0(model.embeds)
+    assert (x0[0] - run.x0[1]).abs().max().item() < 1e-4  # the replayed step reproduces the recorded x0
+    ig = integrated_gradients(pipe, run, step=1, n_steps=8, internal_batch_size=4)
+    assert len(ig.tokens) == len(run.tokens[run.tokens.kind != "cut"])  # one attribution per key position
+    assert ig.output_baseline == pytest.approx(0.0, abs=1e-5) and ig.output_input > 0
+    total = ig.tokens.attribution.sum()
+    assert total - (ig.output_input - ig.output_baseline) == pytest.approx(ig.delta, abs=1e-4)
+
+
+def test_report_rerun_app_and_studies(family, tmp_path):
+    from workbench.analysis import change_curves, filmstrip, permutations
+    from workbench.report import report
+    from workbench.store.spec import make_spec, rerun
+    from workbench.widgets import GenerateApp
+
+    name, pipe, req = family
+    run = generate(pipe, req, steps=2, progress=False)
+    strip = filmstrip(pipe, run)  # decoded as the family decodes: the last frame is the image
+    assert np.array_equal(strip.latent[-1], np.asarray(run.image))
+    assert len(change_curves(run)) == run.steps_done
+    swapped = permutations(req.prompt, kind="relation")[1]
+    other = generate(pipe, req.replace(prompt=swapped, steps=2), progress=False)
+    path = report([run, other], tmp_path / "report.html", quiet=True)
+    assert path.stat().st_size > 0 and type(pipe).__name__ in path.read_text()
+    result = rerun(make_spec(run), model=pipe)
+    assert result.match and result.image_match and result.attention_match
+    app = GenerateApp(pipe, prompt=req.prompt, seed=req.seed, steps=2)
+    app.height.value, app.width.value = req.height, req.width
+    made = app.run_sync()
+    assert app.error is None and made is not None and made.complete

@@ -1,8 +1,8 @@
 """Token attributions with captum: Integrated Gradients on the prompt's embeddings, and occlusion.
 
 What is attributed (stated once, used everywhere here):
-    * Input: the text encoder's *output* embeddings (``prompt_embeds``, one vector per encoder position),
-      the tensor the UNet's cross-attention reads. Each position's vector already carries the context
+    * Input: the text encoders' *output* embeddings as the denoiser reads them (``encoder_hidden_states``,
+      one vector per key position: CLIP's for SD 1.x/2.x and SDXL, [CLIP | T5] for SD3, T5 for Flux). Each position's vector already carries the context
       of the positions before it (CLIP's text encoder is causal), so an attribution to a position is an
       attribution to that position *in its context*.
     * Baseline: the embeddings of the empty prompt ``""`` (BOS, EOS, then padding), i.e. the
@@ -28,9 +28,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from workbench.core.adapters import StableDiffusionAdapter, adapter_for
 from workbench.core.generate import replay
 from workbench.core.run import Run
-from workbench.core.step_model import StepModel, encode, token_ids
+from workbench.core.step_model import StepModel, conditioning, encode, token_ids
 
 from .aggregate import Aggregation, make_aggregation
 from .checks import check_pipe
@@ -135,11 +136,10 @@ def integrated_gradients(
         raise ValueError(f"n_steps must be an int >= 2, got {n_steps!r}")
     check_pipe(pipe, run)
     model = StepModel(pipe, run, step)
-    ids = token_ids(pipe, run.prompt)
-    _check_ids(run, ids)
-    emb_in, emb_base = encode(pipe, ids=ids), encode(pipe, "")  # (1, T, D) each
+    # The prompt's and the empty prompt's embeddings as the family's own encoders make them: (1, T, D)
+    emb_in, emb_base = model.embeds, conditioning(pipe, run.config, "")
     weights = region_weights(region, run, tuple(run.latents.shape[-2:])).to(
-        pipe.device, pipe.unet.dtype
+        emb_in.device, emb_in.dtype
     )  # (h, w)
     with torch.no_grad():
         x_base = model.x0(emb_base)  # (1, C, h, w)
@@ -228,6 +228,12 @@ def occlusion(
     if target == "x0" and step is None:
         raise ValueError("target='x0' needs step=")
     check_pipe(pipe, run)
+    family = adapter_for(pipe).family
+    if family != StableDiffusionAdapter.family:
+        raise NotImplementedError(
+            f"occlusion re-encodes token ids with one CLIP text encoder (Stable Diffusion 1.x/2.x); "
+            f"for {family} use integrated_gradients"
+        )
     ids = token_ids(pipe, run.prompt)
     _check_ids(run, ids)
     pad = (
