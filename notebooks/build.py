@@ -322,6 +322,90 @@ print(result.summary())
 assert result.match""",
         ),
     ],
+    "07_model_families.ipynb": [
+        (
+            "md",
+            """\
+# Model families: SDXL, SD3/SD3.5 and Flux.1
+
+The same recording, maps and figures on today's families. Each family has an adapter in
+`workbench/core/adapters.py` that says where its text attention is and how to observe it; nothing
+below branches on the family.
+
+| family | pipeline | text attention recorded | text keys |
+|---|---|---|---|
+| SD 1.x/2.x | `StableDiffusionPipeline` | UNet `attn2` | CLIP (77) |
+| SDXL | `StableDiffusionXLPipeline` | UNet `attn2` | CLIP-L and CLIP-G joined on features (77) |
+| SD3/SD3.5 | `StableDiffusion3Pipeline` | joint `transformer_blocks.N.attn` | CLIP (77) then T5 (`max_sequence_length`) |
+| Flux.1 | `FluxPipeline` | dual `transformer_blocks.N.attn` and single `single_transformer_blocks.N.attn` | T5 (`max_sequence_length`) |
+
+For the joint-attention models the recorded quantity is the image-query × text-key block **of the
+joint softmax** (what the model computed). Point the variables below at real checkpoints (a folder or
+a hub id; they need a GPU and many GB); the test suite points them at tiny random-weight pipelines,
+whose pictures are noise but whose recordings are exact.""",
+        ),
+        (
+            "code",
+            """\
+import os
+
+import workbench
+from workbench import analysis, viz
+from workbench.core.adapters import adapter_for
+
+SOURCES = {  # family -> a diffusers folder or hub id (unset: skipped)
+    "SDXL": os.environ.get("WORKBENCH_SDXL"),
+    "SD3": os.environ.get("WORKBENCH_SD3"),
+    "Flux": os.environ.get("WORKBENCH_FLUX"),
+}
+SOURCES = {k: v for k, v in SOURCES.items() if v}
+SOURCES or print("set WORKBENCH_SDXL / WORKBENCH_SD3 / WORKBENCH_FLUX to a diffusers folder or hub id")""",
+        ),
+        ("md", "## Load each family and record one non-square image"),
+        (
+            "code",
+            """\
+pipes, runs = {}, {}
+for family, source in SOURCES.items():
+    pipes[family] = pipe = workbench.load_pipeline(source)
+    adapter = adapter_for(pipe)
+    height = adapter.default_size
+    width = height + 2 * adapter.size_multiple  # wider than tall: grids follow the latent's own shape
+    request = workbench.Request(
+        "a red circle left of a blue square", seed=0, steps=4, guidance_scale=4.0, height=height, width=width
+    )
+    runs[family] = workbench.generate(pipe, request, policy=workbench.RecordingPolicy(heads="all"), progress=False)
+    print(f"{family:5s}", runs[family])""",
+        ),
+        (
+            "md",
+            """\
+## Attention sites and token tables
+Layer paths are the module paths inside each denoiser; every grid follows the latent's height and
+width. SD3's table lists the CLIP positions, then the T5 positions (its `encoder` column); the words
+are aligned in both.""",
+        ),
+        (
+            "code",
+            """\
+for family, run in runs.items():
+    print(family, {layer: run.attention.shapes[layer] for layer in list(run.attention.probs)[:3]}, "...")""",
+        ),
+        ("code", "[runs[f].tokens.head(12) for f in runs][-1:]  # the last family's token table"),
+        ("md", "## Word maps, the same call for every family"),
+        (
+            "code",
+            """\
+figures = {family: viz.word_overlay(run, analysis.word_maps(run, normalize="max")) for family, run in runs.items()}
+next(iter(figures.values()), None)""",
+        ),
+        (
+            "code",
+            """\
+strips = {family: analysis.filmstrip(pipes[family], run) for family, run in runs.items()}
+viz.filmstrip_figure(next(iter(strips.values()))) if strips else None""",
+        ),
+    ],
 }
 
 

@@ -35,7 +35,7 @@ def model(tmp_path_factory) -> str:
 def test_there_are_notebooks():
     names = {p.name for p in NOTEBOOKS}
     assert {"01_quickstart.ipynb", "02_attention.ipynb", "03_word_order.ipynb", "04_seeds.ipynb"} <= names
-    assert {"05_attributions.ipynb", "06_report.ipynb"} <= names
+    assert {"05_attributions.ipynb", "06_report.ipynb", "07_model_families.ipynb"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -46,10 +46,26 @@ def test_committed_without_outputs(path):
             assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: strip outputs"
 
 
+@pytest.fixture(scope="module")
+def families(tmp_path_factory) -> dict[str, str]:
+    """Tiny random-weight SDXL, SD3 and Flux folders for the model-families notebook."""
+    from tiny_families import build_flux_folder, build_sd3_folder, build_sdxl_folder
+
+    root = tmp_path_factory.mktemp("nb-families")
+    return {
+        "WORKBENCH_SDXL": str(build_sdxl_folder(root)),
+        "WORKBENCH_SD3": str(build_sd3_folder(root)),
+        "WORKBENCH_FLUX": str(build_flux_folder(root)),
+    }
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, model, tmp_path, monkeypatch):
+def test_notebook_runs(path, model, tmp_path, monkeypatch, request):
     from nbclient import NotebookClient
 
+    if "families" in path.stem:
+        for name, folder in request.getfixturevalue("families").items():
+            monkeypatch.setenv(name, folder)
     monkeypatch.setenv("WORKBENCH_MODEL", model)
     monkeypatch.setenv("WORKBENCH_OUT", str(tmp_path / "out"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
