@@ -1,12 +1,14 @@
 """Recording overhead: time(recorded, default policy) / time(unhooked stock call), and recorded bytes.
 
 Measured in one process, alternating the two calls and taking medians, on
-(a) the tiny test pipeline, the embedded toy model and (b) a Stable Diffusion 1.5-architecture pipeline with random weights
-(its public UNet/VAE/CLIP-L configs; nothing is downloaded) at 256x256 for a few steps.
+(a) the tiny test pipeline and the embedded toy model, (b) a Stable Diffusion 1.5-architecture pipeline
+with random weights (its public UNet/VAE/CLIP-L configs; nothing is downloaded) at 256x256, and (c)
+SDXL-, SD3- and Flux-architecture pipelines with random weights at 256x256, depth reduced to fit two
+CPU cores (see benchmarks/architectures.py for what was reduced), for a few steps.
 
-    python benchmarks/recording_overhead.py [--sd-steps 3] [--repeats 3]
+    python benchmarks/recording_overhead.py [--sd-steps 3] [--repeats 3] [--skip-sd] [--skip-families]
 
-Goal: ratio <= 1.10 on both, and recorded bytes within 5% of the policy's own estimate.
+Goal: ratio <= 1.10 on each, and recorded bytes equal to the policy's own estimate.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workbench import RecordingPolicy, generate, load_pipeline  # noqa: E402
+from workbench import RecordingPolicy, Request, generate, load_pipeline  # noqa: E402
 from workbench.core.adapters import adapter_for  # noqa: E402
 from workbench.core.generate import loop_length  # noqa: E402
 from workbench.core.policy import estimate_bytes  # noqa: E402
@@ -80,6 +83,8 @@ def sd15_pipeline(root: Path):
 def measure(pipe, *, steps: int, size: int, repeats: int) -> dict:
     policy = RecordingPolicy()
     pipe.set_progress_bar_config(disable=True)
+    adapter = adapter_for(pipe)
+    request = Request(PROMPT, seed=0, steps=steps, height=size, width=size)
 
     def unhooked():
         pipe(
@@ -89,12 +94,11 @@ def measure(pipe, *, steps: int, size: int, repeats: int) -> dict:
             width=size,
             generator=torch.Generator().manual_seed(0),
             output_type="pil",
+            **adapter.call_arguments(request),
         )
 
     def recorded():
-        return generate(
-            pipe, PROMPT, seed=0, steps=steps, height=size, width=size, policy=policy, progress=False
-        )
+        return generate(pipe, request, policy=policy, progress=False)
 
     run = recorded()  # warm-up, and the weights hash is computed once per pipeline
     unhooked()
@@ -106,11 +110,9 @@ def measure(pipe, *, steps: int, size: int, repeats: int) -> dict:
         t0 = time.perf_counter()
         run = recorded()
         t_rec.append(time.perf_counter() - t0)
-    adapter = adapter_for(pipe)
     iterations = loop_length(pipe.scheduler, steps)  # PNDM's loop has one more iteration than steps
-    est = estimate_bytes(
-        policy, adapter.layers(), adapter.latent_hw(size, size), adapter.text_limit, iterations
-    )
+    text_keys = int((run.tokens.kind != "cut").sum())  # the key positions the denoiser's context has
+    est = estimate_bytes(policy, adapter.layers(), adapter.latent_hw(size, size), text_keys, iterations)
     return {
         "unhooked_s": statistics.median(t_base),
         "recorded_s": statistics.median(t_rec),
@@ -133,6 +135,7 @@ def main() -> None:
     parser.add_argument("--sd-steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-sd", action="store_true")
+    parser.add_argument("--skip-families", action="store_true", help="leave out SDXL, SD3 and Flux")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         from tiny import build_pipeline_folder
@@ -151,6 +154,19 @@ def main() -> None:
                 f"SD1.5 arch (256x256, {args.sd_steps} st)",
                 measure(sd, steps=args.sd_steps, size=256, repeats=args.repeats),
             )
+            del sd
+        if not args.skip_families:
+            import architectures
+
+            for name, build in (
+                ("SDXL", architectures.sdxl),
+                ("SD3", architectures.sd3),
+                ("Flux", architectures.flux),
+            ):
+                pipe = load_pipeline(build(Path(tmp) / name), device="cpu", dtype="float32")
+                label = f"{name} arch (256x256, {args.sd_steps} st)"
+                report(label, measure(pipe, steps=args.sd_steps, size=256, repeats=args.repeats))
+                del pipe
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+import torch
 
 from workbench import RecordingPolicy, generate
 
@@ -75,3 +76,39 @@ def test_cancel_event_stops_after_current_step(tiny_pipe):
     with pytest.warns(UserWarning, match="stopped after 2 of 5 steps"):
         run = generate(tiny_pipe, P, seed=2, steps=5, progress=False, cancel=cancel, on_step=stop_at_1)
     assert not run.complete and run.steps_done == 2 and run.attention.steps == [0, 1]
+
+
+def test_non_finite_latents_fail_the_run(tiny_pipe, tmp_path):
+    from workbench import load_run, save_run
+
+    with pytest.warns(UserWarning, match=r"non-finite \(NaN or inf\) at step \d"):
+        run = generate(tiny_pipe, P, seed=1, steps=6, guidance_scale=1e30, progress=False)
+    assert not run.complete and run.failure and run.image is None
+    # the loop stopped after the step that failed, which is the last one kept
+    assert f"at step {run.steps_done - 1}" in run.failure and run.steps_done < 6
+    assert not torch.isfinite(run.latents[-1]).all() and torch.isfinite(run.latents[-2]).all()
+    back = load_run(save_run(run, tmp_path / "r"))
+    assert back.failure == run.failure and not back.complete
+    with pytest.raises(ValueError, match="finite"):
+        generate(tiny_pipe, P, seed=1, steps=4, guidance_scale=float("inf"), progress=False)
+
+
+def test_huge_sizes_refused_before_any_work(tiny_pipe):
+    import time
+
+    from workbench.core.memory import MemoryPreflightError, peak_bytes
+
+    t0 = time.perf_counter()
+    with pytest.raises(
+        ValueError, match=r"4096x4096 is more than 2x .* native size 16x16; sizes up to 32x32"
+    ):
+        generate(tiny_pipe, P, seed=1, steps=5, height=4096, width=4096, progress=False)
+    with pytest.raises(MemoryPreflightError, match=r"needs about .* GB .* free; try \d+x\d+ or smaller"):
+        generate(tiny_pipe, P, seed=1, steps=5, height=16384, width=16384, size_limit=None, progress=False)
+    assert time.perf_counter() - t0 < 30  # refused, not attempted
+    from workbench.core.adapters import adapter_for
+
+    adapter = adapter_for(tiny_pipe)
+    assert peak_bytes(adapter, 32, 64, 2) == 2 * peak_bytes(adapter, 32, 32, 2)  # linear in pixels
+    run = generate(tiny_pipe, P, seed=1, steps=1, height=32, width=32, progress=False)  # at the bound: fine
+    assert run.complete

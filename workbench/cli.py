@@ -374,7 +374,11 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.command](args)
     except _Usage as err:
         fail(str(err))
-    except (NotImplementedError, FileNotFoundError) as err:
+    except (
+        NotImplementedError,
+        FileNotFoundError,
+        MemoryError,
+    ) as err:  # MemoryError: the pre-flight's refusal
         fail(str(err))
     except KeyboardInterrupt:
         parser.exit(EXIT_INTERRUPTED, "interrupted\n")

@@ -90,6 +90,12 @@ def run_study(
             dirs.append(folder)
             log(f"  {folder}  ({time.perf_counter() - started:.1f} s)")
     index = save_index(out / "runs")
+    failed = [r for r in runs if r.failure or not r.complete]
+    if failed:  # a failed run is kept on disk for inspection, never summarised as a finding
+        raise ValueError(
+            f"{len(failed)} of {len(runs)} runs failed or stopped (first: seed {failed[0].seed}, "
+            f"{failed[0].failure or 'incomplete'}); their folders are in {out / 'runs'}; no report was written"
+        )
 
     by_key = {(r.prompt, r.seed): r for r in runs}
     rows = []

@@ -18,7 +18,7 @@ import torch
 from .adapters import adapter_for
 from .policy import RecordingPolicy
 from .recorder import StepCallback, record, using
-from .request import GUIDANCE_WARN_ABOVE, MAX_SEED, Request
+from .request import GUIDANCE_WARN_ABOVE, MAX_SEED, SIZE_LIMIT, Request
 from .run import Run, RunConfig
 from .schedulers import build_scheduler
 
@@ -72,6 +72,7 @@ def generate(
     progress: bool = True,
     cancel: threading.Event | None = None,
     on_step: StepCallback | None = None,
+    size_limit: float | None = SIZE_LIMIT,
     **fields,
 ) -> Run:
     """Run the stock pipeline once for ``request`` and record every denoising step.
@@ -88,6 +89,8 @@ def generate(
             incomplete).
         on_step: called as ``on_step(step, x0, latent)`` with (C, h, w) tensors after every step
             (for live previews).
+        size_limit: the largest image side allowed, as a multiple of the model's native size; None
+            lifts the bound (the memory pre-flight still refuses what cannot fit).
 
     Returns:
         The ``Run``. On Ctrl-C the run so far is returned, marked ``complete=False``.
@@ -97,7 +100,7 @@ def generate(
         >>> run = generate(pipe, Request("a red circle", seed=3, scheduler="euler"))  # doctest: +SKIP
     """
     step_hook = None if on_step is None else (lambda s, x0, latent: on_step(s, x0[0], latent[0]))
-    return _generate(pipe, [as_request(request, fields)], policy, progress, cancel, step_hook)[0]
+    return _generate(pipe, [as_request(request, fields)], policy, progress, cancel, step_hook, size_limit)[0]
 
 
 def generate_batch(
@@ -109,6 +112,7 @@ def generate_batch(
     progress: bool = True,
     cancel: threading.Event | None = None,
     on_step: StepCallback | None = None,
+    size_limit: float | None = SIZE_LIMIT,
     **fields,
 ) -> list[Run]:
     """Several images in one batched pipeline call, each recorded into its own ``Run``.
@@ -143,12 +147,12 @@ def generate_batch(
             raise ValueError(
                 f"requests in one batch may differ only in prompt and seed; these differ: {diff}"
             )
-    return _generate(pipe, built, policy, progress, cancel, on_step)
+    return _generate(pipe, built, policy, progress, cancel, on_step, size_limit)
 
 
-def _generate(pipe, requests: list[Request], policy, progress, cancel, on_step) -> list[Run]:
+def _generate(pipe, requests: list[Request], policy, progress, cancel, on_step, size_limit) -> list[Run]:
     adapter = adapter_for(pipe)
-    requests = [r.for_model(adapter) for r in requests]
+    requests = [r.for_model(adapter, size_limit=size_limit) for r in requests]
     missing = [r.prompt for r in requests if r.seed is None]
     if missing:
         raise ValueError(f"generate needs a seed for every request; none for {missing}")

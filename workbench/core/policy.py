@@ -144,7 +144,7 @@ def check_budget(
         1, len(cheapest.kept_steps(total_steps))
     )
     fit_steps = int(policy.budget_bytes // max(per_step, 1))
-    if fit_steps:
+    if 0 < fit_steps < len(cheapest.kept_steps(total_steps)):  # only a real cut is an option
         options.append(f"keep at most {fit_steps} steps with heads='mean', dtype='float16' (steps=...)")
     for res in sorted({layer.resolution(*latent_hw) for layer in layers}):
         trial = RecordingPolicy(**{**cheapest.to_dict(), "layers": [res]})

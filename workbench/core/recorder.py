@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from .adapters import adapter_for
 from .attention import AttentionSink, AttentionStore
 from .loading import model_source, weights_hash
+from .memory import check_memory
 from .policy import RecordingPolicy, check_budget
 from .request import Request
 from .run import Provenance, Run, RunConfig
@@ -145,6 +146,7 @@ class Recording:
         self.x0: list[torch.Tensor] = []
         self.timesteps: list[float] = []
         self.images = None
+        self.failure: str | None = None
         self.scheduler = None
         self.bar = None
         self._undo: list[Callable[[], None]] = []
@@ -155,7 +157,7 @@ class Recording:
 
     @property
     def complete(self) -> bool:
-        return self.total_steps > 0 and self.steps_done == self.total_steps
+        return self.total_steps > 0 and self.steps_done == self.total_steps and self.failure is None
 
     # ------------------------------------------------------------ installing observers
 
@@ -280,6 +282,7 @@ class Recording:
         latent_hw = tuple(self.noise.shape[-2:])
         batch = self.noise.shape[0]
         layers = adapter.layers()
+        check_memory(adapter, *self.size, batch)  # before any denoising: refuse what cannot fit
         check_budget(self.policy, layers, latent_hw, self.text_len, self.total_steps, batch)
         if self.policy.negative and not self._guided() and not adapter.separate_negative:
             _warn("policy.negative is set but guidance is off: there is no negative branch to record")
@@ -323,6 +326,11 @@ class Recording:
         if self.sink is not None:
             self.sink.step = self.steps_done
         self.bar.update(1)
+        if self.failure is None and not (
+            torch.isfinite(self.latents[-1]).all() and torch.isfinite(self.x0[-1]).all()
+        ):
+            self.failure = f"the latents turned non-finite (NaN or inf) at step {self.steps_done - 1}"
+            self.pipe._interrupt = True  # nothing after this step means anything
         if self.on_step is not None:
             self.on_step(self.steps_done - 1, self.x0[-1], self.latents[-1])
         if self.cancel is not None and self.cancel.is_set():
@@ -334,7 +342,9 @@ class Recording:
         """Build one ``Run`` per image from what was observed (nothing if the call never got its latents)."""
         if self.noise is None:
             return []
-        if not self.complete:
+        if self.failure is not None:
+            _warn(f"generation failed: {self.failure}; the run is kept, marked failed and incomplete")
+        elif not self.complete:
             _warn(
                 f"generation stopped after {self.steps_done} of {self.total_steps} steps; the run keeps "
                 "those steps and is marked incomplete"
@@ -391,6 +401,7 @@ class Recording:
                     attention=stores[i].get("cond", AttentionStore(heads=self.policy.heads)),
                     negative_attention=stores[i].get("uncond"),
                     complete=self.complete,
+                    failure=self.failure,
                 )
             )
         return runs

@@ -21,7 +21,8 @@ from .schedulers import scheduler_spec
 
 MAX_SEED = 2**63 - 1
 MAX_STEPS = 1000
-GUIDANCE_WARN_ABOVE = 50.0  # beyond this, guided images are saturated noise on every model we know
+GUIDANCE_WARN_ABOVE = 50.0
+SIZE_LIMIT = 2.0  # the largest side a request may have, as a multiple of the model's native size  # beyond this, guided images are saturated noise on every model we know
 
 
 def check_int(name: str, value, low: int, high: int | None = None) -> int:
@@ -108,8 +109,13 @@ class Request:
         """A copy with ``fields`` changed (validated like a new request)."""
         return dataclasses.replace(self, **fields)
 
-    def for_model(self, adapter) -> Request:
-        """This request with the model's native size filled in and sizes checked against its multiple."""
+    def for_model(self, adapter, *, size_limit: float | None = SIZE_LIMIT) -> Request:
+        """This request with the model's native size filled in and sizes checked against the model.
+
+        Sizes must be multiples of the model's size multiple and, unless ``size_limit`` is None, their
+        larger side at most ``size_limit`` times the model's native size (far larger images take
+        minutes per step and tens of GB, and models make poor images there anyway).
+        """
         if self.true_cfg_scale not in (None, 1.0) and not adapter.separate_negative:
             raise ValueError(
                 f"true_cfg_scale applies to Flux pipelines only; {adapter.family} guides with guidance_scale"
@@ -117,6 +123,13 @@ class Request:
         m = adapter.size_multiple
         height = check_size("height", self.height or adapter.default_size, m)
         width = check_size("width", self.width or adapter.default_size, m)
+        native = adapter.default_size
+        if size_limit is not None and max(height, width) > size_limit * native:
+            side = int(size_limit * native) // m * m
+            raise ValueError(
+                f"{width}x{height} is more than {size_limit:g}x this model's native size {native}x{native}; "
+                f"sizes up to {side}x{side} are allowed (pass size_limit=None to lift the bound)"
+            )
         return self.replace(height=height, width=width)
 
     def to_dict(self) -> dict:

@@ -126,7 +126,9 @@ class Run:
         image: the final image as the stock pipeline returns it (``None`` if interrupted before the end).
         attention: cross-attention of the conditional branch.
         negative_attention: cross-attention of the unconditional / negative branch, if recorded.
-        complete: False when the run stopped early (Ctrl-C or cancel); the steps done are kept.
+        complete: False when the run stopped early (Ctrl-C, cancel or a failure); the steps done are kept.
+        failure: why the run failed (e.g. its latents turned non-finite at a step), or None. A failed
+            run is kept for inspection and is never a finding.
     """
 
     config: RunConfig
@@ -140,6 +142,7 @@ class Run:
     attention: AttentionStore
     negative_attention: AttentionStore | None = None
     complete: bool = True
+    failure: str | None = None
 
     @property
     def steps_done(self) -> int:
@@ -160,6 +163,8 @@ class Run:
 
     def __repr__(self) -> str:
         state = "complete" if self.complete else f"incomplete ({self.steps_done}/{self.config.steps} steps)"
+        if self.failure:
+            state = f"FAILED: {self.failure}"
         return (
             f"Run(prompt={self.config.prompt!r}, seed={self.config.seed}, steps={self.config.steps}, "
             f"guidance={self.config.guidance_scale}, {self.config.width}x{self.config.height}, "

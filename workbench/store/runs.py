@@ -239,6 +239,7 @@ def save_run(run: Run, path: str | os.PathLike, *, overwrite: bool = False) -> P
             "schema": SCHEMA_VERSION,
             "config": run.config.to_dict(),
             "complete": run.complete,
+            "failure": run.failure,
             "tokens": _tables(run.tokens),
             "negative_tokens": _tables(run.negative_tokens),
             "attention": _store_meta(run.attention),
@@ -351,6 +352,8 @@ def _check_meta(meta) -> str | None:
     """What is wrong with a parsed run.json (schema already checked), or None."""
     if not isinstance(meta.get("complete"), bool):
         return "'complete' must be true or false"
+    if not isinstance(meta.get("failure"), (str, type(None))):
+        return "'failure' must be text or null"
     config = meta.get("config")
     if not isinstance(config, dict):
         return "'config' must be an object"
@@ -494,6 +497,7 @@ def load_run(path: str | os.PathLike, *, verify: bool = True) -> Run:
         attention=_store(meta.get("attention"), tensors, "cond") or AttentionStore(),
         negative_attention=_store(meta.get("negative_attention"), tensors, "uncond"),
         complete=meta["complete"],
+        failure=meta.get("failure"),
     )
 
 
