@@ -41,6 +41,24 @@ def _clip(tok, hidden: int, heads: int, ffn: int, *, projection: int | None, lay
     return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
 
 
+def _t5():
+    """T5-XXL's width (4096 features, 64 heads, gated-GELU 10240) with one layer instead of 24."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=32128,
+        d_model=4096,
+        d_ff=10240,
+        d_kv=64,
+        num_heads=64,
+        num_layers=1,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    return T5EncoderModel(config)
+
+
 def _vae(latent_channels: int, scaling: float, shift: float | None):
     from diffusers import AutoencoderKL
 
@@ -101,11 +119,11 @@ def sdxl(root: Path) -> Path:
 
 def sd3(root: Path) -> Path:
     """SD3 medium: joint transformer of 1536 features (24 heads of 64), patch 2, 4096-feature text
-    context of 77 CLIP + 256 T5 positions. Reduced: 4 blocks instead of 24; CLIP-L/G 2 layers each; the T5
-    encoder left out (the pipeline then feeds zeros at its 256 positions, as SD3 allows)."""
+    context of 77 CLIP + 256 T5 positions. Reduced: 4 blocks instead of 24; CLIP-L/G 2 layers each; T5 1
+    layer of T5-XXL's width instead of 24."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
-    tok_l, tok_g, _ = _tokenizers(root / "tok")
+    tok_l, tok_g, tok_t5 = _tokenizers(root / "tok", t5=True)
     torch.manual_seed(0)
     transformer = SD3Transformer2DModel(
         sample_size=128,
@@ -128,8 +146,8 @@ def sd3(root: Path) -> Path:
         tokenizer=tok_l,
         text_encoder_2=_clip(tok_g, 1280, 20, 5120, projection=1280),
         tokenizer_2=tok_g,
-        text_encoder_3=None,
-        tokenizer_3=None,
+        text_encoder_3=_t5(),
+        tokenizer_3=tok_t5,
     )
     pipe.save_pretrained(root / "sd3", safe_serialization=True)
     return root / "sd3"
@@ -140,7 +158,6 @@ def flux(root: Path) -> Path:
     context of 512 positions. Reduced: 1 dual-stream and 2 single-stream blocks instead of 19 and 38; CLIP-L
     2 layers; T5 1 layer of T5-XXL's width instead of 24."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import T5Config, T5EncoderModel
 
     tok_l, _, tok_t5 = _tokenizers(root / "tok", t5=True)
     torch.manual_seed(0)
@@ -156,19 +173,6 @@ def flux(root: Path) -> Path:
         guidance_embeds=True,
         axes_dims_rope=(16, 56, 56),
     )
-    t5 = T5EncoderModel(
-        T5Config(
-            vocab_size=32128,
-            d_model=4096,
-            d_ff=10240,
-            d_kv=64,
-            num_heads=64,
-            num_layers=1,
-            feed_forward_proj="gated-gelu",
-            pad_token_id=0,
-            eos_token_id=1,
-        )
-    )
     pipe = FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(
             shift=3.0,
@@ -181,7 +185,7 @@ def flux(root: Path) -> Path:
         vae=_vae(16, 0.3611, 0.1159),
         text_encoder=_clip(tok_l, 768, 12, 3072, projection=None),
         tokenizer=tok_l,
-        text_encoder_2=t5,
+        text_encoder_2=_t5(),
         tokenizer_2=tok_t5,
         transformer=transformer,
     )

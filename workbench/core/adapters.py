@@ -35,6 +35,14 @@ class StableDiffusionAdapter:
 
     def __init__(self, pipe):
         self.pipe = pipe
+        self._tables: dict = {}  # (text, lengths) -> token table: asked for several times per call
+
+    def table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
+        """``token_table`` for ``text``, made once per adapter."""
+        key = (text, tuple(sorted(lengths.items())))
+        if key not in self._tables:
+            self._tables[key] = self.token_table(text, lengths)
+        return self._tables[key]
 
     # ------------------------------------------------------------ sizes and latents
 
@@ -121,12 +129,13 @@ class StableDiffusionAdapter:
         return token_table(self.pipe.tokenizer, text, lengths[""], warn=False)
 
     def cut_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
-        message = cut_message(self.token_table(text, lengths), lengths[""])
+        message = cut_message(self.table(text, lengths), lengths[""])
         return [message] if message else []
 
     def unknown_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
         message = unknown_message(
-            token_table(self.pipe.tokenizer, text, self.text_limit, warn=False), self.pipe.tokenizer
+            token_table(self.pipe.tokenizer, text, self.pipe.tokenizer.model_max_length, warn=False),
+            self.pipe.tokenizer,
         )
         return [message] if message else []
 
@@ -154,7 +163,7 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
         return token_table(self.pipe.tokenizer, text, lengths["CLIP"], warn=False)
 
     def cut_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
-        message = cut_message(self.token_table(text, lengths), lengths["CLIP"], "CLIP")
+        message = cut_message(self.table(text, lengths), lengths["CLIP"], "CLIP")
         return [message] if message else []
 
 
@@ -254,6 +263,11 @@ class StableDiffusion3Adapter(JointAdapter):
         t5 = self._t5_table(text, lengths["T5"], word_spans(self.pipe.tokenizer, text))
         found = [cut_message(clip, lengths["CLIP"], "CLIP"), cut_message(t5, lengths["T5"], "T5")]
         return [m for m in found if m]
+
+    def unknown_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        clip = token_table(self.pipe.tokenizer, text, lengths["CLIP"], warn=False)
+        message = unknown_message(clip, self.pipe.tokenizer)
+        return [message] if message else []
 
 
 class FluxAdapter(JointAdapter):

@@ -42,12 +42,12 @@ def _widest_channels(module, default: int) -> int:
 def peak_bytes(adapter, height: int, width: int, batch: int) -> int:
     """Estimated peak activation bytes of one call at ``height`` × ``width`` for ``batch`` images."""
     denoiser, vae = adapter.denoiser, adapter.pipe.vae
-    itemsize = torch.empty((), dtype=denoiser.dtype).element_size()
+    itemsize = next(denoiser.parameters()).element_size()  # (``.dtype`` of a model walks every module)
     h, w = adapter.latent_hw(height, width)
     rows = 2 * batch  # a guidance batch doubles the rows
     denoise = rows * _widest_channels(denoiser, 1024) * h * w * itemsize
     vae_width = int(vae.config.block_out_channels[-1]) if vae.config.block_out_channels else 512
-    decode = batch * vae_width * height * width * torch.empty((), dtype=vae.dtype).element_size()
+    decode = batch * vae_width * height * width * next(vae.parameters()).element_size()
     return LIVE_TENSORS * max(denoise, decode)
 
 

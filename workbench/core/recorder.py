@@ -365,7 +365,7 @@ class Recording:
                 "pipeline": type(self.pipe).__name__,
                 "weights_sha256": weights_hash(self.pipe),
             },
-            dtype=str(self.adapter.denoiser.dtype).removeprefix("torch."),
+            dtype=str(next(self.adapter.denoiser.parameters()).dtype).removeprefix("torch."),
             device=str(next(self.adapter.denoiser.parameters()).device),
             versions=versions(),
             batch={"size": batch, "prompts": prompts, "seeds": self.seeds} if batch > 1 else None,
@@ -374,7 +374,7 @@ class Recording:
         latents = torch.stack(self.latents, dim=1) if self.latents else None  # (batch, steps + 1, C, h, w)
         x0 = torch.stack(self.x0, dim=1) if self.x0 else None  # (batch, steps, C, h, w)
         empty = torch.zeros((0, *self.noise.shape[1:]))
-        table = self.adapter.token_table
+        table = self.adapter.table
         steps = int(getattr(self.scheduler, "num_inference_steps", None) or self.total_steps or 1)
         runs = []
         for i in range(batch):
