@@ -143,3 +143,39 @@ def test_one_recording_per_pipeline(tiny_pipe):
         for seed, run in results.items():
             _assert_runs_equal(run, expected[seed])
     _clean(tiny_pipe)
+
+
+def test_two_threads_on_the_embedded_model():
+    from workbench.toy import weights_available
+
+    if not weights_available():
+        pytest.skip("the embedded model's weights are absent")
+    from workbench import load_pipeline
+
+    pipe = load_pipeline("toy", device="cpu", dtype="float32")
+    prompts = ["a red circle left of a blue square", "a blue square left of a red circle"]
+    expected = [generate(pipe, p, seed=2, steps=5, progress=False) for p in prompts]
+    for _ in range(3):  # repeated: an interleaving that corrupts would show up
+        results, errors = [None, None], []
+
+        def work(i):
+            try:
+                results[i] = generate(pipe, prompts[i], seed=2, steps=5, progress=False)
+            except Exception as err:  # pragma: no cover - reported below
+                errors.append(err)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        for got, want in zip(results, expected):
+            _assert_runs_equal(got, want)
+    _clean(pipe)
+
+
+def test_prompt_of_unknown_tokens_warns(tiny_pipe):
+    with pytest.warns(UserWarning, match="prompt '!!!'") as caught:
+        generate(tiny_pipe, "!!!", seed=0, steps=1, progress=False)
+    assert caught[0].filename == __file__  # points at the caller's line

@@ -107,3 +107,19 @@ def test_scheduler_negative_prompt_and_size_reach_the_run(tiny_pipe):
     assert run.config.scheduler == "EulerDiscreteScheduler"
     assert run.config.negative_prompt == "a horse"
     assert run.image.size == (24, 16)
+
+
+def test_core_warnings_show_in_the_app(tiny_pipe):
+    from workbench.widgets import GenerateApp
+
+    long = "a red circle left of a blue square and a yellow triangle below a green circle on the moon"
+    app = GenerateApp(tiny_pipe, prompt=long, seed=1, steps=2)
+    app.run_sync()
+    assert app.error is None and any("cut off" in w and "moon" in w for w in app.task.warnings)
+    assert "moon" in app.task.warning_area.value
+    app.prompt.value = "!!!"
+    app.run_sync()
+    assert any("!!!" in w for w in app.task.warnings), app.task.warnings  # an unreadable prompt is said
+    app.prompt.value = "a red circle"
+    app.run_sync()
+    assert app.task.warnings == [] and app.task.warning_area.value == ""  # a new run clears them

@@ -3,13 +3,16 @@
 Long work runs in a thread so the kernel stays free to see a Cancel click (needs ipykernel >= 7.1 for
 widget updates from threads). The Run button is disabled while work is going and a second start is
 refused, so a double click never starts two runs. Any exception is shown in the app as a readable
-message (and kept in ``.error``), never swallowed.
+message (and kept in ``.error``), never swallowed; warnings the work raises (words cut off by the text
+encoder, words the tokenizer does not know, a run stopped or failed) are shown in the app too (and kept
+in ``.warnings``), not only in the kernel's log.
 """
 
 from __future__ import annotations
 
 import threading
 import traceback
+import warnings
 from collections.abc import Callable
 
 import ipywidgets as W
@@ -26,14 +29,17 @@ class TaskRunner:
         self.progress = W.IntProgress(value=0, min=0, max=1, description="", bar_style="")
         self.status = W.HTML(value=escape(description))
         self.error_area = W.HTML(value="")
+        self.warning_area = W.HTML(value="")
         self.cancel_event = threading.Event()
         self.error: str | None = None
+        self.warnings: list[str] = []
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.cancel_button.on_click(lambda _: self.cancel())
         self.run_button.add_class("wb-run-button")
         self.progress.add_class("wb-progress")
         self.error_area.add_class("wb-error")
+        self.warning_area.add_class("wb-warning")
 
     @property
     def busy(self) -> bool:
@@ -41,7 +47,12 @@ class TaskRunner:
 
     def controls(self) -> W.Widget:
         return W.VBox(
-            [W.HBox([self.run_button, self.cancel_button, self.progress]), self.status, self.error_area]
+            [
+                W.HBox([self.run_button, self.cancel_button, self.progress]),
+                self.status,
+                self.warning_area,
+                self.error_area,
+            ]
         )
 
     def start(
@@ -61,6 +72,8 @@ class TaskRunner:
             self.cancel_event = threading.Event()
             self.error = None
             self.error_area.value = ""
+            self.warnings = []
+            self.warning_area.value = ""
             self.progress.max = max(1, total)
             self.progress.value = 0
             self.progress.bar_style = "info"
@@ -73,7 +86,10 @@ class TaskRunner:
 
     def _work(self, job, on_done) -> None:
         try:
-            result = job()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                result = job()
+            self.show_warnings([str(w.message) for w in caught if issubclass(w.category, UserWarning)])
             on_done(result)
             cancelled = self.cancel_event.is_set()
             self.progress.bar_style = "warning" if cancelled else "success"
@@ -93,6 +109,15 @@ class TaskRunner:
             '<div style="color:#a00;border:1px solid #a00;padding:4px 8px;border-radius:4px">'
             f"<b>{escape(type(err).__name__)}</b>: {escape(err)}"
             f'<details><summary>details</summary><pre style="font-size:80%">{escape(detail)}</pre></details></div>'
+        )
+
+    def show_warnings(self, messages: list[str]) -> None:
+        """Show warnings from the work in the app (each once, in order)."""
+        self.warnings = list(dict.fromkeys(messages))
+        self.warning_area.value = "".join(
+            '<div style="color:#7a5300;background:#fff6db;border:1px solid #e0b000;padding:3px 8px;'
+            f'border-radius:4px;margin:2px 0">⚠ {escape(m)}</div>'
+            for m in self.warnings
         )
 
     def step(self, n: int = 1) -> None:
