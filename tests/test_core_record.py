@@ -158,7 +158,7 @@ def test_two_threads_on_the_embedded_model():
     for _ in range(3):  # repeated: an interleaving that corrupts would show up
         results, errors = [None, None], []
 
-        def work(i):
+        def work(i, results=results, errors=errors):
             try:
                 results[i] = generate(pipe, prompts[i], seed=2, steps=5, progress=False)
             except Exception as err:  # pragma: no cover - reported below
