@@ -269,3 +269,62 @@ def test_report_rerun_app_and_studies(family, tmp_path):
     app.height.value, app.width.value = req.height, req.width
     made = app.run_sync()
     assert app.error is None and made is not None and made.complete
+
+
+def _spying(processor, log: list):
+    """A processor of the stock one's class and signature that notes the arguments it is given."""
+    import functools
+    import inspect
+
+    base = type(processor)
+    signature = inspect.signature(base.__call__)
+
+    @functools.wraps(base.__call__)  # the stock signature, which the attention module filters by
+    def call(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs).arguments
+        log.append(tuple(sorted(k for k, v in bound.items() if v is not None and k not in ("self", "attn"))))
+        return base.__call__(self, *args, **kwargs)
+
+    spy = type(f"Spying{base.__name__}", (base,), {"__call__": call})()
+    spy.__dict__.update(processor.__dict__)
+    return spy
+
+
+def test_processors_untouched_and_every_argument_reaches_them(family):
+    """Recording only hooks: the processor objects stay installed during the call and receive every
+    argument they receive unrecorded (Flux's image_rotary_emb included), so kwargs and kernels are stock."""
+    name, pipe, req = family
+    adapter = adapter_for(pipe)
+    modules = {layer.name: adapter.denoiser.get_submodule(layer.name) for layer in adapter.layers()}
+    stock = {n: m.processor for n, m in modules.items()}
+    plain, recorded = [], []
+    try:
+        for n, m in modules.items():
+            m.processor = _spying(stock[n], plain)
+        _stock(pipe, req.replace(steps=2))
+        for n, m in modules.items():
+            m.processor = _spying(stock[n], recorded)
+        spies = {n: m.processor for n, m in modules.items()}
+        during = []
+
+        def check(p, step, t, kwargs):
+            during.append(all(modules[n].processor is spies[n] for n in modules))
+            return kwargs
+
+        with record(pipe, RecordingPolicy(heads="all"), progress=False):
+            pipe(
+                req.prompt,
+                num_inference_steps=2,
+                height=req.height,
+                width=req.width,
+                generator=torch.Generator().manual_seed(req.seed),
+                callback_on_step_end=check,
+                **adapter.call_arguments(req),
+            )
+    finally:
+        for n, m in modules.items():
+            m.processor = stock[n]
+    assert during and all(during)  # the installed processors were never swapped out
+    assert recorded == plain and any("encoder_hidden_states" in a for a in recorded)
+    if name == "flux":
+        assert all("image_rotary_emb" in a for a in recorded)

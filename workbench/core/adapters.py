@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from .attention import AttentionSink, RecordingProcessor
+from .attention import AttentionSink, CrossObserver
 from .joint import JointObserver
 from .layers import CrossAttentionLayer, cross_attention_layers
 from .tokens import cut_message, joined_table, sentencepiece_table, token_table, unknown_message, word_spans
@@ -102,14 +102,11 @@ class StableDiffusionAdapter:
         return _LAYERS[unet]
 
     def observe(self, sink: AttentionSink) -> list:
-        """Install observers on the sink's layers; returns what undoes each (callables)."""
+        """Hook observers onto the sink's layers; returns what undoes each (callables)."""
         undo = []
         for name in sink.layers:
-            attn = self.denoiser.get_submodule(name)
-            inner = attn.processor
-            attn.set_processor(RecordingProcessor(inner, name, sink))
-            handles = attn.processor.hook(attn)
-            undo.append(lambda attn=attn, inner=inner, handles=handles: _restore(attn, inner, handles))
+            observer = CrossObserver(self.denoiser.get_submodule(name), name, sink)
+            undo += [h.remove for h in observer.install()]
         return undo
 
     def uses_guidance(self, guidance_scale: float) -> bool:
@@ -142,12 +139,6 @@ class StableDiffusionAdapter:
     def call_arguments(self, request) -> dict:
         """The pipeline-call keywords for a request's guidance (beyond prompt, steps, size, generator)."""
         return {"guidance_scale": request.guidance_scale, "negative_prompt": request.negative_prompt}
-
-
-def _restore(attn, processor, handles) -> None:
-    for handle in handles:
-        handle.remove()
-    attn.set_processor(processor)
 
 
 class StableDiffusionXLAdapter(StableDiffusionAdapter):

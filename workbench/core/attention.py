@@ -1,8 +1,8 @@
 """Cross-attention probabilities: the store that holds them and the processor that observes them.
 
-The observer wraps the layer's own processor: the stock processor (SDPA or whatever was installed)
-computes the layer's output untouched, and the probabilities softmax(Q·Kᵀ·scale) are computed beside
-it from the same module's ``to_q``/``to_k`` on the same inputs.
+The observer only hooks the layer: the stock processor (SDPA or whatever was installed) computes the
+layer's output untouched, and the probabilities softmax(Q·Kᵀ·scale) are computed beside it from the
+very outputs of the same module's ``to_q``/``to_k``.
 """
 
 from __future__ import annotations
@@ -168,44 +168,54 @@ class AttentionSink:
         return out
 
 
-class RecordingProcessor:
-    """Wraps a layer's attention processor; records softmax(Q·Kᵀ·scale) beside the stock output.
+class CrossObserver:
+    """Records one cross-attention layer's softmax(Q·Kᵀ·scale) beside the stock processor, by hooks alone.
 
-    Q and K are the very tensors the stock processor computed: forward hooks on the layer's ``to_q`` and
-    ``to_k`` hand them over, so nothing is projected twice. Where a processor does not call them (fused
-    QKV projections), they are recomputed from the same inputs.
+    The layer keeps its own processor (SDPA or whatever was installed), so every keyword argument and
+    the attention kernel are exactly as without recording. Q and K are the very tensors the processor
+    computed: forward hooks on the layer's ``to_q`` and ``to_k`` hand them over, so nothing is
+    projected twice. Where a processor does not call them (fused QKV projections), they are recomputed
+    from the layer's inputs.
     """
 
-    def __init__(self, inner, layer: str, sink: AttentionSink):
-        self.inner = inner
-        self.layer = layer
-        self.sink = sink
+    def __init__(self, attn, layer: str, sink: AttentionSink):
+        self.attn, self.layer, self.sink = attn, layer, sink
         self.q: torch.Tensor | None = None
         self.k: torch.Tensor | None = None
+        self.inputs: tuple | None = None
 
-    def hook(self, attn) -> list:
-        """Install the ``to_q``/``to_k`` hooks on ``attn``; returns the handles to remove."""
+    def install(self) -> list:
+        """Register the hooks; returns their handles (``handle.remove()`` undoes each)."""
+        attn = self.attn
+        return [
+            attn.register_forward_pre_hook(self._before, with_kwargs=True),
+            attn.register_forward_hook(self._after),
+            attn.to_q.register_forward_hook(self._keep("q")),
+            attn.to_k.register_forward_hook(self._keep("k")),
+        ]
 
-        def keep_q(module, args, output):
+    def _keep(self, slot: str):
+        def hook(module, args, output):
             if self.sink.wants(self.layer):
-                self.q = output
+                setattr(self, slot, output)
 
-        def keep_k(module, args, output):
-            if self.sink.wants(self.layer):
-                self.k = output
+        return hook
 
-        return [attn.to_q.register_forward_hook(keep_q), attn.to_k.register_forward_hook(keep_k)]
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
+    def _before(self, module, args, kwargs) -> None:
         self.q = self.k = None
-        out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
-        if encoder_hidden_states is not None and self.sink.wants(self.layer):
+        names = ("hidden_states", "encoder_hidden_states", "attention_mask")
+        given = {**dict(zip(names, args)), **kwargs}
+        self.inputs = tuple(given.get(n) for n in names)
+
+    def _after(self, module, args, output) -> None:
+        hidden_states, context, attention_mask = self.inputs or (None, None, None)
+        if context is not None and self.sink.wants(self.layer):
             with torch.no_grad():
-                self._record(attn, hidden_states, encoder_hidden_states, attention_mask)
-        self.q = self.k = None
-        return out
+                self._record(hidden_states, context, attention_mask)
+        self.q = self.k = self.inputs = None
 
-    def _record(self, attn, hidden_states, context, attention_mask) -> None:
+    def _record(self, hidden_states, context, attention_mask) -> None:
+        attn = self.attn
         for branch, rows in self.sink.branches(hidden_states.shape[0]).items():
             if branch not in self.sink.buffers:
                 continue
