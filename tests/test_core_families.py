@@ -328,3 +328,42 @@ def test_processors_untouched_and_every_argument_reaches_them(family):
     assert recorded == plain and any("encoder_hidden_states" in a for a in recorded)
     if name == "flux":
         assert all("image_rotary_emb" in a for a in recorded)
+
+
+def test_renormalised_over_text_is_a_softmax_over_text_alone(family):
+    from workbench.analysis import over_text, text_share
+
+    name, pipe, req = family
+    policy = RecordingPolicy(heads="all", dtype="float32")
+    run = generate(pipe, req, steps=1, policy=policy, progress=False)
+    layer = next(iter(run.attention.probs))
+    share = text_share(run.attention)[layer]
+    renorm = over_text(run).attention.probs[layer]
+    assert torch.allclose(renorm.sum(-1), torch.ones_like(share), atol=1e-5)
+    if name == "sdxl":  # cross-attention: the keys are all text already
+        assert torch.allclose(share, torch.ones_like(share), atol=1e-5)
+        assert torch.allclose(renorm, run.attention.probs[layer], atol=1e-6)
+        return
+    assert share.max() < 1 - 1e-4  # joint attention: part of each row went to image keys
+    # a softmax over the text keys alone, from the module's own Q and K
+    inputs = {}
+    attn = adapter_for(pipe).denoiser.get_submodule(layer)
+
+    def keep(module, args, kwargs):
+        inputs.setdefault("x", {**dict(zip(("hidden_states", "encoder_hidden_states"), args)), **kwargs})
+
+    with torch.no_grad():
+        _stock(pipe, req.replace(steps=1), hooks=[(attn, keep)])
+        x = inputs["x"]
+        h = attn.heads
+        q = attn.norm_q(_split_heads(attn.to_q(x["hidden_states"]), h))
+        tk = attn.norm_added_k(_split_heads(attn.add_k_proj(x["encoder_hidden_states"]), h))
+        if name == "flux":
+            k_img = attn.norm_k(_split_heads(attn.to_k(x["hidden_states"]), h))
+            tq = attn.norm_added_q(_split_heads(attn.add_q_proj(x["encoder_hidden_states"]), h))
+            t = tk.shape[2]
+            q = _rotate(torch.cat([tq, q], dim=2), x["image_rotary_emb"])[:, :, t:]
+            tk = _rotate(torch.cat([tk, k_img], dim=2), x["image_rotary_emb"])[:, :, :t]
+        ref = torch.softmax(q @ tk.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)  # (B, H, N, T)
+    cond = ref[-1]  # the conditional row of the batch
+    assert (renorm[0] - cond).abs().max().item() <= 1e-5

@@ -39,6 +39,7 @@ from .heatmaps import (
     word_maps,
     word_step_mass,
 )
+from .joint import over_text, text_share
 from .scoring import binarize, iou, miou, score_maps
 from .seeds import (
     SeedGrid,
@@ -73,6 +74,8 @@ from .word_order import (
 )
 
 __all__ = [
+    "over_text",
+    "text_share",
     "COMMIT_THRESHOLD",
     "Aggregation",
     "Attribution",
