@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from workbench import RecordingPolicy, Request, generate, load_pipeline  # noqa: E402
 from workbench.core.adapters import adapter_for  # noqa: E402
-from workbench.core.generate import loop_length  # noqa: E402
 from workbench.core.policy import estimate_bytes  # noqa: E402
 
 PROMPT = "a painting of a red circle left of a blue square"
@@ -110,7 +109,7 @@ def measure(pipe, *, steps: int, size: int, repeats: int) -> dict:
         t0 = time.perf_counter()
         run = recorded()
         t_rec.append(time.perf_counter() - t0)
-    iterations = loop_length(pipe.scheduler, steps)  # PNDM's loop has one more iteration than steps
+    iterations = run.steps_done  # loop iterations: PNDM's loop has one more than steps
     text_keys = int((run.tokens.kind != "cut").sum())  # the key positions the denoiser's context has
     est = estimate_bytes(policy, adapter.layers(), adapter.latent_hw(size, size), text_keys, iterations)
     return {
@@ -136,6 +135,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-sd", action="store_true")
     parser.add_argument("--skip-families", action="store_true", help="leave out SDXL, SD3 and Flux")
+    parser.add_argument(
+        "--only", nargs="+", default=None, help="measure only these: tiny toy sd SDXL SD3 Flux"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         from tiny import build_pipeline_folder
@@ -143,12 +145,20 @@ def main() -> None:
         # Small models: one thread, where OpenMP scheduling jitter does not swamp a 10 ms step.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        tiny = load_pipeline(build_pipeline_folder(Path(tmp) / "tiny"), device="cpu", dtype="float32")
-        report("tiny (16x16, 25 steps)", measure(tiny, steps=25, size=16, repeats=max(args.repeats, 9)))
-        toy = load_pipeline("toy", device="cpu", dtype="float32")
-        report("embedded toy (32x32, 25 st)", measure(toy, steps=25, size=32, repeats=max(args.repeats, 9)))
+
+        def wanted(name: str) -> bool:
+            return args.only is None or name in args.only
+
+        if wanted("tiny"):
+            tiny = load_pipeline(build_pipeline_folder(Path(tmp) / "tiny"), device="cpu", dtype="float32")
+            report("tiny (16x16, 25 steps)", measure(tiny, steps=25, size=16, repeats=max(args.repeats, 9)))
+        if wanted("toy"):
+            toy = load_pipeline("toy", device="cpu", dtype="float32")
+            report(
+                "embedded toy (32x32, 25 st)", measure(toy, steps=25, size=32, repeats=max(args.repeats, 9))
+            )
         torch.set_num_threads(threads)
-        if not args.skip_sd:
+        if not args.skip_sd and wanted("sd"):
             sd = sd15_pipeline(Path(tmp))
             report(
                 f"SD1.5 arch (256x256, {args.sd_steps} st)",
