@@ -173,6 +173,8 @@ def main() -> None:
                 ("SD3", architectures.sd3),
                 ("Flux", architectures.flux),
             ):
+                if not wanted(name):
+                    continue
                 pipe = load_pipeline(build(Path(tmp) / name), device="cpu", dtype="float32")
                 label = f"{name} arch (256x256, {args.sd_steps} st)"
                 report(label, measure(pipe, steps=args.sd_steps, size=256, repeats=args.repeats))

@@ -1,4 +1,5 @@
-"""Imports go one way: core -> analysis -> viz -> widgets; store beside core; report, toy, study, cli on top."""
+"""Imports go one way: core -> analysis -> viz -> widgets; store beside core; sweep on core, store and
+analysis; report, toy, study, cli on top."""
 
 import ast
 from pathlib import Path
@@ -13,7 +14,8 @@ ALLOWED = {
     "analysis": {"core"},
     "viz": {"core", "analysis"},
     "store": {"core"},
-    "widgets": {"core", "analysis", "viz", "store"},
+    "sweep": {"core", "store", "analysis"},
+    "widgets": {"core", "analysis", "viz", "store", "sweep"},
 }
 
 

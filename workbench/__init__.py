@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for readers and type 
         token_table,
     )
     from .store.runs import RunLoadError, load_run, save_run
+    from .sweep import SweepSpec
 
 register_model(
     "toy",
@@ -54,10 +55,14 @@ _LAZY = {
         "workbench.core",
     ),
     **dict.fromkeys(["RunLoadError", "load_run", "save_run"], "workbench.store.runs"),
+    "SweepSpec": "workbench.sweep",
 }
+_SUBPACKAGES = {"sweep"}  # ``workbench.sweep(spec, out=...)``: the package is callable (see workbench/sweep)
 
 
 def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"workbench.{name}")  # importing binds it here too
     if name not in _LAZY:
         raise AttributeError(f"module 'workbench' has no attribute {name!r}")
     value = getattr(importlib.import_module(_LAZY[name]), name)
@@ -66,7 +71,7 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | _SUBPACKAGES)
 
 
 __all__ = [
@@ -78,11 +83,13 @@ __all__ = [
     "Run",
     "RunConfig",
     "RunLoadError",
+    "SweepSpec",
     "generate",
     "load_pipeline",
     "load_run",
     "record",
     "register_model",
     "save_run",
+    "sweep",
     "token_table",
 ]

@@ -5,6 +5,7 @@
     workbench rerun runs/first/spec.json
     workbench study --out runs/study
     workbench index runs/
+    workbench sweep sweep.json --out runs/sweep [--ray-local 4 | --ray auto]
 
 Invalid arguments give a one-line message and exit code 2 (no traceback), checked before any model
 loads; a re-run that does not match its recorded hashes exits with 1; Ctrl-C exits with 130 (an
@@ -139,7 +140,60 @@ def _parser() -> argparse.ArgumentParser:
 
     i = command("index", "index the run folders under a folder (writes index.parquet)")
     i.add_argument("root", help="the folder to scan for run folders")
+    _sweep_parser(command)
     return p
+
+
+def _sweep_parser(command) -> None:
+    w = command("sweep", "run a sweep spec (prompts × word orders × seeds × settings); a rerun resumes it")
+    w.add_argument("spec", metavar="SPEC", help="the sweep spec, a JSON file")
+    w.add_argument(
+        "--out", required=True, help="the folder for the run folders, index.parquet and report.html"
+    )
+    on = w.add_mutually_exclusive_group()
+    on.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="run on a running Ray cluster: auto or HOST:6379 (default: in this process)",
+    )
+    on.add_argument(
+        "--ray-local",
+        metavar="N",
+        type=int,
+        default=None,
+        help="run on a Ray instance started here with N CPUs (default: in this process)",
+    )
+    w.add_argument(
+        "--workers", type=int, default=None, help="Ray workers (default: one per GPU, else CPUs / threads)"
+    )
+    w.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per worker (default: 1 on Ray; torch's choice locally)",
+    )
+    w.add_argument(
+        "--workers-write",
+        action="store_true",
+        help="Ray: every node sees --out at the same path, so workers save their runs (the default when every "
+        "node is this machine; otherwise runs travel back to this process, which saves them)",
+    )
+    w.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
+    w.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default=None,
+        help="weights dtype (default: float16 on CUDA)",
+    )
+    w.add_argument(
+        "--disk-budget",
+        metavar="SIZE",
+        default=None,
+        help="refuse to start above SIZE, e.g. 500MB or 2GB (default: the spec's)",
+    )
+    w.add_argument("--retry-failed", action="store_true", help="run the requests that failed before again")
+    w.add_argument("--no-report", action="store_true", help="do not write OUT/report.html")
 
 
 # Request fields as the command line spells them, for error messages.
@@ -350,6 +404,55 @@ def _index(a) -> int:
     return 0
 
 
+def _sweep(a) -> int:
+    from workbench.sweep.spec import SpecError, load_spec, parse_bytes
+
+    try:
+        spec = load_spec(a.spec)
+        budget = parse_bytes(a.disk_budget)
+    except SpecError as err:
+        raise _Usage(str(err).replace("disk_budget", "--disk-budget")) from None
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise _Usage(f"--out {out} is a file; name a folder for the sweep")
+    _writable(out / "index.parquet", f"--out {out}")
+    for option, value in (("--ray-local", a.ray_local), ("--workers", a.workers)):
+        if value is not None and value < 1:
+            raise _Usage(f"{option} must be >= 1, got {value}")
+    on_ray = a.ray is not None or a.ray_local is not None
+    if not on_ray and (a.workers is not None or a.workers_write):
+        raise _Usage("--workers and --workers-write go with --ray or --ray-local")
+    from workbench.report import report
+    from workbench.sweep.folder import SweepBusyError
+    from workbench.sweep.runner import run_sweep
+
+    with _user_errors():
+        try:
+            result = run_sweep(
+                spec,
+                out,
+                executor="ray" if on_ray else "local",
+                address=a.ray,
+                num_cpus=a.ray_local,
+                workers=a.workers,
+                threads=a.threads,
+                device=a.device if on_ray else _device(a.device),
+                dtype=a.dtype,
+                workers_write=True if a.workers_write else None,
+                disk_budget=budget,
+                retry_failed=a.retry_failed,
+            )
+        except (SweepBusyError, ImportError, ConnectionError, RuntimeError) as err:
+            raise _Usage(str(err)) from None
+    print(f"index:  {out / 'index.parquet'} (runs in {out / 'runs'})")
+    if not a.no_report:
+        path = report(
+            [], out / "report.html", title=f"Sweep {result.sweep_id}", sweep=result.index, quiet=True
+        )
+        print(f"report: {path}  — open it in a web browser (JupyterLab: press 'Trust HTML')")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)  # bad arguments: argparse prints usage and exits with 2
@@ -370,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             "rerun": _rerun,
             "study": _study,
             "index": _index,
+            "sweep": _sweep,
         }
         return handlers[args.command](args)
     except _Usage as err:

@@ -23,9 +23,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from workbench._version import __version__
+from workbench.analysis import sweeps as sweep_analysis
 from workbench.analysis.heatmaps import word_maps
 from workbench.core.run import Run
 from workbench.store.spec import make_spec
+from workbench.viz import sweeps as sweep_figures
 from workbench.viz.maps import word_overlay
 from workbench.viz.render import escape, png_bytes, run_image, table_html
 
@@ -97,8 +100,9 @@ def report(
     tables: Iterable[tuple[str, pd.DataFrame]] = (),
     notes: str = "",
     quiet: bool = False,
+    sweep: pd.DataFrame | None = None,
 ) -> Path:
-    """Write one self-contained HTML report of one or more runs.
+    """Write one self-contained HTML report of one or more runs, or of a sweep.
 
     Args:
         run_or_runs: a ``Run`` or a list of runs.
@@ -108,19 +112,22 @@ def report(
         tables: extra ``(caption, DataFrame)`` pairs shown after the figures (cells escaped).
         notes: a paragraph of plain text shown under the title (escaped).
         quiet: do not print where the report went.
+        sweep: a sweep's index (``workbench.sweep.read_index(out)``): adds the sweep section (see
+            ``sweep_section``); ``run_or_runs`` may then be an empty list.
 
     Returns:
         The path written.
     """
     runs = [run_or_runs] if isinstance(run_or_runs, Run) else list(run_or_runs)
-    if not runs or not all(isinstance(r, Run) for r in runs):
-        raise TypeError("report needs a Run or a non-empty list of Runs")
+    if (not runs and sweep is None) or not all(isinstance(r, Run) for r in runs):
+        raise TypeError("report needs a Run or a non-empty list of Runs (or a sweep's index)")
     path = Path(path)
     figures = list(figures)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    version = runs[0].config.versions.get("workbench", "") if runs else __version__
     body = [
         f"<h1>{escape(title)}</h1>",
-        f'<p class="note">Written {now} by workbench {escape(runs[0].config.versions.get("workbench", ""))}; '
+        f'<p class="note">Written {now} by workbench {escape(version)}; '
         f"{len(runs)} run(s). {escape(UNTRUSTED_NOTE)}</p>",
     ]
     if notes:
@@ -136,6 +143,8 @@ def report(
         body.append(f"<h2>{escape(caption)}</h2>" + _figure(fig, f"figure-{j}"))
     for caption, df in tables:
         body.append(f"<h2>{escape(caption)}</h2>" + table_html(df))
+    if sweep is not None:
+        body += sweep_section(sweep)
     body += [_run_section(run, i) for i, run in enumerate(runs)]
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -149,3 +158,86 @@ def report(
     if not quiet:
         print(f"report written to {path} ({path.stat().st_size / 1024**2:.1f} MB). {UNTRUSTED_NOTE}")
     return path
+
+
+# ------------------------------------------------------------------ sweeps
+
+SWEEP_TABLE_ROWS = 40  # longer tables are cut in the page (the index holds them all)
+
+
+def _short(df: pd.DataFrame) -> pd.DataFrame:
+    """A table for the page: lists and bytes dropped, floats rounded, at most ``SWEEP_TABLE_ROWS`` rows."""
+    keep = [c for c in df.columns if c not in ("thumb", "words", "word_mass")]
+    out = df[keep].head(SWEEP_TABLE_ROWS).copy()
+    for c in out.columns:
+        if pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].round(4)
+    return out
+
+
+def sweep_section(index: pd.DataFrame, *, n_boot: int = 1000) -> list[str]:
+    """HTML of a sweep from its index alone: counts, a contact sheet of thumbnails, the seed-vs-prompt
+    variance split and the word-order effects with bootstrap intervals over seeds, and the failures.
+
+    Analyses that the sweep's shape does not allow (one prompt, one seed, no word orders) say so.
+    """
+    parts = ["<h2>Sweep</h2>"]
+    if index.empty:
+        return parts + ["<p>The sweep's index holds no runs yet.</p>"]
+    ids = sorted(set(index.sweep_id))
+    counts = index.drop_duplicates(["sweep_id", "request_id"]).status.value_counts()
+    parts.append(
+        f"<p>sweep {escape(', '.join(ids))} · {escape(int(counts.get('done', 0)))} runs done · "
+        f"{escape(int(counts.get('failed', 0)))} failed · "
+        f"{escape(index.prompt.nunique())} prompts · {escape(index.seed.nunique())} seeds. "
+        "Everything below is computed from the index (thumbnails and per-word attention mass kept per run).</p>"
+    )
+    try:
+        sheet, prompts, seeds = sweep_figures.thumbnail_sheet(index)
+        data = base64.b64encode(png_bytes(sheet)).decode()
+        parts.append(
+            "<h3>Final images (16×16 thumbnails)</h3>"
+            f'<p class="note">rows: {escape(" | ".join(prompts))}; columns: seeds {escape(seeds)}</p>'
+            f'<img class="run-image" style="width:auto" alt="thumbnails of the sweep" src="data:image/png;base64,{data}">'
+        )
+    except ValueError as err:
+        parts.append(f"<p>{escape(err)}</p>")
+    analyses = [
+        ("Seed vs prompt", sweep_analysis.sweep_variance, sweep_figures.sweep_variance_figure),
+        (
+            "Word order: distance of the images",
+            sweep_analysis.word_order_distances,
+            sweep_figures.word_order_distance_figure,
+        ),
+        (
+            "Word order: attention mass per word",
+            sweep_analysis.word_order_effects,
+            sweep_figures.word_order_effect_figure,
+        ),
+    ]
+    for j, (caption, analyse, draw) in enumerate(analyses):
+        parts.append(f"<h3>{escape(caption)}</h3>")
+        try:
+            df = analyse(index, n_boot=n_boot)
+        except ValueError as err:
+            parts.append(f"<p>Not shown: {escape(err)}</p>")
+            continue
+        if df.empty:
+            parts.append("<p>Not shown: the sweep has no prompts that are word orders of each other.</p>")
+            continue
+        parts.append(_figure(draw(df), f"sweep-{j}") + table_html(_short(df)))
+    failed = index[index.status == "failed"]
+    if len(failed):
+        columns = [
+            "request_id",
+            "prompt",
+            "seed",
+            "steps",
+            "guidance",
+            "scheduler",
+            "height",
+            "width",
+            "error",
+        ]
+        parts.append("<h3>Failed runs</h3>" + table_html(_short(failed[columns])))
+    return parts

@@ -1,0 +1,134 @@
+"""`workbench sweep SPEC --out DIR`: end to end, resume, the disk budget, usage errors, Ctrl-C."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from workbench.cli import main
+from workbench.sweep import read_index
+
+ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture
+def spec_file(tiny_folder, tmp_path):
+    def write(**changes):
+        spec = {
+            "model": str(tiny_folder),
+            "prompts": ["a red circle left of a blue square"],
+            "seeds": [0, 1],
+            "steps": 6,
+            "guidance_scales": [4.0],
+            **changes,
+        }
+        path = tmp_path / "sweep.json"
+        path.write_text(json.dumps(spec))
+        return str(path)
+
+    return write
+
+
+def test_sweep_command_end_to_end(spec_file, tmp_path, capsys):
+    spec = spec_file(
+        prompts=["a red circle left of a blue square", "a painting of a horse"], word_orders="relation"
+    )
+    out = tmp_path / "out"
+    assert main(["sweep", spec, "--out", str(out), "--threads", "1"]) == 0
+    printed = capsys.readouterr()
+    assert "disk estimate: 8 runs" in printed.out and "8 done, 0 failed" in printed.out
+    assert "sweep " in printed.err  # the overall progress bar
+    index = read_index(out)
+    assert len(index) == 8 and set(index.status) == {"done"}
+    page = (out / "report.html").read_text()
+    for caption in (
+        "Sweep",
+        "Seed vs prompt",
+        "Word order: distance of the images",
+        "Word order: attention mass per word",
+    ):
+        assert f"<h3>{caption}</h3>" in page or f"<h2>{caption}</h2>" in page
+    assert "a blue square left of a red circle" in page and "Not shown" not in page
+
+    assert main(["sweep", spec, "--out", str(out), "--no-report"]) == 0
+    assert "8 finished before, 0 ended now" in capsys.readouterr().out
+
+
+def test_disk_budget_refusal_is_one_line(spec_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", spec_file(), "--out", str(out), "--disk-budget", "1KB"])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert "disk estimate: 2 runs" in captured.out
+    assert "workbench sweep: error: the sweep would take about" in captured.err
+    assert "over its disk budget of 1.0 KB" in captured.err and "Traceback" not in captured.err
+    assert not (out / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{spec}", "--out", "{tmp}/o", "--workers", "2"], "--workers and --workers-write go with --ray"),
+        (["{spec}", "--out", "{tmp}/o", "--ray-local", "0"], "--ray-local must be >= 1"),
+        (["{spec}", "--out", "{tmp}/o", "--disk-budget", "lots"], "--disk-budget must be a positive size"),
+        (["{spec}", "--out", "{tmp}/o", "--threads", "0"], "--threads must be >= 1"),
+        (["{tmp}/missing.json", "--out", "{tmp}/o"], "does not exist"),
+        (["{spec}", "--out", "{spec}"], "is a file"),
+    ],
+)
+def test_usage_errors(spec_file, tmp_path, capsys, args, message):
+    spec = spec_file()
+    argv = [a.format(spec=spec, tmp=tmp_path) for a in args]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_spec_and_model_are_usage_errors(spec_file, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", spec_file(seed=[1]), "--out", str(tmp_path / "o")])
+    assert "unknown spec fields ['seed']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["sweep", spec_file(model=str(tmp_path / "nowhere")), "--out", str(tmp_path / "o")])
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_sweep_help_imports_no_torch():
+    code = (
+        "import sys\n"
+        "from workbench.cli import main\n"
+        "try:\n"
+        "    main(['sweep', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('torch', 'diffusers', 'pandas', 'ray', 'workbench.core') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert "--ray-local" in proc.stdout and "--disk-budget" in proc.stdout
+
+
+def test_ctrl_c_keeps_finished_runs_in_the_index(spec_file, tmp_path):
+    spec = spec_file(seeds="0-39", steps=20)
+    out = tmp_path / "out"
+    cli = [sys.executable, "-m", "workbench", "sweep", spec, "--out", str(out), "--threads", "1"]
+    proc = subprocess.Popen(cli, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 50
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / "runs").is_dir() and len(list((out / "runs").glob("*/run.json"))) >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr.decode()[-2000:]
+    assert "Traceback" not in stderr.decode() and "interrupted" in stderr.decode()
+    finished = {p.parent.name for p in (out / "runs").glob("*/run.json")}
+    index = read_index(out)  # written on the way out
+    assert 2 <= len(finished) < 40 and set(index.request_id) == finished and set(index.status) == {"done"}

@@ -1,0 +1,197 @@
+"""Sweeps on the local executor: runs and index stream into the folder, resume, failures as rows,
+the disk budget, cancel, and a driver killed mid-sweep."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import workbench
+from workbench import Request, generate, load_run
+from workbench.analysis.seeds import seed_grid
+from workbench.store.runs import attention_hash, image_hash
+from workbench.sweep import DiskBudgetError, SweepBusyError, SweepSpec, read_index
+from workbench.sweep.folder import SweepFolder
+from workbench.sweep.runner import SweepEvents
+
+PROMPTS = ["a red circle left of a blue square", "a painting of a horse"]
+
+
+def spec_for(model, **changes) -> SweepSpec:
+    fields = {
+        "model": str(model),
+        "prompts": PROMPTS,
+        "seeds": [0, 1, 2],
+        "steps": 3,
+        "guidance_scales": [4.0],
+    }
+    return SweepSpec.from_dict({**fields, **changes})
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.iterdir())
+
+
+def test_sweep_streams_runs_and_index_and_resumes(tiny_folder, tiny_pipe, tmp_path, capsys):
+    spec = spec_for(tiny_folder)
+    result = workbench.sweep(spec, out=tmp_path)
+    printed = capsys.readouterr().out
+    assert "disk estimate: 6 runs" in printed and "6 done, 0 failed" in printed
+    index = read_index(tmp_path)
+    assert list(index.columns[:4]) == ["sweep_id", "request_id", "status", "error"]
+    assert len(index) == 6 and set(index.status) == {"done"} and set(index.sweep_id) == {result.sweep_id}
+    assert index.request_id.is_unique and set(index.path) == {f"runs/{r}" for r in index.request_id}
+    # every run folder holds the run its row names; the hashes are the run's own
+    for row in index.itertuples():
+        run = load_run(tmp_path / row.path)
+        assert (run.prompt, run.seed) == (row.prompt, row.seed)
+        assert row.image_sha256 == image_hash(run.image) and row.attention_sha256 == attention_hash(
+            run.attention
+        )
+        thumb = np.asarray(run.image.convert("RGB").resize((16, 16), Image.BOX)).tobytes()
+        assert row.thumb == thumb and list(row.words) == run.words
+        assert abs(sum(row.word_mass)) > 0
+    # ... and equal a run made directly, outside any sweep
+    direct = generate(tiny_pipe, Request(PROMPTS[1], seed=2, steps=3, guidance_scale=4.0), progress=False)
+    row = index[(index.prompt == PROMPTS[1]) & (index.seed == 2)].iloc[0]
+    assert row.image_sha256 == image_hash(direct.image)
+    assert row.attention_sha256 == attention_hash(direct.attention)
+    # the estimate is the run folders' size, from above and within 25%
+    sizes = [folder_bytes(tmp_path / p) for p in index.path]
+    per_run = result.estimate.total_bytes / 6
+    assert max(sizes) <= per_run <= 1.25 * min(sizes)
+
+    stamps = {p: (tmp_path / p / "run.json").stat().st_mtime_ns for p in index.path}
+    again = workbench.sweep(spec, out=tmp_path, progress=False)
+    assert (again.skipped, again.ran, again.done, again.sweep_id) == (6, 0, 6, result.sweep_id)
+    assert {p: (tmp_path / p / "run.json").stat().st_mtime_ns for p in index.path} == stamps
+    assert len(read_index(tmp_path)) == 6
+
+
+def test_a_refused_size_is_a_failed_row_and_the_rest_finish(tiny_folder, tmp_path):
+    spec = spec_for(tiny_folder, prompts=PROMPTS[:1], seeds=[0, 1], sizes=[None, 20])
+    result = workbench.sweep(spec, out=tmp_path, progress=False, log=None)
+    index = read_index(tmp_path).sort_values(["seed", "height"], na_position="first")
+    assert (result.done, result.failed) == (2, 2)
+    failed = index[index.status == "failed"]
+    assert list(failed.height) == [20, 20] and failed.path.isna().all()
+    assert failed.error.str.contains("height must be a multiple of 8").all()
+    done = index[index.status == "done"]
+    assert list(done.height) == [16, 16] and all((tmp_path / p / "image.png").is_file() for p in done.path)
+    assert sorted(os.listdir(tmp_path / "runs")) == sorted(done.request_id)
+    # failures are data: a rerun keeps them; retry_failed runs them again (they fail again)
+    again = workbench.sweep(spec, out=tmp_path, progress=False, log=None)
+    assert (again.skipped, again.ran) == (4, 0)
+    retried = workbench.sweep(spec, out=tmp_path, progress=False, log=None, retry_failed=True)
+    assert (retried.skipped, retried.ran, retried.failed) == (2, 2, 2)
+
+
+def test_disk_budget_refuses_before_any_run(tiny_folder, tmp_path, capsys):
+    spec = spec_for(tiny_folder, disk_budget="100KB")
+    with pytest.raises(DiskBudgetError, match=r"over its disk budget of 100\.0 KB"):
+        workbench.sweep(spec, out=tmp_path, progress=False)
+    assert "disk estimate: 6 runs" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists() and read_index(tmp_path).empty
+    result = workbench.sweep(spec, out=tmp_path, progress=False, log=None, disk_budget="1MB")
+    assert result.done == 6
+
+
+def test_cancel_keeps_finished_runs_and_a_rerun_finishes(tiny_folder, tmp_path):
+    cancel = threading.Event()
+
+    class CancelAfterTwo(SweepEvents):
+        finished_runs = 0
+
+        def finished(self, worker, outcome, row):
+            self.finished_runs += 1
+            if self.finished_runs == 2:
+                cancel.set()
+
+    spec = spec_for(tiny_folder)
+    first = workbench.sweep(
+        spec, out=tmp_path, progress=False, log=None, cancel=cancel, events=CancelAfterTwo()
+    )
+    assert first.cancelled and first.done == 2 and len(os.listdir(tmp_path / "runs")) == 2
+    second = workbench.sweep(spec, out=tmp_path, progress=False, log=None)
+    assert (second.skipped, second.ran, second.done, second.cancelled) == (2, 4, 6, False)
+
+
+def test_a_second_sweep_into_a_busy_folder_is_refused(tmp_path):
+    holder = SweepFolder(tmp_path)
+    try:
+        with pytest.raises(SweepBusyError, match=f"pid {os.getpid()}"):
+            SweepFolder(tmp_path)
+    finally:
+        holder.close()
+    SweepFolder(tmp_path).close()
+
+
+def test_in_memory_sweep_on_a_pipeline_equals_seed_grid(tiny_pipe):
+    spec = spec_for("tiny", seeds=[0, 1])
+    result = workbench.sweep(spec, pipe=tiny_pipe, progress=False, log=None)
+    assert result.out is None and len(result.runs) == 4 and result.done == 4
+    grid = seed_grid(tiny_pipe, PROMPTS, [0, 1], steps=3, guidance_scale=4.0)
+    made = {(r.prompt, r.seed): image_hash(r.image) for r in result.runs.values()}
+    assert made == {(r.prompt, r.seed): image_hash(r.image) for r in grid.flat()}
+
+
+KILLED_SWEEP = """
+import sys, torch
+torch.set_num_threads(1)
+import workbench
+spec = {{"model": {model!r}, "prompts": ["a red circle left of a blue square"], "seeds": "0-39",
+         "steps": 20, "guidance_scales": [4.0]}}
+workbench.sweep(spec, out={out!r}, progress=False, log=None)
+"""
+
+
+def test_a_killed_driver_loses_no_finished_run_and_the_rerun_redoes_none(tiny_folder, tmp_path):
+    out = tmp_path / "sweep"
+    script = KILLED_SWEEP.format(model=str(tiny_folder), out=str(out))
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env=env, stderr=subprocess.PIPE)
+    runs = out / "runs"
+    deadline = time.monotonic() + 50
+    while time.monotonic() < deadline and proc.poll() is None:
+        if runs.is_dir() and len([p for p in runs.iterdir() if (p / "run.json").is_file()]) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {
+        p.name: (p / "run.json").stat().st_mtime_ns for p in runs.iterdir() if (p / "run.json").is_file()
+    }
+    assert 3 <= len(finished) < 40
+    indexed = read_index(out)  # written at most every 2 s: it may lag the run folders
+    assert set(indexed.request_id) <= set(finished)
+
+    result = workbench.sweep(
+        {
+            "model": str(tiny_folder),
+            "prompts": ["a red circle left of a blue square"],
+            "seeds": "0-39",
+            "steps": 20,
+            "guidance_scales": [4.0],
+        },
+        out=out,
+        progress=False,
+        log=None,
+    )
+    assert (result.skipped, result.ran, result.done) == (len(finished), 40 - len(finished), 40)
+    assert {n: (runs / n / "run.json").stat().st_mtime_ns for n in finished} == finished  # none redone
+    index = read_index(out)
+    assert len(index) == 40 and set(index.status) == {"done"} and index.thumb.notna().all()
+    assert not [p for p in runs.iterdir() if p.name.startswith(".")]  # the killed save's leftovers are gone
+    ran_before = index[index.request_id.isin(list(finished))]
+    assert len(ran_before) == len(finished) and ran_before.image_sha256.notna().all()
+    assert pd.api.types.is_datetime64_any_dtype(index.finished)

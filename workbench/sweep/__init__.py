@@ -1,0 +1,81 @@
+"""Sweeps: hundreds of runs from one spec — prompts × word orders × seeds × settings — on one machine or a
+Ray cluster, streamed into a resumable store.
+
+    import workbench
+    result = workbench.sweep("sweep.json", out="runs/sweep")                 # this process
+    result = workbench.sweep(spec, out="runs/sweep", executor="ray", num_cpus=8)  # a local Ray instance
+    result = workbench.sweep(spec, out="/shared/sweep", executor="ray", address="auto")  # a cluster
+
+The pieces: ``SweepSpec`` (spec.py: the spec, its JSON, its expansion and ids), ``Worker`` (worker.py:
+one loaded pipeline running jobs), ``LocalExecutor`` / ``RayExecutor`` (where workers run),
+``SweepFolder`` (folder.py: run folders and ``index.parquet``), ``run_sweep`` (runner.py: the steps).
+The analyses of a finished sweep read its index alone: ``workbench.analysis.sweeps``.
+
+``workbench.sweep`` is this package and can be called like ``run_sweep``: ``workbench.sweep(spec, out=...)``.
+The names below load on first use, so importing the package imports no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .executors import LocalExecutor
+    from .folder import SweepBusyError, read_index
+    from .ray_executor import RayExecutor
+    from .runner import DiskBudgetError, SweepEvents, SweepResult, run_sweep
+    from .spec import SpecError, SweepSpec, load_spec, request_id
+    from .worker import Job, Outcome, Worker
+
+_LAZY = {
+    **dict.fromkeys(["SpecError", "SweepSpec", "load_spec", "request_id"], "spec"),
+    **dict.fromkeys(["DiskBudgetError", "SweepEvents", "SweepResult", "run_sweep"], "runner"),
+    **dict.fromkeys(["SweepBusyError", "read_index"], "folder"),
+    **dict.fromkeys(["Job", "Outcome", "Worker"], "worker"),
+    "LocalExecutor": "executors",
+    "RayExecutor": "ray_executor",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'workbench.sweep' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _CallableModule(types.ModuleType):
+    """This package, callable as ``run_sweep``: ``workbench.sweep`` names both the package (Python binds
+    a subpackage to its parent's attribute when it is imported) and the function the docs promise."""
+
+    def __call__(self, spec, out=None, **options):
+        return __getattr__("run_sweep")(spec, out, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+__all__ = [
+    "DiskBudgetError",
+    "Job",
+    "LocalExecutor",
+    "Outcome",
+    "RayExecutor",
+    "SpecError",
+    "SweepBusyError",
+    "SweepEvents",
+    "SweepResult",
+    "SweepSpec",
+    "Worker",
+    "load_spec",
+    "read_index",
+    "request_id",
+    "run_sweep",
+]

@@ -1,0 +1,76 @@
+"""How many bytes a sweep will write, from the model's shapes, before any run starts.
+
+One run folder holds the attention the policy keeps (``core.policy.estimate_bytes``, exact), the
+float32 latents, x0 and initial noise of every denoising-loop iteration (``core.generate.loop_length``,
+exact), the image (at most its raw size as PNG) and run.json (the config and two token tables).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workbench.core.policy import RecordingPolicy
+from workbench.core.request import Request
+
+JSON_BASE = 4096  # run.json without its token tables: config, provenance, hashes (measured ~3 KB)
+JSON_PER_TOKEN = 160  # one token row as run.json writes it (indented JSON), in each of two tables
+HEADER_PER_TENSOR = 160  # safetensors header entry: name, dtype, shape, offsets
+
+
+def run_bytes(pipe, request: Request, policy: RecordingPolicy) -> int | None:
+    """The bytes ``save_run`` will write for ``request`` on ``pipe``; None when the model refuses it."""
+    from workbench.core.adapters import adapter_for
+    from workbench.core.generate import loop_length
+    from workbench.core.policy import estimate_bytes
+    from workbench.core.schedulers import build_scheduler
+
+    adapter = adapter_for(pipe)
+    try:
+        request = request.for_model(adapter)
+        scheduler = build_scheduler(request.scheduler, pipe.scheduler.config) or pipe.scheduler
+        iterations = loop_length(scheduler, request.steps)
+        latent_hw = adapter.latent_hw(request.height, request.width)
+        tokens = sum(adapter.text_lengths({}).values())
+        layers = adapter.layers()
+        attention = (
+            estimate_bytes(policy, layers, latent_hw, tokens, iterations) if policy.record_attention else 0
+        )
+        kept_layers = len(policy.select_layers(layers, latent_hw)) * (2 if policy.negative else 1)
+    except (TypeError, ValueError):
+        return None
+    latent = adapter.latent_channels * latent_hw[0] * latent_hw[1] * 4  # one float32 latent
+    trajectory = (2 * iterations + 2) * latent + iterations * 8  # latents, x0, noise; timesteps
+    header = (4 + kept_layers) * HEADER_PER_TENSOR
+    image = request.height * request.width * 3 + 1024
+    text = JSON_BASE + 2 * tokens * JSON_PER_TOKEN
+    return attention + trajectory + header + image + text
+
+
+@dataclass(frozen=True)
+class DiskEstimate:
+    """The sweep's size: every planned run, and the part this call will write."""
+
+    runs: int
+    total_bytes: int
+    todo_runs: int
+    todo_bytes: int
+    refused: int  # requests the model refuses (they will be failed rows, taking no space)
+
+    def describe(self, budget: int | None = None) -> str:
+        per = self.total_bytes / max(1, self.runs - self.refused)
+        text = (
+            f"disk estimate: {self.runs} runs × {human(per)} ≈ {human(self.total_bytes)}"
+            f" ({self.todo_runs} to run now ≈ {human(self.todo_bytes)})"
+        )
+        if budget is not None:
+            text += f"; disk budget {human(budget)}"
+        return text
+
+
+def human(n: float) -> str:
+    """Bytes in the largest decimal unit that keeps the number >= 1 (``1.5 MB``)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

@@ -1,0 +1,191 @@
+"""A sweep worker: one loaded pipeline that runs requests one at a time and says how each ended.
+
+The same class runs in the driver's process (the local executor) and inside a Ray actor (one per
+worker), so both executors make the same runs the same way. A run that raises is a failed outcome
+with its error, not a crash; a run stopped by the sweep's cancel is a cancelled outcome and is not kept.
+
+Example:
+    worker = Worker("toy", policy=RecordingPolicy())
+    outcome = worker.run(Job("3f0c…", Request("a red circle", seed=0, steps=6)), out="runs/sweep")
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from workbench.core.policy import RecordingPolicy
+from workbench.core.request import Request
+from workbench.core.run import Run
+
+RUNS_DIR = "runs"  # run folders live in OUT/runs/<request id>
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request to run, with its stable id."""
+
+    request_id: str
+    request: Request
+
+
+@dataclass
+class Outcome:
+    """How one job ended.
+
+    Attributes:
+        request_id: the job's id.
+        status: ``"done"``, ``"failed"`` or ``"cancelled"`` (stopped by the sweep's cancel; not kept).
+        fields: what the worker knows for the index row: ``error``, ``image_sha256``,
+            ``attention_sha256``, the run's size, ``thumb``/``words``/``word_mass``
+            (``analysis.sweeps.run_summary``), ``worker``, ``seconds``.
+        run: the run, unless the worker saved it itself (then ``fields["path"]`` says where); a failed
+            outcome carries the run when it ran to a stop (its ``failure`` says why) and was not saved.
+        image: the final image (for apps that show the latest runs).
+    """
+
+    request_id: str
+    status: str
+    fields: dict = field(default_factory=dict)
+    run: Run | None = None
+    image: Image.Image | None = None
+
+
+def run_path(out: str | os.PathLike, request_id: str) -> Path:
+    return Path(out) / RUNS_DIR / request_id
+
+
+class Worker:
+    """Holds one pipeline (loaded once) and runs jobs on it.
+
+    Args:
+        model: the model source (``load_pipeline``'s), or a label when ``pipe`` is given.
+        policy: the sweep's recording policy.
+        device, dtype: for ``load_pipeline`` (defaults: CUDA and float16 when a GPU is visible).
+        threads: torch CPU threads for this worker (``None``: leave torch's setting).
+        pipe: an already loaded pipeline to use instead of loading ``model``.
+        name: how the worker is shown (``"local"``, ``"ray-0"``).
+        cancel: an event that stops the current run after its current step and every later one.
+        on_step: called after every denoising step of every run (progress of apps that count steps).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        policy: RecordingPolicy | dict | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        threads: int | None = None,
+        pipe=None,
+        name: str = "local",
+        cancel: threading.Event | None = None,
+        on_step: Callable[..., None] | None = None,
+    ):
+        import torch
+
+        from workbench.core.loading import load_pipeline
+
+        self.threads = threads
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.policy = RecordingPolicy.from_dict(policy) if isinstance(policy, dict) else policy
+        self.policy = self.policy or RecordingPolicy()
+        self.model = model
+        self.loads = 0 if pipe is not None else 1
+        self.pipe = pipe if pipe is not None else load_pipeline(model, device=device, dtype=dtype)
+        self.name = name
+        self.cancel_event = cancel if cancel is not None else threading.Event()
+        self.on_step = on_step
+        self.runs = 0
+
+    def info(self) -> dict:
+        """Who this worker is and what it loaded (the weights' hash is checked across workers)."""
+        import torch
+
+        from workbench.core.adapters import adapter_for
+        from workbench.core.loading import weights_hash
+
+        param = next(adapter_for(self.pipe).denoiser.parameters())
+        return {
+            "name": self.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "device": str(param.device),
+            "dtype": str(param.dtype).removeprefix("torch."),
+            "threads": torch.get_num_threads(),
+            "weights_sha256": weights_hash(self.pipe),
+            "loads": self.loads,
+            "runs": self.runs,
+        }
+
+    def estimate(self, requests: list[Request]) -> list[int | None]:
+        """Bytes each request's run folder will take (None for a request this model refuses)."""
+        from .estimate import run_bytes
+
+        return [run_bytes(self.pipe, r, self.policy) for r in requests]
+
+    def cancel(self) -> None:
+        """Stop the current run after its current step, and every run after it."""
+        self.cancel_event.set()
+
+    def run(self, job: Job, out: str | os.PathLike | None = None) -> Outcome:
+        """Run one job; with ``out``, save the run to ``out/runs/<id>`` (atomically) and return no run.
+
+        Raises ``KeyboardInterrupt`` when the run was stopped by Ctrl-C (not by the sweep's cancel).
+        """
+        import torch
+
+        from workbench.analysis.sweeps import run_summary
+        from workbench.core.generate import generate
+        from workbench.store.runs import attention_hash, image_hash, save_run
+
+        if self.threads is not None and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)  # a thread pool may run this on a fresh thread
+        started = time.perf_counter()
+        base = {"worker": self.name}
+        if self.cancel_event.is_set():
+            return Outcome(job.request_id, "cancelled", base)
+        step = None if self.on_step is None else (lambda *_: self.on_step())
+        try:
+            run = generate(
+                self.pipe,
+                job.request,
+                policy=self.policy,
+                progress=False,
+                cancel=self.cancel_event,
+                on_step=step,
+            )
+        except Exception as err:  # a run that raises is data: the sweep records it and goes on
+            base.update(error=f"{type(err).__name__}: {err}", seconds=time.perf_counter() - started)
+            return Outcome(job.request_id, "failed", base)
+        if getattr(run, "failure", None):  # it ran, and stopped failed (e.g. non-finite latents)
+            base.update(error=run.failure, seconds=time.perf_counter() - started)
+            return Outcome(job.request_id, "failed", base, run=run if out is None else None)
+        if not run.complete:
+            if self.cancel_event.is_set():
+                return Outcome(job.request_id, "cancelled", base)
+            raise KeyboardInterrupt  # generate keeps what Ctrl-C interrupted; the sweep stops here
+        fields = {
+            **base,
+            "image_sha256": image_hash(run.image),
+            "attention_sha256": attention_hash(run.attention),
+            "height": run.config.height,
+            "width": run.config.width,
+            "model": run.config.model.get("source"),
+            "weights_sha256": run.config.model.get("weights_sha256"),
+            **run_summary(run),
+        }
+        if out is not None:
+            save_run(run, run_path(out, job.request_id), overwrite=True)
+            fields["path"] = f"{RUNS_DIR}/{job.request_id}"
+        self.runs += 1
+        fields["seconds"] = time.perf_counter() - started
+        return Outcome(job.request_id, "done", fields, run=None if out is not None else run, image=run.image)
