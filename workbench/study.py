@@ -22,12 +22,15 @@ import numpy as np
 import pandas as pd
 
 from workbench import analysis, viz
-from workbench.core.generate import generate
+from workbench.core.loading import model_source
 from workbench.core.run import Run
 from workbench.report import report
 from workbench.store.index import save_index
 from workbench.store.runs import save_run
 from workbench.store.spec import save_spec
+from workbench.sweep.executors import LocalExecutor
+from workbench.sweep.runner import SweepEvents, run_sweep
+from workbench.sweep.spec import SweepSpec
 
 DEFAULT_PROMPT = "a red circle left of a blue square"
 
@@ -80,21 +83,29 @@ def run_study(
     log(
         f"model: {model if isinstance(model, (str, os.PathLike)) else type(model).__name__} · prompt “{prompt}” · swap “{swapped}” · seeds {list(seeds)}"
     )
-    runs, dirs = [], []
-    for text, tag in ((prompt, "a"), (swapped, "b")):
-        for seed in seeds:
-            run = generate(pipe, text, seed=seed, steps=steps, guidance_scale=guidance_scale, progress=False)
-            folder = save_run(run, out / "runs" / f"order-{tag}_seed-{seed}", overwrite=True)
-            save_spec(run, folder / "spec.json")
-            runs.append(run)
-            dirs.append(folder)
-            log(f"  {folder}  ({time.perf_counter() - started:.1f} s)")
+    spec = SweepSpec(
+        model=model_source(pipe),
+        prompts=[prompt, swapped],
+        seeds=list(dict.fromkeys(seeds)),
+        steps=steps,
+        guidance_scales=guidance_scale,
+    )
+    saver = _SaveRuns(out / "runs", {prompt: "a", swapped: "b"}, started, log)
+    result = run_sweep(spec, executor=LocalExecutor(pipe=pipe), events=saver, progress=False, log=None)
+    made = {(r.prompt, r.seed): r for r in result.runs.values()}
+    order = [(text, seed) for text in (prompt, swapped) for seed in spec.seeds if (text, seed) in made]
+    runs = [made[key] for key in order]
+    dirs = [saver.folders[key] for key in order]
     index = save_index(out / "runs")
-    failed = [r for r in runs if r.failure or not r.complete]
-    if failed:  # a failed run is kept on disk for inspection, never summarised as a finding
+    problems = [f"seed {r.seed}, {r.failure or 'incomplete'}" for r in runs if r.failure or not r.complete]
+    raised = result.index[
+        (result.index.status == "failed") & ~result.index.request_id.isin(list(result.runs))
+    ]
+    problems += [f"seed {row.seed}, “{row.prompt}”: {row.error}" for row in raised.itertuples()]
+    if problems:  # a failed run is kept on disk for inspection, never summarised as a finding
         raise ValueError(
-            f"{len(failed)} of {len(runs)} runs failed or stopped (first: seed {failed[0].seed}, "
-            f"{failed[0].failure or 'incomplete'}); their folders are in {out / 'runs'}; no report was written"
+            f"{len(problems)} of {len(spec.plan())} runs failed or stopped (first: {problems[0]}); "
+            f"their folders are in {out / 'runs'}; no report was written"
         )
 
     by_key = {(r.prompt, r.seed): r for r in runs}
@@ -165,6 +176,24 @@ def run_study(
     )
     log(f"done in {time.perf_counter() - started:.1f} s")
     return StudyResult(out=out, runs=runs, run_dirs=dirs, report=path, index=index, summary=summary)
+
+
+class _SaveRuns(SweepEvents):
+    """Saves each run of the study's sweep as it finishes, as ``order-a_seed-3`` (the prompt) or
+    ``order-b_seed-3`` (its swap), with its re-run spec; failed runs that ran are kept for inspection."""
+
+    def __init__(self, folder: Path, tags: dict[str, str], started: float, log):
+        self.folder, self.tags, self.t0, self.log = folder, tags, started, log
+        self.folders: dict[tuple[str, int], Path] = {}
+
+    def finished(self, worker, outcome, row):
+        run = outcome.run
+        if run is None:
+            return
+        path = save_run(run, self.folder / f"order-{self.tags[run.prompt]}_seed-{run.seed}", overwrite=True)
+        save_spec(run, path / "spec.json")
+        self.folders[(run.prompt, run.seed)] = path
+        self.log(f"  {path}  ({time.perf_counter() - self.t0:.1f} s)")
 
 
 _RELATION = re.compile(

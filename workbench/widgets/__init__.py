@@ -10,5 +10,6 @@ from .browser import ExperimentBrowser
 from .explorer import AttentionExplorer
 from .generate import GenerateApp
 from .labs import SeedLab, WordOrderLab
+from .sweep import SweepApp
 
-__all__ = ["AttentionExplorer", "ExperimentBrowser", "GenerateApp", "SeedLab", "WordOrderLab"]
+__all__ = ["AttentionExplorer", "ExperimentBrowser", "GenerateApp", "SeedLab", "SweepApp", "WordOrderLab"]

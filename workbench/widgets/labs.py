@@ -18,8 +18,11 @@ import plotly.graph_objects as go
 from workbench.analysis.seeds import seed_study
 from workbench.analysis.trajectory import COMMIT_THRESHOLD
 from workbench.analysis.word_order import compare_to_first, permutations
-from workbench.core.generate import generate
+from workbench.core.loading import model_source
 from workbench.core.run import Run
+from workbench.sweep.executors import LocalExecutor
+from workbench.sweep.runner import SweepEvents, run_sweep
+from workbench.sweep.spec import SweepSpec
 from workbench.viz.panels import Panel, seed_panels, word_order_panels
 from workbench.viz.render import escape, table_html
 from workbench.widgets.base import TaskRunner
@@ -45,8 +48,20 @@ def parse_seeds(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
+class _RunStatus(SweepEvents):
+    """'run 2 of 6: “prompt”, seed 1' in the app's status line as each run of the sweep starts."""
+
+    def __init__(self, task: TaskRunner, total: int):
+        self.task, self.total, self.count = task, total, 0
+
+    def started(self, worker, job, planned):
+        self.count += 1
+        r = planned.request
+        self.task.status.value = f"run {self.count} of {self.total}: “{escape(r.prompt)}”, seed {r.seed}"
+
+
 class _BatchApp:
-    """Shared wiring: a batch of (prompt, seed) runs in a thread, then ``show(runs)``."""
+    """Shared wiring: a prompts × seeds sweep on the app's pipeline in a thread, then ``show(runs)``."""
 
     def __init__(self, pipe, steps: int, guidance_scale: float):
         self.pipe = pipe
@@ -99,24 +114,30 @@ class _BatchApp:
         return self.runs
 
     def _batch(self, jobs, steps, guidance) -> list[Run]:
-        runs = []
-        for i, (prompt, seed) in enumerate(jobs):
-            if self.task.cancel_event.is_set():
-                break
-            self.task.status.value = f"run {i + 1} of {len(jobs)}: “{escape(prompt)}”, seed {seed}"
-            run = generate(
-                self.pipe,
-                prompt,
-                seed=seed,
-                steps=steps,
-                guidance_scale=guidance,
-                progress=False,
-                cancel=self.task.cancel_event,
-                on_step=lambda *_: self.task.step(),
+        """The jobs (a prompts × seeds grid) as a sweep on this pipeline, in this thread; the finished
+        runs in the jobs' order (a run stopped by Cancel is dropped)."""
+        prompts = list(dict.fromkeys(p for p, _ in jobs))
+        seeds = list(dict.fromkeys(s for _, s in jobs))
+        spec = SweepSpec(
+            model=model_source(self.pipe), prompts=prompts, seeds=seeds, steps=steps, guidance_scales=guidance
+        )
+        result = run_sweep(
+            spec,
+            executor=LocalExecutor(pipe=self.pipe, on_step=self.task.step),
+            events=_RunStatus(self.task, len(spec.plan())),
+            cancel=self.task.cancel_event,
+            progress=False,
+            log=None,
+        )
+        failed = result.index[result.index.status == "failed"]
+        if len(failed):  # shown in the app, as an error raised by a run always was
+            first = failed.iloc[0]
+            raise RuntimeError(
+                f"{len(failed)} of {len(jobs)} runs failed; “{first.prompt}”, seed {first.seed}: {first.error}"
             )
-            if run.complete:
-                runs.append(run)
-        return runs
+        order = {(p, s): i for i, (p, s) in enumerate(jobs)}
+        finished = [r for r in result.runs.values() if r.complete]
+        return sorted(finished, key=lambda r: order[(r.prompt, r.seed)])
 
     def _finish(self, runs: list[Run]) -> None:
         self.runs = runs
