@@ -97,8 +97,9 @@ the recorded attention, without running the model again.""",
 # Attention per token
 
 Every map here says how it was made: which steps, layers and heads, how layers were upsampled and how
-the map was normalised (the figure subtitle). Presets: `all-mean`, and `daam` (the recipe of the DAAM
-paper).""",
+the map was normalised (the figure subtitle). Presets, each written from its source's code
+(`analysis.SOURCES`): `all-mean`; for UNet models `daam` (DAAM 0.2.0), `p2p` (prompt-to-prompt's
+`aggregate_attention`); `amd` (attention-map-diffusers' default); for SD3 and Flux `dit-word-share`.""",
         ),
         ("code", SETUP),
         (
@@ -108,8 +109,14 @@ run = workbench.generate(pipe, "a yellow triangle above a green square", seed=1,
 maps = analysis.word_maps(run, normalize="max")
 viz.word_overlay(run, maps)""",
         ),
-        ("md", "The DAAM recipe: heads, layers and steps summed, bicubic upsampling, scaled to the maximum."),
-        ("code", 'viz.word_overlay(run, analysis.word_maps(run, "daam"))'),
+        (
+            "md",
+            """\
+DAAM's maps as its code makes them: every head of every layer but the mid block's, steps summed,
+upsampled bicubically to the latent's size and averaged; one map per word (a repeated word's
+occurrences averaged). Expanding them to the image is a separate step, bicubic as DAAM's `expand_as`.""",
+        ),
+        ("code", 'viz.word_overlay(run, analysis.word_maps(run, "daam").expand(run))'),
         ("md", "Late steps only, one resolution: the recipe is yours to choose."),
         (
             "code",

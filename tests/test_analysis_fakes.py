@@ -63,8 +63,13 @@ def fake_run(
     sha: str = "abc",
     latents: torch.Tensor | None = None,
     x0: torch.Tensor | None = None,
+    head_counts: dict[str, int] | None = None,
 ) -> Run:
-    """A Run with the given attention (default: everything on BOS) over 5 steps, 3 kept."""
+    """A Run with the given attention (default: everything on BOS) over 5 steps, 3 kept.
+
+    ``head_counts`` default: the heads kept where ``heads="all"``, else one head per layer (a model
+    whose layers have one head each); pass ``{}`` for a store saved before head counts were kept.
+    """
     words = words or [["a"], ["re", "d"], ["circle"]]
     steps = steps if steps is not None else [0, 2, 4]
     if probs is None:
@@ -96,7 +101,15 @@ def fake_run(
         latents=lat,
         x0=x0 if x0 is not None else lat[1:].clone(),
         image=Image.new("RGB", (16, 8)),
-        attention=AttentionStore(probs=probs, steps=steps, shapes=dict(SHAPES), heads=heads),
+        attention=AttentionStore(
+            probs=probs,
+            steps=steps,
+            shapes=dict(SHAPES),
+            heads=heads,
+            head_counts=head_counts
+            if head_counts is not None
+            else {n: (int(p.shape[1]) if heads == "all" else 1) for n, p in probs.items()},
+        ),
     )
 
 

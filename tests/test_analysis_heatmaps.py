@@ -103,15 +103,21 @@ def test_heads_selection_needs_per_head_store():
         word_maps(fake_run(), heads=[0])
 
 
-def test_daam_preset_sums_and_scales_by_max():
+def test_daam_preset_at_the_latent_size_without_the_mid_block():
     run = one_hot_circle()
     wm = word_maps(run, "daam")
     assert wm.aggregation.name == "daam"
-    assert wm.get("circle").max().item() == pytest.approx(1.0)
-    assert wm.get("circle").min().item() >= 0  # bicubic overshoot clipped
-    peak = torch.nonzero(wm.get("circle") == wm.get("circle").max())[0].tolist()
+    assert wm.layers_used == [DOWN]  # DAAM never hooks the mid block
+    assert wm.maps.shape == (3, 4, 8)  # the latent's size, DAAM's; no upsampling on DOWN's own grid
+    expected = torch.zeros(4, 8)
+    expected[1, 5] = 1.0  # steps summed, DOWN's one head, unnormalized
+    assert torch.allclose(wm.get("circle"), expected)
+    big = wm.expand(run)  # the separate, named expansion to the image
+    assert big.maps.shape == (3, 8, 16) and big.aggregation.expanded_to == (8, 16)
+    peak = torch.nonzero(big.get("circle") == big.get("circle").max())[0].tolist()
     assert 2 <= peak[0] <= 3 and 10 <= peak[1] <= 11
-    assert "daam" in wm.aggregation.describe() and "bicubic" in wm.aggregation.describe()
+    text = big.aggregation.describe()
+    assert "daam" in text and "but mid_block" in text and "expanded bicubic to 8x16" in text
 
 
 def test_bad_steps_layers_and_words_name_the_problem():

@@ -48,12 +48,16 @@ def test_scoring_against_world_masks(toy):
     assert circle.center[0] < triangle.center[0]  # left of, as the caption says
     right = {"circle": circle.mask, "triangle": triangle.mask}
     swapped = {"circle": triangle.mask, "triangle": circle.mask}
-    # the toy evaluation's rule (min-max, 0.5) on all-mean maps, and the DAAM paper's (0.4 of the max)
-    for recipe, threshold, rule in (("all-mean", 0.5, "minmax"), ("daam", 0.4, "max")):
-        maps = word_maps(run, recipe, size=(32, 32))
+    # the toy evaluation's rule (min-max, 0.5) on all-mean maps at the image size, and DAAM's own: its
+    # maps at the latent size, expanded bicubically by score_maps, rescaled min to max and cut at > 0.4
+    for recipe, threshold, rule in (("all-mean", 0.5, "fraction-of-range"), ("daam", None, None)):
+        maps = word_maps(run, recipe, size=(32, 32)) if recipe == "all-mean" else word_maps(run, recipe)
         good = score_maps(maps, right, threshold=threshold, rule=rule)
         bad = score_maps(maps, swapped, threshold=threshold, rule=rule)
         assert good.word.tolist() == ["circle", "triangle"]
         assert (good.iou >= 0.5).all(), f"{recipe}: IoU with the drawn objects {good.iou.tolist()}"
         assert (bad.iou <= 0.1).all(), f"{recipe}: IoU with the other object {bad.iou.tolist()}"
         assert good.attrs["miou"] >= 0.5
+        assert good.rule.iloc[0] == (
+            "fraction-of-range" if recipe == "all-mean" else "fraction-of-range-strict"
+        )

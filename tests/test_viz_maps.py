@@ -42,7 +42,7 @@ def circle_run():
 def test_word_overlay_holds_maps_and_image():
     run = circle_run()
     run.image = Image.fromarray(np.full((8, 16, 3), 7, dtype=np.uint8))
-    wm = word_maps(run, "daam")
+    wm = word_maps(run, "daam").expand(run)  # DAAM's maps are at the latent size; expanded to the image
     fig = word_overlay(run, wm, words=["red", "circle"])
     heat = [t for t in fig.data if t.type == "heatmap"]
     images = [t for t in fig.data if t.type == "image"]

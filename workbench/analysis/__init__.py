@@ -4,7 +4,7 @@ One line each, from a notebook (``pipe`` only where the model must run again or 
 
     Steps      strip = filmstrip(pipe, run); change_curves(run, strip=strip); commit_step(curves)
                commit_steps(runs)
-    Tokens     word_maps(run, "daam"); token_maps(run, steps=range(5, 10), layers="16x16")
+    Tokens     word_maps(run, "daam").expand(run); token_maps(run, steps=range(5, 10), layers="16x16")
                word_step_mass(run); word_layer_mass(run); token_mass(run); prompt_words(run)
     Scoring    score_maps(word_maps(run), {"circle": mask}); iou(a, b); miou(preds, truths); binarize(m)
     Word order permutations(prompt, kind="relation"); word_order_runs(pipe, prompts, seed=0)
@@ -16,14 +16,17 @@ One line each, from a notebook (``pipe`` only where the model must run again or 
     Attribution integrated_gradients(pipe, run, step=3, region=mask); occlusion(pipe, run, step=3)
                attribution_vs_attention(ig, run)
 
-Every heat map follows an explicit ``Aggregation`` recipe (presets in ``PRESETS``: ``"all-mean"``,
-``"daam"``), returned with the result (``WordMaps.aggregation``, ``df.attrs["aggregation"]``).
+Every heat map follows an explicit ``Aggregation`` recipe, returned with the result
+(``WordMaps.aggregation``, ``df.attrs["aggregation"]``). Presets (``PRESETS``), each written from its
+source's code (``SOURCES``; see ``presets.py``): ``"all-mean"``, ``"daam"`` (DAAM 0.2.0), ``"p2p"``
+(prompt-to-prompt's ``aggregate_attention``), ``"amd"`` (attention-map-diffusers' default),
+``"dit-word-share"`` (SD3/Flux joint attention, shaped like ConceptAttention's aggregation).
 
 Example:
     >>> from workbench.analysis import word_maps, filmstrip, change_curves  # doctest: +SKIP
 """
 
-from .aggregate import PRESETS, Aggregation, make_aggregation
+from .aggregate import PRESETS, SOURCES, THRESHOLD_RULES, Aggregation, make_aggregation
 from .attribution import Attribution, attribution_vs_attention, integrated_gradients, occlusion
 from .checks import check_same
 from .heatmaps import (
@@ -31,6 +34,7 @@ from .heatmaps import (
     WordMaps,
     attention_mass,
     dominant_words,
+    expand_maps,
     prompt_words,
     region_mass,
     token_maps,
@@ -81,6 +85,8 @@ __all__ = [
     "Attribution",
     "Filmstrip",
     "PRESETS",
+    "SOURCES",
+    "THRESHOLD_RULES",
     "SeedGrid",
     "SeedStudy",
     "TokenMaps",
@@ -99,6 +105,7 @@ __all__ = [
     "compare_word_order",
     "decode_latents",
     "dominant_words",
+    "expand_maps",
     "filmstrip",
     "image_variance",
     "integrated_gradients",
