@@ -195,3 +195,18 @@ def test_a_killed_driver_loses_no_finished_run_and_the_rerun_redoes_none(tiny_fo
     ran_before = index[index.request_id.isin(list(finished))]
     assert len(ran_before) == len(finished) and ran_before.image_sha256.notna().all()
     assert pd.api.types.is_datetime64_any_dtype(index.finished)
+
+
+def test_the_local_executors_threads_are_put_back(tiny_folder, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    seen = []
+
+    class Threads(SweepEvents):
+        def started(self, worker, job, planned):
+            seen.append(torch.get_num_threads())
+
+    spec = spec_for(tiny_folder, prompts=PROMPTS[:1], seeds=[0])
+    workbench.sweep(spec, out=tmp_path, threads=before + 1, events=Threads(), progress=False, log=None)
+    assert seen == [before + 1] and torch.get_num_threads() == before

@@ -74,3 +74,26 @@ def test_cli_end_to_end_on_ray(local_ray, tiny_folder, tmp_path, capsys):
     assert "4 done, 0 failed" in printed and str(out / "report.html") in printed
     index = read_index(out)
     assert set(index.worker) <= {"ray-0", "ray-1"} and len(index) == 4
+
+
+def test_ray_cancel_stops_the_workers_and_the_rest_runs_later(local_ray, tiny_folder, tmp_path):
+    import threading
+
+    from workbench.sweep import SweepEvents
+
+    cancel = threading.Event()
+
+    class CancelAtFirst(SweepEvents):
+        def finished(self, worker, outcome, row):
+            cancel.set()
+
+    spec = spec_for(tiny_folder, prompts=PROMPTS[:1], seeds="0-29", steps=20)
+    first = workbench.sweep(
+        spec, out=tmp_path, executor="ray", cancel=cancel, events=CancelAtFirst(), progress=False, log=None
+    )
+    assert first.cancelled and 1 <= first.done < 30 and first.failed == 0
+    finished = {p.parent.name for p in (tmp_path / "runs").glob("*/run.json")}
+    assert set(read_index(tmp_path).request_id) == finished and len(finished) == first.done
+    # the ids do not depend on the executor: the local one finishes the sweep
+    rest = workbench.sweep(spec, out=tmp_path, progress=False, log=None)
+    assert (rest.skipped, rest.done, rest.sweep_id) == (first.done, 30, first.sweep_id)

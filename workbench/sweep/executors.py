@@ -53,6 +53,9 @@ class LocalExecutor:
         self.worker: Worker | None = None
 
     def start(self, model: str, policy: RecordingPolicy, cancel: threading.Event) -> list[dict]:
+        import torch
+
+        self._threads_before = torch.get_num_threads()  # put back by close: this is the caller's process
         self.worker = Worker(
             model,
             policy=policy,
@@ -78,6 +81,10 @@ class LocalExecutor:
             yield self.worker.name, self.worker.run(job, out)
 
     def close(self) -> None:
+        import torch
+
+        if self.threads is not None and self.worker is not None:
+            torch.set_num_threads(self._threads_before)
         self.worker = None
 
 
