@@ -147,3 +147,16 @@ def test_word_order_on_tiny_model(tiny_pipe):
     assert compare_to_first(runs[:1]) == []
     assert summary.mean_map_corr.iloc[0] == pytest.approx(cmp.words.map_corr.mean())
     assert summary.image_pixel_rms.iloc[0] == pytest.approx(cmp.images["pixel_rms"])
+
+
+@pytest.mark.parametrize(
+    "preset", ["daam", "all-mean"]
+)  # p2p needs latent/4 layers, which the tiny UNet lacks
+def test_word_order_comparison_with_every_unet_preset(tiny_pipe, preset):
+    from workbench import generate
+    from workbench.analysis import compare_word_order
+
+    a = generate(tiny_pipe, "a red circle left of a blue square", seed=0, steps=3, progress=False)
+    b = generate(tiny_pipe, "a blue square left of a red circle", seed=0, steps=3, progress=False)
+    cmp = compare_word_order(a, b, aggregation=preset)
+    assert len(cmp.words) == 8  # both "a"s are compared, each with its own map

@@ -353,7 +353,7 @@ def attribution_vs_attention(
     if region is None:
         mass = attention_mass(run, agg, by=None).set_index("word_index").mass
     else:
-        wm = word_maps(run, agg, normalize="mass")
+        wm = word_maps(run, agg, normalize="mass", size="image")  # the region is image-sized
         r = torch.as_tensor(np.asarray(region), dtype=torch.float32)
         if tuple(r.shape) != tuple(wm.maps.shape[-2:]):
             raise ValueError(f"region must be image-sized {tuple(wm.maps.shape[-2:])}, got {tuple(r.shape)}")

@@ -247,7 +247,8 @@ def compare_word_order(
             f"the prompts must hold the same words in another order; only in {run_a.prompt!r}: {only_a}, "
             f"only in {run_b.prompt!r}: {only_b}"
         )
-    agg = make_aggregation(aggregation, **overrides)
+    # words are aligned occurrence by occurrence, so each occurrence keeps its own map here
+    agg = make_aggregation(aggregation, **{"repeats": "each", **overrides})
     maps_a, maps_b = word_maps(run_a, agg), word_maps(run_b, agg)
     mass_a = attention_mass(run_a, agg, by=None).set_index("word_index").mass
     mass_b = attention_mass(run_b, agg, by=None).set_index("word_index").mass
