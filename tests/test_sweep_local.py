@@ -74,7 +74,9 @@ def test_sweep_streams_runs_and_index_and_resumes(tiny_folder, tiny_pipe, tmp_pa
     again = workbench.sweep(spec, out=tmp_path, progress=False)
     assert (again.skipped, again.ran, again.done, again.sweep_id) == (6, 0, 6, result.sweep_id)
     assert {p: (tmp_path / p / "run.json").stat().st_mtime_ns for p in index.path} == stamps
-    assert len(read_index(tmp_path)) == 6
+    reread = read_index(tmp_path).set_index("request_id").loc[index.request_id]
+    assert len(reread) == 6 and (reread.thumb.to_numpy() == index.thumb.to_numpy()).all()
+    assert [list(w) for w in reread.words] == [list(w) for w in index.words]  # rows carried over intact
 
 
 def test_a_refused_size_is_a_failed_row_and_the_rest_finish(tiny_folder, tmp_path):

@@ -108,6 +108,7 @@ class SweepFolder:
     def __init__(self, out: str | os.PathLike | None):
         self.out = None if out is None else Path(out)
         self.rows: dict[tuple[str, str], dict] = {}
+        self.done: dict[str, dict] = {}  # request id -> a done row (of any sweep)
         self._lock = None
         self._last_flush = 0.0
         self._dirty = False
@@ -116,7 +117,9 @@ class SweepFolder:
             self._acquire()
             old = read_index(self.out)
             for row in old.astype(object).where(old.notna(), None).to_dict(orient="records"):
-                self.rows[(row["sweep_id"], row["request_id"])] = row
+                for key in ("words", "word_mass"):  # arrays as parquet gives them back
+                    row[key] = None if row[key] is None else list(row[key])
+                self._keep(row)
 
     # ------------------------------------------------------------ lock
 
@@ -160,9 +163,7 @@ class SweepFolder:
             return row if row is not None and (row["status"] == "done" or not retry_failed) else None
         folder = run_path(self.out, request_id)
         if (folder / "run.json").is_file():
-            done = next(
-                (r for (_, rid), r in self.rows.items() if rid == request_id and r["status"] == "done"), None
-            )
+            done = self.done.get(request_id)
             return done if done is not None else self._read_back(folder)
         if row is not None and row["status"] == "failed" and not retry_failed:
             return row
@@ -194,8 +195,13 @@ class SweepFolder:
 
     # ------------------------------------------------------------ rows and the index file
 
+    def _keep(self, row: dict) -> None:
+        self.rows[(row["sweep_id"], row["request_id"])] = row
+        if row["status"] == "done":
+            self.done[row["request_id"]] = row
+
     def add(self, row: dict) -> None:
-        self.rows[(row["sweep_id"], row["request_id"])] = {c: row.get(c) for c in COLUMNS}
+        self._keep({c: row.get(c) for c in COLUMNS})
         self._dirty = True
         if time.monotonic() - self._last_flush >= self.FLUSH_EVERY_S:
             self.flush()

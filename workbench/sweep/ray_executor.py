@@ -26,6 +26,7 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Iterator
+from pathlib import Path
 
 from workbench.core.policy import RecordingPolicy
 from workbench.core.request import Request
@@ -130,6 +131,8 @@ class RayExecutor:
         actor = ray.remote(concurrency_groups={"control": 1})(Worker).options(
             num_cpus=threads, num_gpus=gpus, max_restarts=2
         )
+        if Path(model).exists():  # a local folder: the same absolute path on every node
+            model = str(Path(model).resolve())
         self.names = [f"ray-{i}" for i in range(workers)]
         self._deaths = [0] * workers
         self.actors = [
@@ -156,7 +159,8 @@ class RayExecutor:
     def run(self, jobs: list[Job], out, started: Started) -> Iterator[tuple[str, Outcome]]:
         import ray
 
-        target = None if out is None or not self.workers_write else os.fspath(out)
+        # a worker's working folder need not be this one: it gets the folder's absolute path
+        target = None if out is None or not self.workers_write else str(Path(out).resolve())
         pending = deque(jobs)
         queues: list[list] = [[] for _ in self.actors]  # refs handed to each worker; the first is running
         inflight: dict = {}  # object ref -> (worker index, job)
