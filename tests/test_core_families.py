@@ -367,3 +367,21 @@ def test_renormalised_over_text_is_a_softmax_over_text_alone(family):
         ref = torch.softmax(q @ tk.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)  # (B, H, N, T)
     cond = ref[-1]  # the conditional row of the batch
     assert (renorm[0] - cond).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("preset", ["all-mean", "daam", "p2p", "amd", "dit-word-share"])
+def test_every_preset_gives_maps_or_a_clear_refusal(family, preset):
+    from workbench.analysis import token_maps
+
+    name, pipe, req = family
+    run = generate(pipe, req, steps=2, policy=RecordingPolicy(heads="all"), progress=False)
+    unet_only, dit_only = preset in ("daam", "p2p"), preset == "dit-word-share"
+    refused = (unet_only and name != "sdxl") or (dit_only and name == "sdxl")
+    if refused:
+        with pytest.raises(ValueError, match="layers|UNet|joint|transformer"):
+            word_maps(run, preset)
+        return
+    maps = word_maps(run, preset).expand(run)
+    assert maps.maps.shape[-2:] == (req.height, req.width) and torch.isfinite(maps.maps).all()
+    assert maps.maps.flatten(1).std(dim=0).mean() > 0
+    assert len(token_maps(run, preset).positions) == len(run.tokens[run.tokens.kind != "cut"])
