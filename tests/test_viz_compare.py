@@ -19,7 +19,7 @@ def test_comparison_figures():
     assert [t.name for t in pairs.data] == ["circle", "circle"]
     assert np.allclose(np.asarray(pairs.data[0].z), cmp.maps_a.get("circle").numpy())
     assert np.allclose(np.asarray(pairs.data[1].z), cmp.maps_b.get("circle").numpy())
-    assert "IoU 1.00" in pairs.layout.annotations[0].text
+    assert "IoU 1.00" in pairs.layout.annotations[1].text and "in a" in pairs.layout.annotations[0].text
     with pytest.raises(ValueError, match="\\['horse'\\] are not in the compared prompts"):
         map_pairs(cmp, words=["horse"])
     div = divergence_figure(cmp)
@@ -38,7 +38,9 @@ def test_word_order_panels_are_figures_and_a_table_with_captions():
         "Aligned words",
     ]
     assert all(p.figure is not None and p.table is None for p in panels[:3])
-    assert panels[1].figure.layout.height == 120 + 150 * 3  # three aligned words
+    pairs = panels[1].figure  # three aligned words: two pairs (a, b, a, b) per row, two rows
+    assert len(pairs.data) == 6 and pairs.data[5].xaxis == "x6"
+    assert pairs.layout.xaxis5.domain == pairs.layout.xaxis.domain  # the third word starts the second row
     assert panels[3].figure is None and panels[3].table.equals(cmp.words.round(3))
     assert panels[3].note == "“a red circle” vs “circle a red”"
     assert [p.caption for p in word_order_panels([a], [])] == ["Final images"]

@@ -11,7 +11,8 @@
                lists of ``Panel`` (a figure or a table, with its caption) for apps and reports
 
 Each accepts an optional ``fig=`` to draw into, labels its axes with units and carries the heat-map
-recipe (or other provenance) in its subtitle. ``workbench.viz.render`` turns images and tables into
+recipe (or other provenance) in its subtitle. A figure a builder makes is sized from its grid: image
+panels at least 128 px on their shorter side, and room for every title, label and colour bar. ``workbench.viz.render`` turns images and tables into
 PNG bytes and escaped HTML for apps and reports.
 
 Example:

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 
 from workbench.analysis.attribution import Attribution
 
-from ._common import titled
+from ._common import axis_title, own, sized_chart, titled
 
 
 def attribution_bar(
@@ -38,17 +38,21 @@ def attribution_bar(
         df = df[df.kind.isin(["word", "punct"])]
     x = df.label.tolist() if level == "word" else [f"{p}: {t}" for p, t in zip(df.position, df.token)]
     colors = ["#888888" if k in ("bos", "eos", "pad") else "#1f77b4" for k in df.kind]
-    fig = fig if fig is not None else go.Figure()
+    ours = own(fig)
+    if ours:
+        fig = sized_chart(
+            go.Figure(), width=max(640, min(1000, 60 + 28 * len(x))), bottom=90 if level == "word" else 130
+        )
     fig.add_trace(go.Bar(x=x, y=df.attribution.tolist(), marker_color=colors, name=attribution.method))
     fig.update_xaxes(title_text="word" if level == "word" else "encoder position: token")
-    fig.update_yaxes(title_text=attribution.target)
+    fig.update_yaxes(title_text=axis_title(attribution.target, 320))
     sub = attribution.describe()
     if attribution.method == "integrated_gradients":
         sub += (
             f"<br>sum of attributions {attribution.tokens.attribution.sum():.4g} vs output change "
             f"{attribution.output_input - attribution.output_baseline:.4g} (convergence delta {attribution.delta:.2g})"
         )
-    return titled(fig, f"Token attribution ({attribution.method.replace('_', ' ')})", sub)
+    return titled(fig, f"Token attribution ({attribution.method.replace('_', ' ')})", sub, grow=ours)
 
 
 def attribution_vs_attention_figure(table: pd.DataFrame, *, fig: go.Figure | None = None) -> go.Figure:
@@ -66,7 +70,9 @@ def attribution_vs_attention_figure(table: pd.DataFrame, *, fig: go.Figure | Non
     if not need <= set(table.columns):
         raise ValueError(f"table must come from attribution_vs_attention (columns {sorted(need)})")
     n = len(table)
-    fig = fig if fig is not None else go.Figure()
+    ours = own(fig)
+    if ours:
+        fig = sized_chart(go.Figure(), width=640, plot_height=400)
     fig.add_trace(
         go.Scatter(
             x=[1, n], y=[1, n], mode="lines", line={"dash": "dot", "color": "#aaaaaa"}, name="agreement"
@@ -78,15 +84,18 @@ def attribution_vs_attention_figure(table: pd.DataFrame, *, fig: go.Figure | Non
             y=table.rank_attribution.tolist(),
             text=table.label.tolist(),
             mode="markers+text",
-            textposition="top center",
+            # Neighbouring ranks alternate above and below their points, so their labels do not meet.
+            textposition=["top center" if i % 2 == 0 else "bottom center" for i in range(n)],
             name="words",
         )
     )
     fig.update_xaxes(title_text="attention-mass rank (1 = most attended)", autorange="reversed")
-    fig.update_yaxes(title_text="attribution rank (1 = most attributed)", autorange="reversed")
+    fig.update_yaxes(
+        title_text=axis_title("attribution rank (1 = most attributed)", 400), autorange="reversed"
+    )
     sub = f"Spearman rank correlation {table.attrs.get('spearman', float('nan')):.2f}"
     if "attribution" in table.attrs:
         sub += f" | {table.attrs['attribution']}"
     if "aggregation" in table.attrs:
         sub += f"<br>attention: {table.attrs['aggregation']}"
-    return titled(fig, "Attribution vs attention, per word", sub)
+    return titled(fig, "Attribution vs attention, per word", sub, grow=ours)

@@ -8,7 +8,25 @@ from plotly.subplots import make_subplots
 
 from workbench.analysis.word_order import WordOrderComparison
 
-from ._common import as_image, grid, hide_image_axes, image_axes, titled
+from ._common import (
+    COLORBAR,
+    as_image,
+    axis_title,
+    colorbar,
+    hide_image_axes,
+    image_axes,
+    normalize_title,
+    own,
+    panel_size,
+    plot_height,
+    recipe_line,
+    sized_chart,
+    sized_grid,
+    titled,
+    wrap,
+)
+
+PER_ROW = 4  # image panels per row before a new row starts
 
 
 def side_by_side(images, titles: list[str] | None = None, *, fig: go.Figure | None = None) -> go.Figure:
@@ -34,11 +52,16 @@ def side_by_side(images, titles: list[str] | None = None, *, fig: go.Figure | No
         titles = [getattr(getattr(im, "config", None), "prompt", f"image {i}") for i, im in enumerate(images)]
     if len(titles) != len(images):
         raise ValueError(f"got {len(titles)} titles for {len(images)} images")
-    fig = grid(fig, 1, len(images), titles)
-    for i, im in enumerate(images):
-        fig.add_trace(go.Image(z=as_image(im), name=titles[i]), row=1, col=i + 1)
+    arrays = [as_image(im) for im in images]
+    cols = min(len(arrays), PER_ROW)
+    ours = own(fig)
+    if ours:
+        size = panel_size(*arrays[0].shape[:2], short=224)
+        fig = sized_grid(-(-len(arrays) // cols), cols, panel=size, titles=titles, hgap=24)
+    for i, arr in enumerate(arrays):
+        fig.add_trace(go.Image(z=arr, name=titles[i]), row=i // cols + 1, col=i % cols + 1)
     hide_image_axes(fig)
-    return titled(fig, "Final images")
+    return titled(fig, "Final images", grow=ours)
 
 
 def map_pairs(
@@ -65,8 +88,14 @@ def map_pairs(
             )
     titles = []
     for r in rows.itertuples():
-        titles += [f"{r.label_a} in a (corr {r.map_corr:.2f}, IoU {r.map_iou:.2f})", f"{r.label_b} in b"]
-    fig = grid(fig, len(rows), 2, titles)
+        titles += [f"“{r.label_a}” in a", f"“{r.label_b}” in b: corr {r.map_corr:.2f}, IoU {r.map_iou:.2f}"]
+    pairs = 2 if len(rows) > 1 else 1  # word pairs per row: a, b, a, b
+    ours = own(fig)
+    if ours:
+        size = panel_size(*cmp.maps_a.maps.shape[-2:])
+        fig = sized_grid(
+            -(-len(rows) // pairs), 2 * pairs, panel=size, titles=titles, right=COLORBAR, hgap=20
+        )
     both = [cmp.maps_a.maps, cmp.maps_b.maps]
     zmax = float(max(m.max() for m in both))
     zmin = float(min(m.min() for m in both))
@@ -77,15 +106,24 @@ def map_pairs(
             z = maps.maps[maps.word_indices.index(int(idx))].numpy()
             fig.add_trace(
                 go.Heatmap(
-                    z=z, zmin=zmin, zmax=zmax, colorscale=colorscale, showscale=k == 0 and c == 0, name=label
+                    z=z,
+                    zmin=zmin,
+                    zmax=zmax,
+                    colorscale=colorscale,
+                    showscale=k == 0 and c == 0,
+                    colorbar=colorbar(normalize_title(cmp.aggregation.normalize), plot_height(fig)),
+                    name=label,
                 ),
-                row=k + 1,
-                col=c + 1,
+                row=k // pairs + 1,
+                col=2 * (k % pairs) + c + 1,
             )
     hide_image_axes(fig)
     image_axes(fig)
-    sub = f"a: {cmp.prompts[0]!r} | b: {cmp.prompts[1]!r} | {cmp.aggregation.describe()}; IoU at {cmp.rule} {cmp.threshold}"
-    return titled(fig, "Each word's map in both word orders", sub)
+    sub = (
+        f"a: “{cmp.prompts[0]}” | b: “{cmp.prompts[1]}” | corr: correlation of the two maps; "
+        f"IoU of their masks at {cmp.rule} {cmp.threshold} | {recipe_line(cmp.aggregation)}"
+    )
+    return titled(fig, "Each word's map in both word orders", sub, grow=ours)
 
 
 def divergence_figure(steps, *, fig: go.Figure | None = None) -> go.Figure:
@@ -99,13 +137,18 @@ def divergence_figure(steps, *, fig: go.Figure | None = None) -> go.Figure:
     """
     sub = None
     if isinstance(steps, WordOrderComparison):
-        sub = f"a: {steps.prompts[0]!r} | b: {steps.prompts[1]!r}"
+        sub = f"a: “{steps.prompts[0]}” | b: “{steps.prompts[1]}”"
         steps = steps.steps
     if not isinstance(steps, pd.DataFrame) or "x0_latent_rms" not in steps.columns:
         raise ValueError("steps must be a WordOrderComparison or a DataFrame from trajectory_divergence")
     pixel = "x0_pixel_rms" in steps.columns
-    if fig is None:
-        fig = make_subplots(rows=2 if pixel else 1, cols=1, shared_xaxes=True)
+    row_px = 200
+    ours = own(fig)
+    if ours:
+        fig = sized_chart(
+            make_subplots(rows=2 if pixel else 1, cols=1, shared_xaxes=True, vertical_spacing=0.08),
+            plot_height=(2 * row_px + 34) if pixel else row_px,
+        )
     fig.add_trace(
         go.Scatter(x=steps.step, y=steps.x0_latent_rms, mode="lines+markers", name="x0 (latent)"),
         row=1,
@@ -114,18 +157,18 @@ def divergence_figure(steps, *, fig: go.Figure | None = None) -> go.Figure:
     fig.add_trace(
         go.Scatter(x=steps.step, y=steps.latent_rms, mode="lines+markers", name="latent"), row=1, col=1
     )
-    fig.update_yaxes(title_text="RMS between runs (latent units)", row=1, col=1)
+    fig.update_yaxes(title_text=axis_title("RMS between runs (latent units)", row_px), row=1, col=1)
     if pixel:
         fig.add_trace(
             go.Scatter(x=steps.step, y=steps.x0_pixel_rms, mode="lines+markers", name="x0 (pixels)"),
             row=2,
             col=1,
         )
-        fig.update_yaxes(title_text="RMS between runs ([0, 1] intensity)", row=2, col=1)
+        fig.update_yaxes(title_text=axis_title("RMS between runs ([0, 1] intensity)", row_px), row=2, col=1)
     fig.update_xaxes(title_text="denoising step (index)", row=2 if pixel else 1, col=1)
     if sub is None and "prompts" in steps.attrs:
-        sub = "a: {!r} | b: {!r}".format(*steps.attrs["prompts"])
-    return titled(fig, "Divergence of the two trajectories per step", sub)
+        sub = "a: “{}” | b: “{}”".format(*steps.attrs["prompts"])
+    return titled(fig, "Divergence of the two trajectories per step", sub, grow=ours)
 
 
 def mass_comparison(cmp: WordOrderComparison, *, by: str = "word", fig: go.Figure | None = None) -> go.Figure:
@@ -147,10 +190,14 @@ def mass_comparison(cmp: WordOrderComparison, *, by: str = "word", fig: go.Figur
         title = "encoder position: token in a | token in b"
     else:
         raise ValueError(f"by must be 'word' or 'position', got {by!r}")
-    fig = fig if fig is not None else go.Figure()
-    fig.add_trace(go.Bar(x=x, y=df.mass_a.tolist(), name=f"a: {cmp.prompts[0]}"))
-    fig.add_trace(go.Bar(x=x, y=df.mass_b.tolist(), name=f"b: {cmp.prompts[1]}"))
+    ours = own(fig)
+    if ours:
+        fig = sized_chart(go.Figure(), bottom=130)
+    fig.add_trace(go.Bar(x=x, y=df.mass_a.tolist(), name=wrap(f"a: {cmp.prompts[0]}", 160)))
+    fig.add_trace(go.Bar(x=x, y=df.mass_b.tolist(), name=wrap(f"b: {cmp.prompts[1]}", 160)))
     fig.update_layout(barmode="group")
     fig.update_xaxes(title_text=title)
-    fig.update_yaxes(title_text="attention mass (probability, mean over pixels)")
-    return titled(fig, f"Attention mass per {by} in both word orders", cmp.aggregation.describe())
+    fig.update_yaxes(title_text=axis_title("attention mass (probability, mean over pixels)", 320))
+    return titled(
+        fig, f"Attention mass per {by} in both word orders", recipe_line(cmp.aggregation), grow=ours
+    )

@@ -9,7 +9,23 @@ import plotly.graph_objects as go
 
 from workbench.analysis.heatmaps import TokenMaps, WordMaps
 
-from ._common import as_image, grid, hide_image_axes, image_axes, titled
+from ._common import (
+    COLORBAR,
+    FONT,
+    GLYPH,
+    as_image,
+    colorbar,
+    hide_image_axes,
+    image_axes,
+    normalize_title,
+    own,
+    panel_size,
+    plot_height,
+    recipe_line,
+    sized_chart,
+    sized_grid,
+    titled,
+)
 
 
 def word_overlay(
@@ -20,6 +36,7 @@ def word_overlay(
     opacity: float = 0.5,
     cols: int = 4,
     colorscale: str = "Inferno",
+    panel: int | None = None,
     fig: go.Figure | None = None,
 ) -> go.Figure:
     """The image with each word's heat map laid over it, one panel per word.
@@ -30,11 +47,13 @@ def word_overlay(
         words: which words (or labels; positions for token maps) to show; default all.
         opacity: of the heat map over the image.
         cols: panels per row.
-        fig: a figure to draw into (with a matching subplot grid); default a new one.
+        panel: px of a panel's shorter side (default ``PANEL``; at least ``MIN_PANEL``).
+        fig: a figure to draw into (with a matching subplot grid); default a new one, sized to its grid.
 
     Returns:
         ``go.Figure``: per panel a ``go.Image`` trace then a ``go.Heatmap`` whose ``z`` is the map;
-        one colour scale shared by all panels; the recipe in the subtitle.
+        one colour scale shared by all panels (its title says what the values are); the recipe in
+        the subtitle.
 
     Example:
         >>> word_overlay(run, word_maps(run, "daam"))  # doctest: +SKIP
@@ -50,7 +69,13 @@ def word_overlay(
         raise ValueError(f"opacity must be in [0, 1], got {opacity!r}")
     cols = max(1, min(cols, len(rows_idx)))
     nrows = math.ceil(len(rows_idx) / cols)
-    fig = grid(fig, nrows, cols, [maps.labels[i] for i in rows_idx])
+    titles = (
+        [maps.labels[i] for i in rows_idx] if len(rows_idx) > 1 else None
+    )  # one panel: the title names it
+    ours = own(fig)
+    if ours:
+        size = panel_size(*img.shape[:2], **({"short": panel} if panel else {}))
+        fig = sized_grid(nrows, cols, panel=size, titles=titles, right=COLORBAR)
     sel = maps.maps[rows_idx]
     zmin, zmax = float(sel.min()), float(sel.max())
     for k, i in enumerate(rows_idx):
@@ -64,7 +89,7 @@ def word_overlay(
                 opacity=opacity,
                 colorscale=colorscale,
                 showscale=k == 0,
-                colorbar={"title": {"text": maps.aggregation.normalize}},
+                colorbar=colorbar(normalize_title(maps.aggregation.normalize), plot_height(fig)),
                 name=maps.labels[i],
                 hovertemplate="x %{x} px, y %{y} px: %{z:.3g}<extra>" + maps.labels[i] + "</extra>",
             ),
@@ -74,7 +99,11 @@ def word_overlay(
     hide_image_axes(fig)
     image_axes(fig)
     what = "word" if isinstance(maps, WordMaps) else "token"
-    return titled(fig, f"Where each {what} looks", maps.aggregation.describe())
+    if len(rows_idx) == 1:
+        return titled(
+            fig, f"Where “{maps.labels[rows_idx[0]]}” looks", recipe_line(maps.aggregation), grow=ours
+        )
+    return titled(fig, f"Where each {what} looks", recipe_line(maps.aggregation), grow=ours)
 
 
 def _ordered_labels(df: pd.DataFrame) -> list[str]:
@@ -101,20 +130,31 @@ def word_step_matrix(
         raise ValueError("mass must have a 'step' column: use word_step_mass(run)")
     labels = _ordered_labels(mass)
     table = mass.pivot(index="label", columns="step", values="mass").loc[labels]
-    fig = fig if fig is not None else go.Figure()
+    ours = own(fig)
+    fig = _matrix_figure(fig, len(labels))
     fig.add_trace(
         go.Heatmap(
             z=table.to_numpy(),
             x=[int(s) for s in table.columns],
             y=labels,
             colorscale=colorscale,
-            colorbar={"title": {"text": "mass"}},
+            colorbar=colorbar(MASS_TITLE, plot_height(fig)),
             hovertemplate="%{y}, step %{x}: %{z:.3g}<extra></extra>",
         )
     )
     fig.update_xaxes(title_text="denoising step (index)")
     fig.update_yaxes(title_text="word", autorange="reversed")
-    return titled(fig, "Attention mass per word and step", mass.attrs.get("aggregation"))
+    return titled(fig, "Attention mass per word and step", mass.attrs.get("aggregation"), grow=ours)
+
+
+MASS_TITLE = "mean attention probability"
+
+
+def _matrix_figure(fig: go.Figure | None, rows: int, bottom: int = 60) -> go.Figure:
+    """A word × something matrix: 26 px per word row (at least 200 px of plot)."""
+    if fig is not None:
+        return fig
+    return sized_chart(go.Figure(), plot_height=max(200, 26 * rows), bottom=bottom)
 
 
 def word_layer_matrix(
@@ -141,7 +181,9 @@ def word_layer_matrix(
         f"{i}: {res[name]} {name.split('.')[0].replace('_blocks', '').replace('_block', '')}"
         for i, name in enumerate(layers)
     ]
-    fig = fig if fig is not None else go.Figure()
+    slanted = len(short) * max(len(x) for x in short) * FONT * GLYPH > 520  # plotly slants crowded names
+    ours = own(fig)
+    fig = _matrix_figure(fig, len(labels), bottom=150 if slanted else 70)
     fig.add_trace(
         go.Heatmap(
             z=table.to_numpy(),
@@ -149,13 +191,13 @@ def word_layer_matrix(
             y=labels,
             customdata=[layers] * len(labels),
             colorscale=colorscale,
-            colorbar={"title": {"text": "mass"}},
+            colorbar=colorbar(MASS_TITLE, plot_height(fig)),
             hovertemplate="%{y}, %{customdata}: %{z:.3g}<extra></extra>",
         )
     )
     fig.update_xaxes(title_text="layer (execution order: grid rows×cols, block)")
     fig.update_yaxes(title_text="word", autorange="reversed")
-    return titled(fig, "Attention mass per word and layer", mass.attrs.get("aggregation"))
+    return titled(fig, "Attention mass per word and layer", mass.attrs.get("aggregation"), grow=ours)
 
 
 def dominant_word_figure(
@@ -196,7 +238,9 @@ def dominant_word_figure(
         c = palette[i % len(palette)]
         scale += [[i / n, c], [(i + 1) / n, c]]
     labels = [[maps.labels[k] for k in row] for row in idx]
-    fig = fig if fig is not None else go.Figure()
+    ours = own(fig)
+    if ours:
+        fig = sized_grid(1, 1, panel=panel_size(*img.shape[:2], short=320), right=COLORBAR)
     fig.add_trace(go.Image(z=img, name="image", hoverinfo="skip"))
     fig.add_trace(
         go.Heatmap(
@@ -206,11 +250,11 @@ def dominant_word_figure(
             zmax=n - 0.5,
             colorscale=scale,
             opacity=opacity,
-            colorbar={"tickvals": list(range(n)), "ticktext": maps.labels, "title": {"text": "word"}},
+            colorbar=colorbar("word", plot_height(fig), tickvals=list(range(n)), ticktext=maps.labels),
             hovertemplate="x %{x} px, y %{y} px: %{customdata}<extra></extra>",
             name="dominant word",
         )
     )
     hide_image_axes(fig)
     image_axes(fig)
-    return titled(fig, "Which word each pixel attends to most", maps.aggregation.describe())
+    return titled(fig, "Which word each pixel attends to most", recipe_line(maps.aggregation), grow=ours)

@@ -63,10 +63,8 @@ def word_order_panels(runs: Sequence[Run], comparisons: Sequence[WordOrderCompar
     """
     panels = [Panel.of(side_by_side(list(runs)))]
     for cmp in comparisons:
-        pairs = map_pairs(cmp)
-        pairs.update_layout(height=120 + 150 * len(cmp.words), width=640)
         panels += [
-            Panel.of(pairs),
+            Panel.of(map_pairs(cmp)),
             Panel.of(divergence_figure(cmp)),
             Panel("Aligned words", table=cmp.words.round(3), note="“{}” vs “{}”".format(*cmp.prompts)),
         ]

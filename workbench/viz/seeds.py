@@ -7,7 +7,19 @@ import plotly.graph_objects as go
 
 from workbench.analysis.seeds import SeedGrid
 
-from ._common import as_image, grid, hide_image_axes, titled
+from ._common import (
+    FONT,
+    as_image,
+    axis_title,
+    own,
+    panel_size,
+    sized_chart,
+    sized_grid,
+    titled,
+    wrap,
+)
+
+ROW_LABELS = 170  # px left of a seed grid for its prompts (horizontal, wrapped)
 
 
 def seed_grid_figure(seed_grid: SeedGrid, *, fig: go.Figure | None = None) -> go.Figure:
@@ -22,16 +34,42 @@ def seed_grid_figure(seed_grid: SeedGrid, *, fig: go.Figure | None = None) -> go
     if not isinstance(seed_grid, SeedGrid):
         raise TypeError(f"seed_grid must be a SeedGrid, got {type(seed_grid).__name__}")
     p, s = len(seed_grid.prompts), len(seed_grid.seeds)
-    titles = [f"seed {sd}" if i == 0 else "" for i in range(p) for sd in seed_grid.seeds]
-    fig = grid(fig, p, s, titles, horizontal_spacing=0.01, vertical_spacing=0.04)
+    cells = [[as_image(run) for run in row] for row in seed_grid.runs]
+    ours = own(fig)
+    if ours:
+        short = 144 if s <= 6 else 128
+        fig = sized_grid(
+            p,
+            s,
+            panel=panel_size(*cells[0][0].shape[:2], short=short),
+            titles=[f"seed {sd}" for sd in seed_grid.seeds] + [""] * (p - 1) * s,
+            left=ROW_LABELS,
+            hgap=8,
+        )
     for i, row in enumerate(seed_grid.runs):
         for j, run in enumerate(row):
             fig.add_trace(
-                go.Image(z=as_image(run), name=f"{run.prompt} | seed {run.seed}"), row=i + 1, col=j + 1
+                go.Image(z=cells[i][j], name=f"{run.prompt} | seed {run.seed}"), row=i + 1, col=j + 1
             )
-        fig.update_yaxes(title_text=seed_grid.prompts[i], row=i + 1, col=1)
-    hide_image_axes(fig)
-    return titled(fig, "Prompts × seeds", "rows: prompts; columns: seeds")
+        # The prompt, horizontal and wrapped, left of its row (a rotated axis title would be as long
+        # as the prompt and run into the next row's).
+        axis = fig.get_subplot(i + 1, 1).yaxis
+        fig.add_annotation(
+            text=wrap(seed_grid.prompts[i], ROW_LABELS - 20, FONT),
+            xref="paper",
+            x=0,
+            xanchor="right",
+            xshift=-10,
+            yref="paper",
+            y=sum(axis.domain) / 2,
+            yanchor="middle",
+            align="right",
+            showarrow=False,
+            font={"size": FONT},
+        )
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    return titled(fig, "Prompts × seeds", "rows: prompts; columns: seeds", grow=ours)
 
 
 def trajectory_distance_figure(distances: pd.DataFrame, *, fig: go.Figure | None = None) -> go.Figure:
@@ -46,10 +84,12 @@ def trajectory_distance_figure(distances: pd.DataFrame, *, fig: go.Figure | None
     need = {"step", "prompt_a", "prompt_b", "x0_latent_rms"}
     if not need <= set(distances.columns):
         raise ValueError(f"distances must come from trajectory_distances (columns {sorted(need)})")
-    fig = fig if fig is not None else go.Figure()
+    ours = own(fig)
+    if ours:
+        fig = sized_chart(go.Figure())
     for (pa, pb), g in distances.groupby(["prompt_a", "prompt_b"], sort=False):
         stats = g.groupby("step").x0_latent_rms.agg(["mean", "min", "max"])
-        name = pa if pa == pb else f"{pa} vs {pb}"
+        name = wrap(pa if pa == pb else f"{pa} vs {pb}", 170)
         fig.add_trace(
             go.Scatter(
                 x=stats.index,
@@ -65,9 +105,12 @@ def trajectory_distance_figure(distances: pd.DataFrame, *, fig: go.Figure | None
             )
         )
     fig.update_xaxes(title_text="denoising step (index)")
-    fig.update_yaxes(title_text="x0 RMS between runs (latent units)")
+    fig.update_yaxes(title_text=axis_title("x0 RMS between runs (latent units)", 320))
     return titled(
-        fig, "Distance between trajectories of different seeds", "mean over pairs; bars: min to max"
+        fig,
+        "Distance between trajectories of different seeds",
+        "mean over pairs; bars: min to max",
+        grow=ours,
     )
 
 
@@ -84,15 +127,17 @@ def variance_figure(split: pd.DataFrame, *, fig: go.Figure | None = None) -> go.
     df = split.reset_index() if "component" not in split.columns else split
     key = "step" if "step" in df.columns else "word" if "word" in df.columns else None
     df = df[df.component != "total"]
-    fig = fig if fig is not None else go.Figure()
+    ours = own(fig)
+    if ours:
+        fig = sized_chart(go.Figure(), width=640 if key else 480)
     for comp in ("prompt", "seed", "interaction"):
         part = df[df.component == comp]
         x = part[key].tolist() if key else [split.attrs.get("what", "values")]
         fig.add_trace(go.Bar(x=x, y=part.share.tolist(), name=comp))
     fig.update_layout(barmode="stack")
-    fig.update_yaxes(title_text="share of total variance (fraction)", range=[0, 1])
+    fig.update_yaxes(title_text=axis_title("share of total variance (fraction)", 320), range=[0, 1])
     fig.update_xaxes(title_text={"step": "denoising step (index)", "word": "word", None: ""}[key])
     sub = "two-way split without replication: prompt + seed main effects, interaction = the rest"
     if "aggregation" in split.attrs:
         sub += f" | maps: {split.attrs['aggregation']}"
-    return titled(fig, "How much is seed, how much is prompt", sub)
+    return titled(fig, "How much is seed, how much is prompt", sub, grow=ours)

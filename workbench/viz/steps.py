@@ -8,7 +8,17 @@ from plotly.subplots import make_subplots
 
 from workbench.analysis.trajectory import Filmstrip
 
-from ._common import hide_image_axes, titled
+from ._common import (
+    axis_title,
+    hide_image_axes,
+    own,
+    panel_size,
+    sized_chart,
+    sized_grid,
+    titled,
+)
+
+SLIDER = 96  # px under the images for the step slider and its value
 
 
 def _frame_name(strip: Filmstrip, k: int) -> str:
@@ -28,8 +38,19 @@ def filmstrip_figure(strip: Filmstrip, *, fig: go.Figure | None = None) -> go.Fi
     Example:
         >>> filmstrip_figure(filmstrip(pipe, run))  # doctest: +SKIP
     """
-    if fig is None:
-        fig = make_subplots(rows=1, cols=2, subplot_titles=["predicted clean image (x0)", "current latent"])
+    titles = ["predicted clean image (x0)", "current latent"]
+    ours = own(fig)
+    if ours:
+        fig = sized_grid(
+            1,
+            2,
+            panel=panel_size(*strip.x0.shape[1:3], short=240),
+            titles=titles,
+            hgap=24,
+            bottom=SLIDER,
+            left=20,
+            right=20,
+        )
     fig.add_trace(go.Image(z=strip.x0[0], name="x0"), row=1, col=1)
     fig.add_trace(go.Image(z=strip.latent[0], name="latent"), row=1, col=2)
     names = [_frame_name(strip, k) for k in range(len(strip.steps))]
@@ -37,18 +58,24 @@ def filmstrip_figure(strip: Filmstrip, *, fig: go.Figure | None = None) -> go.Fi
         go.Frame(data=[go.Image(z=strip.x0[k]), go.Image(z=strip.latent[k])], traces=[0, 1], name=names[k])
         for k in range(len(names))
     ]
+    labels = ["noise" if strip.steps[k] < 0 else str(strip.steps[k]) for k in range(len(names))]
     steps = [
         {
             "method": "animate",
-            "label": names[k],
+            "label": labels[k],
             "args": [[names[k]], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}],
         }
         for k in range(len(names))
     ]
-    fig.update_layout(sliders=[{"active": 0, "steps": steps, "currentvalue": {"prefix": "frame: "}}])
+    slider = {"active": 0, "steps": steps, "currentvalue": {"prefix": "step: "}, "pad": {"t": 10}}
+    # plotly writes every n-th step's label when the ticks are too close for all of them.
+    fig.update_layout(sliders=[slider])
     hide_image_axes(fig)
     return titled(
-        fig, "How the image forms", "frame 0: decoded initial noise; last latent frame: the final image"
+        fig,
+        "How the image forms",
+        "slide through the steps: “noise” is the decoded initial noise, the last step's latent is the final image",
+        grow=ours,
     )
 
 
@@ -62,8 +89,13 @@ def change_curve_figure(curves: pd.DataFrame, *, fig: go.Figure | None = None) -
         >>> change_curve_figure(change_curves(run, pipe))  # doctest: +SKIP
     """
     pixel = "x0_pixel_rms" in curves.columns
-    if fig is None:
-        fig = make_subplots(rows=2 if pixel else 1, cols=1, shared_xaxes=True)
+    row_px = 200
+    ours = own(fig)
+    if ours:
+        fig = sized_chart(
+            make_subplots(rows=2 if pixel else 1, cols=1, shared_xaxes=True, vertical_spacing=0.08),
+            plot_height=(2 * row_px + 34) if pixel else row_px,
+        )
     pairs = [("x0_latent_rms", "x0 (latent)", 1), ("latent_rms", "current latent (latent)", 1)]
     if pixel:
         pairs += [("x0_pixel_rms", "x0 (pixels)", 2), ("latent_pixel_rms", "current latent (pixels)", 2)]
@@ -71,8 +103,8 @@ def change_curve_figure(curves: pd.DataFrame, *, fig: go.Figure | None = None) -
         fig.add_trace(
             go.Scatter(x=curves.step, y=curves[col], mode="lines+markers", name=name), row=row, col=1
         )
-    fig.update_yaxes(title_text="RMS to final latent (latent units)", row=1, col=1)
+    fig.update_yaxes(title_text=axis_title("RMS to final latent (latent units)", row_px), row=1, col=1)
     if pixel:
-        fig.update_yaxes(title_text="RMS to final image ([0, 1] intensity)", row=2, col=1)
+        fig.update_yaxes(title_text=axis_title("RMS to final image ([0, 1] intensity)", row_px), row=2, col=1)
     fig.update_xaxes(title_text="denoising step (index)", row=2 if pixel else 1, col=1)
-    return titled(fig, "When the image commits: distance to the final result per step")
+    return titled(fig, "When the image commits: distance to the final result per step", grow=ours)
