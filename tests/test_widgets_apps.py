@@ -60,18 +60,21 @@ def test_run_button_disabled_while_running_and_double_click_refused(tiny_pipe):
     assert not app.task.run_button.disabled and app.task.cancel_button.disabled
 
 
-def test_cancel_keeps_steps_done(tiny_pipe):
-    app = GenerateApp(tiny_pipe, prompt=PROMPT, seed=2, steps=6)
+def test_cancel_keeps_steps_done_and_says_so(tiny_pipe):
+    app = GenerateApp(tiny_pipe, prompt=PROMPT, seed=2, steps=40)
     gate, reached = _gate(app)
     app.start()
     assert reached.wait(30)
     app.task.cancel_button.click()
     gate.set()
-    with pytest.warns(UserWarning, match="stopped after"):
-        run = app.wait(60)
-    assert run is not None and not run.complete and run.steps_done < 6
+    run = app.wait(60)
+    assert run is not None and not run.complete and run.steps_done < 40
     assert app.task.progress.bar_style == "warning"
-    assert "cancel" in app.task.status.value
+    assert any("stopped after" in w for w in app.task.warnings)
+    # The status and the image's label speak of the 40 steps asked for, not of the frames there are.
+    assert app.task.status.value.startswith(f"cancelled after {run.steps_done} of 40 steps")
+    assert f"stopped after {run.steps_done} of 40 steps" in app.preview_label.value
+    assert f"of {run.steps_done}" not in app.preview_label.value.split(";")[0]
 
 
 @pytest.mark.parametrize(
@@ -80,14 +83,16 @@ def test_cancel_keeps_steps_done(tiny_pipe):
 )
 def test_bad_input_shows_readable_error_in_widget(tiny_pipe, field, value, message):
     app = GenerateApp(tiny_pipe, prompt=PROMPT, steps=2)
-    if field == "steps":
-        app.steps.min = 0
-    getattr(app, field).value = value
-    assert app.run_sync() is None
+    assert app.run_sync() is not None and app.task.status.value.startswith("done")
+    getattr(app, field).value = value  # no silent clamping: the request says what is wrong
+    assert getattr(app, field).value == value
+    assert app.run_sync() is None and app.run is None
     assert message in app.error
     assert message in app.task.error_area.value
     assert "Traceback" not in app.task.error_area.value.split("<details>")[0]
     assert app.task.progress.bar_style == "danger"
+    assert app.task.status.value.startswith("failed")  # not "done: 2 of 2 steps" from the last run
+    assert app.preview.layout.display == "none" and app.step_slider.disabled  # the last run's image gone
     assert not app.task.run_button.disabled  # ready for a corrected try
 
 
@@ -123,3 +128,21 @@ def test_core_warnings_show_in_the_app(tiny_pipe):
     app.prompt.value = "a red circle"
     app.run_sync()
     assert app.task.warnings == [] and app.task.warning_area.value == ""  # a new run clears them
+
+
+def test_empty_prompt_runs_with_a_note(tiny_pipe):
+    app = GenerateApp(tiny_pipe, prompt="  ", seed=1, steps=2)
+    run = app.run_sync()
+    assert run is not None and app.error is None
+    assert any("prompt is empty" in w for w in app.task.warnings)
+    assert "unconditional" in app.task.warning_area.value
+
+
+def test_followers_see_every_finished_run(tiny_pipe):
+    app = GenerateApp(tiny_pipe, prompt=PROMPT, seed=1, steps=2)
+    seen = []
+    app.on_run(seen.append)
+    app.run_sync()
+    app.seed.value = 2
+    app.run_sync()
+    assert [r.seed for r in seen] == [1, 2]

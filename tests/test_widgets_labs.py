@@ -1,12 +1,43 @@
-"""WordOrderLab and SeedLab: batches in a thread, figures afterwards, errors in the widget."""
+"""WordOrderLab and SeedLab: batches in a thread, figures afterwards, errors and warnings in the widget,
+Cancel keeps and shows what finished, a new Run clears the last results and leaves no widget behind."""
 
 import threading
 
-import plotly.graph_objects as go
+import ipywidgets as W
 import pytest
+from ipywidgets.widgets.widget import _instances
 
 from workbench.widgets import SeedLab, WordOrderLab
-from workbench.widgets.labs import parse_seeds
+from workbench.widgets.labs import largest_grid, parse_seeds
+
+
+def figures(lab):
+    """The plotly figures the lab shows (each in an Output widget, as plotly display data)."""
+    out = []
+    for child in lab.results.children:
+        if isinstance(child, W.Output):
+            (item,) = child.outputs
+            out.append(item["data"]["application/vnd.plotly.v1+json"])
+    return out
+
+
+def tables(lab) -> str:
+    return " ".join(str(c.value) for c in lab.results.children if isinstance(c, W.HTML))
+
+
+def cancel_at(lab, step: int) -> threading.Event:
+    """Press Cancel when the progress bar reaches ``step`` (a step of the batch, counted over all runs)."""
+    pressed = threading.Event()
+    original = lab.task.step
+
+    def step_and_maybe_cancel(n=1):
+        original(n)
+        if lab.task.progress.value == step and not pressed.is_set():
+            lab.task.cancel_button.click()
+            pressed.set()
+
+    lab.task.step = step_and_maybe_cancel
+    return pressed
 
 
 def test_word_order_lab_runs_orders_with_one_seed(tiny_pipe):
@@ -18,9 +49,15 @@ def test_word_order_lab_runs_orders_with_one_seed(tiny_pipe):
     assert [r.prompt for r in runs] == ["a painting of a horse", "a horse of a painting"]
     assert {r.seed for r in runs} == {5}
     assert lab.task.progress.value == 6 and lab.task.progress.bar_style == "success"
-    figures = [c for c in lab.results.children if isinstance(c, go.FigureWidget)]
-    assert len(figures) == 3  # side by side, map pairs, divergence
-    assert any("horse" in str(c.value) for c in lab.results.children if not isinstance(c, go.FigureWidget))
+    shown = figures(lab)
+    assert [f["layout"]["title"]["text"].split("<br>")[0] for f in shown] == [
+        "Final images",
+        "Each word's map in both word orders",
+        "Divergence of the two trajectories per step",
+    ]
+    assert all(f["layout"]["width"] and f["layout"]["height"] for f in shown)  # sized by their builders
+    assert "horse" in tables(lab)
+    assert lab.task.status.value.startswith("done: 2 runs")
 
 
 def test_word_order_lab_suggests_relation_swaps(tiny_pipe):
@@ -35,7 +72,19 @@ def test_word_order_lab_needs_two_orders(tiny_pipe):
     lab = WordOrderLab(tiny_pipe, orders=["a red circle"], steps=2)
     assert lab.start() is False
     assert "at least two word orders" in lab.error
+    assert lab.task.status.value.startswith("failed")
     assert not lab.task.run_button.disabled
+
+
+@pytest.mark.parametrize("lab_class", [WordOrderLab, SeedLab])
+def test_zero_steps_is_an_error_not_a_silent_one(tiny_pipe, lab_class):
+    lab = lab_class(tiny_pipe, steps=2)
+    lab.run_sync()
+    assert len(figures(lab)) > 0
+    lab.steps.value = 0
+    assert lab.start() is False
+    assert "steps" in lab.error and lab.task.progress.bar_style == "danger"
+    assert lab.results.children == () and lab.runs == []  # the last batch's figures are gone
 
 
 def test_seed_lab_grid_trajectories_and_commitment(tiny_pipe):
@@ -48,10 +97,8 @@ def test_seed_lab_grid_trajectories_and_commitment(tiny_pipe):
         ("a blue square", 0),
         ("a blue square", 1),
     ]
-    html = " ".join(str(c.value) for c in lab.results.children if not isinstance(c, go.FigureWidget))
-    assert "commitment_step" in html
-    figures = [c for c in lab.results.children if isinstance(c, go.FigureWidget)]
-    assert len(figures) == 3  # grid, trajectory distances, variance split per step
+    assert "commitment_step" in tables(lab)
+    assert len(figures(lab)) == 3  # grid, trajectory distances, variance split per step
 
 
 def test_seed_lab_bad_seeds_show_error(tiny_pipe):
@@ -65,22 +112,75 @@ def test_parse_seeds():
     assert parse_seeds("3,3") == [3]
 
 
-def test_seed_lab_cancel_keeps_finished_runs(tiny_pipe):
-    lab = SeedLab(tiny_pipe, prompt="a red circle", seeds="0-3", steps=2)
-    second_run_started = threading.Event()
+def test_seed_lab_cancel_keeps_and_shows_finished_runs(tiny_pipe):
+    lab = SeedLab(tiny_pipe, prompt="a red circle", second_prompt="a blue square", seeds="0-2", steps=2)
+    pressed = cancel_at(lab, 2 * 3 + 1)  # the first step of the fourth run (seed by seed, both prompts)
+    runs = lab.run_sync()
+    assert pressed.is_set() and lab.error is None
+    # The three finished runs are kept (the cancelled fourth dropped, no more started) ...
+    assert [(r.prompt, r.seed) for r in runs] == [
+        ("a red circle", 0),
+        ("a red circle", 1),
+        ("a blue square", 0),
+    ]
+    # ... and shown: all three images, then the study of the 2 prompts × 1 seed grid they fill.
+    shown = figures(lab)
+    assert shown[0]["layout"]["title"]["text"].startswith("Final images") and len(shown[0]["data"]) == 3
+    grid = next(f for f in shown if f["layout"]["title"]["text"].startswith("Prompts × seeds"))
+    assert len(grid["data"]) == 2
+    assert "cancelled after 3 of 6 runs" in lab.task.status.value
+    assert any("stopped after" in w for w in lab.task.warnings)
+    assert lab.task.progress.bar_style == "warning" and not lab.task.run_button.disabled
+
+
+def test_word_order_lab_cancel_with_one_finished_order_shows_it(tiny_pipe):
+    lab = WordOrderLab(tiny_pipe, prompt="a painting of a horse", seed=1, steps=2)
+    cancel_at(lab, 3)
+    runs = lab.run_sync()
+    assert [r.prompt for r in runs] == ["a painting of a horse"] and lab.error is None
+    (shown,) = figures(lab)
+    assert len(shown["data"]) == 1 and "a painting of a horse · seed 1" in str(shown["layout"]["annotations"])
+    assert "cancelled after 1 of 2 runs" in lab.task.status.value
+
+
+def test_largest_grid():
+    class R:
+        def __init__(self, prompt, seed):
+            self.prompt, self.seed = prompt, seed
+
+    runs = [R("a", 0), R("a", 1), R("a", 2), R("b", 0)]
+    assert [(r.prompt, r.seed) for r in largest_grid(runs)] == [("a", 0), ("a", 1), ("a", 2)]
+    runs += [R("b", 1)]
+    assert [(r.prompt, r.seed) for r in largest_grid(runs)] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+
+
+def test_core_warnings_show_in_the_lab(tiny_pipe):
+    long = "a red circle left of a blue square and a yellow triangle below a green circle on the moon"
+    lab = SeedLab(tiny_pipe, prompt=long, seeds="0", steps=2)
+    lab.run_sync()
+    assert lab.error is None and any("cut off" in w and "moon" in w for w in lab.task.warnings)
+    assert "moon" in lab.task.warning_area.value
+
+
+def test_new_run_clears_old_results_and_leaves_no_widget_behind(tiny_pipe):
+    lab = WordOrderLab(tiny_pipe, prompt="a painting of a horse", steps=2)
+    lab.run_sync()
+    first = list(lab.results.children)
+    live = len(_instances)
+    gate, reached = threading.Event(), threading.Event()
     original = lab.task.step
 
-    def step(n=1):
+    def held(n=1):
+        reached.set()
+        assert gate.wait(30)
         original(n)
-        if lab.task.progress.value == 3:  # first step of the second run
-            lab.task.cancel_button.click()
-            second_run_started.set()
 
-    lab.task.step = step
-    with pytest.warns(UserWarning, match="stopped after"):
-        runs = lab.run_sync()
-    assert second_run_started.is_set()
-    assert [r.seed for r in runs] == [
-        0
-    ]  # the finished run is kept, the cancelled one dropped, no more started
-    assert lab.task.progress.bar_style == "warning" and not lab.task.run_button.disabled
+    lab.task.step = held
+    lab.start()
+    assert reached.wait(30)
+    assert lab.results.children == () and lab.runs == []  # nothing of the last batch while this one runs
+    assert all(w.comm is None for w in first)  # closed, so the kernel lets them go
+    gate.set()
+    lab.wait(60)
+    assert len(figures(lab)) == 3
+    assert len(_instances) == live  # as many live widgets as after the first batch

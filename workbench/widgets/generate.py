@@ -9,6 +9,8 @@ Example:
 from __future__ import annotations
 
 import random
+import warnings
+from collections.abc import Callable
 
 import ipywidgets as W
 from PIL import Image
@@ -49,6 +51,7 @@ class GenerateApp:
         self.pipe = pipe
         self.preview_every = max(1, int(preview_every))
         self.run: Run | None = None
+        self._followers: list[Callable[[Run], None]] = []
         self.frames: list = []
         self.strip = None
         adapter = adapter_for(pipe)
@@ -62,13 +65,11 @@ class GenerateApp:
         )
         self.seed = W.IntText(value=seed, description="seed", style=style, layout=W.Layout(width="260px"))
         self.new_seed = W.Button(description="new seed", icon="random", layout=W.Layout(width="110px"))
-        self.steps = W.BoundedIntText(
-            value=steps, min=1, max=1000, description="steps", style=style, layout=W.Layout(width="220px")
-        )
-        self.guidance = W.BoundedFloatText(
+        # Plain number boxes, not bounded ones: a bounded box silently clamps (0 steps became 1); the
+        # request checks every value and the app shows what is wrong.
+        self.steps = W.IntText(value=steps, description="steps", style=style, layout=W.Layout(width="220px"))
+        self.guidance = W.FloatText(
             value=guidance_scale,
-            min=0.0,
-            max=50.0,
             step=0.5,
             description="guidance",
             style=style,
@@ -80,23 +81,11 @@ class GenerateApp:
             description="scheduler",
             style=style,
         )
-        self.height = W.BoundedIntText(
-            value=native,
-            min=multiple,
-            max=4096,
-            step=multiple,
-            description="height",
-            style=style,
-            layout=W.Layout(width="220px"),
+        self.height = W.IntText(
+            value=native, step=multiple, description="height", style=style, layout=W.Layout(width="220px")
         )
-        self.width = W.BoundedIntText(
-            value=native,
-            min=multiple,
-            max=4096,
-            step=multiple,
-            description="width",
-            style=style,
-            layout=W.Layout(width="220px"),
+        self.width = W.IntText(
+            value=native, step=multiple, description="width", style=style, layout=W.Layout(width="220px")
         )
         self.task = TaskRunner("Run", "set the inputs and press Run")
         self.preview = W.Image(format="png", layout=W.Layout(width="256px", height="256px"))
@@ -135,11 +124,29 @@ class GenerateApp:
         return self.seed.value
 
     def start(self, *, threaded: bool = True) -> bool:
-        """Start a run with the current inputs; refused (False) while one is going."""
+        """Start a run with the current inputs; refused (False) while one is going.
+
+        What the app showed of the last run is cleared first: the preview, the status line and the
+        step slider describe the new run only.
+        """
+        if self.task.busy:
+            return False
         params = self.params()
+        self.run, self.frames, self.strip = None, [], None
+        self.step_slider.disabled = True
+        self.preview.layout.display = "none"
+        self.preview_label.value = ""
         return self.task.start(
-            lambda: self._generate(params), params["steps"], self._finish, threaded=threaded
+            lambda: self._generate(params),
+            max(1, params["steps"]) if isinstance(params["steps"], int) else 1,
+            self._finish,
+            threaded=threaded,
+            status="checking the inputs…",
         )
+
+    def on_run(self, callback: Callable[[Run], None]) -> None:
+        """Call ``callback(run)`` with every run the app finishes (an explorer follows the app so)."""
+        self._followers.append(callback)
 
     def params(self) -> dict:
         sched = self.scheduler.value
@@ -155,8 +162,12 @@ class GenerateApp:
         )
 
     def show_step(self, step: int) -> None:
-        if 0 <= step < len(self.frames):
-            self._show(self.frames[step], f"x0 predicted at step {step} of {len(self.frames)}")
+        if 0 <= step < len(self.frames) and self.run is not None:
+            total = self.run.config.steps
+            label = f"x0 predicted at step {step} (steps 0–{total - 1})"
+            if not self.run.complete:
+                label += f"; the run stopped after {self.run.steps_done} of {total} steps"
+            self._show(self.frames[step], label)
 
     def wait(self, timeout: float | None = None) -> Run | None:
         self.task.wait(timeout)
@@ -175,23 +186,35 @@ class GenerateApp:
 
     def _generate(self, params: dict) -> Run:
         request = Request(**params)  # a bad field raises here, named, and the app shows it
-        self.step_slider.disabled = True
-        self.task.status.value = f"generating {params['steps']} steps…"
+        if not request.prompt.strip():
+            warnings.warn(
+                "the prompt is empty: the image is what the model draws without any text (unconditional)",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.task.status.value = f"generating {request.steps} steps…"
         return generate(
             self.pipe, request, progress=False, cancel=self.task.cancel_event, on_step=self._on_step
         )
 
     def _on_step(self, step: int, x0, latent) -> None:
         self.task.step()
-        if step % self.preview_every == 0 or step == self.steps.value - 1:
+        if self.task.cancelled:
+            return  # the status says the run is stopping; a new preview would say otherwise
+        total = self.task.progress.max
+        if step % self.preview_every == 0 or step == total - 1:
             image = Image.fromarray(decode_latents(self.pipe, x0[None])[0])
-            self._show(image, f"live preview: x0 predicted at step {step}")
+            self._show(image, f"live preview: x0 predicted at step {step} of {total}")
+            self.task.status.value = f"generating: step {step + 1} of {total}"
 
     def _finish(self, run: Run) -> None:
-        self.run = run
+        total = run.config.steps
+        if run.steps_done:
+            self.task.status.value = f"{run.steps_done} of {total} steps done; decoding the steps…"
         self.strip = filmstrip(self.pipe, run) if run.steps_done else None
         # The decoded x0 of every step (the strip's first frame, the initial noise, left out).
         self.frames = [Image.fromarray(a) for a in self.strip.x0[1:]] if self.strip is not None else []
+        self.run = run
         if self.frames:
             self.step_slider.max = len(self.frames) - 1
             self.step_slider.value = len(self.frames) - 1
@@ -199,10 +222,22 @@ class GenerateApp:
             self.show_step(len(self.frames) - 1)
         if run.image is not None:
             self._show(run.image, f"final image · seed {run.seed} · slide to see x0 at every step")
-        self.task.status.value = f"done: {run.steps_done} of {run.config.steps} steps" + (
-            "" if run.complete else " (cancelled; run kept, marked incomplete)"
-        )
+        if run.complete:
+            status = f"done: {total} of {total} steps · seed {run.seed}"
+        elif self.task.cancelled:
+            status = (
+                f"cancelled after {run.steps_done} of {total} steps; the steps done are kept "
+                "(the run is marked incomplete)"
+            )
+        else:
+            status = (
+                f"stopped after {run.steps_done} of {total} steps (see the warning); the steps done are kept"
+            )
+        self.task.status.value = status
+        for follow in self._followers:
+            follow(run)
 
     def _show(self, image, label: str) -> None:
         self.preview.value = png_bytes(image, display_scale(image))
+        self.preview.layout.display = None
         self.preview_label.value = label

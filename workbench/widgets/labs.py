@@ -1,7 +1,8 @@
 """WordOrderLab and SeedLab: several runs from one form, then figures that compare them.
 
 Both run their batch in a thread with one progress bar over all steps of all runs; Cancel stops after
-the current step and the runs finished so far are kept.
+the current step and the runs finished so far are kept and shown (with the analyses they allow). A new
+Run clears the last results first, so what is shown always belongs to the current batch.
 
 Example:
     WordOrderLab(pipe, prompt="a painting of a red circle", seed=0)
@@ -13,19 +14,20 @@ from __future__ import annotations
 import re
 
 import ipywidgets as W
-import plotly.graph_objects as go
 
-from workbench.analysis.seeds import seed_study
+from workbench.analysis.seeds import SeedGrid, seed_study
 from workbench.analysis.trajectory import COMMIT_THRESHOLD
 from workbench.analysis.word_order import compare_to_first, permutations
 from workbench.core.loading import model_source
+from workbench.core.request import Request
 from workbench.core.run import Run
 from workbench.sweep.executors import LocalExecutor
 from workbench.sweep.runner import SweepEvents, run_sweep
 from workbench.sweep.spec import SweepSpec
+from workbench.viz.compare import side_by_side
 from workbench.viz.panels import Panel, seed_panels, word_order_panels
 from workbench.viz.render import escape, table_html
-from workbench.widgets.base import TaskRunner
+from workbench.widgets.base import FigureView, TaskRunner, close_all
 
 _STYLE = {"description_width": "90px"}
 
@@ -66,13 +68,10 @@ class _BatchApp:
     def __init__(self, pipe, steps: int, guidance_scale: float):
         self.pipe = pipe
         self.runs: list[Run] = []
-        self.steps = W.BoundedIntText(
-            value=steps, min=1, max=1000, description="steps", style=_STYLE, layout=W.Layout(width="200px")
-        )
-        self.guidance = W.BoundedFloatText(
+        # Plain number boxes (a bounded one silently clamps); every run's request is checked at Run.
+        self.steps = W.IntText(value=steps, description="steps", style=_STYLE, layout=W.Layout(width="200px"))
+        self.guidance = W.FloatText(
             value=guidance_scale,
-            min=0,
-            max=50,
             step=0.5,
             description="guidance",
             style=_STYLE,
@@ -80,6 +79,8 @@ class _BatchApp:
         )
         self.task = TaskRunner("Run")
         self.results = W.VBox([])
+        self.results.add_class("wb-results")
+        self.planned = 0
         self.task.run_button.on_click(lambda _: self.start())
 
     def _ipython_display_(self):
@@ -95,15 +96,35 @@ class _BatchApp:
         raise NotImplementedError
 
     def start(self, *, threaded: bool = True) -> bool:
-        try:
-            jobs = self.jobs()
-        except ValueError as err:
-            self.task.show_error(err)
+        """Check the form, clear the last results, and run the batch; False when refused."""
+        if self.task.busy:
             return False
         steps, guidance = self.steps.value, self.guidance.value
+        try:
+            jobs = self.jobs()
+            for prompt, seed in jobs:  # every request checked before the first run
+                Request(prompt, seed=seed, steps=steps, guidance_scale=guidance)
+        except (ValueError, TypeError) as err:
+            self.task.clear_messages()
+            self.clear_results()
+            self.task.show_error(err)
+            return False
+        self.clear_results()
+        self.planned = len(jobs)
         return self.task.start(
-            lambda: self._batch(jobs, steps, guidance), steps * len(jobs), self._finish, threaded=threaded
+            lambda: self._batch(jobs, steps, guidance),
+            steps * len(jobs),
+            self._finish,
+            threaded=threaded,
+            status=f"starting {len(jobs)} runs…",
         )
+
+    def clear_results(self) -> None:
+        """Remove (and close) the last batch's figures and tables."""
+        old = self.results.children
+        self.results.children = []
+        close_all(old)
+        self.runs = []
 
     def run_sync(self) -> list[Run]:
         self.start(threaded=False)
@@ -141,22 +162,60 @@ class _BatchApp:
 
     def _finish(self, runs: list[Run]) -> None:
         self.runs = runs
+        cancelled = self.task.cancelled
         if not runs:
-            self.results.children = []
+            self.task.status.value = (
+                "cancelled before the first run finished: nothing to show"
+                if cancelled
+                else "no run finished: nothing to show"
+            )
             return
-        self.task.status.value = f"{len(runs)} run(s) done"
-        self.results.children = [_as_widget(p) for p in self.panels(runs)]
+        self.task.status.value = f"{len(runs)} of {self.planned} runs finished; making the figures…"
+        shown = [_as_widget(p) for p in self.panels(runs)]
+        self.results.children = shown
+        if cancelled or len(runs) < self.planned:
+            self.task.status.value = (
+                f"cancelled after {len(runs)} of {self.planned} runs: the finished runs are shown below"
+                if cancelled
+                else f"{len(runs)} of {self.planned} runs finished: they are shown below"
+            )
+        else:
+            self.task.status.value = f"done: {len(runs)} runs; the figures are below"
 
     def panels(self, runs: list[Run]) -> list[Panel]:
         raise NotImplementedError
 
 
 def _as_widget(panel: Panel) -> W.Widget:
-    """A figure panel as a live figure; a table panel as its bold caption, note and table."""
+    """A figure panel as its figure (in an Output widget); a table panel as its caption, note and table."""
     if panel.figure is not None:
-        return go.FigureWidget(panel.figure)
+        view = FigureView("wb-figure")
+        view.show(panel.figure)
+        return view.widget
     note = f" ({escape(panel.note)})" if panel.note else ""
     return W.HTML(f"<b>{escape(panel.caption)}</b>{note}:" + table_html(panel.table))
+
+
+def _finished_runs(runs: list[Run], note: str) -> Panel:
+    """The final images of runs that do not make a full study, each titled with its prompt and seed."""
+    titles = [f"{r.prompt} · seed {r.seed}" for r in runs]
+    return Panel.of(side_by_side(list(runs), titles), note=note)
+
+
+def largest_grid(runs: list[Run]) -> list[Run]:
+    """The runs of the largest full prompts × seeds grid inside ``runs`` (which may have holes).
+
+    Either every prompt with the seeds all of them finished, or the prompts that finished every seed;
+    whichever holds more runs. Example: after a Cancel, ``largest_grid(lab.runs)``.
+    """
+    prompts = list(dict.fromkeys(r.prompt for r in runs))
+    seeds = list(dict.fromkeys(r.seed for r in runs))
+    done = {(r.prompt, r.seed): r for r in runs}
+    common = [s for s in seeds if all((p, s) in done for p in prompts)]
+    full = [p for p in prompts if all((p, s) in done for s in seeds)]
+    a, b = (prompts, common), (full, seeds)
+    ps, ss = max(a, b, key=lambda g: len(g[0]) * len(g[1]))
+    return [done[(p, s)] for p in ps for s in ss]
 
 
 def _suggested_orders(prompt: str) -> list[str]:
@@ -221,6 +280,8 @@ class WordOrderLab(_BatchApp):
         return [(o, self.seed.value) for o in orders]
 
     def panels(self, runs: list[Run]) -> list[Panel]:
+        if len(runs) < 2:
+            return [_finished_runs(runs, "one word order finished: the comparisons need two")]
         return word_order_panels(runs, compare_to_first(runs, self.pipe, normalize="max"))
 
 
@@ -282,4 +343,18 @@ class SeedLab(_BatchApp):
         return [(p, s) for p in prompts for s in parse_seeds(self.seeds.value)]
 
     def panels(self, runs: list[Run]) -> list[Panel]:
-        return seed_panels(seed_study(runs, threshold=self.threshold.value))
+        """The study's panels; after a Cancel, every finished image, then the study of the largest
+        full grid among them."""
+        grid = largest_grid(runs)
+        if len(grid) == len(runs):
+            return seed_panels(seed_study(runs, threshold=self.threshold.value))
+        full = SeedGrid.from_runs(grid) if grid else None
+        note = f"{len(runs)} of {self.planned} runs finished" + (
+            f"; below, the study of the {len(full.prompts)} × {len(full.seeds)} grid they fill"
+            if full is not None
+            else ""
+        )
+        panels = [_finished_runs(runs, note)]
+        if full is not None:
+            panels += seed_panels(seed_study(grid, threshold=self.threshold.value))
+        return panels
