@@ -2,12 +2,33 @@
 
 The names below load on first use (``workbench.generate`` imports torch then), so that the command
 line's ``workbench --help`` answers without importing torch.
+
+Importing workbench before torch sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is set already: OpenMP
+threads that busy-wait make small models several times slower whenever another process shares the
+cores (``benchmarks/omp_wait.py``). Set ``OMP_WAIT_POLICY=ACTIVE`` to keep busy waits.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+import warnings
 from typing import TYPE_CHECKING
+
+# OpenMP reads its wait policy once, when torch loads it: the default has to be in place before that.
+if "OMP_WAIT_POLICY" not in os.environ:
+    if "torch" in sys.modules:
+        warnings.warn(
+            "torch was imported before workbench, so its OpenMP threads busy-wait, which makes small "
+            "models several times slower when other processes share the CPU. Import workbench first, "
+            "or set OMP_WAIT_POLICY=PASSIVE before Python starts (for a notebook: in the kernel's "
+            "environment).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    else:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 from ._version import __version__  # noqa: F401  (the package version)
 from .names import register_model
