@@ -25,7 +25,11 @@ def test_seed_figures():
     rows = {a.text: a.y for a in fig.layout.annotations if a.xref == "paper" and a.xanchor == "right"}
     assert set(rows) == {"a red circle", "a blue square"}
     assert rows["a blue square"] == pytest.approx(sum(fig.layout.yaxis4.domain) / 2)
-    assert [a.text for a in fig.layout.annotations if a.text.startswith("seed")] == ["seed 0", "seed 1", "seed 2"]
+    assert [a.text for a in fig.layout.annotations if a.text.startswith("seed")] == [
+        "seed 0",
+        "seed 1",
+        "seed 2",
+    ]
     la, lb = torch.zeros(6, 4, 4, 8), torch.ones(6, 4, 4, 8)
     dist = trajectory_distances([fake_run(latents=la), fake_run(latents=lb, seed=1)])
     tf = trajectory_distance_figure(dist)

@@ -1,8 +1,10 @@
 """HTML reports: one self-contained file with the figures, the full provenance and the re-run specs.
 
-plotly.js is inlined once in the page head; each figure is a ``<div>`` from
+plotly.js is inlined once in the page head (or, with ``plotlyjs="beside"``, written once as a file
+beside the report and shared by every report in that folder); each figure is a ``<div>`` from
 ``to_html(full_html=False, include_plotlyjs=False)``, whose data goes through plotly's own JSON
-serializer (which escapes ``<``). Every piece of user text (prompts, words, config values) is passed
+serializer (which escapes ``<``); animated figures (the filmstrip) wait for their slider, they do not
+play on load. Every piece of user text (prompts, words, config values) is passed
 through ``viz.render.escape``. MathJax stays off.
 
 Example:
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
+from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from workbench._version import __version__
 from workbench.analysis import sweeps as sweep_analysis
@@ -54,7 +56,25 @@ def _pre(obj) -> str:
 
 
 def _figure(fig: go.Figure, div_id: str) -> str:
-    return fig.to_html(full_html=False, include_plotlyjs=False, include_mathjax=False, div_id=div_id)
+    return fig.to_html(
+        full_html=False, include_plotlyjs=False, include_mathjax=False, div_id=div_id, auto_play=False
+    )
+
+
+PLOTLYJS_MODES = ("inline", "beside")
+
+
+def _plotlyjs_tag(mode: str, folder: Path) -> str:
+    """The page's plotly.js: inlined, or a shared file in ``folder`` (written once per version)."""
+    if mode == "inline":
+        return f'<script type="text/javascript">{get_plotlyjs()}</script>'
+    name = f"plotly-{get_plotlyjs_version()}.min.js"
+    shared = folder / name
+    if not shared.is_file():
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(get_plotlyjs(), encoding="utf-8")
+        tmp.replace(shared)  # atomically: a report written beside never sees half a file
+    return f'<script type="text/javascript" src="{escape(name)}"></script>'
 
 
 def _image_tag(run: Run) -> str:
@@ -101,6 +121,7 @@ def report(
     notes: str = "",
     quiet: bool = False,
     sweep: pd.DataFrame | None = None,
+    plotlyjs: str = "inline",
 ) -> Path:
     """Write one self-contained HTML report of one or more runs, or of a sweep.
 
@@ -114,6 +135,9 @@ def report(
         quiet: do not print where the report went.
         sweep: a sweep's index (``workbench.sweep.read_index(out)``): adds the sweep section (see
             ``sweep_section``); ``run_or_runs`` may then be an empty list.
+        plotlyjs: ``"inline"`` (the page holds plotly.js, ~4.8 MB, and works alone) or ``"beside"``
+            (one ``plotly-<version>.min.js`` in the report's folder, shared by every report there;
+            keep it with the reports when moving them).
 
     Returns:
         The path written.
@@ -121,6 +145,8 @@ def report(
     runs = [run_or_runs] if isinstance(run_or_runs, Run) else list(run_or_runs)
     if (not runs and sweep is None) or not all(isinstance(r, Run) for r in runs):
         raise TypeError("report needs a Run or a non-empty list of Runs (or a sweep's index)")
+    if plotlyjs not in PLOTLYJS_MODES:
+        raise ValueError(f"plotlyjs must be one of {PLOTLYJS_MODES}, got {plotlyjs!r}")
     path = Path(path)
     figures = list(figures)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -146,14 +172,12 @@ def report(
     if sweep is not None:
         body += sweep_section(sweep)
     body += [_run_section(run, i) for i, run in enumerate(runs)]
+    path.parent.mkdir(parents=True, exist_ok=True)
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{_STYLE}</style>"
-        f'<script type="text/javascript">{get_plotlyjs()}</script></head>\n<body>\n'
-        + "\n".join(body)
-        + "\n</body></html>\n"
+        f"{_plotlyjs_tag(plotlyjs, path.parent)}</head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     if not quiet:
         print(f"report written to {path} ({path.stat().st_size / 1024**2:.1f} MB). {UNTRUSTED_NOTE}")
