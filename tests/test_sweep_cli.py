@@ -131,4 +131,7 @@ def test_ctrl_c_keeps_finished_runs_in_the_index(spec_file, tmp_path):
     assert "Traceback" not in stderr.decode() and "interrupted" in stderr.decode()
     finished = {p.parent.name for p in (out / "runs").glob("*/run.json")}
     index = read_index(out)  # written on the way out
-    assert 2 <= len(finished) < 40 and set(index.request_id) == finished and set(index.status) == {"done"}
+    assert 2 <= len(finished) < 40 and set(index.status) == {"done"}
+    # every finished run has its row, but for one whose save Ctrl-C caught at its very end (the next
+    # sweep reads that one back from its folder)
+    assert set(index.request_id) <= finished and len(finished) - len(index) <= 1

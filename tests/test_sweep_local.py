@@ -169,7 +169,7 @@ def test_a_killed_driver_loses_no_finished_run_and_the_rerun_redoes_none(tiny_fo
         time.sleep(0.02)
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     finished = {
         p.name: (p / "run.json").stat().st_mtime_ns for p in runs.iterdir() if (p / "run.json").is_file()
     }
@@ -212,3 +212,26 @@ def test_the_local_executors_threads_are_put_back(tiny_folder, tmp_path):
     spec = spec_for(tiny_folder, prompts=PROMPTS[:1], seeds=[0])
     workbench.sweep(spec, out=tmp_path, threads=before + 1, events=Threads(), progress=False, log=None)
     assert seen == [before + 1] and torch.get_num_threads() == before
+
+
+def test_ctrl_c_that_makes_a_run_raise_stops_the_sweep_not_a_failed_row(tiny_pipe, monkeypatch):
+    import importlib
+
+    from workbench.sweep.worker import Job, Worker
+
+    core_generate = importlib.import_module("workbench.core.generate")  # the module, not the function
+
+    def interrupted_then_raises(*args, **kwargs):  # a Ctrl-C caught inside, and turned into another error
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            raise IndexError("list index out of range") from None
+
+    worker = Worker("tiny", pipe=tiny_pipe)
+    monkeypatch.setattr(core_generate, "generate", interrupted_then_raises)
+    with pytest.raises(KeyboardInterrupt):
+        worker.run(Job("r1", Request("a red circle", seed=0, steps=2)))
+    monkeypatch.setattr(core_generate, "generate", lambda *a, **k: [][0])  # no Ctrl-C: a failed row
+    outcome = worker.run(Job("r2", Request("a red circle", seed=0, steps=2)))
+    assert outcome.status == "failed" and outcome.fields["error"] == "IndexError: list index out of range"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -12,10 +12,12 @@ Example:
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +58,30 @@ class Outcome:
     fields: dict = field(default_factory=dict)
     run: Run | None = None
     image: Image.Image | None = None
+
+
+@contextmanager
+def _noting_ctrl_c(seen: threading.Event):
+    """Note a Ctrl-C that arrives during the block (Python raises ``KeyboardInterrupt`` as usual), so a
+    run the interrupt made fail is not taken for a failed request. Main thread only (signals arrive
+    there); elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):  # ignored, or left to the system: nothing to note
+        yield
+        return
+
+    def note(signum, frame):
+        seen.set()
+        previous(signum, frame)
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_path(out: str | os.PathLike, request_id: str) -> Path:
@@ -154,18 +180,24 @@ class Worker:
         if self.cancel_event.is_set():
             return Outcome(job.request_id, "cancelled", base)
         step = None if self.on_step is None else (lambda *_: self.on_step())
+        interrupted = threading.Event()
         try:
-            run = generate(
-                self.pipe,
-                job.request,
-                policy=self.policy,
-                progress=False,
-                cancel=self.cancel_event,
-                on_step=step,
-            )
+            with _noting_ctrl_c(interrupted):
+                run = generate(
+                    self.pipe,
+                    job.request,
+                    policy=self.policy,
+                    progress=False,
+                    cancel=self.cancel_event,
+                    on_step=step,
+                )
         except Exception as err:  # a run that raises is data: the sweep records it and goes on
+            if interrupted.is_set():  # ... unless Ctrl-C made it raise: then the sweep stops
+                raise KeyboardInterrupt from None
             base.update(error=f"{type(err).__name__}: {err}", seconds=time.perf_counter() - started)
             return Outcome(job.request_id, "failed", base)
+        if interrupted.is_set():
+            raise KeyboardInterrupt  # generate keeps what Ctrl-C interrupted; the sweep stops here
         if getattr(run, "failure", None):  # it ran, and stopped failed (e.g. non-finite latents)
             base.update(error=run.failure, seconds=time.perf_counter() - started)
             return Outcome(job.request_id, "failed", base, run=run if out is None else None)
