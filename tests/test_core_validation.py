@@ -112,3 +112,14 @@ def test_huge_sizes_refused_before_any_work(tiny_pipe):
     assert peak_bytes(adapter, 32, 64, 2) == 2 * peak_bytes(adapter, 32, 32, 2)  # linear in pixels
     run = generate(tiny_pipe, P, seed=1, steps=1, height=32, width=32, progress=False)  # at the bound: fine
     assert run.complete
+
+
+def test_interrupt_before_the_first_step_is_an_interrupt(tiny_pipe, monkeypatch):
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(tiny_pipe), "encode_prompt", ctrl_c)  # Ctrl-C while the text is encoded
+    with pytest.raises(KeyboardInterrupt):
+        generate(tiny_pipe, P, seed=1, steps=3, progress=False)
+    monkeypatch.undo()
+    assert generate(tiny_pipe, P, seed=1, steps=1, progress=False).complete  # nothing left behind

@@ -165,6 +165,7 @@ def _generate(pipe, requests: list[Request], policy, progress, cancel, on_step, 
     scheduler = build_scheduler(first.scheduler, pipe.scheduler.config)
     generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
     single = len(requests) == 1
+    interrupted = False
     with record(pipe, policy, progress=progress, cancel=cancel, on_step=on_step) as rec:
         old = pipe.scheduler
         try:
@@ -182,9 +183,11 @@ def _generate(pipe, requests: list[Request], policy, progress, cancel, on_step, 
                 **guidance,
             )
         except KeyboardInterrupt:
-            pass  # the steps done are kept; the runs say they are incomplete
+            interrupted = True  # the steps done are kept; the runs say they are incomplete
         finally:
             pipe.scheduler = old
+    if not rec.runs:  # stopped before the pipeline drew its noise: there is nothing to keep
+        raise KeyboardInterrupt if interrupted else RuntimeError("the pipeline call made no run")
     return [
         dataclasses.replace(run, config=dataclasses.replace(run.config, request=req))
         for run, req in zip(rec.runs, requests)
