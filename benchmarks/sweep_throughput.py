@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from workbench.sweep.runner import SweepEvents, run_sweep
+from workbench.sweeps.runner import SweepEvents, run_sweep
 
 PROMPTS = ["a red circle left of a blue square", "a green triangle above a yellow square"]
 

@@ -17,7 +17,7 @@ from workbench.analysis.sweeps import (
     word_order_effects,
 )
 from workbench.report import report, sweep_section
-from workbench.sweep import read_index
+from workbench.sweeps import read_index
 from workbench.viz.sweeps import (
     sweep_variance_figure,
     thumbnail_sheet,

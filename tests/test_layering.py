@@ -1,4 +1,4 @@
-"""Imports go one way: core -> analysis -> viz -> widgets; store beside core; sweep on core, store and
+"""Imports go one way: core -> analysis -> viz -> widgets; store beside core; sweeps on core, store and
 analysis; report, toy, study, cli on top."""
 
 import ast
@@ -14,8 +14,8 @@ ALLOWED = {
     "analysis": {"core"},
     "viz": {"core", "analysis"},
     "store": {"core"},
-    "sweep": {"core", "store", "analysis"},
-    "widgets": {"core", "analysis", "viz", "store", "sweep"},
+    "sweeps": {"core", "store", "analysis"},
+    "widgets": {"core", "analysis", "viz", "store", "sweeps"},
 }
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from workbench.cli import main
-from workbench.sweep import read_index
+from workbench.sweeps import read_index
 
 ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
 

@@ -19,9 +19,9 @@ import workbench
 from workbench import Request, generate, load_run
 from workbench.analysis.seeds import seed_grid
 from workbench.store.runs import attention_hash, image_hash
-from workbench.sweep import DiskBudgetError, SweepBusyError, SweepSpec, read_index
-from workbench.sweep.folder import SweepFolder
-from workbench.sweep.runner import SweepEvents
+from workbench.sweeps import DiskBudgetError, SweepBusyError, SweepSpec, read_index
+from workbench.sweeps.folder import SweepFolder
+from workbench.sweeps.runner import SweepEvents
 
 PROMPTS = ["a red circle left of a blue square", "a painting of a horse"]
 
@@ -217,7 +217,7 @@ def test_the_local_executors_threads_are_put_back(tiny_folder, tmp_path):
 def test_ctrl_c_that_makes_a_run_raise_stops_the_sweep_not_a_failed_row(tiny_pipe, monkeypatch):
     import importlib
 
-    from workbench.sweep.worker import Job, Worker
+    from workbench.sweeps.worker import Job, Worker
 
     core_generate = importlib.import_module("workbench.core.generate")  # the module, not the function
 

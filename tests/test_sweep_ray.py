@@ -10,7 +10,7 @@ ray = pytest.importorskip("ray")
 
 import workbench  # noqa: E402
 from workbench.cli import main  # noqa: E402
-from workbench.sweep import read_index  # noqa: E402
+from workbench.sweeps import read_index  # noqa: E402
 
 PROMPTS = ["a red circle left of a blue square", "a painting of a horse"]
 
@@ -79,7 +79,7 @@ def test_cli_end_to_end_on_ray(local_ray, tiny_folder, tmp_path, capsys):
 def test_ray_cancel_stops_the_workers_and_the_rest_runs_later(local_ray, tiny_folder, tmp_path):
     import threading
 
-    from workbench.sweep import SweepEvents
+    from workbench.sweeps import SweepEvents
 
     cancel = threading.Event()
 

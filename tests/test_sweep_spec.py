@@ -5,7 +5,7 @@ import json
 import pytest
 
 from workbench import RecordingPolicy, Request
-from workbench.sweep.spec import SpecError, SweepSpec, load_spec, parse_bytes, parse_seeds, request_id
+from workbench.sweeps.spec import SpecError, SweepSpec, load_spec, parse_bytes, parse_seeds, request_id
 
 SMALLEST = {
     "model": "toy",

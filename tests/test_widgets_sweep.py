@@ -2,7 +2,7 @@
 
 import ipywidgets as W
 
-from workbench.sweep import read_index
+from workbench.sweeps import read_index
 from workbench.widgets import SweepApp
 
 PROMPTS = ["a red circle left of a blue square", "a painting of a horse"]

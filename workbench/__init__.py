@@ -49,7 +49,8 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for readers and type 
         token_table,
     )
     from .store.runs import RunLoadError, load_run, save_run
-    from .sweep import SweepSpec
+    from .sweeps import SweepSpec
+    from .sweeps import run_sweep as sweep
 
 register_model(
     "toy",
@@ -76,14 +77,17 @@ _LAZY = {
         "workbench.core",
     ),
     **dict.fromkeys(["RunLoadError", "load_run", "save_run"], "workbench.store.runs"),
-    "SweepSpec": "workbench.sweep",
+    "SweepSpec": "workbench.sweeps",
 }
-_SUBPACKAGES = {"sweep"}  # ``workbench.sweep(spec, out=...)``: the package is callable (see workbench/sweep)
+_RENAMED = {"sweep": ("workbench.sweeps", "run_sweep")}  # ``workbench.sweep(spec, out=...)``
 
 
 def __getattr__(name: str):
-    if name in _SUBPACKAGES:
-        return importlib.import_module(f"workbench.{name}")  # importing binds it here too
+    if name in _RENAMED:
+        module, attribute = _RENAMED[name]
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value
+        return value
     if name not in _LAZY:
         raise AttributeError(f"module 'workbench' has no attribute {name!r}")
     value = getattr(importlib.import_module(_LAZY[name]), name)
@@ -92,7 +96,7 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | _SUBPACKAGES)
+    return sorted(set(globals()) | set(_LAZY) | set(_RENAMED))
 
 
 __all__ = [

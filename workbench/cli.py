@@ -405,7 +405,7 @@ def _index(a) -> int:
 
 
 def _sweep(a) -> int:
-    from workbench.sweep.spec import SpecError, load_spec, parse_bytes
+    from workbench.sweeps.spec import SpecError, load_spec, parse_bytes
 
     try:
         spec = load_spec(a.spec)
@@ -423,8 +423,8 @@ def _sweep(a) -> int:
     if not on_ray and (a.workers is not None or a.workers_write):
         raise _Usage("--workers and --workers-write go with --ray or --ray-local")
     from workbench.report import report
-    from workbench.sweep.folder import SweepBusyError
-    from workbench.sweep.runner import run_sweep
+    from workbench.sweeps.folder import SweepBusyError
+    from workbench.sweeps.runner import run_sweep
 
     with _user_errors():
         try:

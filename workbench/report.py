@@ -133,7 +133,7 @@ def report(
         tables: extra ``(caption, DataFrame)`` pairs shown after the figures (cells escaped).
         notes: a paragraph of plain text shown under the title (escaped).
         quiet: do not print where the report went.
-        sweep: a sweep's index (``workbench.sweep.read_index(out)``): adds the sweep section (see
+        sweep: a sweep's index (``workbench.sweeps.read_index(out)``): adds the sweep section (see
             ``sweep_section``); ``run_or_runs`` may then be an empty list.
         plotlyjs: ``"inline"`` (the page holds plotly.js, ~4.8 MB, and works alone) or ``"beside"``
             (one ``plotly-<version>.min.js`` in the report's folder, shared by every report there;

@@ -28,9 +28,9 @@ from workbench.report import report
 from workbench.store.index import save_index
 from workbench.store.runs import save_run
 from workbench.store.spec import save_spec
-from workbench.sweep.executors import LocalExecutor
-from workbench.sweep.runner import SweepEvents, run_sweep
-from workbench.sweep.spec import SweepSpec
+from workbench.sweeps.executors import LocalExecutor
+from workbench.sweeps.runner import SweepEvents, run_sweep
+from workbench.sweeps.spec import SweepSpec
 
 DEFAULT_PROMPT = "a red circle left of a blue square"
 

@@ -21,9 +21,9 @@ from workbench.analysis.word_order import compare_to_first, permutations
 from workbench.core.loading import model_source
 from workbench.core.request import Request
 from workbench.core.run import Run
-from workbench.sweep.executors import LocalExecutor
-from workbench.sweep.runner import SweepEvents, run_sweep
-from workbench.sweep.spec import SweepSpec
+from workbench.sweeps.executors import LocalExecutor
+from workbench.sweeps.runner import SweepEvents, run_sweep
+from workbench.sweeps.spec import SweepSpec
 from workbench.viz.compare import side_by_side
 from workbench.viz.panels import Panel, seed_panels, word_order_panels
 from workbench.viz.render import escape, table_html

@@ -12,8 +12,8 @@ import os
 
 import ipywidgets as W
 
-from workbench.sweep.runner import SweepEvents, SweepResult, run_sweep
-from workbench.sweep.spec import SweepSpec, as_spec
+from workbench.sweeps.runner import SweepEvents, SweepResult, run_sweep
+from workbench.sweeps.spec import SweepSpec, as_spec
 from workbench.viz.render import display_scale, escape, png_bytes
 from workbench.widgets.base import TaskRunner
 

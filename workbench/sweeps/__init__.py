@@ -11,15 +11,13 @@ one loaded pipeline running jobs), ``LocalExecutor`` / ``RayExecutor`` (where wo
 ``SweepFolder`` (folder.py: run folders and ``index.parquet``), ``run_sweep`` (runner.py: the steps).
 The analyses of a finished sweep read its index alone: ``workbench.analysis.sweeps``.
 
-``workbench.sweep`` is this package and can be called like ``run_sweep``: ``workbench.sweep(spec, out=...)``.
-The names below load on first use, so importing the package imports no torch.
+``workbench.sweep`` is ``run_sweep``. The names below load on first use, so importing the package
+imports no torch.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -42,7 +40,7 @@ _LAZY = {
 
 def __getattr__(name: str):
     if name not in _LAZY:
-        raise AttributeError(f"module 'workbench.sweep' has no attribute {name!r}")
+        raise AttributeError(f"module 'workbench.sweeps' has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     globals()[name] = value
     return value
@@ -51,16 +49,6 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
-
-class _CallableModule(types.ModuleType):
-    """This package, callable as ``run_sweep``: ``workbench.sweep`` names both the package (Python binds
-    a subpackage to its parent's attribute when it is imported) and the function the docs promise."""
-
-    def __call__(self, spec, out=None, **options):
-        return __getattr__("run_sweep")(spec, out, **options)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = [
     "DiskBudgetError",
