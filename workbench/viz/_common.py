@@ -198,8 +198,16 @@ NORMALIZE_TITLES = {
 }
 
 
-def normalize_title(normalize: str) -> str:
-    """What a heat map's values are, in words, for its colour bar (``"max"`` -> fraction of the peak)."""
+def normalize_title(aggregation) -> str:
+    """What a recipe's heat-map values are, in words, for its colour bar (``"max"``: a fraction of the
+    map's peak; ``"mass"`` after a sum over steps, layers or heads: summed probability)."""
+    normalize = aggregation.normalize
+    if normalize == "mass":
+        reductions = {
+            getattr(aggregation, name, None) for name in ("reduce", "step_reduce", "layer_reduce", "heads")
+        }
+        if "sum" in reductions:
+            return "attention probability, summed"
     return NORMALIZE_TITLES.get(normalize, normalize)
 
 

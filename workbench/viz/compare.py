@@ -111,7 +111,7 @@ def map_pairs(
                     zmax=zmax,
                     colorscale=colorscale,
                     showscale=k == 0 and c == 0,
-                    colorbar=colorbar(normalize_title(cmp.aggregation.normalize), plot_height(fig)),
+                    colorbar=colorbar(normalize_title(cmp.aggregation), plot_height(fig)),
                     name=label,
                 ),
                 row=k // pairs + 1,

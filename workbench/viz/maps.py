@@ -89,7 +89,7 @@ def word_overlay(
                 opacity=opacity,
                 colorscale=colorscale,
                 showscale=k == 0,
-                colorbar=colorbar(normalize_title(maps.aggregation.normalize), plot_height(fig)),
+                colorbar=colorbar(normalize_title(maps.aggregation), plot_height(fig)),
                 name=maps.labels[i],
                 hovertemplate="x %{x} px, y %{y} px: %{z:.3g}<extra>" + maps.labels[i] + "</extra>",
             ),
@@ -181,7 +181,7 @@ def word_layer_matrix(
         f"{i}: {res[name]} {name.split('.')[0].replace('_blocks', '').replace('_block', '')}"
         for i, name in enumerate(layers)
     ]
-    slanted = len(short) * max(len(x) for x in short) * FONT * GLYPH > 520  # plotly slants crowded names
+    slanted = len(short) * max(len(x) for x in short) * FONT * GLYPH > 600  # plotly slants crowded names
     ours = own(fig)
     fig = _matrix_figure(fig, len(labels), bottom=150 if slanted else 70)
     fig.add_trace(
