@@ -14,7 +14,10 @@ from workbench.widgets.labs import largest_grid, parse_seeds
 def figures(lab):
     """The plotly figures the lab shows (each in an Output widget, as plotly display data)."""
     out = []
-    for child in lab.results.children:
+    children = []
+    for child in lab.results.children:  # a figure with a note comes in a box, under its note
+        children += child.children if isinstance(child, W.VBox) else [child]
+    for child in children:
         if isinstance(child, W.Output):
             (item,) = child.outputs
             out.append(item["data"]["application/vnd.plotly.v1+json"])
@@ -83,7 +86,7 @@ def test_zero_steps_is_an_error_not_a_silent_one(tiny_pipe, lab_class):
     assert len(figures(lab)) > 0
     lab.steps.value = 0
     assert lab.start() is False
-    assert "steps" in lab.error and lab.task.progress.bar_style == "danger"
+    assert "steps" in lab.error and lab.task.progress.bar_style == "danger" and lab.task.progress.value == 0
     assert lab.results.children == () and lab.runs == []  # the last batch's figures are gone
 
 
@@ -141,6 +144,7 @@ def test_word_order_lab_cancel_with_one_finished_order_shows_it(tiny_pipe):
     (shown,) = figures(lab)
     assert len(shown["data"]) == 1 and "a painting of a horse · seed 1" in str(shown["layout"]["annotations"])
     assert "cancelled after 1 of 2 runs" in lab.task.status.value
+    assert "the comparisons need two" in str(lab.results.children[0].children[0].value)
 
 
 def test_largest_grid():

@@ -45,6 +45,7 @@ class TaskRunner:
         self._lock = threading.Lock()
         self.cancel_button.on_click(lambda _: self.cancel())
         self.run_button.add_class("wb-run-button")
+        self.status.add_class("wb-status")
         self.progress.add_class("wb-progress")
         self.error_area.add_class("wb-error")
         self.warning_area.add_class("wb-warning")
@@ -123,6 +124,12 @@ class TaskRunner:
             self.run_button.disabled = False
             self.cancel_button.disabled = True
             self._running = False
+
+    def refuse(self, err: BaseException) -> None:
+        """The inputs were refused before any work: an empty bar, the error, nothing else of the last job."""
+        self.clear_messages()
+        self.progress.value = 0
+        self.show_error(err)
 
     def show_error(self, err: BaseException) -> None:
         """Show ``err`` in the app: the status says the work failed, the message is below it."""

@@ -43,7 +43,7 @@ class ExperimentBrowser:
         self.index = None
         self.view = None
         self.explorer = None
-        self._thumbs: dict[tuple[str, float], bytes] = {}
+        self._thumbs: dict[tuple[str, float], tuple[bytes, tuple[int, int]]] = {}
         self.filter = W.Text(
             value="", placeholder="words in the prompt", description="filter", continuous_update=False
         )
@@ -122,7 +122,9 @@ class ExperimentBrowser:
         close_all(old)
 
     def _row(self, r) -> W.Widget:
-        thumb = W.Image(value=self._thumbnail(r.path), format="png", layout=W.Layout(width=f"{THUMB}px"))
+        png, (w, h) = self._thumbnail(r.path)
+        size = {"width": f"{w}px", "height": f"{h}px", "min_width": f"{w}px", "border": "1px solid #ddd"}
+        thumb = W.Image(value=png, format="png", layout=W.Layout(**size))
         state = "" if r.complete else " · <b>incomplete</b>"
         text = W.HTML(
             f"<b>{escape(r.prompt)}</b><br>seed {escape(r.seed)} · {escape(r.steps)} steps · guidance "
@@ -137,7 +139,8 @@ class ExperimentBrowser:
         row.add_class("wb-run-row")
         return row
 
-    def _thumbnail(self, path: str) -> bytes:
+    def _thumbnail(self, path: str) -> tuple[bytes, tuple[int, int]]:
+        """PNG bytes of the run's final image enlarged to about ``THUMB`` px, and their (width, height)."""
         file = self.root / path / IMAGE
         try:
             key = (str(file), file.stat().st_mtime)
@@ -149,7 +152,8 @@ class ExperimentBrowser:
             else:
                 with Image.open(file) as im:
                     image = im.convert("RGB")
-            self._thumbs[key] = png_bytes(image, display_scale(image, THUMB))
+            scale = display_scale(image, THUMB)
+            self._thumbs[key] = (png_bytes(image, scale), (image.width * scale, image.height * scale))
         return self._thumbs[key]
 
     def open(self, path: str | None = None, *, threaded: bool = True) -> bool:

@@ -105,9 +105,8 @@ class _BatchApp:
             for prompt, seed in jobs:  # every request checked before the first run
                 Request(prompt, seed=seed, steps=steps, guidance_scale=guidance)
         except (ValueError, TypeError) as err:
-            self.task.clear_messages()
             self.clear_results()
-            self.task.show_error(err)
+            self.task.refuse(err)
             return False
         self.clear_results()
         self.planned = len(jobs)
@@ -191,7 +190,9 @@ def _as_widget(panel: Panel) -> W.Widget:
     if panel.figure is not None:
         view = FigureView("wb-figure")
         view.show(panel.figure)
-        return view.widget
+        if not panel.note:
+            return view.widget
+        return W.VBox([W.HTML(f"<i>{escape(panel.note)}</i>"), view.widget])
     note = f" ({escape(panel.note)})" if panel.note else ""
     return W.HTML(f"<b>{escape(panel.caption)}</b>{note}:" + table_html(panel.table))
 
