@@ -18,9 +18,11 @@ import os
 
 import workbench
 from workbench import analysis, viz
+from workbench.notebook import quiet_loading
 
 MODEL = os.environ.get("WORKBENCH_MODEL", "toy")  # "toy": the embedded model; or a diffusers folder / hub id
-pipe = workbench.load_pipeline(MODEL, device="cpu")
+with quiet_loading():  # no loading progress bars or notices; quiet_loading(verbose=True) shows them
+    pipe = workbench.load_pipeline(MODEL, device="cpu")
 pipe.unet.config.sample_size * pipe.vae_scale_factor, pipe.tokenizer.model_max_length  # image size, token limit"""
 
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
@@ -86,9 +88,10 @@ app""",
             """\
 ## Where does each word look?
 Click a word of the prompt; choose the resolution, layer, head and steps. The map is recomputed from
-the recorded attention, without running the model again.""",
+the recorded attention, without running the model again. Given the app, the explorer follows it: press
+**Run** above and the explorer shows the new run.""",
         ),
-        ("code", 'AttentionExplorer(app.run, word="circle")'),
+        ("code", 'AttentionExplorer(app, word="circle")'),
     ],
     "02_attention.ipynb": [
         (
@@ -272,20 +275,20 @@ viz.attribution_vs_attention_figure(table)""",
 
 Runs are saved as folders (JSON + safetensors + PNG), indexed in a table, written into one
 self-contained HTML report, and each comes with a re-run spec that regenerates it and checks that image
-and attention match bit for bit (on the same device, dtype and library versions).""",
+and attention match bit for bit (on the same device, dtype and library versions). Everything goes into
+the folder `experiment/` beside this notebook, so JupyterLab's file browser shows it.""",
         ),
         ("code", SETUP),
         (
             "code",
             """\
-import tempfile
 from pathlib import Path
 
 from workbench.store.index import load_index
 from workbench.report import report
 from workbench.store.spec import load_spec, rerun, save_spec
 
-OUT = Path(os.environ.get("WORKBENCH_OUT") or tempfile.mkdtemp(prefix="workbench-experiment-"))
+OUT = Path(os.environ.get("WORKBENCH_OUT") or "experiment")  # beside this notebook: open it in the file browser
 runs = []
 for prompt in ["a red circle left of a blue square", "a blue square left of a red circle"]:
     run = workbench.generate(pipe, prompt, seed=5, steps=20, guidance_scale=4.0, progress=False)
@@ -359,6 +362,7 @@ import os
 import workbench
 from workbench import analysis, viz
 from workbench.core.adapters import adapter_for
+from workbench.notebook import quiet_loading
 
 SOURCES = {  # family -> a diffusers folder or hub id (unset: skipped)
     "SDXL": os.environ.get("WORKBENCH_SDXL"),
@@ -374,7 +378,8 @@ SOURCES or print("set WORKBENCH_SDXL / WORKBENCH_SD3 / WORKBENCH_FLUX to a diffu
             """\
 pipes, runs = {}, {}
 for family, source in SOURCES.items():
-    pipes[family] = pipe = workbench.load_pipeline(source)
+    with quiet_loading():  # no loading progress bars or notices
+        pipes[family] = pipe = workbench.load_pipeline(source)
     adapter = adapter_for(pipe)
     height = adapter.default_size
     width = height + 2 * adapter.size_multiple  # wider than tall: grids follow the latent's own shape
