@@ -357,3 +357,37 @@ def test_report_shows_markup_as_text(tmp_path, chromium, tiny_pipe):
         assert page.locator("h2 b").count() == 0
     finally:
         page.close()
+
+
+def test_the_measure_finds_overlaps_cut_text_small_panels_and_blank_figures(tmp_path, chromium):
+    """The figure checks on figures made to fail them (a check that cannot fail checks nothing)."""
+    import numpy as np
+    import plotly.graph_objects as go
+    from plotly.offline import get_plotlyjs
+
+    crowded = go.Figure(go.Scatter(y=[1, 2]))
+    crowded.update_layout(width=400, height=300, title="a title long enough to run past the right edge " * 3)
+    crowded.add_annotation(text="one label", x=0, y=1.5, showarrow=False)
+    crowded.add_annotation(text="another label", x=0.05, y=1.5, showarrow=False)
+    crowded.update_yaxes(title_text="a y-axis title far longer than the plot is tall, " * 3)
+    small = go.Figure(go.Image(z=np.zeros((32, 32, 3), dtype=np.uint8)))
+    small.update_layout(width=200, height=200, margin={"l": 50, "r": 50, "t": 50, "b": 50})
+    blank = go.Figure()
+    blank.update_layout(width=300, height=200)
+    page_html = "".join(
+        f.to_html(full_html=False, include_plotlyjs=False, div_id=name)
+        for name, f in (("crowded", crowded), ("small", small), ("blank", blank))
+    )
+    path = tmp_path / "bad.html"
+    path.write_text(f"<html><head><script>{get_plotlyjs()}</script></head><body>{page_html}</body></html>")
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(path.as_uri())
+        page.wait_for_function(ALL_DRAWN, timeout=60_000)
+        problems = "\n".join(figure_problems(page))
+    finally:
+        page.close()
+    assert "overlap" in problems and "one label" in problems and "another label" in problems
+    assert "cut off" in problems and "a title long enough" in problems
+    assert re.search(r"small: “small”.*100×100 px", problems)
+    assert "blank: “blank”" in problems

@@ -59,7 +59,8 @@ MEASURE = r"""
   };
   plots.forEach((gd, i) => {
     const layout = gd._fullLayout || {};
-    const titleText = (layout.title && layout.title.text) || '';
+    const given = gd.layout && gd.layout.title;  // the figure's own title (plotly fills in a placeholder)
+    const titleText = (given && (typeof given === 'string' ? given : given.text)) || '';
     const name = (titleText.split('<br>')[0] || gd.id || `figure ${i}`).slice(0, 70);
     const where = gd.closest('.jp-Cell') ? ` (cell ${[...document.querySelectorAll('.jp-Cell')].indexOf(gd.closest('.jp-Cell'))})` : '';
     const label = `“${name}”${where}`;

@@ -19,7 +19,7 @@ ALL_RAN = """() => {
   return prompts.length > 0 && prompts.every((e) => /\\[\\d+\\]/.test(e.textContent));
 }"""
 
-STARTED = """() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')]
+STARTED = r"""() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')]
   .some((e) => /\[(\*|\d+)\]/.test(e.textContent))"""
 
 # Console messages that mean a widget or figure did not come up.
