@@ -180,3 +180,14 @@ def test_negative_branch_when_recorded(tiny_pipe, run):
     np.testing.assert_allclose(ex.current, expected, rtol=1e-6)
     ex.branch.value = "cond"
     assert [w for w, _ in ex.words.options] == ["a", "red", "circle"] and ex.error is None
+
+
+def test_explorer_says_what_the_run_lacks(tiny_pipe):
+    long = "a red circle left of a blue square and a yellow triangle below a green circle on the moon"
+    with pytest.warns(UserWarning, match="cut off"):
+        run = generate(tiny_pipe, long, seed=1, steps=2, progress=False)
+    ex = AttentionExplorer(run)
+    assert ex.error is None
+    assert any(w.endswith("below a green circle on the moon") for w in ex.warnings), ex.warnings
+    assert "moon" in ex.notes.value
+    assert "moon" not in [w for w, _ in ex.words.options]

@@ -336,8 +336,8 @@ class AttentionExplorer:
         cut = self.run.tokens[self.run.tokens.kind == "cut"]
         if len(cut):
             messages = [
-                "words cut off by the text encoder are not in the strip: "
-                + " ".join(str(t) for t in cut.token.tolist()[:12]),
+                "words cut off by the text encoder (no attention, not in the strip): "
+                + " ".join(str(w) for w in cut.drop_duplicates("word_index").word.tolist()),
                 *messages,
             ]
         if not self.run.complete:
