@@ -277,10 +277,6 @@ class FluxAdapter(JointAdapter):
     packing = 2
 
     @property
-    def default_size(self) -> int:
-        return int(self.pipe.default_sample_size) * self.vae_scale_factor
-
-    @property
     def latent_channels(self) -> int:
         return int(self.denoiser.config.in_channels) // 4
 

@@ -22,7 +22,16 @@ from .request import GUIDANCE_WARN_ABOVE, MAX_SEED, SIZE_LIMIT, Request
 from .run import Run, RunConfig
 from .schedulers import build_scheduler
 
-__all__ = ["MAX_SEED", "as_request", "draw_noise", "generate", "generate_batch", "loop_length", "replay"]
+__all__ = [
+    "MAX_SEED",
+    "as_request",
+    "call_again",
+    "draw_noise",
+    "generate",
+    "generate_batch",
+    "loop_length",
+    "replay",
+]
 
 
 def as_request(request: Request | str, fields: dict) -> Request:
@@ -194,38 +203,50 @@ def _generate(pipe, requests: list[Request], policy, progress, cancel, on_step, 
     ]
 
 
-def replay(pipe, config: RunConfig, *, prompt_embeds: torch.Tensor | None = None) -> np.ndarray:
+def call_again(pipe, config: RunConfig, *, output_type: str, denoiser_hook=None, **text):
     """A run's pipeline call made again, unrecorded: same noise, scheduler, steps, guidance and size.
 
-    Args:
-        pipe: the pipeline the run was made with.
-        config: the run's ``RunConfig`` (its seed must be known).
-        prompt_embeds: (1, T, D) embeddings to use instead of the prompt (e.g. with a word occluded).
-
-    Returns:
-        The image as (H, W, 3) float64 in [0, 1].
+    ``text`` replaces the run's prompt (``prompt=`` or ``prompt_embeds=``); ``denoiser_hook`` is a
+    forward pre-hook (with kwargs) on the denoiser for the call's duration. The pipeline is held
+    (see ``using``), its scheduler and progress bar put back afterwards. Returns the pipeline's output.
     """
     if config.seed is None:
         raise ValueError("this run's noise did not come from a seed, so it cannot be made again")
-    text = {"prompt_embeds": prompt_embeds} if prompt_embeds is not None else {"prompt": config.prompt}
+    adapter = adapter_for(pipe)
     with using(pipe):
         old, old_bar = pipe.scheduler, getattr(pipe, "_progress_bar_config", None)
+        handle = None
         try:
+            if denoiser_hook is not None:
+                handle = adapter.denoiser.register_forward_pre_hook(denoiser_hook, with_kwargs=True)
             pipe.scheduler = build_scheduler(config.scheduler_spec(), pipe.scheduler.config)
             pipe.set_progress_bar_config(disable=True)
-            out = pipe(
-                **text,
-                **adapter_for(pipe).call_arguments(config.request),
+            return pipe(
+                **(text or {"prompt": config.prompt}),
+                **adapter.call_arguments(config.request),
                 num_inference_steps=config.steps,
                 height=config.height,
                 width=config.width,
                 generator=torch.Generator("cpu").manual_seed(config.seed),
-                output_type="np",
+                output_type=output_type,
             )
         finally:
+            if handle is not None:
+                handle.remove()
             pipe.scheduler = old
             if old_bar is None:
                 pipe.__dict__.pop("_progress_bar_config", None)
             else:
                 pipe._progress_bar_config = old_bar
+
+
+def replay(pipe, config: RunConfig, *, prompt_embeds: torch.Tensor | None = None) -> np.ndarray:
+    """A run's pipeline call made again, unrecorded (see ``call_again``), optionally with other prompt
+    embeddings (1, T, D), e.g. with a word occluded.
+
+    Returns:
+        The image as (H, W, 3) float64 in [0, 1].
+    """
+    text = {"prompt_embeds": prompt_embeds} if prompt_embeds is not None else {}
+    out = call_again(pipe, config, output_type="np", **text)
     return np.asarray(out.images[0], dtype=np.float64)

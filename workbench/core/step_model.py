@@ -12,9 +12,9 @@ import copy
 import torch
 
 from .adapters import adapter_for
-from .recorder import using
+from .generate import call_again
 from .run import Run
-from .schedulers import build_scheduler, x0_from_output
+from .schedulers import x0_from_output
 
 
 def token_ids(pipe, prompt: str) -> torch.Tensor:
@@ -48,9 +48,6 @@ def _capture(pipe, config, calls: set[int], prompt: str | None = None) -> dict[i
     Returns call -> (args, kwargs, scheduler): the denoiser's inputs and a copy of the scheduler as it
     stood just before that call. ``prompt`` replaces the run's prompt (for baseline embeddings).
     """
-    if config.seed is None:
-        raise ValueError("this run's noise did not come from a seed, so its steps cannot be replayed")
-    adapter = adapter_for(pipe)
     seen: dict[int, tuple] = {}
     count = [0]
 
@@ -62,30 +59,11 @@ def _capture(pipe, config, calls: set[int], prompt: str | None = None) -> dict[i
         if len(seen) == len(calls):
             raise _Captured
 
-    with using(pipe):
-        old, old_bar = pipe.scheduler, getattr(pipe, "_progress_bar_config", None)
-        handle = adapter.denoiser.register_forward_pre_hook(hook, with_kwargs=True)
-        try:
-            pipe.scheduler = build_scheduler(config.scheduler_spec(), pipe.scheduler.config)
-            pipe.set_progress_bar_config(disable=True)
-            pipe(
-                config.prompt if prompt is None else prompt,
-                **adapter.call_arguments(config.request),
-                num_inference_steps=config.steps,
-                height=config.height,
-                width=config.width,
-                generator=torch.Generator("cpu").manual_seed(config.seed),
-                output_type="latent",
-            )
-        except _Captured:
-            pass
-        finally:
-            handle.remove()
-            pipe.scheduler = old
-            if old_bar is None:
-                pipe.__dict__.pop("_progress_bar_config", None)
-            else:
-                pipe._progress_bar_config = old_bar
+    text = {} if prompt is None else {"prompt": prompt}
+    try:
+        call_again(pipe, config, output_type="latent", denoiser_hook=hook, **text)
+    except _Captured:
+        pass
     if len(seen) != len(calls):
         raise ValueError(
             f"the replay made {count[0]} denoiser calls; calls {sorted(calls - set(seen))} never came"
