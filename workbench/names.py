@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+DEFAULT_PROMPT = "a red circle left of a blue square"  # the one default prompt: CLI, apps, study
+
 # short name -> (diffusers scheduler class, settings on top of the pipeline's own scheduler config)
 SCHEDULERS: dict[str, tuple[str, dict]] = {
     "ddim": ("DDIMScheduler", {}),

@@ -390,7 +390,7 @@ class Recording:
             )
             runs.append(
                 Run(
-                    config=RunConfig(request, self.policy.to_dict(), Provenance(**provenance)),
+                    config=RunConfig(request, self.policy, Provenance(**provenance)),
                     tokens=table(prompts[i], self.lengths),
                     negative_tokens=table(negatives[i] or "", self.lengths),
                     timesteps=torch.tensor(self.timesteps, dtype=torch.float64),

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from .attention import AttentionStore
+from .policy import RecordingPolicy
 from .request import Request
 from .tokens import word_groups
 
@@ -28,6 +29,9 @@ class Provenance:
         noise: where the initial noise came from: ``"seed"`` (a fresh CPU generator seeded with the
             request's seed), ``"latents"`` (the caller's own), ``"generator"`` (a generator whose seed
             does not reproduce it: used before, or on another device) or ``"global"`` (torch's global RNG).
+        numerics: what else decided the numbers (``core.numerics.numerics``): torch ``threads``,
+            ``device``, ``dtype``, ``attention_backend``, ``deterministic``, ``versions``; empty for
+            runs saved before it was recorded.
     """
 
     scheduler: str = ""
@@ -38,6 +42,7 @@ class Provenance:
     versions: dict = field(default_factory=dict)
     batch: dict | None = None
     noise: str = "seed"
+    numerics: dict = field(default_factory=dict)
 
 
 _REQUEST_FIELDS = {f.name for f in fields(Request)}
@@ -47,14 +52,14 @@ _PROVENANCE_FIELDS = {f.name for f in fields(Provenance)}
 @dataclass
 class RunConfig:
     """Everything needed to say what a run was and to run it again: what was asked for (``request``),
-    what was kept (``policy``, as ``RecordingPolicy.to_dict()``), and what it ran on (``provenance``).
+    what was kept (``policy``), and what it ran on (``provenance``).
 
     The request's and the provenance's fields read through: ``config.prompt``, ``config.seed``, ...,
     ``config.scheduler`` (the class that ran), ``config.model``, ``config.device``, ...
     """
 
     request: Request
-    policy: dict = field(default_factory=dict)
+    policy: RecordingPolicy = field(default_factory=RecordingPolicy)
     provenance: Provenance = field(default_factory=Provenance)
 
     # What was asked for, read through.
@@ -87,7 +92,7 @@ class RunConfig:
         return {
             **flat,
             "request_scheduler": request["scheduler"],
-            "policy": dict(self.policy),
+            "policy": self.policy.to_dict(),
             **asdict(self.provenance),
         }
 
@@ -105,7 +110,7 @@ class RunConfig:
         request = {k: v for k, v in d.items() if k in _REQUEST_FIELDS and k != "scheduler"}
         return cls(
             request=Request.from_dict({**request, "scheduler": d.get("request_scheduler")}),
-            policy=dict(d.get("policy", {})),
+            policy=RecordingPolicy.from_dict(d.get("policy") or {}),
             provenance=Provenance(**{k: v for k, v in d.items() if k in _PROVENANCE_FIELDS}),
         )
 
