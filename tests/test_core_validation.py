@@ -23,7 +23,7 @@ P = "a red circle"
         ({"width": 0}, ValueError, "width"),
         ({"guidance_scale": -1.0}, ValueError, "guidance_scale"),
         ({"guidance_scale": "high"}, TypeError, "guidance_scale"),
-        ({"scheduler": "heun-magic"}, ValueError, "unknown scheduler 'heun-magic'.*ddim"),
+        ({"scheduler": "heun-magic"}, ValueError, "scheduler 'heun-magic' is not known.*ddim"),
         ({"policy": RecordingPolicy(layers=["up_blocks.9.attn2"])}, ValueError, "policy layers entry"),
         ({"policy": RecordingPolicy(layers=["64x64"])}, ValueError, "resolutions here are"),
         ({"policy": RecordingPolicy(steps=[0, 9])}, ValueError, r"policy steps \[9\] are out of range"),

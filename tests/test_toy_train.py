@@ -9,7 +9,9 @@ import torch
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
 
+from workbench.core.adapters import MODEL_DEFAULTS_FILE
 from workbench.core.layers import CrossAttentionLayer, cross_attention_layers
+from workbench.core.numerics import machine_cores
 from workbench.toy.attention import ProbsSink, install, restore
 from workbench.toy.checkpoint import load_checkpoint, save_checkpoint
 from workbench.toy.models import ModelConfig, build_unet
@@ -168,7 +170,25 @@ def test_tiny_training_run_exports_a_pipeline_that_generates(tmp_path):
         output_type="np",
     ).images[0]
     assert image.shape == (32, 32, 3) and np.isfinite(image).all()
-    # resuming continues from the checkpoint instead of starting over
+    # resuming continues from the checkpoint instead of starting over; the model's declared generation
+    # defaults survive the new export
+    (out / MODEL_DEFAULTS_FILE).write_text('{"guidance_scale": 4.0}')
     assert main([*args, "--steps", "4"]) == 0
     assert json.loads((out / "training.json").read_text())["steps"] == 4
     assert "resumed from" in (logs / "train.log").read_text()
+    assert json.loads((out / MODEL_DEFAULTS_FILE).read_text()) == {"guidance_scale": 4.0}
+    assert torch.get_num_threads() == 2  # the run's threads are the caller's again afterwards
+
+
+@pytest.mark.parametrize("threads", [0, machine_cores() + 1, 100_000])
+def test_threads_are_bounded_by_the_machine_before_any_work(tmp_path, capsys, threads):
+    logs = tmp_path / "logs"
+    argv = ["--tiny", "--out", str(tmp_path / "w"), "--ckpt-dir", str(tmp_path / "c"), "--log-dir", str(logs)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--threads", str(threads)])
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.endswith(
+        f"error: --threads must be in 1..{machine_cores()} (the CPU cores this machine gives), got {threads}"
+    )
+    assert not logs.exists() and not (tmp_path / "c").exists()  # nothing was started

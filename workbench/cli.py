@@ -8,9 +8,9 @@
     workbench sweep sweep.json --out runs/sweep [--ray-local 4 | --ray auto]
 
 Invalid arguments give a one-line message and exit code 2 (no traceback), checked before any model
-loads; a re-run that does not match its recorded hashes exits with 1; Ctrl-C exits with 130 (an
-interrupted ``generate`` saves the steps it made first). Building the parser imports no torch, so
-``--help`` answers at once.
+loads; a re-run that does not match its recorded hashes exits with 1; a run that failed (its latents
+turned non-finite) exits with 3 after saving it; Ctrl-C exits with 130 (an interrupted ``generate``
+saves the steps it made first). Building the parser imports no torch, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from workbench.names import SCHEDULERS
+from workbench.names import DEFAULT_PROMPT, SCHEDULERS
 
 EXIT_MISMATCH = 1
 EXIT_USAGE = 2
+EXIT_FAILED = 3  # the run failed (non-finite latents): saved for inspection, not a result
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
-STUDY_PROMPT = "a red circle left of a blue square"  # workbench.study.DEFAULT_PROMPT, without importing it
 GUIDANCE_HELP = (
-    "classifier-free guidance weight (>= 0; <= 1 turns guidance off). 4.0 suits the embedded model; "
-    "the Python API's default, 7.5, suits Stable Diffusion"
+    "classifier-free guidance weight (>= 0; <= 1 turns guidance off); default: the model's own "
+    "(4.0 for the embedded model, 7.5 for Stable Diffusion 1.x/2.x)"
 )
 THREADS_HELP = (
-    "CPU threads for torch (default: torch's choice). On a machine shared with other work, 1 thread or "
-    "OMP_WAIT_POLICY=PASSIVE in the environment avoids OpenMP busy-waiting"
+    "CPU threads for torch, at most this machine's cores (default: torch's choice). On a machine shared "
+    "with other work, 1 thread or OMP_WAIT_POLICY=PASSIVE in the environment avoids OpenMP busy-waiting"
 )
 
 
@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--seed", type=int, required=True, help="fixes the initial noise (0 <= seed < 2**63)")
     g.add_argument("--steps", type=int, default=25, help="denoising steps (1..1000)")
-    g.add_argument("--guidance", type=float, default=4.0, help=GUIDANCE_HELP)
+    g.add_argument("--guidance", type=float, default=None, help=GUIDANCE_HELP)
     g.add_argument(
         "--scheduler",
         choices=sorted(SCHEDULERS),
@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--width", type=int, default=None, help="image width in pixels (default: the model's size)"
+    )
+    g.add_argument(
+        "--no-size-limit",
+        action="store_true",
+        help="allow sizes above twice the model's native size (the memory check still refuses what cannot fit)",
     )
     g.add_argument(
         "--heads", choices=["mean", "all"], default="mean", help="keep head-averaged or per-head attention"
@@ -122,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--model", default="toy", help="'toy' (the embedded model), a local diffusers folder or a hub id"
     )
-    s.add_argument("--prompt", default=STUDY_PROMPT, help="the prompt, two objects in a relation")
+    s.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt, two objects in a relation")
     s.add_argument(
         "--swapped",
         default=None,
@@ -132,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         "--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="seeds; each order runs once per seed"
     )
     s.add_argument("--steps", type=int, default=25, help="denoising steps (1..1000)")
-    s.add_argument("--guidance", type=float, default=4.0, help=GUIDANCE_HELP)
+    s.add_argument("--guidance", type=float, default=None, help=GUIDANCE_HELP)
     s.add_argument("--device", default="cpu", help="where to run: cpu, cuda, cuda:1, mps")
 
     for c in (g, rr, s):
@@ -196,38 +201,40 @@ def _sweep_parser(command) -> None:
     w.add_argument("--no-report", action="store_true", help="do not write OUT/report.html")
 
 
-# Request fields as the command line spells them, for error messages.
+# Request fields as the command line spells them (``RequestError.field`` -> option).
 _OPTIONS = {
     "negative_prompt": "--negative-prompt",
     "guidance_scale": "--guidance",
     "prompt": "--prompt",
     "seed": "--seed",
+    "seeds": "--seeds",
     "steps": "--steps",
     "height": "--height",
     "width": "--width",
+    "size": "--height/--width",
     "scheduler": "--scheduler",
-    "device": "--device",
-    "dtype": "--dtype",
-    "source": "--model",
 }
+_HINTS = {"size": "pass --no-size-limit to lift the bound"}  # Python's hints, as the command line says them
 
 
-def _as_options(message: str, renames: dict[str, str] | None = None) -> str:
-    """A request's error message with the field it names spelled as the command-line option."""
-    for field, option in {**_OPTIONS, **(renames or {})}.items():
-        if message.startswith(field + " "):
-            return option + message[len(field) :]
-    return message
+def _as_option(err, renames: dict[str, str] | None = None) -> str:
+    """A refused value's message naming the command-line option (by the error's ``field``)."""
+    from workbench.core.request import RequestError
+
+    if not isinstance(err, RequestError):
+        return str(err)
+    option = {**_OPTIONS, **(renames or {})}.get(err.field, err.field)
+    return err.named(option, hint=_HINTS.get(err.field))
 
 
 def _request(renames: dict[str, str] | None = None, **fields):
     """A ``Request`` from command-line values; its errors become usage errors naming the option."""
-    from workbench.core.request import Request
+    from workbench.core.request import Request, RequestError
 
     try:
         return Request(**fields)
-    except (ValueError, TypeError) as err:
-        raise _Usage(_as_options(str(err), renames)) from None
+    except RequestError as err:
+        raise _Usage(_as_option(err, renames)) from None
 
 
 @contextlib.contextmanager
@@ -238,7 +245,7 @@ def _user_errors(renames: dict[str, str] | None = None):
     try:
         yield
     except (ValueError, TypeError, NotImplementedError, FileNotFoundError, ModelNotAvailableError) as err:
-        raise _Usage(_as_options(str(err), renames)) from None
+        raise _Usage(_as_option(err, renames)) from None
 
 
 def _device(value: str | None) -> str | None:
@@ -272,6 +279,7 @@ def _generate(a) -> int:
     from workbench.core.generate import generate
     from workbench.core.loading import load_pipeline
     from workbench.core.policy import RecordingPolicy
+    from workbench.core.request import SIZE_LIMIT
     from workbench.store.runs import save_run
     from workbench.store.spec import save_spec
 
@@ -279,8 +287,6 @@ def _generate(a) -> int:
     if os.path.lexists(out) and not a.overwrite:
         raise _Usage(f"--out {out} exists; choose a new folder or pass --overwrite")
     _writable(out, f"--out {out}")
-    if not a.prompt.strip():
-        raise _Usage("--prompt must not be empty")
     request = _request(
         prompt=a.prompt,
         negative_prompt=a.negative_prompt,
@@ -294,11 +300,15 @@ def _generate(a) -> int:
     device = _device(a.device)
     with _user_errors():
         pipe = load_pipeline(a.model, device=device, dtype=a.dtype)
-        run = generate(pipe, request, policy=RecordingPolicy(heads=a.heads))
+        limit = None if a.no_size_limit else SIZE_LIMIT
+        run = generate(pipe, request, policy=RecordingPolicy(heads=a.heads), size_limit=limit)
     folder = save_run(run, out, overwrite=a.overwrite)
     save_spec(run, folder / "spec.json")
     print(run)
     print(f"run written to {folder} (re-run spec: {folder / 'spec.json'})")
+    if run.failure:  # not an interrupt: the run went wrong, and is kept for inspection
+        print(f"the run failed: {run.failure}; it is saved in {folder} for inspection", file=sys.stderr)
+        return EXIT_FAILED
     if not run.complete:  # Ctrl-C during generation: generate returns the steps made so far
         print(
             f"interrupted after {run.steps_done} of {run.config.steps} steps; the incomplete run is saved in {folder}",
@@ -356,15 +366,12 @@ def _study(a) -> int:
     if out.exists() and not out.is_dir():
         raise _Usage(f"--out {out} is a file; name a folder for the study's runs and report")
     _writable(out / "runs", f"--out {out}")
-    for option, text in (("--prompt", a.prompt), ("--swapped", a.swapped)):
-        if text is not None and not text.strip():
-            raise _Usage(f"{option} must not be empty")
     with _user_errors():
         orders = permutations(a.prompt, kind="relation") if a.swapped is None else [a.prompt, a.swapped]
     if len(orders) < 2:
         raise _Usage(
             f"no word-order swap found for --prompt {a.prompt!r}: name two objects around a relation "
-            f"word (like {STUDY_PROMPT!r}), or give the other order with --swapped"
+            f"word (like {DEFAULT_PROMPT!r}), or give the other order with --swapped"
         )
     for seed in a.seeds:  # the study's requests, checked before anything loads
         _request({"seed": "--seeds"}, prompt=a.prompt, seed=seed, steps=a.steps, guidance_scale=a.guidance)
@@ -453,6 +460,21 @@ def _sweep(a) -> int:
     return 0
 
 
+def _threads(a):
+    """The torch threads ``--threads`` asks for, checked against this machine's cores, for the command
+    (a sweep's ``--threads`` is per worker: its executor sets them)."""
+    threads = getattr(a, "threads", None)
+    if threads is None or a.command == "sweep":
+        return contextlib.nullcontext()
+    from workbench.core.numerics import check_threads, torch_threads
+
+    try:
+        check_threads(threads, "--threads")
+    except (TypeError, ValueError) as err:
+        raise _Usage(str(err)) from None
+    return torch_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)  # bad arguments: argparse prints usage and exits with 2
@@ -460,22 +482,17 @@ def main(argv: list[str] | None = None) -> int:
     def fail(message: str, code: int = EXIT_USAGE):
         parser.exit(code, f"workbench {args.command}: error: {message}\n")
 
+    handlers = {
+        "generate": _generate,
+        "report": _report,
+        "rerun": _rerun,
+        "study": _study,
+        "index": _index,
+        "sweep": _sweep,
+    }
     try:
-        if getattr(args, "threads", None) is not None:
-            if args.threads < 1:
-                fail(f"--threads must be >= 1, got {args.threads}")
-            import torch
-
-            torch.set_num_threads(args.threads)
-        handlers = {
-            "generate": _generate,
-            "report": _report,
-            "rerun": _rerun,
-            "study": _study,
-            "index": _index,
-            "sweep": _sweep,
-        }
-        return handlers[args.command](args)
+        with _threads(args):
+            return handlers[args.command](args)
     except _Usage as err:
         fail(str(err))
     except (

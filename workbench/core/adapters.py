@@ -25,6 +25,13 @@ from .layers import CrossAttentionLayer, cross_attention_layers
 from .tokens import cut_message, joined_table, sentencepiece_table, token_table, unknown_message, word_spans
 
 _LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MODEL_DEFAULTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # pipe -> its folder's own defaults
+MODEL_DEFAULTS_FILE = "workbench_defaults.json"  # in a model folder: {"guidance_scale": 4.0}
+
+
+def set_model_defaults(pipe, defaults: dict) -> None:
+    """Give ``pipe`` the generation defaults its model folder declares (``MODEL_DEFAULTS_FILE``)."""
+    _MODEL_DEFAULTS[pipe] = dict(defaults)
 
 
 class StableDiffusionAdapter:
@@ -32,6 +39,7 @@ class StableDiffusionAdapter:
 
     family = "Stable Diffusion 1.x/2.x"
     separate_negative = False  # the negative branch is the first half of one batch
+    family_guidance = 7.5  # the stock pipeline's own default guidance_scale
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -66,6 +74,11 @@ class StableDiffusionAdapter:
     @property
     def latent_channels(self) -> int:
         return int(self.denoiser.config.in_channels)
+
+    @property
+    def default_guidance(self) -> float:
+        """The guidance a request without one gets: the model folder's own, else the family's."""
+        return float(_MODEL_DEFAULTS.get(self.pipe, {}).get("guidance_scale", self.family_guidance))
 
     @property
     def text_limit(self) -> int:
@@ -146,6 +159,7 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
     the key positions are the 77 CLIP positions (one token table; CLIP-G pads with "!", CLIP-L with EOS)."""
 
     family = "SDXL"
+    family_guidance = 5.0
 
     def text_lengths(self, bound: dict) -> dict[str, int]:
         return {"CLIP": self.text_limit}
@@ -227,6 +241,7 @@ class StableDiffusion3Adapter(JointAdapter):
     """
 
     family = "SD3/SD3.5"
+    family_guidance = 7.0
 
     def layers(self) -> list[CrossAttentionLayer]:
         t = self.denoiser
@@ -271,6 +286,7 @@ class FluxAdapter(JointAdapter):
     """
 
     family = "Flux.1"
+    family_guidance = 3.5
     text_first = True
     rotary = True
     separate_negative = True

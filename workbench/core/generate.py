@@ -17,8 +17,8 @@ import torch
 
 from .adapters import adapter_for
 from .policy import RecordingPolicy
-from .recorder import StepCallback, record, using
-from .request import GUIDANCE_WARN_ABOVE, MAX_SEED, SIZE_LIMIT, Request
+from .recorder import StepCallback, record, silenced_progress, using
+from .request import MAX_SEED, SIZE_LIMIT, Request
 from .run import Run, RunConfig
 from .schedulers import build_scheduler
 
@@ -166,20 +166,15 @@ def _generate(pipe, requests: list[Request], policy, progress, cancel, on_step, 
     if missing:
         raise ValueError(f"generate needs a seed for every request; none for {missing}")
     first = requests[0]
-    if first.guidance_scale > GUIDANCE_WARN_ABOVE:
-        warnings.warn(
-            f"guidance_scale {first.guidance_scale} is far above the usual range (1-20); expect saturated images",
-            stacklevel=3,
-        )
+    for note in dict.fromkeys(n for r in requests for n in r.notes):
+        warnings.warn(note, stacklevel=3)
     scheduler = build_scheduler(first.scheduler, pipe.scheduler.config)
     generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
     single = len(requests) == 1
     interrupted = False
-    with record(pipe, policy, progress=progress, cancel=cancel, on_step=on_step) as rec:
-        old = pipe.scheduler
+    with record(pipe, policy, progress=progress, cancel=cancel, on_step=on_step, scheduler=scheduler) as rec:
+        rec.requests = requests  # the runs carry these, as asked (checked and filled in above)
         try:
-            if scheduler is not None:
-                pipe.scheduler = scheduler
             guidance = adapter.call_arguments(first)
             if not single and guidance.get("negative_prompt") is not None:
                 guidance["negative_prompt"] = [guidance["negative_prompt"]] * len(requests)
@@ -193,14 +188,9 @@ def _generate(pipe, requests: list[Request], policy, progress, cancel, on_step, 
             )
         except KeyboardInterrupt:
             interrupted = True  # the steps done are kept; the runs say they are incomplete
-        finally:
-            pipe.scheduler = old
     if not rec.runs:  # stopped before the pipeline drew its noise: there is nothing to keep
         raise KeyboardInterrupt if interrupted else RuntimeError("the pipeline call made no run")
-    return [
-        dataclasses.replace(run, config=dataclasses.replace(run.config, request=req))
-        for run, req in zip(rec.runs, requests)
-    ]
+    return rec.runs
 
 
 def call_again(pipe, config: RunConfig, *, output_type: str, denoiser_hook=None, **text):
@@ -213,14 +203,13 @@ def call_again(pipe, config: RunConfig, *, output_type: str, denoiser_hook=None,
     if config.seed is None:
         raise ValueError("this run's noise did not come from a seed, so it cannot be made again")
     adapter = adapter_for(pipe)
-    with using(pipe):
-        old, old_bar = pipe.scheduler, getattr(pipe, "_progress_bar_config", None)
+    with using(pipe), silenced_progress(pipe):
+        old = pipe.scheduler
         handle = None
         try:
             if denoiser_hook is not None:
                 handle = adapter.denoiser.register_forward_pre_hook(denoiser_hook, with_kwargs=True)
             pipe.scheduler = build_scheduler(config.scheduler_spec(), pipe.scheduler.config)
-            pipe.set_progress_bar_config(disable=True)
             return pipe(
                 **(text or {"prompt": config.prompt}),
                 **adapter.call_arguments(config.request),
@@ -234,10 +223,6 @@ def call_again(pipe, config: RunConfig, *, output_type: str, denoiser_hook=None,
             if handle is not None:
                 handle.remove()
             pipe.scheduler = old
-            if old_bar is None:
-                pipe.__dict__.pop("_progress_bar_config", None)
-            else:
-                pipe._progress_bar_config = old_bar
 
 
 def replay(pipe, config: RunConfig, *, prompt_embeds: torch.Tensor | None = None) -> np.ndarray:

@@ -14,7 +14,7 @@ import torch
 from workbench.names import NAMED_MODELS as _NAMED
 from workbench.names import register_model  # noqa: F401  (named models are registered here too)
 
-from .adapters import ADAPTERS
+from .adapters import ADAPTERS, MODEL_DEFAULTS_FILE, set_model_defaults
 
 SUPPORTED = set(ADAPTERS)  # pipeline classes with an adapter: SD 1.x/2.x, SDXL, SD3/3.5, Flux.1
 
@@ -211,18 +211,78 @@ def load_pipeline(source: str | os.PathLike = "toy", device: str | None = None, 
             )
     except OSError as err:
         if isinstance(path, Path):
-            raise ValueError(f"{path} cannot be loaded as a diffusers pipeline: {err}") from None
+            raise ValueError(f"{path} cannot be loaded as a diffusers pipeline: {_first_line(err)}") from None
         raise ModelNotAvailableError(
             f"the weights of {label!r} are not available locally (there is no folder of that name here) "
             f"and the hub could not be reached ({err.__class__.__name__}). "
             f"On a machine with internet run `hf download {label}` (or `huggingface-cli download {label}`), "
             "then pass the downloaded folder or set HF_HOME to the cache that holds it"
         ) from None
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # a damaged folder (configs of the wrong type, weights of the wrong shape)
+        if not isinstance(path, Path):
+            raise
+        raise ValueError(
+            f"{path} cannot be loaded as a diffusers pipeline ({type(err).__name__}: {_first_line(err)})"
+        ) from None
     if type(pipe).__name__ not in SUPPORTED:
         raise NotImplementedError(f"{type(pipe).__name__} is not supported; supported: {sorted(SUPPORTED)}")
+    if isinstance(path, Path):
+        _check_all_weights_loaded(pipe, path)
     pipe = pipe.to(device)
     _SOURCES[pipe] = label
+    if isinstance(path, Path):
+        set_model_defaults(pipe, _model_defaults(path))
     return pipe
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _check_all_weights_loaded(pipe, folder: Path) -> None:
+    """Refuse a folder whose weight files lack tensors its models need.
+
+    diffusers and transformers initialise such tensors at random with only a log line, and the model
+    then makes noise (or NaN at the first step). Tensors tied to a loaded one (T5's shared embedding)
+    count as loaded.
+    """
+    from safetensors import safe_open
+
+    for part, module in sorted(pipe.components.items()):
+        if not isinstance(module, torch.nn.Module) or not (folder / part).is_dir():
+            continue
+        stored: set[str] = set()
+        for file in (folder / part).glob("*.safetensors"):
+            with safe_open(file, "pt") as handle:
+                stored |= set(handle.keys())
+        state = module.state_dict()
+        loaded = {state[k].data_ptr() for k in stored if k in state}
+        missing = [k for k in state if k not in stored and state[k].data_ptr() not in loaded]
+        if missing:
+            raise ValueError(
+                f"{folder / part} does not hold {len(missing)} of the {len(state)} weights its config needs "
+                f"(e.g. {', '.join(missing[:3])}); they would be random. Use weights saved with this config"
+            )
+
+
+def _model_defaults(folder: Path) -> dict:
+    """The generation defaults a model folder declares (``workbench_defaults.json``), checked."""
+    from .request import Request
+
+    file = folder / MODEL_DEFAULTS_FILE
+    if not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text())
+        if not isinstance(data, dict) or set(data) - {"guidance_scale"}:
+            raise ValueError('it may hold only {"guidance_scale": <number>}')
+        Request("", seed=0, **data)  # the value checked as a request would check it
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as err:
+        raise ValueError(f"{file} cannot be used ({err})") from None
+    return data
 
 
 _SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -1,10 +1,19 @@
-"""Memory pre-flight: will one generation at this size fit, before anything large is allocated?
+"""Memory pre-flight: will one recorded call fit, before anything large is allocated?
 
-The estimate is of the largest activations a call holds at once — the denoiser's widest feature map at
-the latent size (times the guidance batch) and the VAE decoder's first feature map at the image size —
-times a safety factor for the tensors alive beside them, in the denoiser's dtype. It is a floor, not a
-promise; its purpose is to refuse, with numbers, the sizes that cannot fit, instead of letting a call
-swap or hang for minutes.
+Two checks, both before the allocations they are about:
+
+* ``check_size`` (when the pipeline prepares its latents, before the noise is drawn): the largest
+  activations a call holds at once — the denoiser's widest feature map at the latent size (times the
+  guidance batch) and the VAE decoder's first feature map at the image size — times a safety factor
+  for the tensors alive beside them, in the denoiser's dtype, against the memory the denoiser's device
+  has available;
+* ``check_call`` (before the first denoising step, when the number of steps and the text length are
+  known): the same activations plus what the recording keeps — the attention store (on its device)
+  and the latent and x0 trajectories (CPU, float32) — each against the memory of the device it lives
+  on.
+
+An estimate is a floor, not a promise; its purpose is to refuse, with numbers and what would fit, the
+calls that cannot fit, instead of letting them swap, hang or die half way.
 """
 
 from __future__ import annotations
@@ -14,17 +23,28 @@ import os
 import torch
 
 LIVE_TENSORS = 8  # feature maps alive at once around the widest one (inputs, norms, residuals, outputs)
+_GB = 1024**3
 
 
 class MemoryPreflightError(MemoryError):
-    """A generation would need more memory than the device has free."""
+    """A generation would need more memory than the device has available."""
 
 
 def available_bytes(device: torch.device) -> int | None:
-    """Free memory on ``device`` (CUDA: the driver's count; CPU: the OS's available pages), or None."""
+    """Memory that can still be used on ``device``: CUDA, the driver's free count; CPU, the kernel's
+    ``MemAvailable`` (free pages plus what caches give back), else the free pages; None if unknown."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
@@ -51,17 +71,77 @@ def peak_bytes(adapter, height: int, width: int, batch: int) -> int:
     return LIVE_TENSORS * max(denoise, decode)
 
 
-def check_memory(adapter, height: int, width: int, batch: int) -> int:
-    """Return the estimate, or raise ``MemoryPreflightError`` with it and the largest size that fits."""
-    device = next(adapter.denoiser.parameters()).device
-    free = available_bytes(device)
-    need = peak_bytes(adapter, height, width, batch)
-    if free is None or need <= free:
-        return need
-    scale = (free / need) ** 0.5
+def trajectory_bytes(adapter, height: int, width: int, batch: int, iterations: int) -> int:
+    """Bytes of the latents (iterations + 1) and x0 (iterations) a run keeps: CPU float32."""
+    h, w = adapter.latent_hw(height, width)
+    return (2 * iterations + 1) * batch * adapter.latent_channels * h * w * 4
+
+
+def _device_of(adapter) -> torch.device:
+    return next(adapter.denoiser.parameters()).device
+
+
+def _fitting_size(adapter, height: int, width: int, need: int, have: int) -> tuple[int, int]:
+    scale = (have / need) ** 0.5
     m = adapter.size_multiple
-    fit_h, fit_w = max(m, int(height * scale) // m * m), max(m, int(width * scale) // m * m)
+    return max(m, int(height * scale) // m * m), max(m, int(width * scale) // m * m)
+
+
+def check_size(adapter, height: int, width: int, batch: int) -> int:
+    """Return the activation estimate, or raise ``MemoryPreflightError`` with it and the largest size
+    that fits. Cheap: called before the noise is drawn."""
+    device = _device_of(adapter)
+    have = available_bytes(device)
+    need = peak_bytes(adapter, height, width, batch)
+    if have is None or need <= have:
+        return need
+    fit_h, fit_w = _fitting_size(adapter, height, width, need, have)
     raise MemoryPreflightError(
-        f"a {width}x{height} image (batch {batch}) needs about {need / 1024**3:.1f} GB of activations on "
-        f"{device}, which has {free / 1024**3:.1f} GB free; try {fit_w}x{fit_h} or smaller"
+        f"a {width}x{height} image (batch {batch}) needs about {need / _GB:.1f} GB of activations on "
+        f"{device}, which has {have / _GB:.1f} GB available, counting caches it can free; try {fit_w}x{fit_h} or smaller"
     )
+
+
+def check_call(
+    adapter, height: int, width: int, batch: int, iterations: int, store_bytes: int, store_device
+) -> int:
+    """Check the whole recorded call against each device's available memory; return the bytes it needs.
+
+    ``store_bytes`` is the attention store's estimate (``policy.estimate_bytes``) and ``store_device``
+    where the policy keeps it. Raises ``MemoryPreflightError`` naming what does not fit and what would.
+    """
+    device = _device_of(adapter)
+    store_device = torch.device(store_device)
+    activations = peak_bytes(adapter, height, width, batch)
+    kept = trajectory_bytes(adapter, height, width, batch, iterations)
+    needs: dict[torch.device, int] = {device: activations}
+    needs[torch.device("cpu")] = needs.get(torch.device("cpu"), 0) + kept
+    needs[store_device] = needs.get(store_device, 0) + store_bytes
+    for where, need in needs.items():
+        have = available_bytes(where)
+        if have is None or need <= have:
+            continue
+        parts = [("activations", activations if where == device else 0)]
+        parts += [("the latent and x0 trajectories", kept if where.type == "cpu" else 0)]
+        parts += [("the attention store", store_bytes if where == store_device else 0)]
+        shown = ", ".join(f"{label} {n / _GB:.2f} GB" for label, n in parts if n)
+        raise MemoryPreflightError(
+            f"this recorded call needs about {need / _GB:.1f} GB on {where} ({shown}), which has "
+            f"{have / _GB:.1f} GB available; {_what_fits(parts, have, iterations)}"
+        )
+    return sum(needs.values())
+
+
+def _what_fits(parts: list[tuple[str, int]], have: int, iterations: int) -> str:
+    """Advice for the largest part: fewer steps or layers kept, or a smaller image."""
+    label, largest = max(parts, key=lambda p: p[1])
+    rest = sum(n for _, n in parts) - largest
+    if label == "the attention store":
+        room = max(0, have - rest)
+        return (
+            f"record at most {room / _GB:.2f} GB of attention: fewer steps or layers "
+            "(RecordingPolicy(steps=..., layers=...)), heads='mean' or dtype='float16'"
+        )
+    if label == "the latent and x0 trajectories":
+        return f"make fewer than {iterations} steps or a smaller image"
+    return "make a smaller image"

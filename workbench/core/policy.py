@@ -50,6 +50,13 @@ class RecordingPolicy:
             raise ValueError(f"policy heads must be 'mean' or 'all', got {self.heads!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"policy dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.device != "cpu":  # where the store lives must exist here, before any recording starts
+            from .loading import check_device
+
+            try:
+                check_device(self.device)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"policy device: {err}") from None
         if not isinstance(self.budget_bytes, int) or self.budget_bytes <= 0:
             raise ValueError(f"policy budget_bytes must be a positive int, got {self.budget_bytes!r}")
         if self.steps is not None:

@@ -38,7 +38,8 @@ from tqdm.auto import tqdm
 from .adapters import adapter_for
 from .attention import AttentionSink, AttentionStore
 from .loading import model_source, weights_hash
-from .memory import check_memory
+from .memory import check_call, check_size
+from .numerics import numerics
 from .policy import RecordingPolicy, check_budget
 from .request import Request
 from .run import Provenance, Run, RunConfig
@@ -46,45 +47,58 @@ from .schedulers import jsonable, x0_from_output
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
-_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module or scheduler -> its lock
 _LOCKS_GUARD = threading.Lock()
-_OWNERS: dict[int, int] = {}  # id(pipe) -> thread ident holding its lock
+_OWNERS: dict[int, int] = {}  # id(held object) -> thread ident holding its lock
 
 
-def versions() -> dict[str, str]:
-    import diffusers
-    import transformers
+def held_objects(pipe) -> list:
+    """What a recording's observers sit on, and so what two calls must not share at once: the
+    denoiser (hooks on it and its attention modules) and the scheduler (its ``step`` is wrapped).
+    Pipelines built from another's components share these, so they are locked, not the pipeline."""
+    return [adapter_for(pipe).denoiser, pipe.scheduler]
 
-    from workbench._version import __version__
 
-    return {
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "workbench": __version__,
-    }
+@contextmanager
+def holding(objects: list):
+    """Hold ``objects`` (see ``held_objects``): other threads wait their turn; one thread may not nest."""
+    objects = sorted({id(o): o for o in objects}.values(), key=id)  # one order everywhere: no deadlock
+    me = threading.get_ident()
+    if any(_OWNERS.get(id(o)) == me for o in objects):
+        raise RuntimeError(
+            "this pipeline (or one sharing its denoiser or scheduler) is already busy with a recording in "
+            "this thread; finish that call before starting another on the same pipeline"
+        )
+    with _LOCKS_GUARD:
+        locks = [_LOCKS.setdefault(o, threading.Lock()) for o in objects]
+    with contextlib.ExitStack() as stack:
+        for o, lock in zip(objects, locks):
+            stack.enter_context(lock)
+            _OWNERS[id(o)] = me
+            stack.callback(_OWNERS.pop, id(o), None)
+        yield
 
 
 @contextmanager
 def using(pipe):
-    """Hold ``pipe`` for one call: other threads wait their turn; the same thread may not nest.
+    """Hold ``pipe`` for one call (see ``holding``): every recorded or replayed call goes through here,
+    so two never install observers over each other's or share one scheduler."""
+    with holding(held_objects(pipe)):
+        yield
 
-    Two recordings on one pipeline at once would install observers over each other's observers and
-    share one scheduler, so every recorded (or replayed) call goes through here.
-    """
-    with _LOCKS_GUARD:
-        lock = _LOCKS.setdefault(pipe, threading.Lock())
-    if _OWNERS.get(id(pipe)) == threading.get_ident():
-        raise RuntimeError(
-            "this pipeline is already busy with a recording in this thread; finish that call before "
-            "starting another on the same pipeline"
-        )
-    with lock:
-        _OWNERS[id(pipe)] = threading.get_ident()
-        try:
-            yield
-        finally:
-            _OWNERS.pop(id(pipe), None)
+
+@contextmanager
+def silenced_progress(pipe):
+    """The pipeline's own progress bar off for the block, its setting put back afterwards."""
+    old = getattr(pipe, "_progress_bar_config", None)
+    pipe.set_progress_bar_config(disable=True)
+    try:
+        yield
+    finally:
+        if old is None:
+            pipe.__dict__.pop("_progress_bar_config", None)
+        else:
+            pipe._progress_bar_config = old
 
 
 def _fresh_seed(generator) -> int | None:
@@ -120,14 +134,25 @@ class Recording:
     latent after iteration ``i`` and the clean latent predicted there: (batch, C, h, w), CPU, float32.
     """
 
-    def __init__(self, pipe, policy: RecordingPolicy, progress: bool, cancel, on_step: StepCallback | None):
+    def __init__(
+        self, pipe, policy: RecordingPolicy, progress: bool, cancel, on_step: StepCallback | None, held: list
+    ):
         self.pipe = pipe
         self.adapter = adapter_for(pipe)
         self.policy = policy
         self.progress = progress
         self.cancel = cancel
         self.on_step = on_step
+        self.owner = threading.get_ident()  # the thread whose calls are recorded; others wait
+        self.held = held  # what ``record`` holds for this recording (see ``held_objects``)
         self.runs: list[Run] = []
+        self.finished: list[Run] = []  # runs of the calls made before the current one
+        self.requests: list[Request] | None = None  # what ``generate`` asked for, when it made the call
+        self._undo: list[Callable[[], None]] = []
+        self._new_call()
+
+    def _new_call(self) -> None:
+        """Forget the last call's observations (its runs are in ``finished``) for the next call."""
         self.prompts: list[str] | None = None
         self.negative_prompts: list[str | None] = [None]
         self.per_prompt = 1
@@ -149,7 +174,23 @@ class Recording:
         self.failure: str | None = None
         self.scheduler = None
         self.bar = None
-        self._undo: list[Callable[[], None]] = []
+        self._call_undo: list[Callable[[], None]] = []  # observers of this call (attention, step)
+
+    def _end_call(self) -> None:
+        """A call ended (or a next one began): keep its runs and take its observers off."""
+        for undo in reversed(self._call_undo):
+            undo()
+        if self.bar is not None:
+            self.bar.close()
+        self.finished += self.finish()
+        self._new_call()
+
+    def _wait_if_foreign(self) -> None:
+        """A call from another thread (or through another pipeline sharing these components) waits
+        until this recording ends, then goes on unobserved: it never mixes into this recording."""
+        if threading.get_ident() != self.owner:
+            with holding(self.held):
+                pass
 
     @property
     def steps_done(self) -> int:
@@ -175,27 +216,37 @@ class Recording:
         self._wrap(pipe, "encode_prompt", self._encode_prompt)
         self._wrap(pipe, "prepare_latents", self._prepare_latents)
         self._wrap(pipe.image_processor, "postprocess", self._postprocess)
+        self._wrap(pipe.scheduler, "set_timesteps", self._guard)
         handle = self.adapter.denoiser.register_forward_pre_hook(self._forward, with_kwargs=True)
         self._undo.append(handle.remove)
-        old_bar = getattr(pipe, "_progress_bar_config", None)
-        pipe.set_progress_bar_config(disable=True)
-        self._undo.append(
-            (lambda: pipe.__dict__.pop("_progress_bar_config", None))
-            if old_bar is None
-            else (lambda: setattr(pipe, "_progress_bar_config", old_bar))
-        )
+        quiet = silenced_progress(pipe)
+        quiet.__enter__()
+        self._undo.append(lambda: quiet.__exit__(None, None, None))
 
     def remove(self) -> None:
+        for undo in reversed(self._call_undo):
+            undo()
+        self._call_undo = []
         for undo in reversed(self._undo):
             undo()
         self._undo = []
         if self.bar is not None:
             self.bar.close()
 
+    def _guard(self, original):
+        def guarded(*args, **kwargs):
+            self._wait_if_foreign()
+            return original(*args, **kwargs)
+
+        return guarded
+
     def _encode_prompt(self, original):
         signature = inspect.signature(original)
 
         def encode_prompt(*args, **kwargs):
+            self._wait_if_foreign()
+            if self.noise is not None:  # a second pipeline call inside one recording: a run of its own
+                self._end_call()
             bound = signature.bind_partial(*args, **kwargs).arguments
             found = self.adapter.prompts_of(bound, self.encode_calls)
             self.encode_calls += 1
@@ -229,11 +280,13 @@ class Recording:
         signature = inspect.signature(original)
 
         def prepare_latents(*args, **kwargs):
+            self._wait_if_foreign()
             bound = signature.bind(*args, **kwargs)
             a = bound.arguments
             generator, latents = a.get("generator"), a.get("latents")
             batch = int(a["batch_size"])
             self.size = (int(a["height"]), int(a["width"]))
+            check_size(self.adapter, *self.size, batch)  # before the noise is drawn
             if latents is None:
                 gens = generator if isinstance(generator, list) else [generator]
                 fresh = [_fresh_seed(g) for g in gens]
@@ -267,6 +320,7 @@ class Recording:
         return self.adapter.unpack(latents.detach(), *self.size).float().cpu()
 
     def _forward(self, module, args, kwargs) -> None:
+        self._wait_if_foreign()
         self.denoiser_calls += 1
         if self.sink is not None:
             self.sink.call = self.denoiser_calls - 1
@@ -282,8 +336,9 @@ class Recording:
         latent_hw = tuple(self.noise.shape[-2:])
         batch = self.noise.shape[0]
         layers = adapter.layers()
-        check_memory(adapter, *self.size, batch)  # before any denoising: refuse what cannot fit
-        check_budget(self.policy, layers, latent_hw, self.text_len, self.total_steps, batch)
+        store = check_budget(self.policy, layers, latent_hw, self.text_len, self.total_steps, batch)
+        # before any denoising: the whole call against the memory each part lives in
+        check_call(adapter, *self.size, batch, self.total_steps, store, self.policy.device)
         if self.policy.negative and not self._guided() and not adapter.separate_negative:
             _warn("policy.negative is set but guidance is off: there is no negative branch to record")
         if self.policy.record_attention:
@@ -291,8 +346,11 @@ class Recording:
                 self.policy, layers, latent_hw, self.text_len, self.total_steps, batch=batch
             )
             self.sink.separate_negative = adapter.separate_negative
-            self._undo += adapter.observe(self.sink)
+            self._call_undo += adapter.observe(self.sink)
+        undo = len(self._undo)
         self._wrap(self.scheduler, "step", self._step)
+        self._call_undo += self._undo[undo:]  # the step wrapper belongs to this call
+        del self._undo[undo:]
         self.bar = tqdm(
             total=self.total_steps, desc="denoising", unit="step", disable=not self.progress, leave=False
         )
@@ -306,6 +364,9 @@ class Recording:
 
     def _step(self, original):
         def step(model_output, timestep, sample, *args, return_dict: bool = True, **kwargs):
+            if threading.get_ident() != self.owner:
+                self._wait_if_foreign()
+                return original(model_output, timestep, sample, *args, return_dict=return_dict, **kwargs)
             out = original(model_output, timestep, sample, *args, return_dict=True, **kwargs)
             x0 = getattr(out, "pred_original_sample", None)
             if x0 is None:
@@ -357,6 +418,8 @@ class Recording:
         if len(negatives) != len(prompts):
             negatives = [negatives[0]] * len(prompts)
         height, width = self.size
+        param = next(self.adapter.denoiser.parameters())
+        numerics_here = numerics(param.device, param.dtype)
         provenance = dict(
             scheduler=type(self.scheduler).__name__ if self.scheduler is not None else "",
             scheduler_config=jsonable(dict(self.scheduler.config)) if self.scheduler is not None else {},
@@ -367,7 +430,8 @@ class Recording:
             },
             dtype=str(next(self.adapter.denoiser.parameters()).dtype).removeprefix("torch."),
             device=str(next(self.adapter.denoiser.parameters()).device),
-            versions=versions(),
+            versions=numerics_here["versions"],
+            numerics=numerics_here,
             batch={"size": batch, "prompts": prompts, "seeds": self.seeds} if batch > 1 else None,
             noise=self.noise_kind,
         )
@@ -377,8 +441,10 @@ class Recording:
         table = self.adapter.table
         steps = int(getattr(self.scheduler, "num_inference_steps", None) or self.total_steps or 1)
         runs = []
+        asked = self.requests if self.requests is not None and len(self.requests) == batch else None
+        self.requests = None  # for this call only
         for i in range(batch):
-            request = Request(
+            request = asked[i] if asked is not None else Request(
                 prompt=prompts[i],
                 seed=self.seeds[i],
                 steps=steps,
@@ -427,6 +493,7 @@ def record(
     progress: bool = True,
     cancel: threading.Event | None = None,
     on_step: StepCallback | None = None,
+    scheduler=None,
 ):
     """Record the pipeline call made inside the block; afterwards ``rec.runs`` holds one ``Run`` per image.
 
@@ -443,8 +510,12 @@ def record(
         cancel: a ``threading.Event``; setting it stops the call after the current step (runs are kept,
             marked incomplete).
         on_step: called as ``on_step(step, x0, latent)`` with (batch, C, h, w) tensors after every step.
+        scheduler: a scheduler to put on the pipeline for the block (the pipeline's own afterwards).
 
-    One recording per pipeline at a time: a call from another thread waits for the pipeline.
+    Every pipeline call made in the block is recorded: ``rec.runs`` holds the runs of the first call,
+    then those of the next. One recording per pipeline at a time (pipelines that share a denoiser or
+    scheduler count as one): a ``record`` from another thread waits for the pipeline, and so does a
+    plain call from another thread that starts during the recording; neither mixes into it.
 
     Example:
         >>> with record(pipe, RecordingPolicy(layers=["16x16"])) as rec:  # doctest: +SKIP
@@ -454,8 +525,12 @@ def record(
     policy = RecordingPolicy() if policy is None else policy
     if not isinstance(policy, RecordingPolicy):
         raise TypeError(f"policy must be a RecordingPolicy, got {type(policy).__name__}")
-    with using(pipe):
-        rec = Recording(pipe, policy, progress, cancel, on_step)
+    held = held_objects(pipe)
+    with holding(held):
+        old = pipe.scheduler
+        if scheduler is not None:
+            pipe.scheduler = scheduler
+        rec = Recording(pipe, policy, progress, cancel, on_step, held)
         failed = False
         try:
             rec.install()
@@ -467,5 +542,6 @@ def record(
             raise
         finally:
             rec.remove()
+            pipe.scheduler = old
             if not failed:
-                rec.runs = rec.finish()
+                rec.runs = rec.finished + rec.finish()

@@ -189,9 +189,9 @@ class Request:
         try:
             object.__setattr__(self, "scheduler", scheduler_spec(self.scheduler))
         except TypeError as err:
-            raise RequestTypeError("scheduler", str(err)) from None
+            raise RequestTypeError("scheduler", str(err).removeprefix("scheduler ")) from None
         except ValueError as err:
-            raise RequestError("scheduler", str(err)) from None
+            raise RequestError("scheduler", str(err).removeprefix("scheduler ")) from None
 
     @property
     def notes(self) -> list[str]:
@@ -216,7 +216,8 @@ class Request:
         """
         if self.true_cfg_scale not in (None, 1.0) and not adapter.separate_negative:
             raise RequestError(
-                "true_cfg_scale", f"applies to Flux pipelines only; {adapter.family} guides with guidance_scale"
+                "true_cfg_scale",
+                f"applies to Flux pipelines only; {adapter.family} guides with guidance_scale",
             )
         m = adapter.size_multiple
         height = check_size("height", self.height or adapter.default_size, m)

@@ -6,6 +6,10 @@ import torch
 
 from workbench.names import SCHEDULERS  # the names live in a torch-free module for the CLI
 
+MAX_TRAIN_TIMESTEPS = 10_000  # 1000 in every released model; the scheduler allocates tables this long
+MAX_CONFIG_LIST = MAX_TRAIN_TIMESTEPS  # the longest list a scheduler config may hold (trained_betas)
+MAX_CONFIG_TEXT = 1_000  # the longest string a scheduler config may hold
+
 
 def scheduler_spec(scheduler) -> str | dict | None:
     """A scheduler as a JSON-ready spec: ``None``, a known short name, or ``{"class", "config"}``.
@@ -18,24 +22,89 @@ def scheduler_spec(scheduler) -> str | dict | None:
     if isinstance(scheduler, str):
         key = scheduler.lower()
         if key not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {sorted(SCHEDULERS)}")
+            raise ValueError(f"scheduler {scheduler!r} is not known; choose one of {sorted(SCHEDULERS)}")
         return key
     if isinstance(scheduler, dict):
         if set(scheduler) != {"class", "config"} or not isinstance(scheduler["class"], str):
             raise ValueError(
-                "a scheduler spec dict must be {'class': '<diffusers scheduler class>', 'config': {...}}, "
+                "scheduler spec dict must be {'class': '<diffusers scheduler class>', 'config': {...}}, "
                 f"got keys {sorted(scheduler)}"
             )
         if not isinstance(scheduler["config"], dict):
             raise TypeError(
                 f"scheduler spec 'config' must be a dict, got {type(scheduler['config']).__name__}"
             )
+        check_scheduler_class(scheduler["class"])
+        check_scheduler_config(scheduler["config"])
         return {"class": scheduler["class"], "config": jsonable(scheduler["config"])}
     if hasattr(scheduler, "step") and hasattr(scheduler, "set_timesteps") and hasattr(scheduler, "config"):
         return {"class": type(scheduler).__name__, "config": jsonable(dict(scheduler.config))}
     raise TypeError(
         f"scheduler must be a name, a diffusers scheduler or a spec dict, got {type(scheduler).__name__}"
     )
+
+
+def scheduler_classes() -> frozenset[str]:
+    """The names of the scheduler classes this diffusers ships (subclasses of ``SchedulerMixin``)."""
+    global _CLASSES
+    if _CLASSES is None:
+        import inspect
+
+        import diffusers
+        from diffusers import SchedulerMixin
+
+        found = set()
+        for name in dir(diffusers):
+            if not name.endswith("Scheduler") or name == "SchedulerMixin":
+                continue
+            try:
+                cls = getattr(diffusers, name)
+            except (ImportError, AttributeError, RuntimeError):  # an optional dependency missing
+                continue
+            if inspect.isclass(cls) and issubclass(cls, SchedulerMixin):
+                found.add(name)
+        _CLASSES = frozenset(found)
+    return _CLASSES
+
+
+_CLASSES: frozenset[str] | None = None
+
+
+def check_scheduler_class(name: str) -> None:
+    """Refuse any class but a diffusers scheduler: a spec may build schedulers and nothing else."""
+    if name not in scheduler_classes():
+        raise ValueError(
+            f"scheduler class {name!r} is not a scheduler of this diffusers; a spec may name scheduler "
+            f"classes only, such as {', '.join(sorted({c for c, _ in SCHEDULERS.values()}))} (or a short "
+            f"name: {', '.join(sorted(SCHEDULERS))})"
+        )
+
+
+def check_scheduler_config(config: dict) -> None:
+    """Bound what a scheduler config may ask to allocate, before the scheduler is built.
+
+    ``num_train_timesteps`` is 1..``MAX_TRAIN_TIMESTEPS``; numbers are finite; lists and strings short.
+    """
+    import math
+
+    for key, value in config.items():
+        if not isinstance(key, str):
+            raise TypeError(f"scheduler config keys must be str, got {key!r}")
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if len(items) > MAX_CONFIG_LIST:
+            raise ValueError(
+                f"scheduler config {key!r} holds {len(items):,} values; at most {MAX_CONFIG_LIST:,}"
+            )
+        for v in items:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"scheduler config {key!r} must be finite, got {v!r}")
+            if isinstance(v, str) and len(v) > MAX_CONFIG_TEXT:
+                raise ValueError(f"scheduler config {key!r} is a string of {len(v):,} characters")
+    n = config.get("num_train_timesteps")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TRAIN_TIMESTEPS):
+        raise ValueError(
+            f"scheduler config num_train_timesteps must be an int in 1..{MAX_TRAIN_TIMESTEPS}, got {n!r}"
+        )
 
 
 def build_scheduler(spec, base_config):
@@ -52,14 +121,19 @@ def build_scheduler(spec, base_config):
     if isinstance(spec, str):
         cls_name, extra = SCHEDULERS[spec]
         return getattr(diffusers, cls_name).from_config(base_config, **extra)
-    cls = getattr(diffusers, spec["class"], None)
-    if cls is None or not hasattr(cls, "from_config"):
-        raise ValueError(
-            f"scheduler class {spec['class']!r} is not in this diffusers ({diffusers.__version__})"
-        )
+    check_scheduler_class(spec["class"])
+    cls = getattr(diffusers, spec["class"])
     # Private keys (``_use_default_values`` above all) would make diffusers reset the listed fields.
     config = {k: v for k, v in {**dict(base_config), **spec["config"]}.items() if not k.startswith("_")}
-    return cls.from_config(config)
+    check_scheduler_config(config)
+    try:
+        return cls.from_config(config)
+    except MemoryError:
+        raise
+    except Exception as err:  # a config the class cannot take: one line naming it, not its traceback
+        raise ValueError(
+            f"scheduler {spec['class']} cannot be built from this config ({type(err).__name__}: {err})"
+        ) from None
 
 
 def jsonable(d: dict) -> dict:

@@ -17,8 +17,21 @@ TEXT_KINDS = ("word", "punct")
 SPECIAL_KINDS = ("bos", "eos", "pad")
 
 
+MAX_WORD_CHARS = 80  # a "word" longer than this is shown shortened in the table (one copy per token)
+
+
 def _clean(token: str) -> str:
     return token.replace("</w>", "")
+
+
+def shown_word(word: str) -> str:
+    """A word as the table keeps it: itself, or its start and length when longer than ``MAX_WORD_CHARS``.
+
+    Every token row holds its word, so a table of a very long word stays linear in the prompt's length.
+    """
+    if len(word) <= MAX_WORD_CHARS:
+        return word
+    return f"{word[: MAX_WORD_CHARS - 20]}… ({len(word):,} characters)"
 
 
 def token_table(tokenizer, text: str, max_length: int | None = None, *, warn: bool = True) -> pd.DataFrame:
@@ -60,7 +73,7 @@ def token_table(tokenizer, text: str, max_length: int | None = None, *, warn: bo
         else:
             word_spans[-1][1] = offsets[i][1]
         word_of.append(len(word_spans) - 1)
-    words = [text[a:b] for a, b in word_spans]
+    words = [shown_word(text[a:b]) for a, b in word_spans]
 
     room = limit - 2  # BOS and EOS always take a position each
     rows: list[dict] = [_special(0, tokenizer.bos_token_id, tokenizer.bos_token, "bos")]
@@ -224,11 +237,11 @@ def sentencepiece_table(
     pieces = tokenizer.convert_ids_to_tokens(ids)
     spans: list[list[int]] = []
     word_of: list[int] = []
+    ends = [e for _, e in word_spans] if word_spans is not None else []
     for i, piece in enumerate(pieces):
         a, b = offsets[i]
         if word_spans is not None:
-            hits = [w for w, (s, e) in enumerate(word_spans) if s < max(b, a + 1) and a < e]
-            word_of.append(hits[0] if hits else (word_of[-1] if word_of else 0))
+            word_of.append(_overlapping(word_spans, ends, a, max(b, a + 1), word_of))
             continue
         if i == 0 or piece.startswith("\u2581") or a > offsets[i - 1][1]:
             spans.append([a, b])
@@ -236,7 +249,7 @@ def sentencepiece_table(
             spans[-1][1] = b
         word_of.append(len(spans) - 1)
     spans_used = [list(sp) for sp in word_spans] if word_spans is not None else spans
-    words = [text[a:b].strip() for a, b in spans_used]
+    words = [shown_word(text[a:b].strip()) for a, b in spans_used]
     room = max_length - 1  # EOS takes a position
     rows = []
     for i, (tid, piece) in enumerate(zip(ids, pieces)):
@@ -261,6 +274,17 @@ def sentencepiece_table(
     for r in cut:
         r["position"] = max_length + r["position"] - kept
     return pd.DataFrame([r for r in rows if r["kind"] != "cut"] + specials + cut, columns=TOKEN_COLUMNS)
+
+
+def _overlapping(spans, ends: list[int], a: int, b: int, word_of: list[int]) -> int:
+    """The first of ``spans`` (sorted, disjoint) that overlaps [a, b), found by bisection; else the
+    previous token's word."""
+    import bisect
+
+    w = bisect.bisect_right(ends, a)  # the first span ending after a
+    if w < len(spans) and spans[w][0] < b:
+        return w
+    return word_of[-1] if word_of else 0
 
 
 def word_spans(tokenizer, text: str) -> list[tuple[int, int]]:

@@ -15,6 +15,7 @@ removed by the next save into the same parent folder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,6 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from workbench.core.attention import AttentionStore
 from workbench.core.policy import RecordingPolicy
+from workbench.core.request import RequestError
 from workbench.core.run import SCHEMA_VERSION, Run, RunConfig
 from workbench.core.tokens import KINDS
 
@@ -288,7 +290,8 @@ _TOKEN_TYPES = {
     "word": lambda x: isinstance(x, str),
     "kind": lambda x: x in KINDS,
 }
-_PROVENANCE_TYPES = {  # run.json's provenance fields and what each must be
+_CONFIG_TYPES = {  # a run config's JSON fields beside the request's, and what each must be
+    "policy": dict,
     "scheduler": str,
     "scheduler_config": dict,
     "model": dict,
@@ -297,6 +300,7 @@ _PROVENANCE_TYPES = {  # run.json's provenance fields and what each must be
     "versions": dict,
     "noise": str,
     "batch": (dict, type(None)),
+    "numerics": dict,
 }
 
 
@@ -348,6 +352,63 @@ def _check_store(store, key: str) -> str | None:
     return None
 
 
+class ConfigError(ValueError):
+    """A run config's JSON form that cannot be used, with the field as data.
+
+    Attributes:
+        field: the config field refused, as the JSON names it (``"seed"``, ``"model.source"``,
+            ``"policy"``); ``""`` for the config as a whole.
+        problem: what is wrong, without the field's name.
+    """
+
+    def __init__(self, field: str, problem: str):
+        self.field, self.problem = field, problem
+        super().__init__(f"{field} {problem}" if field else problem)
+
+
+def _config_problem(config) -> tuple[str, str] | None:
+    """(field, problem) for the first provenance field of a run config's JSON form of the wrong type."""
+    if not isinstance(config, dict):
+        return "", f"must be an object, got {type(config).__name__}"
+    for key, kind in _CONFIG_TYPES.items():
+        if key in config and not isinstance(config[key], kind):
+            return key, f"has the wrong type ({type(config[key]).__name__})"
+    for key in ("source", "pipeline", "weights_sha256"):
+        if not isinstance(config.get("model", {}).get(key, ""), str):
+            return f"model.{key}", "must be a string"
+    if not all(_is_scalar(v) for v in config.get("versions", {}).values()):
+        return "versions", "must map library names to versions"
+    numerics = config.get("numerics", {})
+    for key, value in numerics.items():
+        if key == "versions":
+            if not isinstance(value, dict) or not all(_is_scalar(v) for v in value.values()):
+                return "numerics.versions", "must map library names to versions"
+        elif not _is_scalar(value):
+            return f"numerics.{key}", "must be a number, a string or a flag"
+    return None
+
+
+def config_from_dict(config) -> RunConfig:
+    """A ``RunConfig`` from its JSON form (run.json's or a re-run recipe's ``config``), checked field by
+    field; anything of the wrong type or value raises ``ConfigError`` naming the field."""
+    try:
+        problem = _config_problem(config) if _fits_int64(config) else ("", "holds a number out of range")
+    except RecursionError:
+        problem = ("", "holds values nested too deeply")
+    if problem is not None:
+        raise ConfigError(*problem)
+    try:
+        RecordingPolicy.from_dict(config.get("policy") or {})
+    except (TypeError, ValueError) as err:
+        raise ConfigError("policy", str(err).removeprefix("policy ")) from None
+    try:
+        return RunConfig.from_dict(config)
+    except RequestError as err:
+        raise ConfigError(err.field, err.problem) from None
+    except (TypeError, ValueError, KeyError) as err:
+        raise ConfigError("", str(err)) from None
+
+
 def _check_meta(meta) -> str | None:
     """What is wrong with a parsed run.json (schema already checked), or None."""
     if not isinstance(meta.get("complete"), bool):
@@ -357,14 +418,9 @@ def _check_meta(meta) -> str | None:
     config = meta.get("config")
     if not isinstance(config, dict):
         return "'config' must be an object"
-    for key, kind in _PROVENANCE_TYPES.items():
-        if key in config and not isinstance(config[key], kind):
-            return f"config.{key} has the wrong type ({type(config[key]).__name__})"
-    for key in ("source", "pipeline", "weights_sha256"):
-        if not isinstance(config.get("model", {}).get(key, ""), str):
-            return f"config.model.{key} must be a string"
-    if not all(_is_scalar(v) for v in config.get("versions", {}).values()):
-        return "config.versions must map library names to versions"
+    problem = _config_problem(config)
+    if problem is not None:
+        return f"config.{problem[0]} {problem[1]}"
     for problem in (
         _check_tokens(meta.get("tokens"), "tokens"),
         None
@@ -405,35 +461,150 @@ def read_meta(path: str | os.PathLike) -> tuple[dict, RunConfig]:
         problem = "values are nested too deeply"
     if problem is None:
         try:
-            config = RunConfig.from_dict(meta["config"])
-            RecordingPolicy.from_dict(config.policy)
-        except (TypeError, ValueError, KeyError) as err:
+            config = config_from_dict(meta["config"])
+        except ConfigError as err:
             problem = f"config: {err}"
     if problem is not None:
         raise RunLoadError(f"{file} is damaged ({problem})")
     return meta, config
 
 
-# ------------------------------------------------------------------ loading
+# ------------------------------------------------------------------ checking the files against run.json
 
 
-def tensors_misfit(meta: dict, shapes: dict[str, tuple[int, ...]]) -> str | None:
-    """What does not fit between a checked run.json and the tensor shapes of its tensors file, or None."""
-    for key in ("noise", "latents", "x0", "timesteps"):
-        if key not in shapes:
-            return f"lacks the tensor {key!r}"
-    for branch, store in (("cond", meta.get("attention")), ("uncond", meta.get("negative_attention"))):
-        for name in (store or {}).get("layers", []):
+def _latents_misfit(meta: dict, shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """What does not fit between the noise, latents, x0 and timesteps and the run's image size."""
+    noise, latents, x0, timesteps = (tuple(shapes[k]) for k in ("noise", "latents", "x0", "timesteps"))
+    if len(noise) != 3 or 0 in noise:
+        return f"holds the noise as {noise}, which does not fit (channels, height, width)"
+    if len(x0) != 4 or x0[1:] != noise:
+        return f"holds x0 as {x0}, which does not fit the noise {noise}"
+    iterations = x0[0]
+    if latents != (iterations + 1, *noise):
+        return f"holds the latents as {latents}, which does not fit {iterations} steps of the noise {noise}"
+    if timesteps != (iterations,):
+        return f"holds the timesteps as {timesteps}, which does not fit {iterations} steps"
+    height, width = meta["config"].get("height"), meta["config"].get("width")
+    _, h, w = noise
+    if _is_int(height) and _is_int(width) and (height % h or width % w or height // h != width // w):
+        return f"holds latents of {h}x{w}, which does not fit a {width}x{height} image"
+    return None
+
+
+def _attention_misfit(meta: dict, shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """What does not fit between the attention tensors, run.json's store records and the token tables."""
+    iterations = shapes["x0"][0]
+    for branch, key, tokens in (
+        ("cond", "attention", meta["tokens"]),
+        ("uncond", "negative_attention", meta.get("negative_tokens") or meta["tokens"]),
+    ):
+        store = meta.get(key) or {}
+        steps = store.get("steps", [])
+        if any(s >= iterations for s in steps):
+            return f"holds {key} of step {max(steps)}, which does not fit a run of {iterations} steps"
+        positions = 1 + max(row["position"] for row in tokens)
+        for name in store.get("layers", []):
             shape = shapes.get(f"attention.{branch}.{name}")
             if shape is None:
                 return f"lacks the attention of layer {name}"
             rows, cols = store["shapes"][name]
-            if len(shape) != 4 or shape[0] != len(store["steps"]) or shape[2] != rows * cols:
+            heads = 1 if store["heads"] == "mean" else store.get("head_counts", {}).get(name, shape[1])
+            if len(shape) != 4 or shape[:3] != (len(steps), heads, rows * cols) or shape[3] < positions:
                 return (
                     f"holds the attention of layer {name} as {tuple(shape)}, which does not fit "
-                    f"{len(store['steps'])} steps on a {rows}x{cols} grid"
+                    f"{len(steps)} steps, {heads} head(s) on a {rows}x{cols} grid and {positions} tokens"
                 )
     return None
+
+
+def tensors_misfit(meta: dict, shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """What does not fit between a checked run.json and the tensor shapes of its tensors file (the noise,
+    latents, x0 and timesteps with each other and the image size; the attention with the steps, grids,
+    heads and token tables run.json records), or None."""
+    shapes = {k: tuple(v) for k, v in shapes.items()}
+    for key in ("noise", "latents", "x0", "timesteps"):
+        if key not in shapes:
+            return f"lacks the tensor {key!r}"
+    return _latents_misfit(meta, shapes) or _attention_misfit(meta, shapes)
+
+
+_NO_RECORD = object()  # run.json of a run saved before image hashes were kept
+
+
+def _checked_image(folder: Path, meta: dict) -> Image.Image | None:
+    """The run's image, when its file is there and matches what run.json records; else RunLoadError."""
+    file = folder / IMAGE
+    if not file.is_file():
+        if meta["complete"]:
+            raise RunLoadError(f"{file} is missing, and the run is complete")
+        return None
+    width, height = meta["config"].get("width"), meta["config"].get("height")
+    sized = _is_int(width) and _is_int(height)
+    try:
+        with Image.open(file) as im:  # reads the header: the size is known before any pixel is decoded
+            found = im.size
+            image = im.copy() if not sized or found == (width, height) else None
+    except (OSError, ValueError, Image.DecompressionBombError) as err:  # PIL's errors for damaged files
+        raise RunLoadError(f"{file} cannot be read ({err})") from None
+    if image is None:
+        raise RunLoadError(f"{file} is {found[0]}x{found[1]}, which does not fit the run's {width}x{height}")
+    recorded = meta.get("hashes", {}).get("image", _NO_RECORD)
+    if recorded is not _NO_RECORD and image_hash(image) != recorded:
+        raise RunLoadError(f"{file} does not match the image hash in run.json (replaced or altered)")
+    return image
+
+
+def verify_files(folder: str | os.PathLike, meta: dict, *, checksum: bool = True) -> Image.Image | None:
+    """Check a run folder's files against its checked run.json (from ``read_meta``): what ``load_run``
+    and the index both rely on.
+
+    The tensors file is there, matches its recorded SHA-256 (when ``checksum``), and its tensor shapes
+    (read from its header, no tensor data) fit run.json and each other (``tensors_misfit``); the image
+    is there when the run is complete, has the run's size and matches its recorded pixel hash.
+
+    Returns:
+        The image (None for a run without one). Anything else raises ``RunLoadError`` naming the file.
+    """
+    folder = Path(folder)
+    file = folder / TENSORS
+    if not file.is_file():
+        raise RunLoadError(f"{folder} is not a complete run folder: {TENSORS} is missing")
+    expected = meta.get("hashes", {}).get("tensors_file")
+    if checksum and expected is not None and expected != _sha256(file):
+        raise RunLoadError(f"{file} is corrupted or truncated: its checksum does not match run.json")
+    shapes = tensor_shapes(folder)
+    if shapes is None:
+        raise RunLoadError(f"{file} cannot be read (its header is damaged)")
+    misfit = tensors_misfit(meta, shapes)
+    if misfit:
+        raise RunLoadError(f"{file} {misfit}")
+    return _checked_image(folder, meta)
+
+
+@contextlib.contextmanager
+def _reading(path: Path):
+    """Turn what the file system refuses (permissions, a folder where a file belongs) into RunLoadError."""
+    try:
+        yield
+    except OSError as err:
+        where = err.filename or path
+        raise RunLoadError(f"{where} cannot be read ({err.strerror or err.__class__.__name__})") from None
+
+
+def verify_run(path: str | os.PathLike, *, checksum: bool = True) -> RunConfig:
+    """Check a run folder as ``load_run`` does, without loading its tensors; returns its config.
+
+    A damaged, incomplete or unreadable folder raises ``RunLoadError``.
+    """
+    path = Path(path)
+    with _reading(path):
+        folder = _existing_run_folder(path)
+        meta, config = read_meta(folder)
+        verify_files(folder, meta, checksum=checksum)
+    return config
+
+
+# ------------------------------------------------------------------ loading
 
 
 def _store(meta: dict | None, tensors: dict[str, torch.Tensor], branch: str) -> AttentionStore | None:
@@ -447,43 +618,45 @@ def _store(meta: dict | None, tensors: dict[str, torch.Tensor], branch: str) -> 
     )
 
 
-def load_run(path: str | os.PathLike, *, verify: bool = True) -> Run:
-    """Load a run folder written by ``save_run``; a damaged folder raises ``RunLoadError``.
+def _existing_run_folder(path: Path) -> Path:
+    folder = run_folder(path)
+    if folder is None:
+        raise RunLoadError(f"{path} is not a run folder")
+    if not (folder / RUN_JSON).is_file():
+        raise RunLoadError(f"{path} is not a complete run folder: {RUN_JSON} is missing")
+    return folder
 
-    When ``path`` is missing because an overwrite was interrupted between its two renames, the run
-    is read from the folder that overwrite set aside.
+
+def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(file)
+    except OSError:
+        raise  # the file system's refusal: _reading names it
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise RunLoadError(f"{file} cannot be read ({err.__class__.__name__}: {err})") from None
+
+
+def load_run(path: str | os.PathLike, *, verify: bool = True) -> Run:
+    """Load a run folder written by ``save_run``; a damaged or unreadable folder raises ``RunLoadError``.
+
+    Everything is checked before it is used (``verify_files``): run.json field by field, the tensor
+    shapes against run.json and each other, the image against its recorded hash. When ``path`` is
+    missing because an overwrite was interrupted between its two renames, the run is read from the
+    folder that overwrite set aside.
 
     Args:
         path: the run folder.
         verify: check the tensors file against its recorded SHA-256 (catches corruption anywhere).
     """
     path = Path(path)
-    folder = run_folder(path)
-    if folder is None:
-        raise RunLoadError(f"{path} is not a run folder")
-    for name in (RUN_JSON, TENSORS):
-        if not (folder / name).is_file():
-            raise RunLoadError(f"{path} is not a complete run folder: {name} is missing")
-    meta, config = read_meta(folder)
-    expected = meta.get("hashes", {}).get("tensors_file")
-    if verify and expected is not None and expected != _sha256(folder / TENSORS):
-        raise RunLoadError(
-            f"{path / TENSORS} is corrupted or truncated: its checksum does not match run.json"
-        )
-    try:
-        tensors = load_file(folder / TENSORS)
-    except Exception as err:  # safetensors raises its own error types for damaged files
-        raise RunLoadError(f"{path / TENSORS} cannot be read ({err.__class__.__name__}: {err})") from None
+    with _reading(path):
+        folder = _existing_run_folder(path)
+        meta, config = read_meta(folder)
+        image = verify_files(folder, meta, checksum=verify)
+        tensors = _load_tensors(folder / TENSORS)
     misfit = tensors_misfit(meta, {k: tuple(t.shape) for k, t in tensors.items()})
-    if misfit:
-        raise RunLoadError(f"{path / TENSORS} {misfit}")
-    image = None
-    if (folder / IMAGE).exists():
-        try:
-            with Image.open(folder / IMAGE) as im:
-                image = im.copy()
-        except (OSError, ValueError, Image.DecompressionBombError) as err:  # PIL's errors for damaged files
-            raise RunLoadError(f"{path / IMAGE} cannot be read ({err})") from None
+    if misfit:  # the header was read again since it was checked
+        raise RunLoadError(f"{folder / TENSORS} {misfit}")
     neg = meta.get("negative_tokens")
     return Run(
         config=config,
@@ -503,24 +676,14 @@ def load_run(path: str | os.PathLike, *, verify: bool = True) -> Run:
 
 def tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]] | None:
     """The shape of every tensor in a run folder's tensors file, from its header alone (None when the
-    header cannot be read)."""
+    header is damaged; the file system's refusals raise ``OSError``)."""
+    with open(Path(path) / TENSORS, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = f.read(size) if 0 < size <= 100 * 1024**2 else b""
     try:
-        with open(Path(path) / TENSORS, "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            if not 0 < size <= 100 * 1024**2:
-                return None
-            header = json.loads(f.read(size))
-        return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        shapes = {k: tuple(v["shape"]) for k, v in json.loads(header).items() if k != "__metadata__"}
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
-
-
-def tensors_intact(path: str | os.PathLike, expected: str | None) -> bool:
-    """Whether a run folder's tensors file exists and matches the SHA-256 its run.json records."""
-    file = Path(path) / TENSORS
-    if not file.is_file():
-        return False
-    try:
-        return expected is None or _sha256(file) == expected
-    except OSError:
-        return False
+    if not all(_is_int(n) and n >= 0 for shape in shapes.values() for n in shape):
+        return None
+    return shapes

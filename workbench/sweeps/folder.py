@@ -5,9 +5,10 @@
       sweeps/<sweep_id>.json the spec, the weights' hash and every planned request with its id
       runs/<request_id>/     one run folder per finished run (written atomically by ``save_run``)
 
-The run folders are the truth: a run whose folder holds a run.json is finished, whatever the index
-says, so a sweep killed between saving a run and writing the index loses nothing (the next start reads
-the run back into the index). Failed runs live only in the index. The index is written atomically
+The run folders are the truth: a run whose folder loads and whose image and attention hash to what
+was recorded is finished, whatever the index says, so a sweep killed between saving a run and writing
+the index loses nothing (the next start reads the run back into the index); a damaged folder is run
+again. Failed runs live only in the index. The index is written atomically
 (a temporary file renamed into place), at most every couple of seconds while a sweep runs and once
 at its end. One sweep writes into a folder at a time (a lock file, ``OUT/.sweep.lock``).
 
@@ -24,58 +25,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .worker import RUNS_DIR, run_path
+from .record import COLUMNS, LIST_COLUMNS, arrow_schema, empty_index, run_path, typed, verified_fields
 
 INDEX_FILE = "index.parquet"
 SWEEPS_DIR = "sweeps"
 LOCK_FILE = ".sweep.lock"
-COLUMNS = [
-    "sweep_id",
-    "request_id",
-    "status",
-    "error",
-    "path",
-    "prompt",
-    "prompt_index",
-    "base_prompt",
-    "negative_prompt",
-    "seed",
-    "steps",
-    "guidance",
-    "scheduler",
-    "height",
-    "width",
-    "image_sha256",
-    "attention_sha256",
-    "model",
-    "weights_sha256",
-    "worker",
-    "seconds",
-    "finished",
-    "thumb",
-    "words",
-    "word_mass",
-]
-
-
-def _schema():
-    import pyarrow as pa
-
-    text, whole = pa.string(), pa.int64()
-    types = {
-        "prompt_index": whole,
-        "seed": whole,
-        "steps": whole,
-        "height": whole,
-        "width": whole,
-        "guidance": pa.float64(),
-        "seconds": pa.float64(),
-        "finished": pa.timestamp("us", tz="UTC"),
-        "thumb": pa.binary(),
-        "words": pa.list_(text),
-        "word_mass": pa.list_(pa.float64()),
-    }
-    return pa.schema([(c, types.get(c, text)) for c in COLUMNS])
 
 
 class SweepBusyError(RuntimeError):
@@ -90,11 +44,8 @@ def read_index(out: str | os.PathLike) -> pd.DataFrame:
     """
     path = Path(out) / INDEX_FILE
     if not path.is_file():
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
-    df = pd.read_parquet(path)
-    for c in ("prompt_index", "seed", "steps", "height", "width"):
-        df[c] = df[c].astype("Int64")
-    return df
+        return empty_index()
+    return typed(pd.read_parquet(path))
 
 
 class SweepFolder:
@@ -109,6 +60,7 @@ class SweepFolder:
         self.out = None if out is None else Path(out)
         self.rows: dict[tuple[str, str], dict] = {}
         self.done: dict[str, dict] = {}  # request id -> a done row (of any sweep)
+        self.damaged: dict[str, str] = {}  # request id -> why its run folder cannot count as finished
         self._lock = None
         self._last_flush = 0.0
         self._dirty = False
@@ -117,7 +69,7 @@ class SweepFolder:
             self._acquire()
             old = read_index(self.out)
             for row in old.astype(object).where(old.notna(), None).to_dict(orient="records"):
-                for key in ("words", "word_mass"):  # arrays as parquet gives them back
+                for key in LIST_COLUMNS:  # arrays as parquet gives them back
                     row[key] = None if row[key] is None else list(row[key])
                 self._keep(row)
 
@@ -155,43 +107,26 @@ class SweepFolder:
     def finished(self, sweep_id: str, request_id: str, *, retry_failed: bool) -> dict | None:
         """The row of a planned run that needs no running (None: run it).
 
-        A run folder on disk is a finished run: its row is taken from any sweep's done row or read back
-        from the folder. A failed row of this sweep counts too, unless ``retry_failed``.
+        A run folder on disk that checks out (``record.verified_fields``: it loads, is complete, and its
+        image and attention hash to what was recorded) is a finished run: its row is taken from any
+        sweep's done row or read back from the folder. A damaged folder is run again (and noted in
+        ``damaged``). A failed row of this sweep counts too, unless ``retry_failed``.
         """
         row = self.rows.get((sweep_id, request_id))
         if self.out is None:
             return row if row is not None and (row["status"] == "done" or not retry_failed) else None
+        from workbench.store.runs import run_folder
+
         folder = run_path(self.out, request_id)
-        if (folder / "run.json").is_file():
-            done = self.done.get(request_id)
-            return done if done is not None else self._read_back(folder)
+        if run_folder(folder) is not None or request_id in self.done:
+            fields, problem = verified_fields(folder, self.done.get(request_id))
+            if fields is not None:
+                return fields
+            self.damaged[request_id] = problem
+            return None
         if row is not None and row["status"] == "failed" and not retry_failed:
             return row
         return None
-
-    def _read_back(self, folder: Path) -> dict | None:
-        """The index fields of a run folder that has no row (its sweep stopped before writing one)."""
-        from workbench.analysis.sweeps import run_summary
-        from workbench.store.runs import RunLoadError, attention_hash, image_hash, load_run
-
-        try:
-            run = load_run(folder)
-        except RunLoadError:
-            return None  # damaged: run it again
-        if not run.complete:
-            return None
-        return {
-            "status": "done",
-            "path": f"{RUNS_DIR}/{folder.name}",
-            "image_sha256": image_hash(run.image),
-            "attention_sha256": attention_hash(run.attention),
-            "height": run.config.height,
-            "width": run.config.width,
-            "model": run.config.model.get("source"),
-            "weights_sha256": run.config.model.get("weights_sha256"),
-            "worker": "read back",
-            **run_summary(run),
-        }
 
     # ------------------------------------------------------------ rows and the index file
 
@@ -208,10 +143,7 @@ class SweepFolder:
 
     def frame(self, sweep_id: str | None = None) -> pd.DataFrame:
         rows = [r for (sid, _), r in self.rows.items() if sweep_id is None or sid == sweep_id]
-        df = pd.DataFrame(rows, columns=COLUMNS)
-        for c in ("prompt_index", "seed", "steps", "height", "width"):
-            df[c] = df[c].astype("Int64")
-        return df
+        return typed(pd.DataFrame(rows, columns=COLUMNS))
 
     def flush(self, force: bool = False) -> None:
         """Write the index (atomically) when rows changed; ``force`` writes it even when they did not."""
@@ -222,7 +154,7 @@ class SweepFolder:
 
         from workbench.store.runs import side_path
 
-        table = pa.Table.from_pylist(list(self.rows.values()), schema=_schema())
+        table = pa.Table.from_pylist(list(self.rows.values()), schema=arrow_schema())
         path = self.out / INDEX_FILE
         tmp = side_path(path)
         try:

@@ -1,16 +1,18 @@
 """The Ray executor: one Ray actor per worker, each holding its own loaded pipeline.
 
 The model loads once per worker (in the actor's constructor), not per run. Each actor reserves
-``threads`` CPUs from Ray and sets ``torch.set_num_threads(threads)``, so workers never ask for more
-cores than there are; when the cluster has GPUs, each actor takes one (``num_gpus=1``) and the model
-goes on it. Runs are saved by the workers when the output folder is on the same machine (a local Ray
+``threads`` CPUs from Ray (``ExecutorOptions.threads``, 1 by default as on the local executor) and runs
+on that many torch threads, so workers never ask for more cores than there are; when the cluster has
+GPUs, each actor takes one (``num_gpus=1``) and the model goes on it. Runs are saved by the workers when the output folder is on the same machine (a local Ray
 instance, or a cluster whose nodes all run on this host) or when told that every node sees the folder
 at the same path (``workers_write=True``); otherwise the run travels back and the driver saves it.
 
 Where Ray comes from:
 
 * ``address="auto"`` or ``"HOST:6379"``: a running cluster (``ray start --head`` on one node,
-  ``ray start --address HOST:6379`` on the others); the workbench must be installed on every node;
+  ``ray start --address HOST:6379`` on the others); the workbench must be installed on every node.
+  A cluster with token authentication (Ray's default from 2.60) needs its token and
+  ``RAY_AUTH_MODE=token`` on every node and here; without them the sweep stops with one line saying so;
 * ``num_cpus=N``: a Ray instance started here, with N CPUs, listening on 127.0.0.1 only;
 * Ray already initialised in this process (``ray.init(...)`` beforehand): used as it is, left running.
 
@@ -21,7 +23,6 @@ worker so no worker waits for the driver between runs.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from collections import deque
@@ -31,52 +32,51 @@ from pathlib import Path
 from workbench.core.policy import RecordingPolicy
 from workbench.core.request import Request
 
-from .executors import Started
+from .options import ExecutorOptions, Started
 from .worker import Job, Outcome, Worker
 
 QUEUE_DEPTH = 2  # jobs handed to a worker at once: the one running and the next
 
 
-def _positive(name: str, value) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+class RayAuthenticationError(ConnectionError):
+    """The Ray cluster refused this process: it uses token authentication and this machine lacks the
+    token (or ``RAY_AUTH_MODE=token``)."""
+
+    def __init__(self, address: str | None):
+        where = f"the Ray cluster at {address}" if address else "the Ray cluster"
+        super().__init__(
+            f"{where} uses token authentication: copy the head node's token (its ~/.ray/auth_token, or what "
+            "`ray get-auth-token` prints there) to ~/.ray/auth_token here (or set RAY_AUTH_TOKEN), and set "
+            "RAY_AUTH_MODE=token here and on every node before `ray start`"
+        )
+
+
+def _is_authentication_error(err: BaseException) -> bool:
+    """Whether Ray refused the connection for want of its token (Ray's own ``AuthenticationError``)."""
+    try:
+        from ray.exceptions import AuthenticationError
+    except ImportError:  # a Ray without token authentication
+        return False
+    return isinstance(err, AuthenticationError) or isinstance(
+        getattr(err, "cause", None), AuthenticationError
+    )
 
 
 class RayExecutor:
     """Runs a sweep's jobs on Ray actors (see the module docstring).
 
     Args:
-        address: a running cluster's address (``"auto"``, ``"HOST:6379"``); None starts a local instance.
-        num_cpus: CPUs of the local instance (default: this machine's count).
-        workers: how many actors (default: one per GPU, else CPUs // threads).
-        threads: torch threads (and Ray CPUs) per worker (default: 1 on CPU; CPUs // GPUs with GPUs).
-        device, dtype: for loading the model in each worker.
-        workers_write: workers save their runs into the output folder (default: when every node runs on
+        options: ``address`` (a running cluster; None starts a local instance with ``num_cpus``),
+            ``workers`` (default: one per GPU, else CPUs // threads), ``threads`` (torch threads and Ray
+            CPUs per worker), ``device``, ``dtype``, ``workers_write`` (default: when every node runs on
             this machine).
     """
 
     name = "ray"
 
-    def __init__(
-        self,
-        *,
-        address: str | None = None,
-        num_cpus: int | None = None,
-        workers: int | None = None,
-        threads: int | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        workers_write: bool | None = None,
-    ):
-        if address is not None and num_cpus is not None:
-            raise ValueError("give address (a running cluster) or num_cpus (a local instance), not both")
-        self.address = address
-        self.num_cpus = _positive("num_cpus", num_cpus)
-        self.workers = _positive("workers", workers)
-        self.threads = _positive("threads", threads)
-        self.device, self.dtype = device, dtype
-        self.workers_write = workers_write
+    def __init__(self, options: ExecutorOptions | None = None):
+        self.options = options if options is not None else ExecutorOptions()
+        self.workers_write = self.options.workers_write
         self.actors: list = []
         self.names: list[str] = []
         self._owns_ray = False
@@ -90,60 +90,63 @@ class RayExecutor:
             raise ImportError('the Ray executor needs Ray: pip install "workbench[ray]"') from None
         if ray.is_initialized():
             return ray
-        if self.address is not None:
-            ray.init(address=self.address, log_to_driver=False)
-        else:
-            ray.init(
-                num_cpus=self.num_cpus or os.cpu_count() or 1,
-                include_dashboard=False,
-                log_to_driver=False,
-                _node_ip_address="127.0.0.1",  # a local instance is reachable from this machine only
-            )
+        o = self.options
+        try:
+            if o.address is not None:
+                ray.init(address=o.address, log_to_driver=False)
+            else:
+                from workbench.core.numerics import machine_cores
+
+                ray.init(
+                    num_cpus=o.num_cpus or machine_cores(),
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    _node_ip_address="127.0.0.1",  # a local instance is reachable from this machine only
+                )
+        except Exception as err:
+            if _is_authentication_error(err):
+                raise RayAuthenticationError(o.address) from None
+            raise
         self._owns_ray = True
         return ray
 
-    def _shape(self, ray) -> tuple[int, int, int]:
-        """(workers, threads each, GPUs each) that fit the cluster."""
+    def _shape(self, ray) -> tuple[int, int]:
+        """(workers, GPUs each) that fit the cluster, each worker on ``options.threads`` CPUs."""
         resources = ray.cluster_resources()
         cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
-        use_gpu = gpus > 0 and not (self.device or "").startswith("cpu")
-        if use_gpu:
-            workers = self.workers or gpus
-            threads = self.threads or max(1, cpus // workers)
-        else:
-            threads = self.threads or 1
-            workers = self.workers or max(1, cpus // threads)
+        threads = self.options.threads
+        use_gpu = gpus > 0 and not (self.options.device or "").startswith("cpu")
+        workers = self.options.workers or (gpus if use_gpu else max(1, cpus // threads))
         if workers * threads > cpus or (use_gpu and workers > gpus):
             have = f"{cpus} CPUs" + (f" and {gpus} GPUs" if use_gpu else "")
             raise ValueError(
                 f"{workers} workers × {threads} threads{' and a GPU each' if use_gpu else ''} do not fit this "
                 f"Ray cluster ({have}); ask for fewer workers or threads"
             )
-        return workers, threads, 1 if use_gpu else 0
+        return workers, 1 if use_gpu else 0
 
     def start(self, model: str, policy: RecordingPolicy, cancel: threading.Event) -> list[dict]:
         ray = self._connect()
         self.cancel_event = cancel
-        workers, threads, gpus = self._shape(ray)
+        workers, gpus = self._shape(ray)
         if self.workers_write is None:
             hosts = {n["NodeManagerHostname"] for n in ray.nodes() if n.get("Alive")}
             self.workers_write = hosts == {socket.gethostname()}
         actor = ray.remote(concurrency_groups={"control": 1})(Worker).options(
-            num_cpus=threads, num_gpus=gpus, max_restarts=2
+            num_cpus=self.options.threads, num_gpus=gpus, max_restarts=2
         )
         if Path(model).exists():  # a local folder: the same absolute path on every node
             model = str(Path(model).resolve())
         self.names = [f"ray-{i}" for i in range(workers)]
         self._deaths = [0] * workers
         self.actors = [
-            actor.remote(
-                model, policy=policy, device=self.device, dtype=self.dtype, threads=threads, name=name
-            )
-            for name in self.names
+            actor.remote(model, policy=policy, options=self.options, name=name) for name in self.names
         ]
         try:
             return ray.get([self._control(a, "info") for a in self.actors])
         except ray.exceptions.RayError as err:
+            if _is_authentication_error(err):
+                raise RayAuthenticationError(self.options.address) from None
             raise RuntimeError(f"the Ray workers could not load {model!r}: {_cause(err)}") from None
 
     def _control(self, actor, method: str, *args):

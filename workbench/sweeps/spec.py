@@ -8,7 +8,11 @@ A spec names a model source and lists of values; the sweep is every combination.
 ``prompts`` may be replaced by one ``prompt``, and ``word_orders`` derives the orders of every prompt
 (``analysis.permutations`` kinds: ``"relation"``, ``"all"``, ``"of"``, or ``{"kind": "swap", "words":
 ["red", "blue"]}``). Lists may be written as one value (``"steps": 6``); seeds also as ranges
-(``"seeds": "0-99"`` or ``"0, 5, 10-12"``).
+(``"seeds": "0-99"`` or ``"0, 5, 10-12"``). ``guidance_scales`` left out means the model's own default.
+
+Expansion is bounded before anything is made: at most ``MAX_SEEDS`` seeds (``core.request``), at most
+``MAX_ORDERS`` word orders per prompt, at most ``MAX_RUNS`` runs in all; a spec beyond is refused with
+its count.
 
 Expansion is deterministic: seeds outermost, then sizes, schedulers, steps and guidance, then the
 prompts innermost, so the runs of one seed finish together (a word-order pair, a variance grid) even
@@ -26,28 +30,55 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import numbers
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from workbench.core.policy import RecordingPolicy
-from workbench.core.request import Request
+from workbench.core.request import Request, RequestError, parse_seeds
 from workbench.core.schedulers import scheduler_spec
 
 ORDER_KINDS = ("relation", "all", "of", "swap")
+MAX_ORDERS = 1000  # word orders per prompt (``"all"``'s max_orders)
+MAX_RUNS = 1_000_000  # runs one spec may expand to
+# The spec field a Request's refused field comes from (``RequestError.field``).
+SPEC_FIELDS = {
+    "prompt": "prompts",
+    "negative_prompt": "negative_prompt",
+    "seed": "seeds",
+    "seeds": "seeds",
+    "steps": "steps",
+    "guidance_scale": "guidance_scales",
+    "scheduler": "schedulers",
+    "height": "sizes",
+    "width": "sizes",
+    "size": "sizes",
+}
 ID_CHARS = 16  # hex digits of a request id: 64 bits, collision-free for any sweep one could run
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
 _UNITS.update({"kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4})
 
 
 class SpecError(ValueError):
-    """A sweep spec (or spec file) that cannot be run, with the field and what would work."""
+    """A sweep spec (or spec file) that cannot be run, with what would work.
+
+    Attributes:
+        field: the spec field at fault (``"seeds"``, ``"sizes"``, ...), or None when the spec as a whole is.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
-def parse_bytes(value) -> int | None:
+def parse_bytes(value, *, name: str = "disk_budget") -> int | None:
     """A byte count from an int or a string such as ``"500MB"``, ``"2 GiB"`` (None stays None).
+
+    Errors name the value ``name`` (``"--disk-budget"`` on the command line).
 
     Example:
         >>> parse_bytes("1.5GB"), parse_bytes("10 MiB"), parse_bytes(4096)
@@ -57,45 +88,46 @@ def parse_bytes(value) -> int | None:
         return None
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         if value <= 0:
-            raise SpecError(f"disk_budget must be positive, got {value!r}")
+            raise SpecError(f"{name} must be positive, got {value!r}", field="disk_budget")
         return int(value)
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(value))
     if m is None or m.group(2).lower() not in _UNITS or float(m.group(1)) <= 0:
-        raise SpecError(f"disk_budget must be a positive size such as 500MB, 2GB or 1GiB, got {value!r}")
+        raise SpecError(
+            f"{name} must be a positive size such as 500MB, 2GB or 1GiB, got {value!r}", field="disk_budget"
+        )
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-def parse_seeds(value) -> tuple[int, ...]:
-    """Seeds from a list of ints, one int, or text such as ``"0-99"`` / ``"0, 5, 10-12"``; distinct, in order."""
-    if isinstance(value, str):
-        seeds: list[int] = []
-        for part in [p for p in re.split(r"[,\s]+", value.strip()) if p]:
-            m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-            if m is None or int(m.group(2) or m.group(1)) < int(m.group(1)):
-                raise SpecError(f"seeds: {part!r} is neither a seed nor a rising range such as 0-99")
-            seeds += range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1)
-        value = seeds
-    items = _as_list(value, "seeds")
-    for s in items:
-        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0:
-            raise SpecError(f"seeds must be non-negative ints, got {s!r}")
-    return _distinct([int(s) for s in items], "seeds")
+def _seeds(value) -> tuple[int, ...]:
+    """The spec's seeds through the one ``core.request.parse_seeds`` (bounded before any is made)."""
+    try:
+        return parse_seeds(value)
+    except RequestError as err:
+        raise SpecError(err.named("seeds"), field="seeds") from None
 
 
-def _as_list(value, name: str) -> list:
-    if value is None:
-        raise SpecError(f"{name} must not be null")
+def _as_list(value, name: str, *, nullable: bool = False) -> list:
+    if value is None and not nullable:
+        raise SpecError(f"{name} must not be null", field=name)
     out = list(value) if isinstance(value, (list, tuple)) else [value]
     if not out:
-        raise SpecError(f"{name} must hold at least one value")
+        raise SpecError(f"{name} must hold at least one value", field=name)
     return out
 
 
 def _distinct(items: list, name: str) -> tuple:
-    keys = [json.dumps(x, sort_keys=True) for x in items]
-    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    """``items`` as a tuple, refused when two are equal (linear: one pass over their JSON)."""
+    seen: set[str] = set()
+    repeated: dict[str, None] = {}
+    for x in items:
+        key = json.dumps(x, sort_keys=True)
+        if key in seen:
+            repeated[key] = None
+        seen.add(key)
     if repeated:
-        raise SpecError(f"{name} must be distinct; repeated: {', '.join(repeated)}")
+        shown = list(repeated)[:10]
+        more = " ..." if len(repeated) > 10 else ""
+        raise SpecError(f"{name} must be distinct; repeated: {', '.join(shown)}{more}", field=name)
     return tuple(items)
 
 
@@ -110,11 +142,27 @@ def _size(value) -> tuple[int, int] | None:
         return None
     pair = [value, value] if isinstance(value, numbers.Integral) else value
     if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-        raise SpecError(f"sizes entries must be null, an int or [height, width], got {value!r}")
+        raise SpecError(
+            f"sizes entries must be null, an int or [height, width], got {value!r}", field="sizes"
+        )
     for v in pair:
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-            raise SpecError(f"sizes entries must hold positive ints, got {value!r}")
+            raise SpecError(f"sizes entries must hold positive ints, got {value!r}", field="sizes")
     return int(pair[0]), int(pair[1])
+
+
+def _policy(value) -> RecordingPolicy:
+    """The spec's policy: a ``RecordingPolicy`` or its dict (the JSON edge)."""
+    if isinstance(value, dict):
+        try:
+            value = RecordingPolicy.from_dict(value)
+        except (TypeError, ValueError) as err:
+            raise SpecError(f"policy: {err}", field="policy") from None
+    if not isinstance(value, RecordingPolicy):
+        raise SpecError(
+            f"policy must be a RecordingPolicy or its dict, got {type(value).__name__}", field="policy"
+        )
+    return value
 
 
 def _orders(value) -> dict | None:
@@ -123,12 +171,23 @@ def _orders(value) -> dict | None:
         return None
     d = {"kind": value} if isinstance(value, str) else dict(value) if isinstance(value, dict) else None
     if d is None or d.get("kind") not in ORDER_KINDS:
-        raise SpecError(f"word_orders must be one of {ORDER_KINDS} or {{'kind': ..., ...}}, got {value!r}")
+        raise SpecError(
+            f"word_orders must be one of {ORDER_KINDS} or {{'kind': ..., ...}}, got {value!r}",
+            field="word_orders",
+        )
     unknown = sorted(set(d) - {"kind", "words", "max_orders", "seed"})
     if unknown:
-        raise SpecError(f"word_orders has unknown options {unknown}; options are words, max_orders, seed")
+        raise SpecError(
+            f"word_orders has unknown options {unknown}; options are words, max_orders, seed",
+            field="word_orders",
+        )
     if d["kind"] == "swap" and not (isinstance(d.get("words"), (list, tuple)) and len(d["words"]) == 2):
-        raise SpecError('word_orders "swap" needs "words": [word_a, word_b]')
+        raise SpecError('word_orders "swap" needs "words": [word_a, word_b]', field="word_orders")
+    n = d.get("max_orders", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_ORDERS:
+        raise SpecError(
+            f"word_orders max_orders must be an int in 1..{MAX_ORDERS}, got {n!r}", field="word_orders"
+        )
     if "words" in d:
         d["words"] = list(d["words"])
     return d
@@ -152,13 +211,15 @@ class SweepSpec:
         prompts: the prompts (or give ``prompt``, one prompt).
         seeds: the seeds; each prompt and setting runs once per seed.
         steps, guidance_scales, schedulers: lists of settings (one value is a list of one).
+            ``guidance_scales`` entries may be ``null``: the model's own default (the default).
             ``schedulers`` entries are names (``"ddim"``, ``"euler"``, ...), ``null`` for the model's
             own, or ``{"class": ..., "config": ...}``.
         sizes: ``null`` (the model's own size), an int (square) or ``[height, width]``.
         negative_prompt: one negative prompt for every run.
         prompt: one prompt, instead of ``prompts``.
         word_orders: derive the word orders of every prompt (``"relation"``, ``"all"``, ``"of"``, or
-            ``{"kind": "swap", "words": [a, b]}``; ``"all"`` takes ``max_orders`` and ``seed``).
+            ``{"kind": "swap", "words": [a, b]}``; ``"all"`` takes ``max_orders`` (at most
+            ``MAX_ORDERS``) and ``seed``).
         policy: what attention every run keeps (``RecordingPolicy`` or its dict).
         disk_budget: refuse to start when the sweep's estimated size exceeds this (bytes, or "2GB").
         name: a label for people; it is not part of the sweep's id.
@@ -168,7 +229,7 @@ class SweepSpec:
     prompts: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (0,)
     steps: tuple[int, ...] = (25,)
-    guidance_scales: tuple[float, ...] = (7.5,)
+    guidance_scales: tuple[float | None, ...] = (None,)
     schedulers: tuple[str | dict | None, ...] = (None,)
     sizes: tuple[tuple[int, int] | None, ...] = (None,)
     negative_prompt: str | None = None
@@ -180,49 +241,65 @@ class SweepSpec:
 
     def __post_init__(self):
         if not isinstance(self.model, (str, os.PathLike)) or not os.fspath(self.model).strip():
-            raise SpecError(f"model must name a model ('toy', a folder or a hub id), got {self.model!r}")
+            raise SpecError(
+                f"model must name a model ('toy', a folder or a hub id), got {self.model!r}", field="model"
+            )
         object.__setattr__(self, "model", os.fspath(self.model))
-        if self.prompt is not None and self.prompts:
-            raise SpecError("give prompts or prompt, not both")
-        if self.prompt is None and not self.prompts:
-            raise SpecError('a sweep needs prompts (e.g. "prompts": ["a red circle"]) or one prompt')
-        texts = [self.prompt] if self.prompt is not None else _as_list(self.prompts, "prompts")
-        if not all(isinstance(p, str) and p.strip() for p in texts):
-            raise SpecError(f"prompts must be non-empty strings, got {texts!r}")
-        if self.prompt is None:
-            object.__setattr__(self, "prompts", _distinct(texts, "prompts"))
-        object.__setattr__(self, "seeds", parse_seeds(self.seeds))
+        self._check_prompts()
+        object.__setattr__(self, "seeds", _seeds(self.seeds))
         object.__setattr__(self, "steps", _distinct(_as_list(self.steps, "steps"), "steps"))
-        guidance = [_number(g) for g in _as_list(self.guidance_scales, "guidance_scales")]
+        guidance = [_number(g) for g in _as_list(self.guidance_scales, "guidance_scales", nullable=True)]
         object.__setattr__(self, "guidance_scales", _distinct(guidance, "guidance_scales"))
         try:
-            schedulers = [scheduler_spec(s) for s in _as_list(self.schedulers, "schedulers")]
+            schedulers = [scheduler_spec(s) for s in _as_list(self.schedulers, "schedulers", nullable=True)]
         except (TypeError, ValueError) as err:
-            raise SpecError(f"schedulers: {err}") from None
+            raise SpecError(f"schedulers: {err}", field="schedulers") from None
         object.__setattr__(self, "schedulers", _distinct(schedulers, "schedulers"))
-        object.__setattr__(
-            self, "sizes", _distinct([_size(s) for s in _as_list(self.sizes, "sizes")], "sizes")
-        )
+        sizes = [_size(s) for s in _as_list(self.sizes, "sizes", nullable=True)]
+        object.__setattr__(self, "sizes", _distinct(sizes, "sizes"))
         object.__setattr__(self, "word_orders", _orders(self.word_orders))
-        policy = self.policy
-        if isinstance(policy, dict):
-            try:
-                policy = RecordingPolicy.from_dict(policy)
-            except (TypeError, ValueError) as err:
-                raise SpecError(f"policy: {err}") from None
-        if not isinstance(policy, RecordingPolicy):
-            raise SpecError(f"policy must be a RecordingPolicy or its dict, got {type(policy).__name__}")
-        object.__setattr__(self, "policy", policy)
+        object.__setattr__(self, "policy", _policy(self.policy))
         object.__setattr__(self, "disk_budget", parse_bytes(self.disk_budget))
         if not isinstance(self.name, str):
-            raise SpecError(f"name must be a str, got {self.name!r}")
-        self.plan()  # every request is checked now, with the field it came from named
+            raise SpecError(f"name must be a str, got {self.name!r}", field="name")
+        self.plan()  # every request is made (once) and checked now, with the field it came from named
+
+    def _check_prompts(self) -> None:
+        if self.prompt is not None and self.prompts:
+            raise SpecError("give prompts or prompt, not both", field="prompts")
+        if self.prompt is None and not self.prompts:
+            raise SpecError(
+                'a sweep needs prompts (e.g. "prompts": ["a red circle"]) or one prompt', field="prompts"
+            )
+        texts = [self.prompt] if self.prompt is not None else _as_list(self.prompts, "prompts")
+        if not all(isinstance(p, str) for p in texts):
+            raise SpecError(f"prompts must be strings, got {texts!r}", field="prompts")
+        if self.prompt is None:
+            object.__setattr__(self, "prompts", _distinct(texts, "prompts"))
 
     # ------------------------------------------------------------ expansion
+
+    @property
+    def settings_count(self) -> int:
+        """Runs per prompt: seeds × sizes × schedulers × steps × guidance scales."""
+        return math.prod(
+            len(v) for v in (self.seeds, self.sizes, self.schedulers, self.steps, self.guidance_scales)
+        )
+
+    def _check_runs(self, prompts: int, *, more: bool = False) -> None:
+        runs = prompts * self.settings_count
+        if runs > MAX_RUNS:
+            raise SpecError(
+                f"the sweep expands to {'more than ' if more else ''}{runs:,} runs ({prompts:,} prompts × "
+                f"{self.settings_count:,} seeds and settings); at most {MAX_RUNS:,} may be planned at once: "
+                "split it into several sweeps",
+                field="seeds" if len(self.seeds) > 1 else "prompts",
+            )
 
     def prompt_list(self) -> list[tuple[str, str]]:
         """(prompt, the prompt it was derived from) for every prompt the sweep runs, in order."""
         bases = [self.prompt] if self.prompt is not None else list(self.prompts)
+        self._check_runs(len(bases))  # every base prompt is one prompt at least
         if self.word_orders is None:
             return [(p, p) for p in bases]
         from workbench.analysis.word_order import permutations
@@ -235,13 +312,14 @@ class SweepSpec:
             try:
                 orders = permutations(base, kind=self.word_orders["kind"], **options)
             except ValueError as err:
-                raise SpecError(f"word_orders for {base!r}: {err}") from None
+                raise SpecError(f"word_orders for {base!r}: {err}", field="word_orders") from None
             for order in orders:
                 out.setdefault(order, base)
+            self._check_runs(len(out), more=base != bases[-1])
         return list(out.items())
 
-    def plan(self) -> list[PlannedRun]:
-        """Every request of the sweep, in its fixed order (see the module docstring)."""
+    @cached_property
+    def _planned(self) -> tuple[PlannedRun, ...]:
         prompts = self.prompt_list()
         planned = []
         for seed in self.seeds:
@@ -252,37 +330,30 @@ class SweepSpec:
                             for i, (text, base) in enumerate(prompts):
                                 request = self._request(text, seed, steps, guidance, scheduler, size)
                                 planned.append(PlannedRun(request, i, base))
-        return planned
+        return tuple(planned)
+
+    def plan(self) -> list[PlannedRun]:
+        """Every request of the sweep, in its fixed order (see the module docstring); made once."""
+        return list(self._planned)
 
     def requests(self) -> list[Request]:
-        return [p.request for p in self.plan()]
+        return [p.request for p in self._planned]
 
     def _request(self, prompt, seed, steps, guidance, scheduler, size) -> Request:
-        fields = dict(
-            prompt=prompt,
-            seed=seed,
-            steps=steps,
-            guidance_scale=guidance,
-            scheduler=scheduler,
-            negative_prompt=self.negative_prompt,
-            height=None if size is None else size[0],
-            width=None if size is None else size[1],
-        )
         try:
-            return Request(**fields)
-        except (TypeError, ValueError) as err:
-            message = str(err)
-            for request_field, spec_field in (
-                ("guidance_scale", "guidance_scales"),
-                ("scheduler", "schedulers"),
-                ("steps", "steps"),
-                ("height", "sizes"),
-                ("width", "sizes"),
-            ):
-                if message.startswith(request_field) or f" {request_field} " in message:
-                    message = f"{spec_field}: {message}"
-                    break
-            raise SpecError(message) from None
+            return Request(
+                prompt=prompt,
+                seed=seed,
+                steps=steps,
+                guidance_scale=guidance,
+                scheduler=scheduler,
+                negative_prompt=self.negative_prompt,
+                height=None if size is None else size[0],
+                width=None if size is None else size[1],
+            )
+        except RequestError as err:
+            spec_field = SPEC_FIELDS.get(err.field, err.field)
+            raise SpecError(f"{spec_field}: {err}", field=spec_field) from None
 
     # ------------------------------------------------------------ JSON
 

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from PIL import Image
 
@@ -27,7 +26,8 @@ from workbench.core.policy import RecordingPolicy
 from workbench.core.request import Request
 from workbench.core.run import Run
 
-RUNS_DIR = "runs"  # run folders live in OUT/runs/<request id>
+from .options import ExecutorOptions
+from .record import finished_fields, save_finished
 
 
 @dataclass(frozen=True)
@@ -84,18 +84,14 @@ def _noting_ctrl_c(seen: threading.Event):
         signal.signal(signal.SIGINT, previous)
 
 
-def run_path(out: str | os.PathLike, request_id: str) -> Path:
-    return Path(out) / RUNS_DIR / request_id
-
-
 class Worker:
-    """Holds one pipeline (loaded once) and runs jobs on it.
+    """Holds one pipeline (loaded once) and runs jobs on it, each on ``options.threads`` torch threads.
 
     Args:
         model: the model source (``load_pipeline``'s), or a label when ``pipe`` is given.
         policy: the sweep's recording policy.
-        device, dtype: for ``load_pipeline`` (defaults: CUDA and float16 when a GPU is visible).
-        threads: torch CPU threads for this worker (``None``: leave torch's setting).
+        options: the sweep's ``ExecutorOptions``: ``device`` and ``dtype`` for ``load_pipeline``
+            (defaults: CUDA and float16 when a GPU is visible), ``threads`` for every run.
         pipe: an already loaded pipeline to use instead of loading ``model``.
         name: how the worker is shown (``"local"``, ``"ray-0"``).
         cancel: an event that stops the current run after its current step and every later one.
@@ -106,47 +102,44 @@ class Worker:
         self,
         model: str,
         *,
-        policy: RecordingPolicy | dict | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        threads: int | None = None,
+        policy: RecordingPolicy | None = None,
+        options: ExecutorOptions | None = None,
         pipe=None,
         name: str = "local",
         cancel: threading.Event | None = None,
         on_step: Callable[..., None] | None = None,
     ):
-        import torch
-
         from workbench.core.loading import load_pipeline
 
-        self.threads = threads
-        if threads is not None:
-            torch.set_num_threads(threads)
-        self.policy = RecordingPolicy.from_dict(policy) if isinstance(policy, dict) else policy
-        self.policy = self.policy or RecordingPolicy()
+        self.options = options if options is not None else ExecutorOptions()
+        self.policy = policy if policy is not None else RecordingPolicy()
         self.model = model
         self.loads = 0 if pipe is not None else 1
-        self.pipe = pipe if pipe is not None else load_pipeline(model, device=device, dtype=dtype)
+        if pipe is None:
+            pipe = load_pipeline(model, device=self.options.device, dtype=self.options.dtype)
+        self.pipe = pipe
         self.name = name
         self.cancel_event = cancel if cancel is not None else threading.Event()
         self.on_step = on_step
         self.runs = 0
 
     def info(self) -> dict:
-        """Who this worker is and what it loaded (the weights' hash is checked across workers)."""
-        import torch
-
+        """Who this worker is, what it loaded (the weights' hash is checked across workers) and the
+        numerics every run of it has (``core.numerics.numerics``, on ``options.threads`` threads)."""
         from workbench.core.adapters import adapter_for
         from workbench.core.loading import weights_hash
+        from workbench.core.numerics import numerics
 
         param = next(adapter_for(self.pipe).denoiser.parameters())
+        here = {**numerics(param.device, param.dtype), "threads": self.options.threads}
         return {
             "name": self.name,
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "device": str(param.device),
-            "dtype": str(param.dtype).removeprefix("torch."),
-            "threads": torch.get_num_threads(),
+            "device": here["device"],
+            "dtype": here["dtype"],
+            "threads": here["threads"],
+            "numerics": here,
             "weights_sha256": weights_hash(self.pipe),
             "loads": self.loads,
             "runs": self.runs,
@@ -167,57 +160,50 @@ class Worker:
 
         Raises ``KeyboardInterrupt`` when the run was stopped by Ctrl-C (not by the sweep's cancel).
         """
-        import torch
-
-        from workbench.analysis.sweeps import run_summary
-        from workbench.core.generate import generate
-        from workbench.store.runs import attention_hash, image_hash, save_run
-
-        if self.threads is not None and torch.get_num_threads() != self.threads:
-            torch.set_num_threads(self.threads)  # a thread pool may run this on a fresh thread
         started = time.perf_counter()
         base = {"worker": self.name}
         if self.cancel_event.is_set():
             return Outcome(job.request_id, "cancelled", base)
-        step = None if self.on_step is None else (lambda *_: self.on_step())
-        interrupted = threading.Event()
-        try:
-            with _noting_ctrl_c(interrupted):
-                run = generate(
-                    self.pipe,
-                    job.request,
-                    policy=self.policy,
-                    progress=False,
-                    cancel=self.cancel_event,
-                    on_step=step,
-                )
-        except Exception as err:  # a run that raises is data: the sweep records it and goes on
-            if interrupted.is_set():  # ... unless Ctrl-C made it raise: then the sweep stops
-                raise KeyboardInterrupt from None
-            base.update(error=f"{type(err).__name__}: {err}", seconds=time.perf_counter() - started)
+        run, error = self._generate(job.request)
+        if error is not None:  # a run that raises is data: the sweep records it and goes on
+            base.update(error=error, seconds=time.perf_counter() - started)
             return Outcome(job.request_id, "failed", base)
-        if interrupted.is_set():
-            raise KeyboardInterrupt  # generate keeps what Ctrl-C interrupted; the sweep stops here
-        if getattr(run, "failure", None):  # it ran, and stopped failed (e.g. non-finite latents)
+        if run.failure:  # it ran, and stopped failed (e.g. non-finite latents)
             base.update(error=run.failure, seconds=time.perf_counter() - started)
             return Outcome(job.request_id, "failed", base, run=run if out is None else None)
         if not run.complete:
             if self.cancel_event.is_set():
                 return Outcome(job.request_id, "cancelled", base)
             raise KeyboardInterrupt  # generate keeps what Ctrl-C interrupted; the sweep stops here
-        fields = {
-            **base,
-            "image_sha256": image_hash(run.image),
-            "attention_sha256": attention_hash(run.attention),
-            "height": run.config.height,
-            "width": run.config.width,
-            "model": run.config.model.get("source"),
-            "weights_sha256": run.config.model.get("weights_sha256"),
-            **run_summary(run),
-        }
+        fields = {**base, **finished_fields(run)}
         if out is not None:
-            save_run(run, run_path(out, job.request_id), overwrite=True)
-            fields["path"] = f"{RUNS_DIR}/{job.request_id}"
+            fields.update(save_finished(run, out, job.request_id))
         self.runs += 1
         fields["seconds"] = time.perf_counter() - started
         return Outcome(job.request_id, "done", fields, run=None if out is not None else run, image=run.image)
+
+    def _generate(self, request: Request) -> tuple[Run | None, str | None]:
+        """``(run, None)``, or ``(None, the error)`` when generating raised; Ctrl-C propagates."""
+        from workbench.core.generate import generate
+        from workbench.core.numerics import torch_threads
+
+        step = None if self.on_step is None else (lambda *_: self.on_step())
+        interrupted = threading.Event()
+        try:
+            # every run on the options' threads: a thread pool may run this on a fresh thread
+            with _noting_ctrl_c(interrupted), torch_threads(self.options.threads):
+                run = generate(
+                    self.pipe,
+                    request,
+                    policy=self.policy,
+                    progress=False,
+                    cancel=self.cancel_event,
+                    on_step=step,
+                )
+        except Exception as err:
+            if interrupted.is_set():  # Ctrl-C made it raise: the sweep stops
+                raise KeyboardInterrupt from None
+            return None, f"{type(err).__name__}: {err}"
+        if interrupted.is_set():
+            raise KeyboardInterrupt  # generate keeps what Ctrl-C interrupted; the sweep stops here
+        return run, None

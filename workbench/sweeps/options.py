@@ -1,0 +1,136 @@
+"""How a sweep's workers run: ``ExecutorOptions``, checked once where it is made and passed down unchanged
+(command line or ``run_sweep`` -> ``make_executor`` -> ``LocalExecutor`` / ``RayExecutor`` -> ``Worker``),
+and the shape every executor has (``Executor``).
+
+Every executor runs its workers on ``threads`` torch threads each (1 unless asked otherwise), so one
+request gives the same numbers on the local executor and on Ray.
+
+Example:
+    >>> ExecutorOptions(threads=2, device="cpu").threads
+    2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from workbench.core.policy import RecordingPolicy
+    from workbench.core.request import Request
+
+    from .worker import Job, Outcome
+
+DEFAULT_THREADS = 1  # torch threads per worker, on every executor
+RAY_ONLY = ("address", "num_cpus", "workers", "workers_write")
+
+Started = Callable[[str, "Job"], None]  # told (worker name, job) as each job begins
+
+
+class OptionsError(ValueError):
+    """An executor option that cannot be used, with the option as data.
+
+    Attributes:
+        field: the ``ExecutorOptions`` field (``"threads"``, ``"num_cpus"``, ...).
+        problem: what is wrong, without the field's name (``f"{field} {problem}"`` is the message).
+    """
+
+    def __init__(self, field: str, problem: str):
+        self.field, self.problem = field, problem
+        super().__init__(self.named(field))
+
+    def named(self, name: str) -> str:
+        """The message with the option called ``name`` (a command-line option, say)."""
+        return f"{name} {self.problem}"
+
+
+def _positive(field: str, value) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise OptionsError(field, f"must be >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """Where and how a sweep's workers run.
+
+    Args:
+        threads: torch CPU threads per worker (default 1 on every executor, so a request's numbers do not
+            depend on the executor; ``None`` means the default). At most this machine's cores.
+        device, dtype: where and how every worker loads the model (``load_pipeline``'s defaults).
+        address: Ray: a running cluster (``"auto"``, ``"HOST:6379"``).
+        num_cpus: Ray: the CPUs of a Ray instance started here (default: this machine's cores).
+        workers: Ray: how many workers (default: one per GPU, else one per ``threads`` cores).
+        workers_write: Ray: workers save their runs into the output folder (default: when every node is
+            this machine).
+
+    Raises:
+        OptionsError: a value that cannot be used, with its ``field``.
+    """
+
+    threads: int | None = DEFAULT_THREADS
+    device: str | None = None
+    dtype: str | None = None
+    address: str | None = None
+    num_cpus: int | None = None
+    workers: int | None = None
+    workers_write: bool | None = None
+
+    def __post_init__(self):
+        from workbench.core.numerics import check_threads
+
+        if self.threads is None:
+            object.__setattr__(self, "threads", DEFAULT_THREADS)
+        try:
+            check_threads(self.threads, "threads")
+        except (TypeError, ValueError) as err:
+            # check_threads names the value as told ("threads ..."): the rest is the problem
+            raise OptionsError("threads", str(err).removeprefix("threads ")) from None
+        _positive("num_cpus", self.num_cpus)
+        _positive("workers", self.workers)
+        for field in ("device", "dtype", "address"):
+            value = getattr(self, field)
+            if value is not None and not isinstance(value, str):
+                raise OptionsError(field, f"must be a str, got {value!r}")
+        if self.workers_write is not None and not isinstance(self.workers_write, bool):
+            raise OptionsError("workers_write", f"must be True, False or None, got {self.workers_write!r}")
+        if self.address is not None and self.num_cpus is not None:
+            raise OptionsError(
+                "address", "names a running cluster; num_cpus starts a local instance: give one, not both"
+            )
+
+    def ray_only(self) -> list[str]:
+        """The Ray-only options given (the local executor refuses them)."""
+        return [f for f in RAY_ONLY if getattr(self, f) is not None]
+
+    def replace(self, **fields) -> ExecutorOptions:
+        return dataclasses.replace(self, **fields)
+
+
+class Executor(Protocol):
+    """What ``run_sweep`` calls on an executor, in this order.
+
+    * ``start(model, policy, cancel)`` loads the pipeline in every worker and returns each worker's
+      ``Worker.info()`` (the sweep checks that all loaded the same weights);
+    * ``estimate(requests)``: bytes per request, from the model's shapes;
+    * ``run(jobs, out, started)`` yields ``(worker name, Outcome)`` as jobs finish; ``started(worker,
+      job)`` is called as each job begins. With ``out``, the workers save their runs when the executor's
+      ``workers_write`` says so (else the driver saves what comes back);
+    * ``close()``, always, also after an error.
+    """
+
+    name: str
+    workers_write: bool | None
+
+    def start(self, model: str, policy: RecordingPolicy, cancel: threading.Event) -> list[dict]: ...
+
+    def estimate(self, requests: list[Request]) -> list[int | None]: ...
+
+    def run(
+        self, jobs: list[Job], out: str | os.PathLike | None, started: Started
+    ) -> Iterator[tuple[str, Outcome]]: ...
+
+    def close(self) -> None: ...
