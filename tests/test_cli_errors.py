@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from workbench import load_run
-from workbench.cli import STUDY_PROMPT, _parser, main
+from workbench.cli import _parser, main
+from workbench.names import DEFAULT_PROMPT as STUDY_PROMPT
 
 GENERATE = importlib.import_module("workbench.core.generate")  # the module (the package exports a function)
 LOADING = importlib.import_module("workbench.core.loading")
@@ -145,9 +146,9 @@ def test_study_out_is_a_file(capsys, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--prompt", ""], "--prompt must not be empty"),
-        (["--prompt", "   "], "--prompt must not be empty"),
-        (["--swapped", ""], "--swapped must not be empty"),
+        (["--prompt", "x" * 10_001], "--prompt is 10,001 characters long; the limit is 10,000"),
+        (["--prompt", ""], "no word-order swap found for --prompt ''"),
+        (["--swapped", "x" * 10_001], "--swapped is 10,001 characters long"),
         (["--prompt", "a horse"], "no word-order swap found for --prompt 'a horse'"),
     ],
 )
@@ -248,7 +249,7 @@ def test_every_option_has_help_and_shows_its_default():
             else:
                 assert f"(default: {action.default})" in text, f"{name} {action.dest}"
     guidance = " ".join(commands["generate"].format_help().split())
-    assert "4.0 suits the embedded model" in guidance and "7.5" in guidance
+    assert "default: the model's own (4.0 for the embedded model" in guidance and "7.5" in guidance
 
 
 def test_scheduler_names_are_one_table():

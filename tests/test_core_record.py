@@ -10,7 +10,7 @@ import torch
 from workbench import RecordingPolicy, Request, generate, record
 
 PROMPT = "a red circle left of a blue square"
-INSTALLED = ("encode_prompt", "prepare_latents")
+INSTALLED = ("check_inputs", "encode_prompt", "prepare_latents")
 
 
 def _assert_runs_equal(a, b):

@@ -176,7 +176,8 @@ def _sweep_parser(command) -> None:
         "--threads",
         type=int,
         default=None,
-        help="torch threads per worker (default: 1 on Ray; torch's choice locally)",
+        help="torch threads per worker, at most this machine's cores (default: 1, locally and on Ray, so a "
+        "request gives the same numbers whichever runs it)",
     )
     w.add_argument(
         "--workers-write",
@@ -213,15 +214,16 @@ _OPTIONS = {
     "width": "--width",
     "size": "--height/--width",
     "scheduler": "--scheduler",
+    "source": "--model",
 }
 _HINTS = {"size": "pass --no-size-limit to lift the bound"}  # Python's hints, as the command line says them
 
 
 def _as_option(err, renames: dict[str, str] | None = None) -> str:
     """A refused value's message naming the command-line option (by the error's ``field``)."""
-    from workbench.core.request import RequestError
+    from workbench.core.errors import FieldError
 
-    if not isinstance(err, RequestError):
+    if not isinstance(err, FieldError):
         return str(err)
     option = {**_OPTIONS, **(renames or {})}.get(err.field, err.field)
     return err.named(option, hint=_HINTS.get(err.field))
@@ -255,7 +257,7 @@ def _device(value: str | None) -> str | None:
     from workbench.core.loading import check_device
 
     with _user_errors():
-        return check_device(value)
+        return check_device(value, "--device")
 
 
 def _writable(target: Path, label: str) -> None:
@@ -337,22 +339,23 @@ def _report(a) -> int:
 
 
 def _rerun(a) -> int:
-    from workbench.store.spec import SpecError, load_spec, rerun
+    from workbench.store.recipe import RecipeError, RerunRecipe
 
-    path = Path(a.spec)
-    if path.is_dir():
-        path = path / "spec.json"
     try:
-        spec = load_spec(path)
-    except SpecError as err:
+        recipe = RerunRecipe.load(a.spec)  # a spec.json, or a run folder holding one
+    except RecipeError as err:
         raise _Usage(str(err)) from None
     device = _device(a.device)
-    cfg = spec["config"]
-    print(
-        f"re-running “{cfg['prompt']}”, seed {cfg['seed']}, {cfg['steps']} steps (recorded on {cfg.get('device')}) ..."
-    )
+    from workbench.rerun import RerunFailedError, rerun
+
+    cfg = recipe.config
+    print(f"re-running “{cfg.prompt}”, seed {cfg.seed}, {cfg.steps} steps (recorded on {cfg.device}) ...")
     with _user_errors():
-        result = rerun(spec, model=a.model, device=device)
+        try:
+            result = rerun(recipe, model=a.model, device=device)
+        except RerunFailedError as err:
+            print(f"workbench rerun: failed: {err.run.failure}", file=sys.stderr)
+            return EXIT_FAILED
     print(result.summary())
     print("MATCH" if result.match else "MISMATCH")
     return 0 if result.match else EXIT_MISMATCH
@@ -366,6 +369,13 @@ def _study(a) -> int:
     if out.exists() and not out.is_dir():
         raise _Usage(f"--out {out} is a file; name a folder for the study's runs and report")
     _writable(out / "runs", f"--out {out}")
+    from workbench.core.request import parse_seeds
+
+    with _user_errors():  # the study's requests, checked before anything loads
+        seeds = parse_seeds(list(dict.fromkeys(a.seeds)))
+    _request(prompt=a.prompt, seed=seeds[0], steps=a.steps, guidance_scale=a.guidance)
+    if a.swapped is not None:
+        _request({"prompt": "--swapped"}, prompt=a.swapped, seed=seeds[0])
     with _user_errors():
         orders = permutations(a.prompt, kind="relation") if a.swapped is None else [a.prompt, a.swapped]
     if len(orders) < 2:
@@ -373,8 +383,6 @@ def _study(a) -> int:
             f"no word-order swap found for --prompt {a.prompt!r}: name two objects around a relation "
             f"word (like {DEFAULT_PROMPT!r}), or give the other order with --swapped"
         )
-    for seed in a.seeds:  # the study's requests, checked before anything loads
-        _request({"seed": "--seeds"}, prompt=a.prompt, seed=seed, steps=a.steps, guidance_scale=a.guidance)
     device = _device(a.device)
     with _user_errors():
         run_study(
@@ -382,7 +390,7 @@ def _study(a) -> int:
             model=a.model,
             prompt=a.prompt,
             swapped=a.swapped,
-            seeds=tuple(dict.fromkeys(a.seeds)),
+            seeds=seeds,
             steps=a.steps,
             guidance_scale=a.guidance,
             device=device,
@@ -412,23 +420,35 @@ def _index(a) -> int:
 
 
 def _sweep(a) -> int:
+    from workbench.sweeps.options import ExecutorOptions, OptionsError
     from workbench.sweeps.spec import SpecError, load_spec, parse_bytes
 
     try:
         spec = load_spec(a.spec)
-        budget = parse_bytes(a.disk_budget)
+        budget = parse_bytes(a.disk_budget, name="--disk-budget")
     except SpecError as err:
-        raise _Usage(str(err).replace("disk_budget", "--disk-budget")) from None
+        raise _Usage(str(err)) from None
     out = Path(a.out)
     if out.exists() and not out.is_dir():
         raise _Usage(f"--out {out} is a file; name a folder for the sweep")
     _writable(out / "index.parquet", f"--out {out}")
-    for option, value in (("--ray-local", a.ray_local), ("--workers", a.workers)):
-        if value is not None and value < 1:
-            raise _Usage(f"{option} must be >= 1, got {value}")
     on_ray = a.ray is not None or a.ray_local is not None
     if not on_ray and (a.workers is not None or a.workers_write):
         raise _Usage("--workers and --workers-write go with --ray or --ray-local")
+    try:
+        options = ExecutorOptions(
+            address=a.ray,
+            num_cpus=a.ray_local,
+            workers=a.workers,
+            threads=a.threads,
+            device=a.device if on_ray else _device(a.device),
+            dtype=a.dtype,
+            workers_write=True if a.workers_write else None,
+        )
+    except OptionsError as err:  # ExecutorOptions' fields as the options that set them
+        named = {"address": "--ray", "num_cpus": "--ray-local"}
+        option = named.get(err.field, "--" + err.field.replace("_", "-"))
+        raise _Usage(err.named(option)) from None
     from workbench.report import report
     from workbench.sweeps.folder import SweepBusyError
     from workbench.sweeps.runner import run_sweep
@@ -439,13 +459,7 @@ def _sweep(a) -> int:
                 spec,
                 out,
                 executor="ray" if on_ray else "local",
-                address=a.ray,
-                num_cpus=a.ray_local,
-                workers=a.workers,
-                threads=a.threads,
-                device=a.device if on_ray else _device(a.device),
-                dtype=a.dtype,
-                workers_write=True if a.workers_write else None,
+                options=options,
                 disk_budget=budget,
                 retry_failed=a.retry_failed,
             )

@@ -15,6 +15,7 @@ from workbench.names import NAMED_MODELS as _NAMED
 from workbench.names import register_model  # noqa: F401  (named models are registered here too)
 
 from .adapters import ADAPTERS, MODEL_DEFAULTS_FILE, set_model_defaults
+from .errors import FieldError, FieldTypeError
 
 SUPPORTED = set(ADAPTERS)  # pipeline classes with an adapter: SD 1.x/2.x, SDXL, SD3/3.5, Flux.1
 
@@ -41,10 +42,11 @@ def device_available(device: str) -> bool:
     return True
 
 
-def check_device(device) -> str:
+def check_device(device, name: str = "device") -> str:
     """``device`` as a string when torch can run on it here, else a ``ValueError`` saying what would work.
 
-    ``None`` gives the default device (CUDA when available, else CPU).
+    ``None`` gives the default device (CUDA when available, else CPU). Messages call the value ``name``
+    (an option such as ``--device``, or a policy field).
 
     Example:
         >>> check_device("cpu")
@@ -55,29 +57,29 @@ def check_device(device) -> str:
     if isinstance(device, torch.device):
         device = str(device)
     if not isinstance(device, str):
-        raise TypeError(f"device must be a str such as 'cpu' or 'cuda', got {type(device).__name__}")
+        raise TypeError(f"{name} must be a str such as 'cpu' or 'cuda', got {type(device).__name__}")
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):
         raise ValueError(
-            f"device {device!r} is not a device torch knows; use 'cpu', 'cuda', 'cuda:1' or 'mps'"
+            f"{name} {device!r} is not a device torch knows; use 'cpu', 'cuda', 'cuda:1' or 'mps'"
         ) from None
     if parsed.type == "cpu":
         return device
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             why = "this torch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise ValueError(f"device {device!r} is not available here ({why}); use 'cpu'")
+            raise ValueError(f"{name} {device!r} is not available here ({why}); use 'cpu'")
         count = torch.cuda.device_count()
         if parsed.index is not None and parsed.index >= count:
             raise ValueError(
-                f"device {device!r} is not available here: this machine has {count} CUDA device(s)"
+                f"{name} {device!r} is not available here: this machine has {count} CUDA device(s)"
             )
         return device
     backend = getattr(torch.backends, parsed.type, None) or getattr(torch, parsed.type, None)
     available = getattr(backend, "is_available", None)
     if available is None or not available():
-        raise ValueError(f"device {device!r} is not available here; use 'cpu'")
+        raise ValueError(f"{name} {device!r} is not available here; use 'cpu'")
     return device
 
 
@@ -107,11 +109,12 @@ def _named_folder(name: str) -> Path:
 def _resolve_source(source) -> Path | str:
     """A registered name's folder, an existing local folder, or a hub id; anything else is an error."""
     if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"source must be 'toy', a folder or a hub id, got {type(source).__name__}")
+        raise FieldTypeError("source", f"must be 'toy', a folder or a hub id, got {type(source).__name__}")
     text = os.fspath(source)
     if isinstance(text, bytes) or not text.strip():
-        raise ValueError(
-            f"source must name a model: 'toy', a diffusers folder or a hub id such as 'owner/name', got {text!r}"
+        raise FieldError(
+            "source",
+            f"must name a model: 'toy', a diffusers folder or a hub id such as 'owner/name', got {text!r}",
         )
     if isinstance(source, str) and text in _NAMED:
         return _named_folder(text)

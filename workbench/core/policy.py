@@ -53,10 +53,7 @@ class RecordingPolicy:
         if self.device != "cpu":  # where the store lives must exist here, before any recording starts
             from .loading import check_device
 
-            try:
-                check_device(self.device)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"policy device: {err}") from None
+            check_device(self.device, "policy device")
         if not isinstance(self.budget_bytes, int) or self.budget_bytes <= 0:
             raise ValueError(f"policy budget_bytes must be a positive int, got {self.budget_bytes!r}")
         if self.steps is not None:

@@ -213,6 +213,9 @@ class Recording:
 
     def install(self) -> None:
         pipe = self.pipe
+        # ``check_inputs`` is the first thing every stock call does, before it sets any state on the
+        # pipeline: a plain call from another thread waits there until this recording ends
+        self._wrap(pipe, "check_inputs", self._guard)
         self._wrap(pipe, "encode_prompt", self._encode_prompt)
         self._wrap(pipe, "prepare_latents", self._prepare_latents)
         self._wrap(pipe.image_processor, "postprocess", self._postprocess)

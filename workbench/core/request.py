@@ -18,6 +18,7 @@ import numbers
 import re
 from dataclasses import dataclass
 
+from .errors import FieldError
 from .schedulers import scheduler_spec
 
 MAX_SEED = 2**63 - 1
@@ -29,27 +30,12 @@ SIZE_LIMIT = 2.0  # the largest side a request may have, as a multiple of the mo
 EMPTY_PROMPT_NOTE = "the prompt is empty: the image is what the model makes unconditioned on any text"
 
 
-class RequestError(ValueError):
-    """A request field that cannot be used, with the field as data.
+class RequestError(FieldError):
+    """A request field that cannot be used, with the field as data (see ``FieldError``).
 
-    Attributes:
-        field: the ``Request`` field refused (``"seed"``, ``"height"``, ...; ``"size"`` for the size
-            bound on height and width together, ``"seeds"`` for a seed list).
-        problem: what is wrong, without the field's name: ``f"{field} {problem}"`` is the message, so a
-            command line or a form can say ``f"{its option} {problem}"``.
-        hint: how to lift a bound, in Python's words (``"pass size_limit=None ..."``), or ``""``; kept
-            apart so that another surface can word it its own way.
+    ``field`` is the ``Request`` field refused (``"seed"``, ``"height"``, ...; ``"size"`` for the size
+    bound on height and width together, ``"seeds"`` for a seed list).
     """
-
-    def __init__(self, field: str, problem: str, *, hint: str = ""):
-        self.field, self.problem, self.hint = field, problem, hint
-        super().__init__(self.named(field))
-
-    def named(self, name: str, hint: str | None = None) -> str:
-        """The message with the field called ``name`` (an option, a spec field) and ``hint`` in place of
-        the Python one."""
-        hint = self.hint if hint is None else hint
-        return f"{name} {self.problem}" + (f" ({hint})" if hint else "")
 
 
 class RequestTypeError(RequestError, TypeError):
