@@ -80,7 +80,10 @@ class AttentionStore:
 
 
 class AttentionSink:
-    """Preallocated storage the observers write into: per branch, layer and image, one row per kept step."""
+    """Preallocated storage the observers write into: per branch, layer and image, one row per kept step.
+
+    ``layers`` are the layers the policy keeps (``policy.select_layers``, chosen once per call).
+    """
 
     def __init__(
         self,
@@ -92,7 +95,7 @@ class AttentionSink:
         batch: int,
     ):
         self.policy = policy
-        self.layers = {layer.name: layer for layer in policy.select_layers(layers, latent_hw)}
+        self.layers = {layer.name: layer for layer in layers}
         self.kept = policy.kept_steps(total_steps)
         self.row_of = {s: i for i, s in enumerate(self.kept)}
         self.batch = batch

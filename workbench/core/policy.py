@@ -105,10 +105,15 @@ def estimate_bytes(
     tokens: int,
     total_steps: int,
     batch: int = 1,
+    *,
+    kept: list[CrossAttentionLayer] | None = None,
 ) -> int:
-    """Bytes the attention stores of ``batch`` images will take under ``policy``, from the model's shapes."""
+    """Bytes the attention stores of ``batch`` images will take under ``policy``, from the model's shapes.
+
+    ``kept``: the layers the policy keeps, when already selected (``policy.select_layers``).
+    """
     per_step = 0
-    for layer in policy.select_layers(layers, latent_hw):
+    for layer in kept if kept is not None else policy.select_layers(layers, latent_hw):
         h, w = layer.grid(*latent_hw)
         heads = layer.heads if policy.heads == "all" else 1
         per_step += heads * h * w * tokens
@@ -124,10 +129,15 @@ def check_budget(
     tokens: int,
     total_steps: int,
     batch: int = 1,
+    *,
+    kept: list[CrossAttentionLayer] | None = None,
 ) -> int:
-    """Return the estimate, or raise ``BudgetError`` naming the estimate and policies that fit."""
+    """Return the estimate, or raise ``BudgetError`` naming the estimate and policies that fit.
+
+    ``kept``: the layers the policy keeps, when already selected (``policy.select_layers``).
+    """
     need = (
-        estimate_bytes(policy, layers, latent_hw, tokens, total_steps, batch)
+        estimate_bytes(policy, layers, latent_hw, tokens, total_steps, batch, kept=kept)
         if policy.record_attention
         else 0
     )

@@ -339,14 +339,17 @@ class Recording:
         latent_hw = tuple(self.noise.shape[-2:])
         batch = self.noise.shape[0]
         layers = adapter.layers()
-        store = check_budget(self.policy, layers, latent_hw, self.text_len, self.total_steps, batch)
+        kept = self.policy.select_layers(layers, latent_hw)  # once per call
+        store = check_budget(
+            self.policy, layers, latent_hw, self.text_len, self.total_steps, batch, kept=kept
+        )
         # before any denoising: the whole call against the memory each part lives in
         check_call(adapter, *self.size, batch, self.total_steps, store, self.policy.device)
         if self.policy.negative and not self._guided() and not adapter.separate_negative:
             _warn("policy.negative is set but guidance is off: there is no negative branch to record")
         if self.policy.record_attention:
             self.sink = AttentionSink(
-                self.policy, layers, latent_hw, self.text_len, self.total_steps, batch=batch
+                self.policy, kept, latent_hw, self.text_len, self.total_steps, batch=batch
             )
             self.sink.separate_negative = adapter.separate_negative
             self._call_undo += adapter.observe(self.sink)
@@ -447,15 +450,19 @@ class Recording:
         asked = self.requests if self.requests is not None and len(self.requests) == batch else None
         self.requests = None  # for this call only
         for i in range(batch):
-            request = asked[i] if asked is not None else Request(
-                prompt=prompts[i],
-                seed=self.seeds[i],
-                steps=steps,
-                guidance_scale=self._guidance(),
-                true_cfg_scale=None if self.negative_calls and self.adapter.separate_negative else 1.0,
-                negative_prompt=negatives[i],
-                height=height,
-                width=width,
+            request = (
+                asked[i]
+                if asked is not None
+                else Request(
+                    prompt=prompts[i],
+                    seed=self.seeds[i],
+                    steps=steps,
+                    guidance_scale=self._guidance(),
+                    true_cfg_scale=None if self.negative_calls and self.adapter.separate_negative else 1.0,
+                    negative_prompt=negatives[i],
+                    height=height,
+                    width=width,
+                )
             )
             runs.append(
                 Run(
