@@ -55,7 +55,7 @@ def _equal_runs(a, b):
         ({"class": "DDIMScheduler", "config": {"num_train_timesteps": 10**9}}, "num_train_timesteps"),
         ({"class": "DDIMScheduler", "config": {"num_train_timesteps": -5}}, "num_train_timesteps"),
         ({"class": "DDIMScheduler", "config": {"trained_betas": [0.1] * 20_000}}, "20,000 values"),
-        ({"class": "DDIMScheduler", "config": {"beta_start": float("nan")}}, "finite"),
+        ({"class": "DDIMScheduler", "config": {"beta_start": float("nan")}}, "must be a number, got nan"),
     ],
 )
 def test_scheduler_specs_build_schedulers_only(scheduler, says):

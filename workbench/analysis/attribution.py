@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from workbench.core.adapters import StableDiffusionAdapter, adapter_for
+from workbench.core.adapters import adapter_for
 from workbench.core.generate import replay
 from workbench.core.run import Run
 from workbench.core.step_model import StepModel, conditioning, encode, token_ids
@@ -228,11 +228,11 @@ def occlusion(
     if target == "x0" and step is None:
         raise ValueError("target='x0' needs step=")
     check_pipe(pipe, run)
-    family = adapter_for(pipe).family
-    if family != StableDiffusionAdapter.family:
+    adapter = adapter_for(pipe)
+    if not adapter.one_clip_encoder:  # a capability the adapter states, not a family name
         raise NotImplementedError(
             f"occlusion re-encodes token ids with one CLIP text encoder (Stable Diffusion 1.x/2.x); "
-            f"for {family} use integrated_gradients"
+            f"for {adapter.family} use integrated_gradients"
         )
     ids = token_ids(pipe, run.prompt)
     _check_ids(run, ids)

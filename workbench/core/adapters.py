@@ -4,8 +4,9 @@ An adapter says, for its family: the attention sites to observe (module paths in
 counts, query grids for a latent size) and how to observe them; the text positions (one token table
 per text encoder, laid out on the key axis as the denoiser sees them); the guidance layout (one batch
 [unconditional | conditional], or the negative branch as a second denoiser call); how the pipeline
-draws and packs its initial noise; sizes; and how a latent is decoded. Analysis, figures, apps and the
-store never branch on the family.
+draws and packs its initial noise; sizes; the default guidance; and how a latent is decoded. Analysis,
+figures, apps and the store never branch on the family's name: where a method needs something only
+some families have, it asks the adapter for that capability (``one_clip_encoder`` for word occlusion).
 
 Families: Stable Diffusion 1.x/2.x, SDXL (UNet cross-attention), SD3/SD3.5 and Flux.1 (joint attention).
 """
@@ -40,6 +41,7 @@ class StableDiffusionAdapter:
     family = "Stable Diffusion 1.x/2.x"
     separate_negative = False  # the negative branch is the first half of one batch
     family_guidance = 7.5  # the stock pipeline's own default guidance_scale
+    one_clip_encoder = True  # the text is one CLIP encoder's output from token ids (word occlusion works)
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -160,6 +162,7 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
 
     family = "SDXL"
     family_guidance = 5.0
+    one_clip_encoder = False
 
     def text_lengths(self, bound: dict) -> dict[str, int]:
         return {"CLIP": self.text_limit}
@@ -242,6 +245,7 @@ class StableDiffusion3Adapter(JointAdapter):
 
     family = "SD3/SD3.5"
     family_guidance = 7.0
+    one_clip_encoder = False
 
     def layers(self) -> list[CrossAttentionLayer]:
         t = self.denoiser
@@ -287,6 +291,7 @@ class FluxAdapter(JointAdapter):
 
     family = "Flux.1"
     family_guidance = 3.5
+    one_clip_encoder = False
     text_first = True
     rotary = True
     separate_negative = True

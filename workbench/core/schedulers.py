@@ -83,7 +83,7 @@ def check_scheduler_class(name: str) -> None:
 def check_scheduler_config(config: dict) -> None:
     """Bound what a scheduler config may ask to allocate, before the scheduler is built.
 
-    ``num_train_timesteps`` is 1..``MAX_TRAIN_TIMESTEPS``; numbers are finite; lists and strings short.
+    ``num_train_timesteps`` is 1..``MAX_TRAIN_TIMESTEPS``; no NaN; lists and strings short.
     """
     import math
 
@@ -96,8 +96,8 @@ def check_scheduler_config(config: dict) -> None:
                 f"scheduler config {key!r} holds {len(items):,} values; at most {MAX_CONFIG_LIST:,}"
             )
         for v in items:
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ValueError(f"scheduler config {key!r} must be finite, got {v!r}")
+            if isinstance(v, float) and math.isnan(v):  # (infinities are legitimate: lambda_min_clipped)
+                raise ValueError(f"scheduler config {key!r} must be a number, got {v!r}")
             if isinstance(v, str) and len(v) > MAX_CONFIG_TEXT:
                 raise ValueError(f"scheduler config {key!r} is a string of {len(v):,} characters")
     n = config.get("num_train_timesteps")
