@@ -409,6 +409,36 @@ class Recording:
         """Build one ``Run`` per image from what was observed (nothing if the call never got its latents)."""
         if self.noise is None:
             return []
+        self._warn_state()
+        batch = self.noise.shape[0]
+        stores = self.sink.finish(self.steps_done) if self.sink is not None else [{} for _ in range(batch)]
+        images = _as_pil(self.images, batch) if self.complete else [None] * batch
+        prompts, negatives = self._texts()
+        provenance = self._provenance(batch, prompts)
+        requests = self._requests(prompts, negatives)
+        latents = torch.stack(self.latents, dim=1) if self.latents else None  # (batch, steps + 1, C, h, w)
+        x0 = torch.stack(self.x0, dim=1) if self.x0 else None  # (batch, steps, C, h, w)
+        empty = torch.zeros((0, *self.noise.shape[1:]))
+        table = self.adapter.table
+        return [
+            Run(
+                config=RunConfig(requests[i], self.policy, Provenance(**provenance)),
+                tokens=table(prompts[i], self.lengths),
+                negative_tokens=table(negatives[i] or "", self.lengths),
+                timesteps=torch.tensor(self.timesteps, dtype=torch.float64),
+                noise=self.noise[i],
+                latents=latents[i] if latents is not None else empty,
+                x0=x0[i] if x0 is not None else empty,
+                image=images[i],
+                attention=stores[i].get("cond", AttentionStore(heads=self.policy.heads)),
+                negative_attention=stores[i].get("uncond"),
+                complete=self.complete,
+                failure=self.failure,
+            )
+            for i in range(batch)
+        ]
+
+    def _warn_state(self) -> None:
         if self.failure is not None:
             _warn(f"generation failed: {self.failure}; the run is kept, marked failed and incomplete")
         elif not self.complete:
@@ -416,17 +446,19 @@ class Recording:
                 f"generation stopped after {self.steps_done} of {self.total_steps} steps; the run keeps "
                 "those steps and is marked incomplete"
             )
-        batch = self.noise.shape[0]
-        stores = self.sink.finish(self.steps_done) if self.sink is not None else [{} for _ in range(batch)]
-        images = _as_pil(self.images, batch) if self.complete else [None] * batch
+
+    def _texts(self) -> tuple[list[str], list[str | None]]:
+        """The prompt and negative prompt of every image of the batch."""
         prompts = [p for p in (self.prompts or [""]) for _ in range(self.per_prompt)]
         negatives = [n for n in self.negative_prompts for _ in range(self.per_prompt)]
         if len(negatives) != len(prompts):
             negatives = [negatives[0]] * len(prompts)
-        height, width = self.size
+        return prompts, negatives
+
+    def _provenance(self, batch: int, prompts: list[str]) -> dict:
         param = next(self.adapter.denoiser.parameters())
-        numerics_here = numerics(param.device, param.dtype)
-        provenance = dict(
+        here = numerics(param.device, param.dtype)
+        return dict(
             scheduler=type(self.scheduler).__name__ if self.scheduler is not None else "",
             scheduler_config=jsonable(dict(self.scheduler.config)) if self.scheduler is not None else {},
             model={
@@ -434,53 +466,35 @@ class Recording:
                 "pipeline": type(self.pipe).__name__,
                 "weights_sha256": weights_hash(self.pipe),
             },
-            dtype=str(next(self.adapter.denoiser.parameters()).dtype).removeprefix("torch."),
-            device=str(next(self.adapter.denoiser.parameters()).device),
-            versions=numerics_here["versions"],
-            numerics=numerics_here,
+            dtype=here["dtype"],
+            device=here["device"],
+            versions=here["versions"],
+            numerics=here,
             batch={"size": batch, "prompts": prompts, "seeds": self.seeds} if batch > 1 else None,
             noise=self.noise_kind,
         )
-        latents = torch.stack(self.latents, dim=1) if self.latents else None  # (batch, steps + 1, C, h, w)
-        x0 = torch.stack(self.x0, dim=1) if self.x0 else None  # (batch, steps, C, h, w)
-        empty = torch.zeros((0, *self.noise.shape[1:]))
-        table = self.adapter.table
+
+    def _requests(self, prompts: list[str], negatives: list[str | None]) -> list[Request]:
+        """What each image was asked for: ``generate``'s own requests, or what the caller's call said."""
+        asked, self.requests = self.requests, None  # for this call only
+        if asked is not None and len(asked) == len(prompts):
+            return list(asked)
         steps = int(getattr(self.scheduler, "num_inference_steps", None) or self.total_steps or 1)
-        runs = []
-        asked = self.requests if self.requests is not None and len(self.requests) == batch else None
-        self.requests = None  # for this call only
-        for i in range(batch):
-            request = (
-                asked[i]
-                if asked is not None
-                else Request(
-                    prompt=prompts[i],
-                    seed=self.seeds[i],
-                    steps=steps,
-                    guidance_scale=self._guidance(),
-                    true_cfg_scale=None if self.negative_calls and self.adapter.separate_negative else 1.0,
-                    negative_prompt=negatives[i],
-                    height=height,
-                    width=width,
-                )
+        height, width = self.size
+        true_cfg = None if self.negative_calls and self.adapter.separate_negative else 1.0
+        return [
+            Request(
+                prompt=prompts[i],
+                seed=self.seeds[i],
+                steps=steps,
+                guidance_scale=self._guidance(),
+                true_cfg_scale=true_cfg,
+                negative_prompt=negatives[i],
+                height=height,
+                width=width,
             )
-            runs.append(
-                Run(
-                    config=RunConfig(request, self.policy, Provenance(**provenance)),
-                    tokens=table(prompts[i], self.lengths),
-                    negative_tokens=table(negatives[i] or "", self.lengths),
-                    timesteps=torch.tensor(self.timesteps, dtype=torch.float64),
-                    noise=self.noise[i],
-                    latents=latents[i] if latents is not None else empty,
-                    x0=x0[i] if x0 is not None else empty,
-                    image=images[i],
-                    attention=stores[i].get("cond", AttentionStore(heads=self.policy.heads)),
-                    negative_attention=stores[i].get("uncond"),
-                    complete=self.complete,
-                    failure=self.failure,
-                )
-            )
-        return runs
+            for i in range(len(prompts))
+        ]
 
 
 def _as_pil(images, batch: int) -> list:
