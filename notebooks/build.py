@@ -286,14 +286,15 @@ from pathlib import Path
 
 from workbench.store.index import load_index
 from workbench.report import report
-from workbench.store.spec import load_spec, rerun, save_spec
+from workbench.rerun import rerun
+from workbench.store.recipe import RerunRecipe, save_recipe
 
 OUT = Path(os.environ.get("WORKBENCH_OUT") or "experiment")  # beside this notebook: open it in the file browser
 runs = []
 for prompt in ["a red circle left of a blue square", "a blue square left of a red circle"]:
     run = workbench.generate(pipe, prompt, seed=5, steps=20, guidance_scale=4.0, progress=False)
     folder = workbench.save_run(run, OUT / "runs" / prompt.replace(" ", "-"), overwrite=True)
-    save_spec(run, folder / "spec.json")
+    save_recipe(run, folder / "spec.json")
     runs.append(run)
 load_index(OUT / "runs")""",
         ),
@@ -327,7 +328,7 @@ path = report(
         (
             "code",
             """\
-result = rerun(load_spec(OUT / "runs" / "a-red-circle-left-of-a-blue-square" / "spec.json"), model=pipe)
+result = rerun(RerunRecipe.load(OUT / "runs" / "a-red-circle-left-of-a-blue-square" / "spec.json"), model=pipe)
 print(result.summary())
 assert result.match""",
         ),

@@ -251,7 +251,8 @@ def test_step_model_and_integrated_gradients(family):
 def test_report_rerun_app_and_studies(family, tmp_path):
     from workbench.analysis import change_curves, filmstrip, permutations
     from workbench.report import report
-    from workbench.store.spec import make_spec, rerun
+    from workbench.rerun import rerun
+    from workbench.store.recipe import RerunRecipe
     from workbench.widgets import GenerateApp
 
     name, pipe, req = family
@@ -263,7 +264,7 @@ def test_report_rerun_app_and_studies(family, tmp_path):
     other = generate(pipe, req.replace(prompt=swapped, steps=2), progress=False)
     path = report([run, other], tmp_path / "report.html", quiet=True)
     assert path.stat().st_size > 0 and type(pipe).__name__ in path.read_text()
-    result = rerun(make_spec(run), model=pipe)
+    result = rerun(RerunRecipe.from_run(run), model=pipe)
     assert result.match and result.image_match and result.attention_match
     app = GenerateApp(pipe, prompt=req.prompt, seed=req.seed, steps=2)
     app.height.value, app.width.value = req.height, req.width

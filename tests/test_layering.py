@@ -64,3 +64,42 @@ def test_the_import_finder_sees_nested_and_relative_imports():
         "    from workbench.widgets import explorer\n"
     )
     assert imports_of(source, ("workbench", "viz")) == {"store", "analysis", "viz", "widgets"}
+
+
+def modules_of(source: str, package: tuple[str, ...]) -> set[str]:
+    """The workbench modules some source imports, by full dotted name (``from a import b`` names both
+    ``a`` and ``a.b``, since ``b`` may be a module)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = list(package[: len(package) - node.level + 1]) if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            found |= {module} | {f"{module}.{a.name}" for a in node.names}
+    return {name for name in found if name.split(".")[0] == "workbench"}
+
+
+def test_rerun_sits_on_core_and_store_only():
+    """Re-running generates (core) from a recipe (store); nothing above it."""
+    above = imports_of((ROOT / "rerun.py").read_text(), ("workbench",)) - {"core", "store"} - LEAVES
+    assert not above, f"workbench/rerun.py may import only core and store; found {sorted(above)}"
+
+
+GENERATING = {"workbench.core.generate", "workbench.core.loading", "workbench.core.recorder"}
+
+
+def test_store_neither_loads_models_nor_generates():
+    """Storage reads and writes runs; making them (again) happens above it, in ``workbench.rerun``."""
+    wrong = {}
+    for path in sorted((ROOT / "store").rglob("*.py")):
+        package = path.relative_to(ROOT.parent).parent.parts
+        found = modules_of(path.read_text(), package) & GENERATING
+        if found:
+            wrong[str(path.relative_to(ROOT.parent))] = sorted(found)
+    assert not wrong, f"store must not load models or generate; found {wrong}"
+
+
+def test_the_module_finder_sees_names_imported_from_a_package():
+    source = "from workbench.core import loading\nfrom ..core.generate import generate\n"
+    assert {"workbench.core.loading", "workbench.core.generate"} <= modules_of(source, ("workbench", "store"))

@@ -7,7 +7,7 @@ import pytest
 
 from workbench import generate
 from workbench.report import report
-from workbench.store.spec import make_spec
+from workbench.store.recipe import RerunRecipe
 
 EVIL = "a <script>alert('x')</script> horse"
 
@@ -44,7 +44,7 @@ def test_report_is_self_contained_with_plotly_once(tmp_path, runs):
 
 def test_report_holds_config_tokens_and_spec(tmp_path, runs):
     page = report(runs[1], tmp_path / "r.html", quiet=True).read_text()
-    spec = make_spec(runs[1])
+    spec = RerunRecipe.from_run(runs[1]).to_dict()
     for value in (
         spec["expected"]["image_hash"],
         spec["expected"]["attention_hash"],

@@ -2,14 +2,18 @@
 saves clean up after dead writers, and folders follow the umask."""
 
 import copy
+import errno
 import json
 import os
 import random
 import shutil
+import struct
 import subprocess
 import time
 import warnings
+import zlib
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -147,20 +151,21 @@ def test_corrupted_tensors_are_listed_as_not_intact(saved, tmp_path):
     assert df.complete.to_dict() == {"a": True, "b": False, "c": False}
 
 
-def test_a_refresh_rehashes_only_changed_tensors(saved, tmp_path, monkeypatch):
+def test_a_refresh_verifies_only_changed_folders(saved, tmp_path, monkeypatch):
     root = tmp_path / "runs"
-    for name in ("a", "b"):
+    for name in ("a", "b", "c"):
         _copy(saved, root / name)
     load_index(root)
     calls = []
-    real = index_module.tensors_intact
-    monkeypatch.setattr(index_module, "tensors_intact", lambda *a: calls.append(a[0].name) or real(*a))
+    real = index_module.verify_files
+    monkeypatch.setattr(index_module, "verify_files", lambda f, m: calls.append(f.name) or real(f, m))
     assert load_index(root).intact.all() and calls == []  # verdicts reused for unchanged files
     data = bytearray((root / "b" / "tensors.safetensors").read_bytes())
     data[-10] ^= 0xFF
     (root / "b" / "tensors.safetensors").write_bytes(bytes(data))
+    _replace_image(root / "c")
     df = load_index(root).set_index("path")
-    assert calls == ["b"] and df.intact.to_dict() == {"a": True, "b": False}
+    assert sorted(calls) == ["b", "c"] and df.intact.to_dict() == {"a": True, "b": False, "c": False}
 
 
 def test_index_file_is_replaced_atomically(saved, tmp_path, monkeypatch):
@@ -345,3 +350,160 @@ def test_fuzzed_run_json_never_breaks_the_index(saved, base_meta, tmp_path):
         for i in range(len(cases[batch : batch + 50])):  # each folder is listed or named as left out
             name = f"r{i:02d}"
             assert (name in set(df.path)) != (str(root / name / "run.json") in said), name
+
+
+# ------------------------------------------------------------------ the index checks what load_run checks
+
+
+def _replace_image(folder) -> None:
+    """A different image of the same size and mode in place of the run's (one bit of one pixel)."""
+    from PIL import Image
+
+    with Image.open(folder / "image.png") as im:
+        pixels = np.asarray(im).copy()
+    pixels[0, 0] ^= 1
+    Image.fromarray(pixels).save(folder / "image.png")
+
+
+def _png_bomb(path, side: int = 100_000) -> None:
+    """A valid-looking PNG that declares ``side``² pixels in a few dozen bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\\x89PNG\\r\\n\\x1a\\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _retensor(folder, change) -> None:
+    """``change`` the tensors and record the new file's checksum in run.json (a careful tamperer)."""
+    from safetensors.torch import load_file, save_file
+
+    save_file(change(load_file(folder / "tensors.safetensors")), folder / "tensors.safetensors")
+    meta = json.loads((folder / "run.json").read_text())
+    meta["hashes"]["tensors_file"] = store._sha256(folder / "tensors.safetensors")
+    (folder / "run.json").write_text(json.dumps(meta))
+
+
+FILE_DAMAGE = {
+    "intact": lambda f: None,
+    "png bomb": lambda f: _png_bomb(f / "image.png"),
+    "replaced image": _replace_image,
+    "image removed": lambda f: (f / "image.png").unlink(),
+    "image hash edited": lambda f: (f / "run.json").write_text(
+        (f / "run.json")
+        .read_text()
+        .replace(json.loads((f / "run.json").read_text())["hashes"]["image"], "0" * 64)
+    ),
+    "latents cropped": lambda f: _retensor(
+        f, lambda t: {**t, "latents": t["latents"][:, :, :2].contiguous()}
+    ),
+    "flipped byte": lambda f: (f / "tensors.safetensors").write_bytes(
+        (f / "tensors.safetensors").read_bytes()[:-10] + b"\\0" * 10
+    ),
+    "tensors a folder": lambda f: ((f / "tensors.safetensors").unlink(), (f / "tensors.safetensors").mkdir()),
+}
+
+
+def test_the_index_lists_intact_exactly_what_load_run_loads(saved, tmp_path):
+    root = tmp_path / "runs"
+    for name, damage in FILE_DAMAGE.items():
+        damage(_copy(saved, root / name.replace(" ", "-")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # file damage is a row marked not intact, never a skipped folder
+        df = load_index(root).set_index("path")
+    loads = {}
+    for name in df.index:
+        try:
+            load_run(root / name)
+            loads[name] = True
+        except RunLoadError:
+            loads[name] = False
+    assert df.intact.to_dict() == loads
+    assert loads == {name.replace(" ", "-"): name == "intact" for name in FILE_DAMAGE}
+
+
+def test_a_png_bomb_is_refused_by_load_run_and_the_index(saved, tmp_path):
+    folder = _copy(saved, tmp_path / "runs" / "bomb")
+    _png_bomb(folder / "image.png")
+    with pytest.raises(RunLoadError, match="image.png cannot be read"):
+        load_run(folder)
+    df = build_index(tmp_path / "runs")
+    assert df.intact.tolist() == [False] and df.complete.tolist() == [False]
+
+
+def test_fuzzed_run_json_is_intact_in_the_index_only_where_it_loads(saved, base_meta, tmp_path):
+    root = tmp_path / "runs"
+    for i, text in enumerate(_fuzz_cases(base_meta, 60, seed=13)):
+        _copy(saved, root / f"r{i:02d}", text=text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        df = load_index(root)
+    for path, intact in zip(df.path, df.intact):
+        try:
+            load_run(root / path)
+            loaded = True
+        except RunLoadError:
+            loaded = False
+        assert intact == loaded, path
+
+
+# ------------------------------------------------------------------ folders the index cannot look into
+
+
+def _refuse_listing(monkeypatch, folder) -> None:
+    """Make listing ``folder`` fail with EACCES, as it does for a user who is not root when the folder is
+    ``chmod 000`` (root lists through permissions, so the test simulates it)."""
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == os.fspath(folder):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_the_index_names_a_folder_it_cannot_read(saved, tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    _copy(saved, root / "good")
+    _copy(saved, root / "locked" / "inner")
+    _refuse_listing(monkeypatch, root / "locked")
+    with pytest.warns(UserWarning) as record:
+        df = build_index(root)
+    assert df.path.tolist() == ["good"]
+    assert [str(w.message) for w in record] == [
+        f"the index cannot look into 1 folder(s): {root / 'locked'} (Permission denied)"
+    ]
+
+
+def test_the_index_command_warns_in_one_line(saved, tmp_path, monkeypatch, capsys):
+    from workbench.cli import main
+
+    root = tmp_path / "runs"
+    _copy(saved, root / "good")
+    (root / "locked").mkdir()
+    _refuse_listing(monkeypatch, root / "locked")
+    assert main(["index", str(root)]) == 0
+    captured = capsys.readouterr()
+    assert "(1 runs)" in captured.out
+    assert captured.err == (
+        f"workbench index: warning: the index cannot look into 1 folder(s): {root / 'locked'} (Permission denied)\n"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root lists folders through their permissions")
+def test_the_index_names_a_chmod_000_folder(saved, tmp_path):
+    root = tmp_path / "runs"
+    _copy(saved, root / "locked" / "inner")
+    (root / "locked").chmod(0)
+    try:
+        with pytest.warns(UserWarning, match="cannot look into 1 folder"):
+            build_index(root)
+    finally:
+        (root / "locked").chmod(0o755)

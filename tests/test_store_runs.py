@@ -1,6 +1,7 @@
 """Runs save and load exactly, without pickle; damaged folders fail with a clear error."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -109,3 +110,215 @@ def test_no_pickle_on_disk(run, tmp_path):
     assert meta["schema"] == 1 and meta["config"]["prompt"] == "a yellow triangle, below"
     for f in path.iterdir():
         assert b"\x80\x04\x95" not in f.read_bytes()[:64]  # no pickle protocol header
+
+
+# ------------------------------------------------------------------ what load_run checks
+
+
+def _rewrite_tensors(folder, change) -> None:
+    """Replace the tensors file with ``change(tensors)`` and record its new checksum in run.json, as a
+    careful tamperer would (the checksum alone no longer tells)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = change(load_file(folder / "tensors.safetensors"))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "tensors.safetensors")
+    meta = json.loads((folder / "run.json").read_text())
+    meta["hashes"]["tensors_file"] = store._sha256(folder / "tensors.safetensors")
+    (folder / "run.json").write_text(json.dumps(meta))
+
+
+def _first_layer(t: dict) -> str:
+    return next(k for k in t if k.startswith("attention.cond."))
+
+
+SHAPE_TAMPERING = {
+    "latents cropped": (lambda t: {**t, "latents": t["latents"][:, :, :4]}, "latents"),
+    "noise flattened": (lambda t: {**t, "noise": t["noise"].reshape(-1)}, "noise"),
+    "x0 one step short": (lambda t: {**t, "x0": t["x0"][:-1]}, "latents"),
+    "timesteps one too many": (
+        lambda t: {**t, "timesteps": torch.cat([t["timesteps"], t["timesteps"][:1]])},
+        "timesteps",
+    ),
+    "all latents cropped alike": (
+        lambda t: {**t, **{k: t[k][..., :4, :] for k in ("noise", "latents", "x0")}},
+        "latents of 4x8, which does not fit a 16x16 image",
+    ),
+    "attention without its last tokens": (
+        lambda t: {**t, _first_layer(t): t[_first_layer(t)][..., :4]},
+        "tokens",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHAPE_TAMPERING))
+def test_tensor_shapes_are_checked_against_the_config_and_each_other(run, tmp_path, name):
+    change, words = SHAPE_TAMPERING[name]
+    path = save_run(run, tmp_path / "r")
+    _rewrite_tensors(path, change)
+    with pytest.raises(RunLoadError, match="does not fit") as err:
+        load_run(path)
+    assert words in str(err.value)
+
+
+def test_a_run_with_tampered_latents_gives_the_report_command_one_line(run, tmp_path, capsys):
+    from workbench.cli import main
+
+    path = save_run(run, tmp_path / "r")
+    _rewrite_tensors(path, SHAPE_TAMPERING["all latents cropped alike"][0])  # crashed in heatmaps before
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(path), "-o", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "which does not fit a 16x16 image" in err
+
+
+def test_a_replaced_image_does_not_load(run, tmp_path):
+    path = save_run(run, tmp_path / "r")
+    image = np.asarray(run.image).copy()
+    image[0, 0] ^= 1  # one pixel, one bit: the PNG still reads well
+    from PIL import Image
+
+    Image.fromarray(image).save(path / "image.png")
+    with pytest.raises(RunLoadError, match="image.png does not match the image hash in run.json"):
+        load_run(path)
+
+
+def test_an_image_of_another_size_is_refused_before_decoding(run, tmp_path, monkeypatch):
+    from PIL import Image
+
+    path = save_run(run, tmp_path / "r")
+    Image.new("RGB", (64, 48)).save(path / "image.png")
+    decoded = []
+    monkeypatch.setattr(Image.Image, "copy", lambda self: decoded.append(self) or pytest.fail("decoded"))
+    with pytest.raises(RunLoadError, match=r"image.png is 64x48, which does not fit the run's 16x16"):
+        load_run(path)
+    assert decoded == []
+
+
+def test_a_complete_run_without_its_image_does_not_load(run, tmp_path):
+    path = save_run(run, tmp_path / "r")
+    (path / "image.png").unlink()
+    with pytest.raises(RunLoadError, match="image.png is missing, and the run is complete"):
+        load_run(path)
+
+
+# ------------------------------------------------------------------ folders and files the system refuses
+
+
+def _refuse_stat_inside(monkeypatch, folder):
+    """Make every ``stat`` of a path inside ``folder`` fail with EACCES, as it does for a user who is not
+    root when the folder is ``chmod 000`` (root reads through permissions, so tests simulate it)."""
+    import errno
+    import pathlib
+
+    real = pathlib.Path.stat
+
+    def stat(self, *args, **kwargs):
+        if self.parent == folder:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "stat", stat)
+
+
+def test_an_unreadable_run_folder_is_a_run_load_error(run, tmp_path, monkeypatch):
+    path = save_run(run, tmp_path / "r")
+    _refuse_stat_inside(monkeypatch, path)
+    with pytest.raises(RunLoadError, match=r"run.json cannot be read \(Permission denied\)"):
+        load_run(path)
+
+
+def test_an_unreadable_tensors_file_is_a_run_load_error(run, tmp_path, monkeypatch):
+    """``open`` of the tensors file fails with EACCES (what chmod 000 gives a user who is not root)."""
+    import builtins
+    import errno
+
+    path = save_run(run, tmp_path / "r")
+
+    def refusing_open(file, *args, **kwargs):
+        if str(file).endswith("tensors.safetensors"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return builtins.open(file, *args, **kwargs)
+
+    monkeypatch.setattr(store, "open", refusing_open, raising=False)  # the module's own `open` calls
+    with pytest.raises(RunLoadError, match=r"tensors.safetensors cannot be read \(Permission denied\)"):
+        load_run(path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads through file permissions")
+def test_chmod_000_is_a_run_load_error(run, tmp_path):
+    path = save_run(run, tmp_path / "r")
+    (path / "tensors.safetensors").chmod(0)
+    try:
+        with pytest.raises(RunLoadError, match="Permission denied"):
+            load_run(path)
+        path.chmod(0)
+        with pytest.raises(RunLoadError, match="Permission denied"):
+            load_run(path)
+    finally:
+        path.chmod(0o755)
+        (path / "tensors.safetensors").chmod(0o644)
+
+
+# ------------------------------------------------------------------ two saves to one folder
+
+
+def _saves_at_once(run, path, **kwargs) -> list:
+    """Two threads saving ``run`` to ``path`` together: what each returned or raised."""
+    import threading
+
+    start = threading.Barrier(2)
+    outcomes = [None, None]
+
+    def save(i):
+        start.wait()
+        try:
+            outcomes[i] = save_run(run, path, **kwargs)
+        except Exception as err:  # noqa: BLE001 - the outcome is the test's to judge
+            outcomes[i] = err
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
+def test_two_saves_at_once_one_wins_the_other_is_refused_cleanly(run, tmp_path):
+    outcomes = _saves_at_once(run, tmp_path / "r")
+    refused = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(refused) == 1 and isinstance(refused[0], store.RunExistsError)
+    assert isinstance(refused[0], FileExistsError) and refused[0].path == tmp_path / "r"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # nothing half-written left
+    assert_runs_equal(run, load_run(tmp_path / "r"))
+
+
+def test_two_saves_at_once_beside_keep_both_runs(run, tmp_path):
+    outcomes = _saves_at_once(run, tmp_path / "r", beside=True)
+    assert sorted(outcomes) == [tmp_path / "r", tmp_path / "r-2"]
+    for folder in outcomes:
+        assert_runs_equal(run, load_run(folder))
+    assert save_run(run, tmp_path / "r", beside=True) == tmp_path / "r-3"
+
+
+def test_a_folder_saved_meanwhile_is_never_replaced(run, tiny_pipe, tmp_path, monkeypatch):
+    other = generate(tiny_pipe, "a blue square", seed=1, steps=2, progress=False)
+    real = store._write
+    path = tmp_path / "r"
+
+    def other_writer_first(r, folder):
+        real(r, folder)
+        if not path.exists():
+            monkeypatch.setattr(store, "_write", real)
+            save_run(other, path)  # finishes while this save is still writing
+
+    monkeypatch.setattr(store, "_write", other_writer_first)
+    with pytest.raises(store.RunExistsError, match="was saved by another writer while this run was written"):
+        save_run(run, path)
+    assert load_run(path).prompt == "a blue square"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    monkeypatch.setattr(store, "_write", other_writer_first)
+    path = tmp_path / "s"
+    assert save_run(run, path, beside=True) == tmp_path / "s-2"  # the loser's run, kept
+    assert load_run(path).prompt == "a blue square" and load_run(tmp_path / "s-2").prompt == run.prompt

@@ -29,7 +29,7 @@ from workbench._version import __version__
 from workbench.analysis import sweeps as sweep_analysis
 from workbench.analysis.heatmaps import word_maps
 from workbench.core.run import Run
-from workbench.store.spec import make_spec
+from workbench.store.recipe import RerunRecipe
 from workbench.viz import sweeps as sweep_figures
 from workbench.viz.maps import word_overlay
 from workbench.viz.render import escape, png_bytes, run_image, table_html
@@ -96,12 +96,13 @@ def _run_section(run: Run, i: int) -> str:
         maps = word_maps(run, normalize="max")
         overlay = word_overlay(np.asarray(run_image(run)), maps, opacity=0.6, cols=4)
         parts.append(_figure(overlay, f"maps-{i}"))
-    spec = make_spec(run)
+    recipe = RerunRecipe.from_run(run)
+    spec = recipe.to_dict()
     tokens = run.tokens[run.tokens.kind != "pad"]
     parts += [
         "<details open><summary>Token table</summary>" + table_html(tokens) + "</details>",
         "<details><summary>Full configuration and provenance</summary>" + _pre(vars(cfg)) + "</details>",
-        "<details><summary>Recorded hashes</summary>" + _pre(spec["expected"]) + "</details>",
+        "<details><summary>Recorded hashes</summary>" + _pre(recipe.expected.to_dict()) + "</details>",
         "<details><summary>Re-run spec (save as spec.json, then <code>workbench rerun spec.json</code>)</summary>"
         + _pre(spec)
         + f'<a download="spec-{i + 1}.json" href="data:application/json;base64,'
@@ -109,6 +110,41 @@ def _run_section(run: Run, i: int) -> str:
         + '">download spec</a></details>',
     ]
     return "\n".join(parts)
+
+
+def _runs_of(run_or_runs, sweep, plotlyjs: str) -> list[Run]:
+    """The runs to report, after checking what ``report`` was given."""
+    runs = [run_or_runs] if isinstance(run_or_runs, Run) else list(run_or_runs)
+    if (not runs and sweep is None) or not all(isinstance(r, Run) for r in runs):
+        raise TypeError("report needs a Run or a non-empty list of Runs (or a sweep's index)")
+    if plotlyjs not in PLOTLYJS_MODES:
+        raise ValueError(f"plotlyjs must be one of {PLOTLYJS_MODES}, got {plotlyjs!r}")
+    return runs
+
+
+def _head(title: str, runs: list[Run], notes: str) -> list[str]:
+    """The title, when and by what the page was written, the notes and the list of runs."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    version = runs[0].config.versions.get("workbench", "") if runs else __version__
+    parts = [
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="note">Written {now} by workbench {escape(version)}; '
+        f"{len(runs)} run(s). {escape(UNTRUSTED_NOTE)}</p>",
+    ]
+    if notes:
+        parts.append(f"<p>{escape(notes)}</p>")
+    links = "".join(
+        f'<li><a href="#run-{i}">{escape(r.prompt)} · seed {r.seed}</a></li>' for i, r in enumerate(runs)
+    )
+    return parts + [f"<ul>{links}</ul>"]
+
+
+def _page(title: str, body: list[str], plotlyjs: str) -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{_STYLE}</style>"
+        f"{plotlyjs}</head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
 
 
 def report(
@@ -142,29 +178,9 @@ def report(
     Returns:
         The path written.
     """
-    runs = [run_or_runs] if isinstance(run_or_runs, Run) else list(run_or_runs)
-    if (not runs and sweep is None) or not all(isinstance(r, Run) for r in runs):
-        raise TypeError("report needs a Run or a non-empty list of Runs (or a sweep's index)")
-    if plotlyjs not in PLOTLYJS_MODES:
-        raise ValueError(f"plotlyjs must be one of {PLOTLYJS_MODES}, got {plotlyjs!r}")
+    runs = _runs_of(run_or_runs, sweep, plotlyjs)
     path = Path(path)
-    figures = list(figures)
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    version = runs[0].config.versions.get("workbench", "") if runs else __version__
-    body = [
-        f"<h1>{escape(title)}</h1>",
-        f'<p class="note">Written {now} by workbench {escape(version)}; '
-        f"{len(runs)} run(s). {escape(UNTRUSTED_NOTE)}</p>",
-    ]
-    if notes:
-        body.append(f"<p>{escape(notes)}</p>")
-    body.append(
-        "<ul>"
-        + "".join(
-            f'<li><a href="#run-{i}">{escape(r.prompt)} · seed {r.seed}</a></li>' for i, r in enumerate(runs)
-        )
-        + "</ul>"
-    )
+    body = _head(title, runs, notes)
     for j, (caption, fig) in enumerate(figures):
         body.append(f"<h2>{escape(caption)}</h2>" + _figure(fig, f"figure-{j}"))
     for caption, df in tables:
@@ -173,12 +189,7 @@ def report(
         body += sweep_section(sweep)
     body += [_run_section(run, i) for i, run in enumerate(runs)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{escape(title)}</title><style>{_STYLE}</style>"
-        f"{_plotlyjs_tag(plotlyjs, path.parent)}</head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
-    )
-    path.write_text(page, encoding="utf-8")
+    path.write_text(_page(title, body, _plotlyjs_tag(plotlyjs, path.parent)), encoding="utf-8")
     if not quiet:
         print(f"report written to {path} ({path.stat().st_size / 1024**2:.1f} MB). {UNTRUSTED_NOTE}")
     return path
@@ -199,6 +210,63 @@ def _short(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _thumbnails(index: pd.DataFrame) -> str:
+    """The contact sheet of the sweep's final images, or why there is none."""
+    try:
+        sheet, prompts, seeds = sweep_figures.thumbnail_sheet(index)
+        data = base64.b64encode(png_bytes(sheet)).decode()
+    except ValueError as err:
+        return f"<p>{escape(err)}</p>"
+    return (
+        "<h3>Final images (16×16 thumbnails)</h3>"
+        f'<p class="note">rows: {escape(" | ".join(prompts))}; columns: seeds {escape(seeds)}</p>'
+        f'<img class="run-image" style="width:auto" alt="thumbnails of the sweep" src="data:image/png;base64,{data}">'
+    )
+
+
+_SWEEP_ANALYSES = [  # (caption, analysis of the index, figure of its table)
+    ("Seed vs prompt", sweep_analysis.sweep_variance, sweep_figures.sweep_variance_figure),
+    (
+        "Word order: distance of the images",
+        sweep_analysis.word_order_distances,
+        sweep_figures.word_order_distance_figure,
+    ),
+    (
+        "Word order: attention mass per word",
+        sweep_analysis.word_order_effects,
+        sweep_figures.word_order_effect_figure,
+    ),
+]
+_FAILED_COLUMNS = [
+    "request_id",
+    "prompt",
+    "seed",
+    "steps",
+    "guidance",
+    "scheduler",
+    "height",
+    "width",
+    "error",
+]
+
+
+def _analyses(index: pd.DataFrame, n_boot: int) -> list[str]:
+    """Each analysis of the sweep as a figure and a table, or why the sweep's shape does not allow it."""
+    parts = []
+    for j, (caption, analyse, draw) in enumerate(_SWEEP_ANALYSES):
+        parts.append(f"<h3>{escape(caption)}</h3>")
+        try:
+            df = analyse(index, n_boot=n_boot)
+        except ValueError as err:
+            parts.append(f"<p>Not shown: {escape(err)}</p>")
+            continue
+        if df.empty:
+            parts.append("<p>Not shown: the sweep has no prompts that are word orders of each other.</p>")
+            continue
+        parts.append(_figure(draw(df), f"sweep-{j}") + table_html(_short(df)))
+    return parts
+
+
 def sweep_section(index: pd.DataFrame, *, n_boot: int = 1000) -> list[str]:
     """HTML of a sweep from its index alone: counts, a contact sheet of thumbnails, the seed-vs-prompt
     variance split and the word-order effects with bootstrap intervals over seeds, and the failures.
@@ -216,52 +284,9 @@ def sweep_section(index: pd.DataFrame, *, n_boot: int = 1000) -> list[str]:
         f"{escape(index.prompt.nunique())} prompts · {escape(index.seed.nunique())} seeds. "
         "Everything below is computed from the index (thumbnails and per-word attention mass kept per run).</p>"
     )
-    try:
-        sheet, prompts, seeds = sweep_figures.thumbnail_sheet(index)
-        data = base64.b64encode(png_bytes(sheet)).decode()
-        parts.append(
-            "<h3>Final images (16×16 thumbnails)</h3>"
-            f'<p class="note">rows: {escape(" | ".join(prompts))}; columns: seeds {escape(seeds)}</p>'
-            f'<img class="run-image" style="width:auto" alt="thumbnails of the sweep" src="data:image/png;base64,{data}">'
-        )
-    except ValueError as err:
-        parts.append(f"<p>{escape(err)}</p>")
-    analyses = [
-        ("Seed vs prompt", sweep_analysis.sweep_variance, sweep_figures.sweep_variance_figure),
-        (
-            "Word order: distance of the images",
-            sweep_analysis.word_order_distances,
-            sweep_figures.word_order_distance_figure,
-        ),
-        (
-            "Word order: attention mass per word",
-            sweep_analysis.word_order_effects,
-            sweep_figures.word_order_effect_figure,
-        ),
-    ]
-    for j, (caption, analyse, draw) in enumerate(analyses):
-        parts.append(f"<h3>{escape(caption)}</h3>")
-        try:
-            df = analyse(index, n_boot=n_boot)
-        except ValueError as err:
-            parts.append(f"<p>Not shown: {escape(err)}</p>")
-            continue
-        if df.empty:
-            parts.append("<p>Not shown: the sweep has no prompts that are word orders of each other.</p>")
-            continue
-        parts.append(_figure(draw(df), f"sweep-{j}") + table_html(_short(df)))
+    parts.append(_thumbnails(index))
+    parts += _analyses(index, n_boot)
     failed = index[index.status == "failed"]
     if len(failed):
-        columns = [
-            "request_id",
-            "prompt",
-            "seed",
-            "steps",
-            "guidance",
-            "scheduler",
-            "height",
-            "width",
-            "error",
-        ]
-        parts.append("<h3>Failed runs</h3>" + table_html(_short(failed[columns])))
+        parts.append("<h3>Failed runs</h3>" + table_html(_short(failed[_FAILED_COLUMNS])))
     return parts

@@ -25,10 +25,8 @@ from workbench.store.runs import (
     read_meta,
     set_aside_for,
     side_path,
-    tensor_shapes,
-    tensors_intact,
-    tensors_misfit,
     tidy,
+    verify_files,
 )
 
 INDEX_FILE = "index.parquet"
@@ -48,31 +46,42 @@ COLUMNS = [
     "created",
     "image_hash",
 ]
-# Saved in index.parquet beside COLUMNS: which tensors file each ``intact`` verdict was computed on, so a
-# refresh re-hashes only the files that changed.
-_STAMP = "tensors_stamp"
+# Saved in index.parquet beside COLUMNS: which files each ``intact`` verdict was computed on, so a refresh
+# verifies again only the run folders whose files changed.
+_STAMP = "files_stamp"
+_DROPPED = [_STAMP, "tensors_stamp"]  # "tensors_stamp": the stamp of index files written before
 
 
-def _stamp(folder: Path, expected: str | None) -> str | None:
+def _stamp(folder: Path) -> str | None:
+    """The size, time and inode of a run folder's run.json, tensors file and image (None if unreadable)."""
+    parts = []
+    for name in (RUN_JSON, TENSORS, IMAGE):
+        try:
+            st = (folder / name).stat()
+        except FileNotFoundError:
+            parts.append("-")
+            continue
+        except OSError:
+            return None
+        parts.append(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
+    return "/".join(parts)
+
+
+def _intact(folder: Path, meta: dict) -> bool:
+    """Whether the folder's files pass ``verify_files``, the checks ``load_run`` makes."""
     try:
-        st = (folder / TENSORS).stat()
-    except OSError:
-        return None
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{expected}"
+        verify_files(folder, meta)
+    except (RunLoadError, OSError):
+        return False
+    return True
 
 
 def _row(folder: Path, shown: Path, root: Path, verdicts: dict[str, tuple[str, bool]]) -> dict:
+    stamp = _stamp(folder)  # before reading: a file changed meanwhile gets verified again next time
     meta, config = read_meta(folder)  # raises RunLoadError for a damaged run.json
     path = str(shown.relative_to(root)) if shown != root else "."
-    expected = meta.get("hashes", {}).get("tensors_file")
-    stamp = _stamp(folder, expected)
     known = verdicts.get(path)
-    intact = known[1] if known and stamp and known[0] == stamp else tensors_intact(folder, expected)
-    if meta["complete"] and not (folder / IMAGE).is_file():
-        intact = False
-    shapes = tensor_shapes(folder) if intact else None  # the header only: cheap, unlike the checksum
-    if shapes is None or tensors_misfit(meta, shapes):
-        intact = False
+    intact = known[1] if known and stamp and known[0] == stamp else _intact(folder, meta)
     return {
         "path": path,
         "prompt": config.prompt,
@@ -103,13 +112,29 @@ def _saved_verdicts(root: Path) -> dict[str, tuple[str, bool]]:
     return {p: (s, bool(i)) for p, s, i in zip(saved["path"], saved[_STAMP], saved["intact"]) if s}
 
 
-def _build(root: Path) -> tuple[pd.DataFrame, list[str]]:
-    """The index with its stamp column, and a line for each run folder left out as damaged."""
+def _run_files(root: Path) -> tuple[list[Path], list[str]]:
+    """Every run.json under ``root`` (symbolic links to folders are not followed), and a line for each
+    folder that could not be read."""
+    found, unreadable = [], []
+
+    def refused(err: OSError) -> None:
+        unreadable.append(f"{err.filename} ({err.strerror or err.__class__.__name__})")
+
+    for folder, folders, files in os.walk(root, onerror=refused):
+        if RUN_JSON in files or RUN_JSON in folders:
+            found.append(Path(folder) / RUN_JSON)
+    return sorted(found), unreadable
+
+
+def _build(root: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The index with its stamp column, a line for each run folder left out as damaged, and one for each
+    folder that could not be read."""
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder of runs")
     verdicts = _saved_verdicts(root)
+    files, unreadable = _run_files(root)
     rows, skipped = [], []
-    for file in sorted(root.rglob(RUN_JSON)):
+    for file in files:
         folder = shown = file.parent
         if folder.name.startswith("."):  # a save's side folder: listed only when it stands in for its run
             shown = set_aside_for(folder)
@@ -122,13 +147,18 @@ def _build(root: Path) -> tuple[pd.DataFrame, list[str]]:
     df = pd.DataFrame(rows, columns=[*COLUMNS, _STAMP])
     df["created"] = pd.to_datetime(df["created"], utc=True)
     df = df.sort_values("created", ascending=False, kind="stable").reset_index(drop=True)
-    return df, skipped
+    return df, skipped, unreadable
 
 
-def _warn_skipped(skipped: list[str], stacklevel: int) -> None:
+def _warn_skipped(skipped: list[str], unreadable: list[str], stacklevel: int) -> None:
     if skipped:
         warnings.warn(
             f"the index leaves out {len(skipped)} damaged run folder(s): " + "; ".join(skipped),
+            stacklevel=stacklevel + 1,
+        )
+    if unreadable:
+        warnings.warn(
+            f"the index cannot look into {len(unreadable)} folder(s): " + "; ".join(unreadable),
             stacklevel=stacklevel + 1,
         )
 
@@ -136,18 +166,19 @@ def _warn_skipped(skipped: list[str], stacklevel: int) -> None:
 def build_index(root: str | os.PathLike) -> pd.DataFrame:
     """Scan ``root`` (recursively) for run folders and return the index, newest first.
 
-    Damaged run folders are left out with one warning that names them. ``complete`` is true for a
-    finished run whose files are intact; ``intact`` is false when the tensors file does not match the
-    checksum in run.json (or is missing), or the image of a finished run is missing.
+    Run folders whose run.json is damaged are left out with one warning that names them, and folders
+    that cannot be read with another. ``intact`` is true when the folder's files pass the checks
+    ``load_run`` makes (``store.runs.verify_files``: the tensors file's checksum and shapes, the image's
+    size and recorded hash); ``complete`` is true for a finished run that is intact.
     """
-    df, skipped = _build(Path(root))
-    _warn_skipped(skipped, stacklevel=2)
+    df, skipped, unreadable = _build(Path(root))
+    _warn_skipped(skipped, unreadable, stacklevel=2)
     return df.drop(columns=[_STAMP])
 
 
 def _save(root: Path) -> Path:
-    df, skipped = _build(root)
-    _warn_skipped(skipped, stacklevel=3)  # the caller of save_index / load_index
+    df, skipped, unreadable = _build(root)
+    _warn_skipped(skipped, unreadable, stacklevel=3)  # the caller of save_index / load_index
     path = root / INDEX_FILE
     tidy(root)  # temp files of index writes that died
     tmp = side_path(path)
@@ -170,11 +201,11 @@ def load_index(root: str | os.PathLike, *, refresh: bool = True) -> pd.DataFrame
     root = Path(root)
     if not refresh:
         try:
-            return pd.read_parquet(root / INDEX_FILE).drop(columns=[_STAMP], errors="ignore")
+            return pd.read_parquet(root / INDEX_FILE).drop(columns=_DROPPED, errors="ignore")
         except (OSError, ValueError, ImportError):
             pass
     _save(root)
-    return pd.read_parquet(root / INDEX_FILE).drop(columns=[_STAMP], errors="ignore")
+    return pd.read_parquet(root / INDEX_FILE).drop(columns=_DROPPED, errors="ignore")
 
 
 def filter_index(

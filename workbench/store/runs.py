@@ -16,6 +16,7 @@ removed by the next save into the same parent folder.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -33,8 +34,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from workbench.core.attention import AttentionStore
+from workbench.core.errors import FieldError
 from workbench.core.policy import RecordingPolicy
-from workbench.core.request import RequestError
 from workbench.core.run import SCHEMA_VERSION, Run, RunConfig
 from workbench.core.tokens import KINDS
 
@@ -206,19 +207,23 @@ def run_folder(path: str | os.PathLike) -> Path | None:
 # ------------------------------------------------------------------ saving
 
 
-def save_run(run: Run, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write ``run`` to the folder ``path`` atomically (a crash leaves any earlier folder loadable).
+class RunExistsError(FileExistsError):
+    """The folder a run was to be saved in exists, and the save did not replace it.
 
-    The folder and its files get the permissions the umask gives new files. Leftovers of earlier saves
-    into the same parent folder that died are cleaned up first (see ``tidy``).
-
-    Returns the folder's path.
+    Attributes:
+        path: that folder.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tidy(path.parent)
-    if os.path.lexists(path) and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+
+    def __init__(self, path: Path, message: str):
+        super().__init__(message)
+        self.path = path
+
+
+BESIDE_TRIES = 100  # NAME-2 .. NAME-101: where ``save_run(..., beside=True)`` looks for a free name
+
+
+def _write(run: Run, folder: Path) -> None:
+    """Write ``run``'s files into the new, empty ``folder``."""
     tensors: dict[str, torch.Tensor] = {
         "noise": run.noise,
         "latents": run.latents,
@@ -230,42 +235,100 @@ def save_run(run: Run, path: str | os.PathLike, *, overwrite: bool = False) -> P
             for name, t in store.probs.items():
                 tensors[f"attention.{branch}.{name}"] = t
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    save_file(tensors, folder / TENSORS, metadata={"schema": str(SCHEMA_VERSION)})
+    if run.image is not None:
+        run.image.save(folder / IMAGE)
+    meta = {
+        "schema": SCHEMA_VERSION,
+        "config": run.config.to_dict(),
+        "complete": run.complete,
+        "failure": run.failure,
+        "tokens": _tables(run.tokens),
+        "negative_tokens": _tables(run.negative_tokens),
+        "attention": _store_meta(run.attention),
+        "negative_attention": _store_meta(run.negative_attention),
+        "hashes": {
+            "tensors_file": _sha256(folder / TENSORS),
+            "image": image_hash(run.image),
+            "attention": attention_hash(run.attention),
+        },
+    }
+    (folder / RUN_JSON).write_text(json.dumps(meta, indent=1))
+    # safetensors creates its file private (0o600); give it the mode the umask gave run.json
+    os.chmod(folder / TENSORS, (folder / RUN_JSON).stat().st_mode & 0o777)
+
+
+def _replace(tmp: Path, path: Path, tag: str) -> None:
+    """Put the finished folder ``tmp`` at ``path`` in place of the run there."""
+    old = side_path(path, "old", tag)
+    os.replace(path, old)  # until the next rename the run lives at `old`; load_run reads it there
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _place(tmp: Path, path: Path, beside: bool) -> Path:
+    """Rename the finished folder ``tmp`` to ``path`` (or, with ``beside``, to the first free name
+    ``NAME-2``, ``NAME-3``, ...) without replacing a folder another save put there meanwhile."""
+    names = [path] + (
+        [path.with_name(f"{path.name}-{k}") for k in range(2, BESIDE_TRIES + 2)] if beside else []
+    )
+    for target in names:
+        if os.path.lexists(target):
+            continue
+        try:
+            os.rename(tmp, target)
+        except OSError as err:
+            if err.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                continue  # another save got there between the look and the rename
+            raise
+        return target
+    if beside:
+        raise RunExistsError(path, f"{path} and the {BESIDE_TRIES} names beside it exist")
+    raise RunExistsError(
+        path, f"{path} was saved by another writer while this run was written; pass beside=True to keep both"
+    )
+
+
+def save_run(run: Run, path: str | os.PathLike, *, overwrite: bool = False, beside: bool = False) -> Path:
+    """Write ``run`` to the folder ``path`` atomically (a crash leaves any earlier folder loadable).
+
+    The folder and its files get the permissions the umask gives new files. Leftovers of earlier saves
+    into the same parent folder that died are cleaned up first (see ``tidy``). A save never replaces a
+    folder it was not told to: when ``path`` exists (also when another save put it there while this one
+    was writing), it raises ``RunExistsError`` (a ``FileExistsError``) unless ``overwrite`` or ``beside``.
+
+    Args:
+        run: the run.
+        path: the folder to write.
+        overwrite: replace the run at ``path``.
+        beside: when ``path`` exists, save under the first free name ``NAME-2``, ``NAME-3``, ... instead
+            (two saves to one folder at once both keep their run).
+
+    Returns:
+        The folder written: ``path``, or the name beside it.
+    """
+    if overwrite and beside:
+        raise ValueError("pass overwrite=True or beside=True, not both")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tidy(path.parent)
+    if os.path.lexists(path) and not (overwrite or beside):
+        raise RunExistsError(path, f"{path} exists; pass overwrite=True to replace it")
     tag = _tag()
     tmp = side_path(path, "tmp", tag)
     os.mkdir(tmp)  # mode 0o777 less the umask, like any new folder
     try:
-        save_file(tensors, tmp / TENSORS, metadata={"schema": str(SCHEMA_VERSION)})
-        if run.image is not None:
-            run.image.save(tmp / IMAGE)
-        meta = {
-            "schema": SCHEMA_VERSION,
-            "config": run.config.to_dict(),
-            "complete": run.complete,
-            "failure": run.failure,
-            "tokens": _tables(run.tokens),
-            "negative_tokens": _tables(run.negative_tokens),
-            "attention": _store_meta(run.attention),
-            "negative_attention": _store_meta(run.negative_attention),
-            "hashes": {
-                "tensors_file": _sha256(tmp / TENSORS),
-                "image": image_hash(run.image),
-                "attention": attention_hash(run.attention),
-            },
-        }
-        (tmp / RUN_JSON).write_text(json.dumps(meta, indent=1))
-        # safetensors creates its file private (0o600); give it the mode the umask gave run.json
-        os.chmod(tmp / TENSORS, (tmp / RUN_JSON).stat().st_mode & 0o777)
-        if os.path.lexists(path):
-            old = side_path(path, "old", tag)
-            os.replace(path, old)  # until the next rename the run lives at `old`; load_run reads it there
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                os.replace(old, path)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
+        _write(run, tmp)
+        if overwrite and os.path.lexists(path):
+            _replace(tmp, path, tag)
+        elif overwrite:
             os.replace(tmp, path)
+        else:
+            path = _place(tmp, path, beside)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
@@ -352,22 +415,20 @@ def _check_store(store, key: str) -> str | None:
     return None
 
 
-class ConfigError(ValueError):
+class ConfigError(FieldError):
     """A run config's JSON form that cannot be used, with the field as data.
 
     Attributes:
-        field: the config field refused, as the JSON names it (``"seed"``, ``"model.source"``,
-            ``"policy"``); ``""`` for the config as a whole.
+        field: the field refused, as JSON names it from the run folder's or recipe's top:
+            ``"config.seed"``, ``"config.model.source"``, ``"config.policy"``; ``"config"`` for the
+            config as a whole.
         problem: what is wrong, without the field's name.
     """
 
-    def __init__(self, field: str, problem: str):
-        self.field, self.problem = field, problem
-        super().__init__(f"{field} {problem}" if field else problem)
-
 
 def _config_problem(config) -> tuple[str, str] | None:
-    """(field, problem) for the first provenance field of a run config's JSON form of the wrong type."""
+    """(field, problem) for the first field beside the request's in a run config's JSON form that is of
+    the wrong type (fields named inside the config: ``"model.source"``)."""
     if not isinstance(config, dict):
         return "", f"must be an object, got {type(config).__name__}"
     for key, kind in _CONFIG_TYPES.items():
@@ -391,22 +452,26 @@ def _config_problem(config) -> tuple[str, str] | None:
 def config_from_dict(config) -> RunConfig:
     """A ``RunConfig`` from its JSON form (run.json's or a re-run recipe's ``config``), checked field by
     field; anything of the wrong type or value raises ``ConfigError`` naming the field."""
+
+    def refuse(field: str, problem: str) -> ConfigError:
+        return ConfigError(f"config.{field}" if field else "config", problem)
+
     try:
         problem = _config_problem(config) if _fits_int64(config) else ("", "holds a number out of range")
     except RecursionError:
         problem = ("", "holds values nested too deeply")
     if problem is not None:
-        raise ConfigError(*problem)
+        raise refuse(*problem)
     try:
         RecordingPolicy.from_dict(config.get("policy") or {})
     except (TypeError, ValueError) as err:
-        raise ConfigError("policy", str(err).removeprefix("policy ")) from None
+        raise refuse("policy", str(err).removeprefix("policy ")) from None
     try:
         return RunConfig.from_dict(config)
-    except RequestError as err:
-        raise ConfigError(err.field, err.problem) from None
+    except FieldError as err:  # a request field (a RequestError)
+        raise refuse(err.field, err.problem) from None
     except (TypeError, ValueError, KeyError) as err:
-        raise ConfigError("", str(err)) from None
+        raise refuse("", str(err)) from None
 
 
 def _check_meta(meta) -> str | None:
@@ -463,7 +528,7 @@ def read_meta(path: str | os.PathLike) -> tuple[dict, RunConfig]:
         try:
             config = config_from_dict(meta["config"])
         except ConfigError as err:
-            problem = f"config: {err}"
+            problem = str(err)
     if problem is not None:
         raise RunLoadError(f"{file} is damaged ({problem})")
     return meta, config
