@@ -68,10 +68,10 @@ def test_missing_cuda(capsys, tmp_path, no_loading, monkeypatch):
 
 
 def test_rerun_device_checked_before_loading(capsys, tmp_path, monkeypatch, tiny_pipe):
-    from workbench.store.spec import save_spec
+    from workbench.store.recipe import save_recipe
 
     run = GENERATE.generate(tiny_pipe, "a red circle", seed=0, steps=1, progress=False)
-    spec = save_spec(run, tmp_path / "spec.json")
+    spec = save_recipe(run, tmp_path / "spec.json")
     monkeypatch.setattr(LOADING, "load_pipeline", _fail)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     err = _usage_error(capsys, ["rerun", spec, "--device", "cuda:1"])
@@ -167,7 +167,8 @@ def test_study_defaults(tmp_path, monkeypatch):
     monkeypatch.setattr(workbench.study, "run_study", lambda out, **kw: seen.update(kw))
     assert main(["study", "--out", str(tmp_path / "s"), "--seeds", "1", "1", "2"]) == 0
     assert seen["prompt"] == workbench.study.DEFAULT_PROMPT == STUDY_PROMPT
-    assert seen["swapped"] is None and seen["seeds"] == (1, 2) and seen["guidance_scale"] == 4.0
+    # guidance: the model's own (4.0 for the embedded model), filled in when the study's requests run
+    assert seen["swapped"] is None and seen["seeds"] == (1, 2) and seen["guidance_scale"] is None
 
 
 def test_ctrl_c_saves_the_incomplete_run_and_exits_130(capsys, tmp_path, tiny_folder, monkeypatch):

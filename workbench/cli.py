@@ -283,7 +283,7 @@ def _generate(a) -> int:
     from workbench.core.policy import RecordingPolicy
     from workbench.core.request import SIZE_LIMIT
     from workbench.store.runs import save_run
-    from workbench.store.spec import save_spec
+    from workbench.store.recipe import save_recipe
 
     out = Path(a.out)
     if os.path.lexists(out) and not a.overwrite:
@@ -304,9 +304,12 @@ def _generate(a) -> int:
         pipe = load_pipeline(a.model, device=device, dtype=a.dtype)
         limit = None if a.no_size_limit else SIZE_LIMIT
         run = generate(pipe, request, policy=RecordingPolicy(heads=a.heads), size_limit=limit)
-    folder = save_run(run, out, overwrite=a.overwrite)
-    save_spec(run, folder / "spec.json")
+    # another generate may have written --out meanwhile: this run then goes beside it, never over it
+    folder = save_run(run, out, overwrite=a.overwrite, beside=not a.overwrite)
+    save_recipe(run, folder / "spec.json")
     print(run)
+    if folder != out:
+        print(f"{out} was written by another run meanwhile; this run went beside it", file=sys.stderr)
     print(f"run written to {folder} (re-run spec: {folder / 'spec.json'})")
     if run.failure:  # not an interrupt: the run went wrong, and is kept for inspection
         print(f"the run failed: {run.failure}; it is saved in {folder} for inspection", file=sys.stderr)
@@ -377,7 +380,10 @@ def _study(a) -> int:
     if a.swapped is not None:
         _request({"prompt": "--swapped"}, prompt=a.swapped, seed=seeds[0])
     with _user_errors():
-        orders = permutations(a.prompt, kind="relation") if a.swapped is None else [a.prompt, a.swapped]
+        if a.swapped is not None:
+            orders = [a.prompt, a.swapped]
+        else:  # a prompt without words has no other word order
+            orders = permutations(a.prompt, kind="relation") if a.prompt.split() else [a.prompt]
     if len(orders) < 2:
         raise _Usage(
             f"no word-order swap found for --prompt {a.prompt!r}: name two objects around a relation "
