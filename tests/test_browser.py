@@ -17,13 +17,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 from browser.figures import ALL_DRAWN, figure_problems
 from browser.lab import CHROMIUM, CHROMIUM_ARGS, Lab
-from browser.notebook import BROKEN, open_notebook, output_problems, run_all, screenshot_all, settle
+from browser.notebook import BROKEN, open_notebook, output_problems, run_all, screenshot_all
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -105,6 +104,74 @@ def _check(page, broken: list[str], what: str) -> None:
 
 
 # ----------------------------------------------------------------- the apps, clicked through
+#
+# Every wait below waits for a state of the page (a widget's value, an app's status line, its Run button,
+# its figures drawn), never for a span of time: on a loaded machine each state only comes later.
+# PATIENCE is how long one state may take to come before the test fails, naming what it waited for and
+# what the app showed instead.
+
+PATIENCE_MS = 300_000
+
+# JS conditions; each takes [css of the app, ...] and reads only the DOM.
+APP_STATE = """([css, status, error, warning]) => {
+  const app = document.querySelector(css);
+  const run = app && app.querySelector('.wb-run-button');
+  if (!run || run.disabled) return false;
+  const text = (sel) => { const e = app.querySelector(sel); return e ? e.innerText.trim() : ''; };
+  return new RegExp(status).test(text('.wb-status'))
+    && text('.wb-error').includes(error)
+    && text('.wb-warning').includes(warning);
+}"""
+PROGRESS_ABOVE = """([css, above]) => {
+  const bar = document.querySelector(css + ' .wb-progress .progress-bar');
+  return !!bar && parseFloat(bar.style.width || '0') > above;
+}"""
+# Every child widget view under ``css`` created (a box shows a bare placeholder until its child's view is
+# made) and every plotly figure there drawn; at least one figure.
+FIGURES_DRAWN = """(css) => {
+  const root = document.querySelector(css);
+  if (!root) return false;
+  const placeholders = [...root.querySelectorAll('.widget-box > div')].filter(
+    (e) => e.className.trim() === 'lm-Widget');
+  const outputs = [...root.querySelectorAll('.wb-figure, .wb-heatmap')];
+  const plots = [...root.querySelectorAll('.js-plotly-plot')];
+  return placeholders.length === 0 && plots.length > 0
+    && outputs.every((o) => o.querySelector('.js-plotly-plot'))
+    && plots.every((gd) => gd._fullLayout && gd.querySelector('.main-svg'));
+}"""
+NO_FIGURES = "(css) => document.querySelectorAll(css + ' .js-plotly-plot').length === 0"
+VALUE_CHANGED = """([css, label, old]) => {
+  const box = [...document.querySelectorAll(css + ' .widget-inline-hbox')].find(
+    (b) => [...b.querySelectorAll('label')].some((l) => l.textContent.trim() === label));
+  const input = box && box.querySelector('input, textarea');
+  return !!input && input.value !== '' && input.value !== old;
+}"""
+
+
+def shown(page, css: str) -> str:
+    """What the app shows of its work now (for a failure message)."""
+    app = page.locator(css).first
+    parts = {"status": ".wb-status", "error": ".wb-error", "warnings": ".wb-warning"}
+    out = {k: " ".join(app.locator(sel).first.inner_text().split())[:300] for k, sel in parts.items()}
+    run = app.locator(".wb-run-button").first
+    out["run button"] = "disabled" if run.is_disabled() else "enabled"
+    return ", ".join(f"{k}: {v!r}" for k, v in out.items())
+
+
+def until(page, condition: str, arg, what: str, css: str) -> None:
+    """Wait for ``condition`` (JS, given ``arg``) to hold; fail naming ``what`` and what the app shows."""
+    try:
+        page.wait_for_function(condition, arg=arg, timeout=PATIENCE_MS, polling=100)
+    except Exception as err:  # playwright's TimeoutError, with the app's state instead of a stack
+        raise AssertionError(
+            f"waited {PATIENCE_MS / 1000:.0f} s for {what}; the app shows {shown(page, css)}"
+        ) from err
+
+
+def until_app(page, css: str, what: str, *, status: str, error: str = "", warning: str = "") -> None:
+    """Until the app's work is over (Run enabled) with its status matching ``status`` (a regex) and its error
+    and warning areas holding ``error`` and ``warning``."""
+    until(page, APP_STATE, [css, status, error, warning], what, css)
 
 
 def field(scope, label: str):
@@ -121,36 +188,20 @@ def type_into(scope, label: str, value: str) -> None:
     box.press("Tab")  # number boxes send their value on change
 
 
-def progress(scope) -> float:
-    width = scope.locator(".wb-progress .progress-bar").first.evaluate("e => e.style.width") or "0%"
-    return float(width.rstrip("%") or 0)
-
-
-def wait_idle(scope, timeout_s: float = 120) -> None:
-    """Until the app's Run button is enabled again (its work is over)."""
-    scope.locator(".wb-run-button:not([disabled])").wait_for(timeout=timeout_s * 1000)
-
-
 def status(scope) -> str:
     return scope.locator(".wb-status").first.inner_text().strip()
 
 
-def wait_progress(page, scope, above: float, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while progress(scope) <= above:
-        assert time.monotonic() < deadline, f"progress stayed at {progress(scope)}%"
-        page.wait_for_timeout(50)
-
-
 def click_through_generate_app(page, shoot) -> None:
-    app = page.locator(".wb-generate")
+    css = ".wb-generate"
+    app = page.locator(css)
     app.scroll_into_view_if_needed()
     # Cancel a 400-step run: the finished steps stay, the status says how many of the 400.
     type_into(app, "steps", "400")
     app.locator(".wb-run-button").click()
-    wait_progress(page, app, 1)
+    until(page, PROGRESS_ABOVE, [css, 1], "the 400-step run to pass 1%", css)
     app.get_by_role("button", name="Cancel").click()
-    wait_idle(app)
+    until_app(page, css, "the cancelled run to end", status=r"^(done|cancelled|stopped|failed)")
     assert re.match(r"cancelled after \d+ of 400 steps", status(app)), status(app)
     assert re.search(r"stopped after \d+ of 400 steps", app.inner_text())
     assert page.locator(".wb-generate .wb-warning").inner_text().count("stopped after") >= 1
@@ -158,25 +209,24 @@ def click_through_generate_app(page, shoot) -> None:
     # Bad input: 0 steps is named, nothing old stays on show.
     type_into(app, "steps", "0")
     app.locator(".wb-run-button").click()
-    app.locator(".wb-error", has_text="steps").wait_for(timeout=30_000)
-    assert status(app).startswith("failed"), status(app)
+    until_app(page, css, "0 steps to be refused", status="^failed", error="steps must be")
     assert not app.locator("img.wb-preview").is_visible()
     # An empty prompt runs, with a note.
     type_into(app, "steps", "5")
     field(app, "prompt").fill("")
     app.locator(".wb-run-button").click()
-    wait_idle(app)
-    app.locator(".wb-warning", has_text="prompt is empty").wait_for(timeout=30_000)
+    until_app(page, css, "the empty prompt's run", status="^done: 5 of 5 steps", warning="prompt is empty")
     assert app.locator(".wb-error").inner_text().strip() == ""
     # Back to the notebook's prompt and a new seed: the explorer below follows the app.
     field(app, "prompt").fill("a red circle left of a blue square")
     type_into(app, "steps", "20")
+    old = field(app, "seed").input_value()
     app.get_by_role("button", name="new seed").click()
-    page.wait_for_timeout(300)
+    until(page, VALUE_CHANGED, [css, "seed", old], "a new seed in the seed box", css)
     seed = field(app, "seed").input_value()
     app.locator(".wb-run-button").click()
-    wait_idle(app)
-    page.locator(".wb-explorer", has_text=f"seed {seed}").wait_for(timeout=60_000)
+    until_app(page, css, f"the run with seed {seed}", status=f"^done: 20 of 20 steps · seed {seed}$")
+    page.locator(".wb-explorer", has_text=f"seed {seed}").wait_for(timeout=PATIENCE_MS)
 
 
 def click_second_a(page, shoot) -> None:
@@ -189,10 +239,10 @@ def click_second_a(page, shoot) -> None:
     page.wait_for_function(
         "([s, i]) => document.querySelectorAll(s)[i].classList.contains('wb-selected')",
         arg=[".wb-explorer .wb-word-strip button", second],
-        timeout=30_000,
+        timeout=PATIENCE_MS,
     )
     assert "wb-selected" not in (buttons.nth(first).get_attribute("class") or "")
-    page.locator(".wb-explorer .js-plotly-plot .gtitle", has_text="a#2").wait_for(timeout=30_000)
+    page.locator(".wb-explorer .js-plotly-plot .gtitle", has_text="a#2").wait_for(timeout=PATIENCE_MS)
     shoot(page.locator(".wb-explorer").first, "second-a")
 
 
@@ -204,17 +254,18 @@ def click_through_lab(
     # Cancel part-way: the finished runs stay and are shown.
     type_into(lab, "steps", steps)
     lab.locator(".wb-run-button").click()
-    page.wait_for_function(
-        "s => document.querySelectorAll(s + ' .wb-results .js-plotly-plot').length === 0",
-        arg=css,
-        timeout=30_000,
-    )  # the last results are gone as soon as a new batch starts
-    wait_progress(page, lab, cancel_above, timeout_s=120)
+    # the last results are gone as soon as a new batch starts
+    until(page, NO_FIGURES, css + " .wb-results", "the last results to be cleared", css)
+    until(page, PROGRESS_ABOVE, [css, cancel_above], f"the batch to pass {cancel_above}%", css)
     lab.get_by_role("button", name="Cancel").click()
-    wait_idle(lab)
+    until_app(
+        page,
+        css,
+        "the cancelled batch to end",
+        status=r"^(done|cancelled|failed|no run)|: they are shown below",
+    )
     assert re.match(r"cancelled after [1-9]\d* of \d+ runs", status(lab)), status(lab)
-    lab.locator(".wb-results .js-plotly-plot .main-svg").first.wait_for(timeout=60_000)
-    settle(page)
+    until(page, FIGURES_DRAWN, css + " .wb-results", "the finished runs' figures to be drawn", css)
     problems = figure_problems(page)
     assert not problems, "after Cancel:\n" + "\n".join(problems)
     shoot(lab, "cancelled")
@@ -223,8 +274,8 @@ def click_through_lab(
     field(lab, label).fill(value)
     field(lab, label).press("Tab")
     lab.locator(".wb-run-button").click()
-    lab.locator(".wb-error", has_text=message).wait_for(timeout=30_000)
-    assert status(lab).startswith("failed") and lab.locator(".wb-results .js-plotly-plot").count() == 0
+    until_app(page, css, f"{value!r} in {label} to be refused", status="^failed", error=message)
+    assert lab.locator(".wb-results .js-plotly-plot").count() == 0
 
 
 def open_a_run(page, shoot) -> None:
@@ -233,8 +284,14 @@ def open_a_run(page, shoot) -> None:
     assert browser.locator(".wb-run-row img").count() == 2  # one row per run, with its thumbnail
     assert not re.search(r"\d\d:\d\d:\d\d\.\d", browser.inner_text())  # no microseconds
     browser.locator(".wb-run-row .wb-open").first.click()
-    browser.locator(".wb-explorer .js-plotly-plot .main-svg").first.wait_for(timeout=60_000)
-    settle(page)
+    try:
+        page.wait_for_function(
+            FIGURES_DRAWN, arg=".wb-browser .wb-explorer", timeout=PATIENCE_MS, polling=100
+        )
+    except Exception as err:
+        raise AssertionError(
+            f"the opened run's explorer was not drawn: {browser.inner_text()[:500]!r}"
+        ) from err
     shoot(browser, "opened")
 
 
@@ -253,7 +310,7 @@ INTERACTIONS = {
     ],
     "04_seeds": [
         lambda page, shoot: click_through_lab(
-            page, shoot, ".wb-seed-lab", "30", 30, ("seeds", "1, two", "two")
+            page, shoot, ".wb-seed-lab", "30", 30, ("seeds", "1, two", "got 'two'")
         )
     ],
     "06_report": [open_a_run],

@@ -6,6 +6,10 @@ import threading
 import pytest
 from PIL import Image
 
+from workbench.core.adapters import adapter_for, set_model_defaults
+from workbench.core.request import EMPTY_PROMPT_NOTE
+from workbench.names import DEFAULT_PROMPT
+from workbench.viz.render import escape
 from workbench.widgets import GenerateApp
 
 PROMPT = "a red circle left of a blue square"
@@ -134,8 +138,39 @@ def test_empty_prompt_runs_with_a_note(tiny_pipe):
     app = GenerateApp(tiny_pipe, prompt="  ", seed=1, steps=2)
     run = app.run_sync()
     assert run is not None and app.error is None
-    assert any("prompt is empty" in w for w in app.task.warnings)
-    assert "unconditional" in app.task.warning_area.value
+    assert [w for w in app.task.warnings if "prompt is empty" in w] == [EMPTY_PROMPT_NOTE]  # the one note
+    assert escape(EMPTY_PROMPT_NOTE) in app.task.warning_area.value
+
+
+def test_defaults_are_the_one_prompt_and_the_models_own_guidance(tiny_pipe):
+    before = adapter_for(tiny_pipe).default_guidance
+    set_model_defaults(tiny_pipe, {"guidance_scale": 3.0})
+    try:
+        app = GenerateApp(tiny_pipe, steps=2)
+        assert app.prompt.value == DEFAULT_PROMPT
+        assert app.guidance.value == 3.0  # the model's, not a number of the app's own
+        run = app.run_sync()
+        assert app.error is None and run.config.guidance_scale == 3.0
+        assert GenerateApp(tiny_pipe, guidance_scale=1.5).guidance.value == 1.5
+    finally:
+        set_model_defaults(tiny_pipe, {"guidance_scale": before})
+
+
+@pytest.mark.parametrize(
+    ("box", "value", "message"),
+    [
+        ("guidance", -2.0, "guidance must be >= 0, got -2.0"),
+        ("negative_prompt", "x" * 10_001, "negative prompt is 10,001 characters long"),
+        ("height", 64, "width/height 16x64 is more than 2x this model's native size"),
+    ],
+)
+def test_a_refused_request_names_the_apps_box(tiny_pipe, box, value, message):
+    app = GenerateApp(tiny_pipe, steps=2)
+    getattr(app, box).value = value
+    assert app.run_sync() is None
+    assert message in app.error and escape(message) in app.task.error_area.value.split("<details>")[0]
+    assert "guidance_scale" not in app.error and "negative_prompt" not in app.error
+    assert "pass size_limit=None" not in app.error  # a hint in the app's words, not Python's
 
 
 def test_followers_see_every_finished_run(tiny_pipe):
@@ -146,3 +181,19 @@ def test_followers_see_every_finished_run(tiny_pipe):
     app.seed.value = 2
     app.run_sync()
     assert [r.seed for r in seen] == [1, 2]
+
+
+def test_a_click_as_soon_as_run_shows_enabled_starts_a_run(tiny_pipe):
+    """The Run button is enabled only once the last job is over, so the first click it allows is not
+    refused as busy (which would do nothing the user could see)."""
+    app = GenerateApp(tiny_pipe, prompt=PROMPT, seed=1, steps=2)
+    busy_when_enabled = []
+
+    def enabled(change):
+        if not change["new"]:
+            busy_when_enabled.append(app.task.busy)
+
+    app.task.run_button.observe(enabled, names="disabled")
+    app.task.run_button.click()
+    assert app.wait(60) is not None and app.run.complete
+    assert busy_when_enabled == [False]

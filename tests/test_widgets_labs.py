@@ -7,8 +7,12 @@ import ipywidgets as W
 import pytest
 from ipywidgets.widgets.widget import _instances
 
+from workbench.core.adapters import adapter_for, set_model_defaults
+from workbench.core.request import EMPTY_PROMPT_NOTE, MAX_PROMPT_CHARS
+from workbench.names import DEFAULT_PROMPT
+from workbench.viz.render import escape
 from workbench.widgets import SeedLab, WordOrderLab
-from workbench.widgets.labs import largest_grid, parse_seeds
+from workbench.widgets.labs import LAB_SEEDS, largest_grid
 
 
 def figures(lab):
@@ -110,9 +114,66 @@ def test_seed_lab_bad_seeds_show_error(tiny_pipe):
     assert "two" in lab.error and "two" in lab.task.error_area.value
 
 
-def test_parse_seeds():
-    assert parse_seeds("0, 1 5-7") == [0, 1, 5, 6, 7]
-    assert parse_seeds("3,3") == [3]
+def test_seed_lab_reads_seeds_with_the_one_parse_seeds_and_the_lab_bound(tiny_pipe):
+    lab = SeedLab(tiny_pipe, prompt="a red circle", seeds="0, 1 5-7")
+    assert lab.jobs() == [("a red circle", s) for s in (0, 1, 5, 6, 7)]
+    lab.seeds.value = f"0-{LAB_SEEDS - 1}"
+    assert [s for _, s in lab.jobs()] == list(range(LAB_SEEDS))
+    # the bound is on the lab's whole list, counted before any seed is made, not on each range
+    for text, message in [
+        ("0-200, 201-400", "seeds name 401 seeds; at most 257 may be given at once"),
+        ("0-999999999999", "seeds name 1,000,000,000,000 seeds; at most 257"),
+        ("3, 3", "seeds must be distinct; repeated: 3"),
+    ]:
+        lab.seeds.value = text
+        assert lab.start() is False
+        assert message in lab.error and escape(message) in lab.task.error_area.value.split("<details>")[0]
+        assert lab.task.status.value.startswith("failed")
+
+
+def test_defaults_are_the_one_prompt_and_the_models_own_guidance(tiny_pipe):
+    before = adapter_for(tiny_pipe).default_guidance
+    set_model_defaults(tiny_pipe, {"guidance_scale": 3.0})
+    try:
+        for lab in (SeedLab(tiny_pipe, seeds="0", steps=2), WordOrderLab(tiny_pipe, steps=2)):
+            assert lab.prompt.value == DEFAULT_PROMPT
+            assert lab.guidance.value == 3.0  # the model's, not a number of the lab's own
+            runs = lab.run_sync()
+            assert lab.error is None and {r.config.guidance_scale for r in runs} == {3.0}
+        assert SeedLab(tiny_pipe, guidance_scale=1.5).guidance.value == 1.5
+    finally:
+        set_model_defaults(tiny_pipe, {"guidance_scale": before})
+
+
+@pytest.mark.parametrize(
+    ("lab_class", "box", "value", "message"),
+    [
+        (WordOrderLab, "guidance", -1.0, "guidance must be >= 0, got -1.0"),
+        (WordOrderLab, "seed", -1, "seed must be in 0.."),
+        (WordOrderLab, "orders", "a\n" + "b" * (MAX_PROMPT_CHARS + 1), "orders is 10,001 characters long"),
+        (SeedLab, "guidance", float("nan"), "guidance must be a finite number"),
+        (SeedLab, "second_prompt", "b" * (MAX_PROMPT_CHARS + 1), "2nd prompt is 10,001 characters long"),
+        (SeedLab, "prompt", "b" * (MAX_PROMPT_CHARS + 1), "prompt is 10,001 characters long"),
+    ],
+)
+def test_a_refused_request_names_the_labs_box(tiny_pipe, lab_class, box, value, message):
+    lab = lab_class(tiny_pipe, steps=2)
+    getattr(lab, box).value = value
+    assert lab.start() is False
+    assert message in lab.error and "guidance_scale" not in lab.error
+    assert lab.error.startswith(("RequestError", "RequestTypeError"))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="a sweep run of an empty prompt fails in analysis.sweeps.run_summary (no words in its table)",
+)
+def test_seed_lab_runs_an_empty_prompt_with_a_note(tiny_pipe):
+    lab = SeedLab(tiny_pipe, prompt="", second_prompt="a red circle", seeds="0", steps=2)
+    runs = lab.run_sync()
+    assert lab.error is None and [(r.prompt, r.seed) for r in runs] == [("", 0), ("a red circle", 0)]
+    assert lab.task.warnings.count(EMPTY_PROMPT_NOTE) == 1
 
 
 def test_seed_lab_cancel_keeps_and_shows_finished_runs(tiny_pipe):

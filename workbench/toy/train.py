@@ -32,8 +32,10 @@ from transformers import CLIPTokenizer
 
 from workbench.analysis.aggregate import PRESETS, layer_grids
 from workbench.analysis.scoring import binarize, iou
+from workbench.core.adapters import MODEL_DEFAULTS_FILE
 from workbench.core.attention import AttentionStore
 from workbench.core.layers import CrossAttentionLayer, cross_attention_layers
+from workbench.core.numerics import check_threads, machine_cores, torch_threads
 
 from . import WEIGHTS_DIR
 from .attention import ProbsSink, install, restore
@@ -373,8 +375,10 @@ def export_pipeline(
 ) -> Path:
     """Save a stock StableDiffusionPipeline (EMA weights, stock processors) to `out`, replacing it.
 
-    The tokenizer folder holds the CLIP-format vocab.json + merges.txt (from tok_dir) rather than
-    the tokenizer.json that transformers writes, so any CLIPTokenizer version reads the same files.
+    The evaluation records and the model's generation defaults (``MODEL_DEFAULTS_FILE``) already in
+    ``out`` are kept. The tokenizer folder holds the CLIP-format vocab.json + merges.txt (from tok_dir)
+    rather than the tokenizer.json that transformers writes, so any CLIPTokenizer version reads the
+    same files.
     """
     unet.set_default_attn_processor()
     pipe = StableDiffusionPipeline(
@@ -394,7 +398,8 @@ def export_pipeline(
     pipe.save_pretrained(tmp, safe_serialization=True)
     shutil.rmtree(tmp / "tokenizer")
     shutil.copytree(tok_dir, tmp / "tokenizer")
-    keep = [p for p in out.glob("evaluation*.json")] if out.exists() else []
+    # what was measured on, or declared for, the model (its evaluation, its generation defaults) stays
+    keep = [*out.glob("evaluation*.json"), *out.glob(MODEL_DEFAULTS_FILE)] if out.exists() else []
     for p in keep:
         shutil.copy2(p, tmp / p.name)
     (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n")
@@ -404,7 +409,8 @@ def export_pipeline(
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as a namespace; ``--threads`` bounded by the machine's cores (one argparse error)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=None, help="wall-time budget for the whole run")
     ap.add_argument("--steps", type=int, default=None, help="cap on diffusion steps")
@@ -416,157 +422,247 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--ckpt-dir", type=Path, default=TOY_DIR / "_ckpt")
     ap.add_argument("--log-dir", type=Path, default=TOY_DIR / "_logs")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=min(2, machine_cores()),
+        help="torch CPU threads, 1..the machine's cores (default: 2, or 1 on a one-core machine)",
+    )
     args = ap.parse_args(argv)
-    return train(args)
+    try:
+        check_threads(args.threads, "--threads")
+    except ValueError as err:
+        ap.error(str(err))
+    return args
 
 
-def train(args: argparse.Namespace) -> int:
-    """Run (or resume) training as the parsed command line says."""
+def main(argv: list[str] | None = None) -> int:
+    return train(parse_args(argv))
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The tiny or full config with the command line's overrides."""
     cfg = TrainConfig.tiny_config() if args.tiny else TrainConfig()
-    if args.minutes is not None:
-        cfg.minutes = args.minutes
-    if args.steps is not None:
-        cfg.steps = args.steps
-    if args.vae_steps is not None:
-        cfg.vae_steps = args.vae_steps
-    if args.vae_decoder_steps is not None:
-        cfg.vae_decoder_steps = args.vae_decoder_steps
-    torch.set_num_threads(args.threads)
+    for name in ("minutes", "steps", "vae_steps", "vae_decoder_steps"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    return cfg
+
+
+@dataclass
+class Training:
+    """One training run's state: config, models, optimizer, the numpy stream, and ``meta`` (step, phase,
+    seconds, results) that the checkpoint carries."""
+
+    cfg: TrainConfig
+    device: torch.device
+    log: Logger
+    rng: np.random.Generator
+    ckpt_dir: Path
+    tok_dir: Path
+    tokenizer: CLIPTokenizer
+    modules: dict[str, torch.nn.Module]  # vae, text, unet, ema_text, ema_unet
+    params: list[torch.nn.Parameter]  # what the optimizer trains: UNet and text encoder
+    opt: torch.optim.Optimizer
+    meta: dict
+    command: str
+
+    @property
+    def vae(self):
+        return self.modules["vae"]
+
+    def info(self) -> dict:
+        """What ``training.json`` beside the exported weights says."""
+        meta = self.meta
+        return {
+            "config": asdict(self.cfg),
+            "command": self.command,
+            "steps": meta["step"],
+            "vae": meta.get("vae"),
+            "wall_seconds": meta.get("vae", {}).get("vae_seconds", 0.0) + meta["diff_seconds"],
+            "diffusion_seconds": meta["diff_seconds"],
+            "probe": meta.get("probe"),
+            "device": str(self.device),
+            "torch": torch.__version__,
+        }
+
+    def checkpoint(self) -> None:
+        self.meta["numpy_rng"] = self.rng.bit_generator.state
+        save_checkpoint(self.ckpt_dir, self.modules, self.opt, self.meta)
+
+    def export(self, out: Path) -> Path:
+        """The EMA weights as a stock pipeline in ``out``."""
+        m = self.modules
+        return export_pipeline(
+            m["vae"], m["ema_text"], m["ema_unet"], self.tokenizer, self.cfg, out, self.info(), self.tok_dir
+        )
+
+
+def set_up(args: argparse.Namespace, cfg: TrainConfig) -> Training:
+    """Seed, tokenizer, fresh models and optimizer, then the checkpoint's state when there is one."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     log = Logger(args.log_dir / "train.log")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-
     tok_dir = args.ckpt_dir / "tokenizer"
     if args.fresh and args.ckpt_dir.exists():
         shutil.rmtree(args.ckpt_dir)
     if not (tok_dir / "vocab.json").exists():
         save_tokenizer(tok_dir)
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    vae = build_vae(cfg.model).to(device)
-    text_encoder = build_text_encoder(cfg.model, tokenizer).to(device)
-    unet = build_unet(cfg.model).to(device)
-    ema_text = build_text_encoder(cfg.model, tokenizer).to(device)
-    ema_unet = build_unet(cfg.model).to(device)
-    params = list(unet.parameters()) + list(text_encoder.parameters())
+    # built in this order from the one torch seed (the order decides the initial weights)
+    modules = {
+        "vae": build_vae(cfg.model).to(device),
+        "text": build_text_encoder(cfg.model, tokenizer).to(device),
+        "unet": build_unet(cfg.model).to(device),
+        "ema_text": build_text_encoder(cfg.model, tokenizer).to(device),
+        "ema_unet": build_unet(cfg.model).to(device),
+    }
+    params = list(modules["unet"].parameters()) + list(modules["text"].parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    modules = {"vae": vae, "text": text_encoder, "unet": unet, "ema_text": ema_text, "ema_unet": ema_unet}
-
-    meta = load_checkpoint(args.ckpt_dir, modules, opt)
-    if meta is None:
-        meta = {"step": 0, "diff_seconds": 0.0, "phase": "vae"}
-    else:
-        vae.register_to_config(scaling_factor=meta["vae"]["scaling_factor"])
-        rng.bit_generator.state = meta["numpy_rng"]
-        log(f"resumed from {args.ckpt_dir} at step {meta['step']} ({meta['phase']})")
     command = " ".join([Path(sys.executable).name, "-m", "workbench.toy.train", *sys.argv[1:]])
+    t = Training(cfg, device, log, rng, args.ckpt_dir, tok_dir, tokenizer, modules, params, opt, {}, command)
+    t.meta = resume(t)
+    return t
 
-    def info() -> dict:
-        return {
-            "config": asdict(cfg),
-            "command": command,
-            "steps": meta["step"],
-            "vae": meta.get("vae"),
-            "wall_seconds": meta.get("vae", {}).get("vae_seconds", 0.0) + meta["diff_seconds"],
-            "diffusion_seconds": meta["diff_seconds"],
-            "probe": meta.get("probe"),
-            "device": str(device),
-            "torch": torch.__version__,
-        }
 
-    def checkpoint() -> None:
-        meta["numpy_rng"] = rng.bit_generator.state
-        save_checkpoint(args.ckpt_dir, modules, opt, meta)
+def resume(t: Training) -> dict:
+    """The checkpoint's meta with its models, optimizer and numpy stream restored; a new run's meta if none."""
+    meta = load_checkpoint(t.ckpt_dir, t.modules, t.opt)
+    if meta is None:
+        return {"step": 0, "diff_seconds": 0.0, "phase": "vae"}
+    t.vae.register_to_config(scaling_factor=meta["vae"]["scaling_factor"])
+    t.rng.bit_generator.state = meta["numpy_rng"]
+    t.log(f"resumed from {t.ckpt_dir} at step {meta['step']} ({meta['phase']})")
+    return meta
 
-    if args.export:
-        if meta["phase"] != "diffusion":
-            log("no diffusion checkpoint to export")
-            return 1
-        export_pipeline(vae, ema_text, ema_unet, tokenizer, cfg, args.out, info(), tok_dir)
-        log(f"exported step {meta['step']} to {args.out}")
-        return 0
 
-    if meta["phase"] == "vae":
-        meta["vae"] = train_vae(vae, cfg, rng, device, log)
-        meta["phase"] = "diffusion"
-        copy_params(ema_text, text_encoder)
-        copy_params(ema_unet, unet)
-        checkpoint()
-    vae.requires_grad_(False)
-    vae.eval()
+def train(args: argparse.Namespace) -> int:
+    """Run (or resume) training as the parsed command line says, on ``args.threads`` torch threads."""
+    cfg = train_config(args)
+    with torch_threads(args.threads):
+        t = set_up(args, cfg)
+        if args.export:
+            return export_latest(t, args.out)
+        if t.meta["phase"] == "vae":
+            vae_phase(t)
+        diffusion_phase(t)
+        t.meta["probe"] = attention_iou_probe(
+            t.modules["ema_unet"], t.modules["ema_text"], t.tokenizer, t.vae, t.device
+        )
+        t.log(f"final probe (EMA, t=500) word-map IoU: {t.meta['probe']}")
+        t.checkpoint()
+        t.export(args.out)
+        t.log(f"done: {t.meta['step']} steps, exported to {args.out}")
+    return 0
 
+
+def export_latest(t: Training, out: Path) -> int:
+    """``--export``: the checkpoint's EMA weights to ``out`` (1 when there is no diffusion checkpoint)."""
+    if t.meta["phase"] != "diffusion":
+        t.log("no diffusion checkpoint to export")
+        return 1
+    t.export(out)
+    t.log(f"exported step {t.meta['step']} to {out}")
+    return 0
+
+
+def vae_phase(t: Training) -> None:
+    """Phase 1: train the autoencoder, start the EMA copies from the fresh models, and checkpoint."""
+    t.meta["vae"] = train_vae(t.vae, t.cfg, t.rng, t.device, t.log)
+    t.meta["phase"] = "diffusion"
+    copy_params(t.modules["ema_text"], t.modules["text"])
+    copy_params(t.modules["ema_unet"], t.modules["unet"])
+    t.checkpoint()
+
+
+def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warmup, then cosine decay to ``min_lr_frac`` over ``progress`` (0..1, steps or time)."""
+    lr = cfg.lr * min(1.0, step / cfg.warmup)
+    return lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def diffusion_phase(t: Training) -> None:
+    """Phase 2: optimisation steps until the step cap or the time budget, checkpointing as it goes
+    (checkpointing time does not count against the budget)."""
+    cfg, meta = t.cfg, t.meta
+    t.vae.requires_grad_(False)
+    t.vae.eval()
     sched = build_train_scheduler(cfg.model)
-    sched.alphas_cumprod = sched.alphas_cumprod.to(device)
+    sched.alphas_cumprod = sched.alphas_cumprod.to(t.device)
     budget = cfg.minutes * 60.0 - meta["vae"]["vae_seconds"]
-    layers = cross_attention_layers(unet)
+    layers = cross_attention_layers(t.modules["unet"])
     sink = ProbsSink()
-    install(unet, sink)
-    unet.train()
-    text_encoder.train()
-    last_ckpt = time.time()
-    t_prev = time.time()
+    install(t.modules["unet"], sink)
+    t.modules["unet"].train()
+    t.modules["text"].train()
+    last_ckpt = t_prev = time.time()
     run_start = time.time() - meta["diff_seconds"]
-    log(f"diffusion: budget {budget / 60:.1f} min, batch {cfg.batch_size}, step {meta['step']}")
+    t.log(f"diffusion: budget {budget / 60:.1f} min, batch {cfg.batch_size}, step {meta['step']}")
     while meta["step"] < cfg.steps and meta["diff_seconds"] < budget:
         step = meta["step"] + 1
-        progress = min(1.0, max(step / cfg.steps, meta["diff_seconds"] / budget))
-        lr = cfg.lr * min(1.0, step / cfg.warmup)
-        lr *= cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress))
-        for g in opt.param_groups:
-            g["lr"] = lr
-
-        scenes = training_batch(rng, cfg.batch_size, p_single=cfg.p_single)
-        batch = make_batch(scenes, tokenizer, vae, cfg, rng, device)
-        noise = torch.randn_like(batch.latents)  # (B, 4, 8, 8)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(scenes),), device=device)
-        noisy = sched.add_noise(batch.latents, noise, t)
-        if cfg.model.prediction_type == "v_prediction":
-            target = sched.get_velocity(batch.latents, noise, t)
-        else:
-            target = noise
-        sink.clear()
-        text = text_encoder(batch.ids)[0]  # (B, T, hidden)
-        pred = unet(noisy, t, text).sample  # (B, 4, 8, 8)
-        per = (pred - target).square().mean((1, 2, 3))  # (B,)
-        diff_loss = (per * snr_weights(sched, t, cfg.snr_gamma, cfg.model.prediction_type)).mean()
-        attn_loss = attention_loss(sink.probs, layers, batch)
-        loss = diff_loss + cfg.attn_weight * attn_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        ema_update(ema_unet, unet, decay)
-        ema_update(ema_text, text_encoder, decay)
-
+        lr = learning_rate(cfg, step, min(1.0, max(step / cfg.steps, meta["diff_seconds"] / budget)))
+        loss, diff_loss, attn_loss = optimisation_step(t, sched, sink, layers, lr, step)
         now = time.time()
-        meta["step"] = step
-        meta["diff_seconds"] = now - run_start
+        meta["step"], meta["diff_seconds"] = step, now - run_start
         if step % cfg.log_every == 0:
-            log(
+            t.log(
                 f"step {step} loss {loss.item():.4f} diff {diff_loss.item():.4f} attn {attn_loss.item():.3f} "
                 f"lr {lr:.2e} {(now - t_prev) / cfg.log_every:.2f}s/step "
                 f"elapsed {meta['diff_seconds'] / 60:.1f}/{budget / 60:.1f} min"
             )
             t_prev = now
         if now - last_ckpt > cfg.ckpt_every_s:
-            meta["probe"] = attention_iou_probe(ema_unet, ema_text, tokenizer, vae, device)
-            log(f"probe (EMA, t=500) word-map IoU: {meta['probe']}")
-            checkpoint()
-            export_pipeline(
-                vae, ema_text, ema_unet, tokenizer, cfg, args.ckpt_dir / "pipeline", info(), tok_dir
-            )
-            log(f"checkpoint at step {step}")
+            checkpoint_with_probe(t)
             last_ckpt = time.time()
-            run_start += last_ckpt - now  # checkpointing time does not count against the budget
+            run_start += last_ckpt - now
 
-    meta["probe"] = attention_iou_probe(ema_unet, ema_text, tokenizer, vae, device)
-    log(f"final probe (EMA, t=500) word-map IoU: {meta['probe']}")
-    checkpoint()
-    export_pipeline(vae, ema_text, ema_unet, tokenizer, cfg, args.out, info(), tok_dir)
-    log(f"done: {meta['step']} steps, exported to {args.out}")
-    return 0
+
+def optimisation_step(
+    t: Training, sched, sink: ProbsSink, layers: list[CrossAttentionLayer], lr: float, step: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batch: v-prediction loss with min-SNR weights plus the attention loss, AdamW, EMA update.
+
+    Returns the (total, diffusion, attention) losses.
+    """
+    cfg, text_encoder, unet = t.cfg, t.modules["text"], t.modules["unet"]
+    for g in t.opt.param_groups:
+        g["lr"] = lr
+    scenes = training_batch(t.rng, cfg.batch_size, p_single=cfg.p_single)
+    batch = make_batch(scenes, t.tokenizer, t.vae, cfg, t.rng, t.device)
+    noise = torch.randn_like(batch.latents)  # (B, 4, 8, 8)
+    timesteps = torch.randint(0, sched.config.num_train_timesteps, (len(scenes),), device=t.device)
+    noisy = sched.add_noise(batch.latents, noise, timesteps)
+    if cfg.model.prediction_type == "v_prediction":
+        target = sched.get_velocity(batch.latents, noise, timesteps)
+    else:
+        target = noise
+    sink.clear()
+    text = text_encoder(batch.ids)[0]  # (B, T, hidden)
+    pred = unet(noisy, timesteps, text).sample  # (B, 4, 8, 8)
+    per = (pred - target).square().mean((1, 2, 3))  # (B,)
+    diff_loss = (per * snr_weights(sched, timesteps, cfg.snr_gamma, cfg.model.prediction_type)).mean()
+    attn_loss = attention_loss(sink.probs, layers, batch)
+    loss = diff_loss + cfg.attn_weight * attn_loss
+    t.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(t.params, 1.0)
+    t.opt.step()
+    decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+    ema_update(t.modules["ema_unet"], unet, decay)
+    ema_update(t.modules["ema_text"], text_encoder, decay)
+    return loss, diff_loss, attn_loss
+
+
+def checkpoint_with_probe(t: Training) -> None:
+    """Probe the EMA weights, save the checkpoint and export its pipeline beside it."""
+    t.meta["probe"] = attention_iou_probe(
+        t.modules["ema_unet"], t.modules["ema_text"], t.tokenizer, t.vae, t.device
+    )
+    t.log(f"probe (EMA, t=500) word-map IoU: {t.meta['probe']}")
+    t.checkpoint()
+    t.export(t.ckpt_dir / "pipeline")
+    t.log(f"checkpoint at step {t.meta['step']}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ figures shown without figure widgets; a strip of choice buttons.
 Long work runs in a thread so the kernel stays free to see a Cancel click (needs ipykernel >= 7.1 for
 widget updates from threads). The Run button is disabled while work is going and a second start is
 refused, so a double click never starts two runs. Any exception is shown in the app as a readable
-message (and kept in ``.error``), never swallowed, and the status line says the work failed; warnings
+message (and kept in ``.error``), never swallowed, and the status line says the work failed; a refused
+request names the app's own box for the field (``RequestError.field`` mapped to the box's label); warnings
 the work raises (words cut off by the text encoder, words the tokenizer does not know, a run stopped or
 failed) are shown in the app too (and kept in ``.warnings``), not only in the kernel's log.
 
@@ -24,13 +25,30 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import traitlets
 
+from workbench.core.request import RequestError
 from workbench.viz.render import escape
 
 
 class TaskRunner:
-    """Runs one job at a time in a thread, wired to a Run button, a Cancel button and a progress bar."""
+    """Runs one job at a time in a thread, wired to a Run button, a Cancel button and a progress bar.
 
-    def __init__(self, run_label: str = "Run", description: str = ""):
+    Args:
+        run_label: the Run button's label.
+        description: the status line before the first run.
+        labels: ``Request`` field -> the label of the app's box for it (``{"guidance_scale":
+            "guidance"}``); a refused request is shown with the box's name. Fields not named keep theirs.
+        hints: ``Request`` field -> how to lift a bound in this app's words, in place of the Python hint.
+    """
+
+    def __init__(
+        self,
+        run_label: str = "Run",
+        description: str = "",
+        *,
+        labels: dict[str, str] | None = None,
+        hints: dict[str, str] | None = None,
+    ):
+        self.labels, self.hints = dict(labels or {}), dict(hints or {})
         self.run_button = W.Button(description=run_label, button_style="primary", icon="play")
         self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
         self.progress = W.IntProgress(value=0, min=0, max=1, description="", bar_style="")
@@ -121,25 +139,37 @@ class TaskRunner:
             self.show_error(err)
         finally:
             self.show_warnings([str(w.message) for w in caught if issubclass(w.category, UserWarning)])
-            self.run_button.disabled = False
-            self.cancel_button.disabled = True
-            self._running = False
+            # Under the lock: a click that arrives as soon as the button shows enabled waits here and then
+            # finds the job over (a start refused as busy would do nothing the user could see).
+            with self._lock:
+                self._running = False
+                self.run_button.disabled = False
+                self.cancel_button.disabled = True
 
-    def refuse(self, err: BaseException) -> None:
-        """The inputs were refused before any work: an empty bar, the error, nothing else of the last job."""
+    def refuse(self, err: BaseException, label: str | None = None) -> None:
+        """The inputs were refused before any work: an empty bar, the error, nothing else of the last job.
+        ``label``: the box a refused request field came from, where the field alone does not say."""
         self.clear_messages()
         self.progress.value = 0
-        self.show_error(err)
+        self.show_error(err, label)
 
-    def show_error(self, err: BaseException) -> None:
+    def message(self, err: BaseException, label: str | None = None) -> str:
+        """``err`` in the app's words: a refused request field named by its box's label (``label``, else
+        ``labels``), the hint in the app's words where it has its own."""
+        if not isinstance(err, RequestError):
+            return str(err)
+        return err.named(label or self.labels.get(err.field, err.field), hint=self.hints.get(err.field))
+
+    def show_error(self, err: BaseException, label: str | None = None) -> None:
         """Show ``err`` in the app: the status says the work failed, the message is below it."""
-        self.error = f"{type(err).__name__}: {err}"
+        text = self.message(err, label)
+        self.error = f"{type(err).__name__}: {text}"
         self.progress.bar_style = "danger"
         self.status.value = "failed: see the message below (nothing new is shown)"
         detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
         self.error_area.value = (
             '<div style="color:#a00;border:1px solid #a00;padding:4px 8px;border-radius:4px">'
-            f"<b>{escape(type(err).__name__)}</b>: {escape(err)}"
+            f"<b>{escape(type(err).__name__)}</b>: {escape(text)}"
             f'<details><summary>details</summary><pre style="font-size:80%">{escape(detail)}</pre></details></div>'
         )
 

@@ -2,6 +2,7 @@
 
 Example:
     app = GenerateApp(pipe, prompt="a red circle left of a blue square", seed=3)
+    app.guidance.value     # the model's own default guidance until you change it
     app            # in a notebook: shows the app
     run = app.run_sync()   # or click Run
 """
@@ -9,7 +10,6 @@ Example:
 from __future__ import annotations
 
 import random
-import warnings
 from collections.abc import Callable
 
 import ipywidgets as W
@@ -21,10 +21,15 @@ from workbench.core.generate import generate
 from workbench.core.request import Request
 from workbench.core.run import Run
 from workbench.core.schedulers import SCHEDULERS
+from workbench.names import DEFAULT_PROMPT
 from workbench.viz.render import display_scale, png_bytes
 from workbench.widgets.base import TaskRunner
 
 DEFAULT_SCHEDULER = "(model default)"
+
+# Request field -> the label of the box it comes from (the rest are labelled with the field's own name)
+LABELS = {"negative_prompt": "negative prompt", "guidance_scale": "guidance", "size": "width/height"}
+HINTS = {"size": "the app keeps this bound; workbench.generate(pipe, request, size_limit=None) lifts it"}
 
 
 class GenerateApp:
@@ -32,7 +37,9 @@ class GenerateApp:
 
     Args:
         pipe: a pipeline from ``load_pipeline``.
-        prompt, negative_prompt, seed, steps, guidance_scale, scheduler: starting values.
+        prompt, negative_prompt, seed, steps, scheduler: starting values (an empty prompt runs, with a
+            note: the model's unconditional image).
+        guidance_scale: the starting guidance; ``None``: the model's own default (its adapter's).
         preview_every: decode the x0 preview every this many steps (1: every step).
     """
 
@@ -40,11 +47,11 @@ class GenerateApp:
         self,
         pipe,
         *,
-        prompt: str = "a red circle left of a blue square",
+        prompt: str = DEFAULT_PROMPT,
         negative_prompt: str = "",
         seed: int = 0,
         steps: int = 20,
-        guidance_scale: float = 4.0,
+        guidance_scale: float | None = None,
         scheduler: str | None = None,
         preview_every: int = 1,
     ):
@@ -55,6 +62,27 @@ class GenerateApp:
         self.frames: list = []
         self.strip = None
         adapter = adapter_for(pipe)
+        guidance = adapter.default_guidance if guidance_scale is None else guidance_scale
+        inputs = self._inputs(adapter, prompt, negative_prompt, seed, steps, guidance, scheduler)
+        self.task = TaskRunner("Run", "set the inputs and press Run", labels=LABELS, hints=HINTS)
+        self.preview = W.Image(format="png", layout=W.Layout(width="256px", height="256px"))
+        self.preview.add_class("wb-preview")
+        self.preview_label = W.HTML("")
+        self.step_slider = W.IntSlider(
+            value=0, min=0, max=0, description="step", disabled=True, continuous_update=True
+        )
+
+        self.new_seed.on_click(lambda _: self.draw_seed())
+        self.task.run_button.on_click(lambda _: self.start())
+        self.step_slider.observe(lambda ch: self.show_step(ch["new"]), names="value")
+
+        self.widget = W.VBox(
+            [inputs, self.task.controls(), W.VBox([self.preview_label, self.preview, self.step_slider])]
+        )
+        self.widget.add_class("wb-generate")
+
+    def _inputs(self, adapter, prompt, negative_prompt, seed, steps, guidance, scheduler) -> W.VBox:
+        """The input boxes (one per request field; size from the model), laid out."""
         native, multiple = adapter.default_size, adapter.size_multiple
         style = {"description_width": "110px"}
         self.prompt = W.Textarea(
@@ -69,7 +97,7 @@ class GenerateApp:
         # request checks every value and the app shows what is wrong.
         self.steps = W.IntText(value=steps, description="steps", style=style, layout=W.Layout(width="220px"))
         self.guidance = W.FloatText(
-            value=guidance_scale,
+            value=guidance,
             step=0.5,
             description="guidance",
             style=style,
@@ -87,19 +115,7 @@ class GenerateApp:
         self.width = W.IntText(
             value=native, step=multiple, description="width", style=style, layout=W.Layout(width="220px")
         )
-        self.task = TaskRunner("Run", "set the inputs and press Run")
-        self.preview = W.Image(format="png", layout=W.Layout(width="256px", height="256px"))
-        self.preview.add_class("wb-preview")
-        self.preview_label = W.HTML("")
-        self.step_slider = W.IntSlider(
-            value=0, min=0, max=0, description="step", disabled=True, continuous_update=True
-        )
-
-        self.new_seed.on_click(lambda _: self.draw_seed())
-        self.task.run_button.on_click(lambda _: self.start())
-        self.step_slider.observe(lambda ch: self.show_step(ch["new"]), names="value")
-
-        inputs = W.VBox(
+        return W.VBox(
             [
                 self.prompt,
                 self.negative_prompt,
@@ -107,10 +123,6 @@ class GenerateApp:
                 W.HBox([self.scheduler, self.height, self.width]),
             ]
         )
-        self.widget = W.VBox(
-            [inputs, self.task.controls(), W.VBox([self.preview_label, self.preview, self.step_slider])]
-        )
-        self.widget.add_class("wb-generate")
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -185,13 +197,9 @@ class GenerateApp:
     # ------------------------------------------------------------- work
 
     def _generate(self, params: dict) -> Run:
-        request = Request(**params)  # a bad field raises here, named, and the app shows it
-        if not request.prompt.strip():
-            warnings.warn(
-                "the prompt is empty: the image is what the model draws without any text (unconditional)",
-                UserWarning,
-                stacklevel=2,
-            )
+        # A bad field raises here (its box named by the app); the request's notes (an empty prompt) come
+        # from generate as warnings, which the app shows.
+        request = Request(**params)
         self.task.status.value = f"generating {request.steps} steps…"
         return generate(
             self.pipe, request, progress=False, cancel=self.task.cancel_event, on_step=self._on_step

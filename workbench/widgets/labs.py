@@ -4,6 +4,9 @@ Both run their batch in a thread with one progress bar over all steps of all run
 the current step and the runs finished so far are kept and shown (with the analyses they allow). A new
 Run clears the last results first, so what is shown always belongs to the current batch.
 
+The guidance box starts at the model's own default unless a value is given. A refused request names
+the lab's box for the field (``RequestError.field`` mapped to its label).
+
 Example:
     WordOrderLab(pipe, prompt="a painting of a red circle", seed=0)
     SeedLab(pipe, prompt="a blue square above a red circle", seeds="0, 1, 2, 3")
@@ -11,16 +14,16 @@ Example:
 
 from __future__ import annotations
 
-import re
-
 import ipywidgets as W
 
 from workbench.analysis.seeds import SeedGrid, seed_study
 from workbench.analysis.trajectory import COMMIT_THRESHOLD
 from workbench.analysis.word_order import compare_to_first, permutations
+from workbench.core.adapters import adapter_for
 from workbench.core.loading import model_source
-from workbench.core.request import Request
+from workbench.core.request import Request, RequestError, parse_seeds
 from workbench.core.run import Run
+from workbench.names import DEFAULT_PROMPT
 from workbench.sweeps.executors import LocalExecutor
 from workbench.sweeps.runner import SweepEvents, run_sweep
 from workbench.sweeps.spec import SweepSpec
@@ -30,24 +33,7 @@ from workbench.viz.render import escape, table_html
 from workbench.widgets.base import FigureView, TaskRunner, close_all
 
 _STYLE = {"description_width": "90px"}
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0, 1, 5-7' -> [0, 1, 5, 6, 7]; a clear ValueError for anything else."""
-    seeds: list[int] = []
-    for part in [p.strip() for p in re.split(r"[,\s]+", text.strip()) if p.strip()]:
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m:
-            raise ValueError(
-                f"seeds must be non-negative integers or ranges like 3-6, separated by commas; got {part!r}"
-            )
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi < lo or hi - lo > 256:
-            raise ValueError(f"seed range {part!r} must go upwards and hold at most 257 seeds")
-        seeds += range(lo, hi + 1)
-    if not seeds:
-        raise ValueError("give at least one seed, e.g. '0, 1, 2'")
-    return list(dict.fromkeys(seeds))
+LAB_SEEDS = 257  # the most seeds one lab runs (each seed is a full run per prompt)
 
 
 class _RunStatus(SweepEvents):
@@ -63,11 +49,18 @@ class _RunStatus(SweepEvents):
 
 
 class _BatchApp:
-    """Shared wiring: a prompts × seeds sweep on the app's pipeline in a thread, then ``show(runs)``."""
+    """Shared wiring: a prompts × seeds sweep on the app's pipeline in a thread, then ``show(runs)``.
 
-    def __init__(self, pipe, steps: int, guidance_scale: float):
+    ``guidance_scale`` None: the box starts at the model's own default guidance.
+    """
+
+    labels = {"guidance_scale": "guidance"}  # Request field -> the lab's box for it
+
+    def __init__(self, pipe, steps: int, guidance_scale: float | None):
         self.pipe = pipe
         self.runs: list[Run] = []
+        if guidance_scale is None:
+            guidance_scale = adapter_for(pipe).default_guidance
         # Plain number boxes (a bounded one silently clamps); every run's request is checked at Run.
         self.steps = W.IntText(value=steps, description="steps", style=_STYLE, layout=W.Layout(width="200px"))
         self.guidance = W.FloatText(
@@ -77,7 +70,7 @@ class _BatchApp:
             style=_STYLE,
             layout=W.Layout(width="200px"),
         )
-        self.task = TaskRunner("Run")
+        self.task = TaskRunner("Run", labels=self.labels)
         self.results = W.VBox([])
         self.results.add_class("wb-results")
         self.planned = 0
@@ -95,18 +88,24 @@ class _BatchApp:
     def jobs(self) -> list[tuple[str, int]]:
         raise NotImplementedError
 
+    def prompt_label(self, prompt: str) -> str:
+        """The label of the box ``prompt`` came from (named when a request refuses it)."""
+        return "prompt"
+
     def start(self, *, threaded: bool = True) -> bool:
         """Check the form, clear the last results, and run the batch; False when refused."""
         if self.task.busy:
             return False
         steps, guidance = self.steps.value, self.guidance.value
+        prompt = None
         try:
             jobs = self.jobs()
             for prompt, seed in jobs:  # every request checked before the first run
                 Request(prompt, seed=seed, steps=steps, guidance_scale=guidance)
         except (ValueError, TypeError) as err:
             self.clear_results()
-            self.task.refuse(err)
+            named = isinstance(err, RequestError) and err.field == "prompt" and prompt is not None
+            self.task.refuse(err, self.prompt_label(prompt) if named else None)
             return False
         self.clear_results()
         self.planned = len(jobs)
@@ -232,17 +231,18 @@ class WordOrderLab(_BatchApp):
         prompt: the base prompt; its suggested orders fill the list (edit it freely, one per line).
         orders: the word orders to run (default: suggested from ``prompt``).
         seed: the one seed every order runs with (same initial noise).
+        guidance_scale: ``None``: the model's own default.
     """
 
     def __init__(
         self,
         pipe,
         *,
-        prompt: str = "a red circle left of a blue square",
+        prompt: str = DEFAULT_PROMPT,
         orders: list[str] | None = None,
         seed: int = 0,
         steps: int = 20,
-        guidance_scale: float = 4.0,
+        guidance_scale: float | None = None,
     ):
         super().__init__(pipe, steps, guidance_scale)
         self.prompt = W.Text(value=prompt, description="prompt", style=_STYLE, layout=W.Layout(width="90%"))
@@ -276,9 +276,10 @@ class WordOrderLab(_BatchApp):
         orders = [line.strip() for line in self.orders.value.splitlines() if line.strip()]
         if len(orders) < 2:
             raise ValueError("give at least two word orders, one per line (or press 'suggest orders')")
-        if self.seed.value < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed.value}")
-        return [(o, self.seed.value) for o in orders]
+        return [(o, self.seed.value) for o in orders]  # the seed is checked with each request
+
+    def prompt_label(self, prompt: str) -> str:
+        return "orders"  # what runs are the orders, not the base prompt
 
     def panels(self, runs: list[Run]) -> list[Panel]:
         if len(runs) < 2:
@@ -291,20 +292,21 @@ class SeedLab(_BatchApp):
 
     Args:
         pipe: a pipeline from ``load_pipeline``.
-        prompt: the first prompt.
+        prompt: the first prompt (an empty one runs, with a note: the model's unconditional images).
         second_prompt: optional second prompt (then the seed-vs-prompt variance split is shown too).
-        seeds: the seeds, as text: ``"0, 1, 2"`` or ``"0-3"``.
+        seeds: the seeds, as text: ``"0, 1, 2"`` or ``"0-3"``; distinct, at most ``LAB_SEEDS``.
+        guidance_scale: ``None``: the model's own default.
     """
 
     def __init__(
         self,
         pipe,
         *,
-        prompt: str = "a red circle left of a blue square",
+        prompt: str = DEFAULT_PROMPT,
         second_prompt: str = "",
         seeds: str = "0, 1, 2, 3",
         steps: int = 20,
-        guidance_scale: float = 4.0,
+        guidance_scale: float | None = None,
         threshold: float = COMMIT_THRESHOLD,
     ):
         super().__init__(pipe, steps, guidance_scale)
@@ -338,10 +340,14 @@ class SeedLab(_BatchApp):
         self.widget.add_class("wb-seed-lab")
 
     def jobs(self) -> list[tuple[str, int]]:
-        prompts = [p for p in (self.prompt.value.strip(), self.second_prompt.value.strip()) if p]
-        if not prompts:
-            raise ValueError("give a prompt")
-        return [(p, s) for p in prompts for s in parse_seeds(self.seeds.value)]
+        second = self.second_prompt.value.strip()  # optional: blank means no second prompt
+        prompts = [self.prompt.value.strip(), *([second] if second else [])]
+        seeds = parse_seeds(self.seeds.value, limit=LAB_SEEDS, field="seeds")
+        return [(p, s) for p in prompts for s in seeds]
+
+    def prompt_label(self, prompt: str) -> str:
+        first = self.prompt.value.strip()
+        return "2nd prompt" if prompt != first else "prompt"
 
     def panels(self, runs: list[Run]) -> list[Panel]:
         """The study's panels; after a Cancel, every finished image, then the study of the largest
