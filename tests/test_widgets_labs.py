@@ -164,11 +164,6 @@ def test_a_refused_request_names_the_labs_box(tiny_pipe, lab_class, box, value, 
     assert lab.error.startswith(("RequestError", "RequestTypeError"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a sweep run of an empty prompt fails in analysis.sweeps.run_summary (no words in its table)",
-)
 def test_seed_lab_runs_an_empty_prompt_with_a_note(tiny_pipe):
     lab = SeedLab(tiny_pipe, prompt="", second_prompt="a red circle", seeds="0", steps=2)
     runs = lab.run_sync()

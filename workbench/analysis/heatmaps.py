@@ -478,7 +478,8 @@ def attention_mass(
                     "mass": m,
                 }
             )
-    df = pd.DataFrame.from_records(records)
+    columns = ["word_index", "word", "label", "kind", *(keys[0] if keys else {}), "mass"]
+    df = pd.DataFrame.from_records(records, columns=columns)  # the columns also for a prompt without words
     df.attrs["aggregation"] = agg.describe()
     return df
 
