@@ -76,7 +76,9 @@ def test_disk_budget_refusal_is_one_line(spec_file, tmp_path, capsys):
         (["{spec}", "--out", "{tmp}/o", "--workers", "2"], "--workers and --workers-write go with --ray"),
         (["{spec}", "--out", "{tmp}/o", "--ray-local", "0"], "--ray-local must be >= 1"),
         (["{spec}", "--out", "{tmp}/o", "--disk-budget", "lots"], "--disk-budget must be a positive size"),
-        (["{spec}", "--out", "{tmp}/o", "--threads", "0"], "--threads must be >= 1"),
+        (["{spec}", "--out", "{tmp}/o", "--threads", "0"], "--threads must be in 1.."),
+        (["{spec}", "--out", "{tmp}/o", "--threads", "100000"], "--threads must be in 1.."),
+        (["{spec}", "--out", "{tmp}/o", "--ray-local", "2", "--workers", "0"], "--workers must be >= 1"),
         (["{tmp}/missing.json", "--out", "{tmp}/o"], "does not exist"),
         (["{spec}", "--out", "{spec}"], "is a file"),
     ],
@@ -97,6 +99,35 @@ def test_bad_spec_and_model_are_usage_errors(spec_file, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["sweep", spec_file(model=str(tmp_path / "nowhere")), "--out", str(tmp_path / "o")])
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_unknown_field_error_names_spec_fields_not_options(spec_file, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", spec_file(seed=[1]), "--out", str(tmp_path / "o"), "--disk-budget", "1GB"])
+    err = capsys.readouterr().err
+    assert "unknown spec fields ['seed']" in err and "'disk_budget'" in err and "--disk-budget" not in err
+
+
+def test_a_ray_cluster_that_wants_its_token_is_one_line(spec_file, tmp_path, capsys, monkeypatch):
+    ray = pytest.importorskip("ray")
+    seen = {}
+
+    def refuses(address=None, **kwargs):  # what a cluster with token authentication answers without one
+        seen["address"] = address
+        raise ray.exceptions.AuthenticationError("Token authentication is enabled but no token was found")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuses)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", spec_file(), "--out", str(tmp_path / "o"), "--ray", "10.1.2.3:6379"])
+    assert exit_info.value.code == 2 and seen["address"] == "10.1.2.3:6379"
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert lines[0].startswith(
+        "workbench sweep: error: the Ray cluster at 10.1.2.3:6379 uses token authentication"
+    )
+    assert "RAY_AUTH_MODE=token" in lines[0] and "~/.ray/auth_token" in lines[0]
 
 
 def test_sweep_help_imports_no_torch():

@@ -235,3 +235,117 @@ def test_ctrl_c_that_makes_a_run_raise_stops_the_sweep_not_a_failed_row(tiny_pip
     outcome = worker.run(Job("r2", Request("a red circle", seed=0, steps=2)))
     assert outcome.status == "failed" and outcome.fields["error"] == "IndexError: list index out of range"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_resume_makes_damaged_run_folders_again(tiny_folder, tmp_path):
+    from workbench.store.runs import TENSORS
+
+    spec = spec_for(tiny_folder, prompts=PROMPTS[:1], seeds=[0, 1, 2, 3])
+    workbench.sweep(spec, out=tmp_path, progress=False, log=None)
+    first = read_index(tmp_path).sort_values("seed").reset_index(drop=True)
+    folders = [tmp_path / p for p in first.path]
+    (folders[0] / TENSORS).unlink()  # tensors removed
+    (folders[1] / "run.json").write_text("")  # run.json emptied
+    Image.new("RGB", (16, 16), "red").save(folders[2] / "image.png")  # image replaced by a valid PNG
+    said = []
+    again = workbench.sweep(spec, out=tmp_path, progress=False, log=said.append)
+    assert (again.skipped, again.ran, again.done) == (1, 3, 4)
+    assert any(line.startswith("3 run folders are damaged and will be made again") for line in said)
+    remade = read_index(tmp_path).sort_values("seed").reset_index(drop=True)
+    assert list(remade.image_sha256) == list(first.image_sha256)  # the same runs, made again
+    assert list(remade.attention_sha256) == list(first.attention_sha256)
+    for row in remade.itertuples():
+        run = load_run(tmp_path / row.path)
+        assert (
+            image_hash(run.image) == row.image_sha256
+            and attention_hash(run.attention) == row.attention_sha256
+        )
+
+    # a damaged folder with no index row (its sweep was killed before writing one) is made again too,
+    # under --retry-failed as without it
+    Image.new("RGB", (16, 16), "blue").save(folders[3] / "image.png")
+    (tmp_path / "index.parquet").unlink()
+    retried = workbench.sweep(spec, out=tmp_path, progress=False, log=None, retry_failed=True)
+    assert (retried.skipped, retried.ran, retried.done) == (3, 1, 4)
+    assert image_hash(load_run(folders[3]).image) == first.image_sha256[3]
+
+
+def test_every_run_has_one_torch_thread_whatever_the_callers_count(tiny_folder, tmp_path, monkeypatch):
+    import importlib
+    import json
+
+    import torch
+
+    from workbench.core.numerics import machine_cores
+
+    if machine_cores() < 2:
+        pytest.skip("needs two cores to differ from one thread")
+    core_generate = importlib.import_module("workbench.core.generate")
+    real, seen = core_generate.generate, []
+
+    def counting(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core_generate, "generate", counting)
+    spec = spec_for(tiny_folder, prompts=PROMPTS[:1], seeds=[0, 1])
+    torch.set_num_threads(2)  # the caller's own count, as a notebook's default would be
+    try:
+        default = workbench.sweep(spec, out=tmp_path / "default", progress=False, log=None)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(1)
+    assert seen == [1, 1] and after == 2  # every run on one thread; the caller's count put back
+    one = workbench.sweep(spec, out=tmp_path / "one", threads=1, progress=False, log=None)
+    two = workbench.sweep(spec, out=tmp_path / "two", threads=2, progress=False, log=None)
+    assert seen == [1, 1, 1, 1, 2, 2]
+    a, b = read_index(tmp_path / "default"), read_index(tmp_path / "one")
+    assert list(a.attention_sha256) == list(b.attention_sha256) and list(a.image_sha256) == list(
+        b.image_sha256
+    )
+    for result, threads in ((default, 1), (one, 1), (two, 2)):
+        record = json.loads((result.out / "sweeps" / f"{result.sweep_id}.json").read_text())
+        assert record["numerics"]["threads"] == threads and record["numerics"]["dtype"] == "float32"
+        assert result.numerics["threads"] == threads
+        numerics = load_run(result.out / result.index.path.iloc[0]).config.provenance.numerics
+        assert numerics["threads"] == threads  # as each run recorded it
+    assert "every run on 1 torch thread per worker, cpu, float32" in default.summary()
+    assert "every run on 2 torch threads per worker" in two.summary()
+    # a resume on other numerics says so
+    said = []
+    workbench.sweep(spec, out=tmp_path / "one", threads=2, progress=False, log=said.append)
+    assert any("ran with other numerics (threads 1 -> 2)" in line for line in said)
+
+
+def test_an_executor_runs_the_seed_grid_plan_as_seed_grid_does(tiny_pipe):
+    from workbench import RecordingPolicy
+    from workbench.analysis.seeds import SeedGrid, seed_grid_requests
+    from workbench.sweeps import Job, LocalExecutor
+
+    requests = seed_grid_requests(PROMPTS, [0, 1], steps=3, guidance_scale=4.0)
+    executor = LocalExecutor(pipe=tiny_pipe)
+    executor.start("tiny", RecordingPolicy(), threading.Event())
+    try:
+        jobs = [Job(f"r{i}", r) for i, r in enumerate(requests)]
+        outcomes = [o for _, o in executor.run(jobs, None, lambda worker, job: None)]
+    finally:
+        executor.close()
+    grid = SeedGrid.from_runs([o.run for o in outcomes])
+    direct = seed_grid(tiny_pipe, PROMPTS, [0, 1], steps=3, guidance_scale=4.0)
+    assert (grid.prompts, grid.seeds) == (direct.prompts, direct.seeds) == (PROMPTS, [0, 1])
+    assert [image_hash(r.image) for r in grid.flat()] == [image_hash(r.image) for r in direct.flat()]
+    assert [attention_hash(r.attention) for r in grid.flat()] == [
+        attention_hash(r.attention) for r in direct.flat()
+    ]
+
+
+def test_rows_record_the_guidance_the_run_used(tiny_folder, tiny_pipe, tmp_path):
+    from workbench.core.adapters import adapter_for
+
+    spec = SweepSpec.from_dict({"model": str(tiny_folder), "prompts": PROMPTS[:1], "seeds": [0], "steps": 2})
+    assert spec.guidance_scales == (None,)  # left out: the model's own
+    result = workbench.sweep(spec, out=tmp_path, progress=False, log=None)
+    row = result.index.iloc[0]
+    used = load_run(tmp_path / row.path).config.guidance_scale
+    assert used == adapter_for(tiny_pipe).default_guidance and row.guidance == used
+    assert read_index(tmp_path).guidance.tolist() == [used]

@@ -1,11 +1,24 @@
 """Sweep specs: JSON round trip, deterministic expansion, stable ids, errors that name the field."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
 from workbench import RecordingPolicy, Request
-from workbench.sweeps.spec import SpecError, SweepSpec, load_spec, parse_bytes, parse_seeds, request_id
+from workbench.core.request import parse_seeds
+from workbench.sweeps.spec import (
+    MAX_ORDERS,
+    MAX_RUNS,
+    SpecError,
+    SweepSpec,
+    load_spec,
+    parse_bytes,
+    request_id,
+)
 
 SMALLEST = {
     "model": "toy",
@@ -110,10 +123,10 @@ def test_request_ids_are_stable_and_cover_request_policy_and_weights():
         ({"prompt": "x"}, "not both"),
         ({"seeds": [0, 0]}, "seeds must be distinct"),
         ({"seeds": "3-1"}, "rising range"),
-        ({"seeds": [-1]}, "non-negative"),
+        ({"seeds": [-1]}, "seeds must be in 0.."),
         ({"steps": 0}, "steps must be in 1..1000"),
         ({"guidance_scales": [-1.0]}, "guidance_scales: guidance_scale must be >= 0"),
-        ({"schedulers": ["nope"]}, "schedulers: unknown scheduler 'nope'"),
+        ({"schedulers": ["nope"]}, "schedulers: scheduler 'nope' is not known"),
         ({"sizes": [[32]]}, "sizes entries must be"),
         ({"word_orders": "backwards"}, "word_orders must be one of"),
         ({"word_orders": "of"}, "word_orders for 'no relation here': kind='of' needs"),
@@ -150,3 +163,78 @@ def test_sizes_and_seed_texts():
     with pytest.raises(SpecError):
         parse_bytes("-1GB")
     assert parse_seeds("0-3, 9") == (0, 1, 2, 3, 9) and parse_seeds(5) == (5,)
+
+
+@pytest.mark.parametrize(
+    "change, field, message",
+    [
+        ({"prompts": ["x" * 10_001]}, "prompts", "prompts: prompt is 10,001 characters long"),
+        ({"negative_prompt": "x" * 10_001}, "negative_prompt", "negative_prompt: negative_prompt is 10,001"),
+        ({"steps": 1001}, "steps", "steps: steps must be in 1..1000"),
+        (
+            {"guidance_scales": [float("inf")]},
+            "guidance_scales",
+            "guidance_scales: guidance_scale must be a finite number",
+        ),
+        ({"seeds": [2**63]}, "seeds", "seeds must be in 0.."),
+        ({"seeds": "0-999999999999"}, "seeds", "seeds name 1,000,000,000,000 seeds"),
+    ],
+)
+def test_request_errors_name_the_spec_field_as_data(change, field, message):
+    with pytest.raises(SpecError) as err:
+        SweepSpec.from_dict({**SMALLEST, **change})
+    assert err.value.field == field and str(err.value).startswith(message)
+
+
+def test_guidance_left_out_is_the_models_own_and_an_empty_prompt_is_a_request():
+    spec = SweepSpec.from_dict({"model": "toy", "prompts": ["", "a red circle"], "steps": 2})
+    assert spec.guidance_scales == (None,) and [r.guidance_scale for r in spec.requests()] == [None, None]
+    assert [r.prompt for r in spec.requests()] == ["", "a red circle"]
+    assert SweepSpec.from_dict(json.loads(spec.to_json())) == spec
+
+
+HOSTILE_EXPANSIONS = """
+import resource, sys, time
+resource.setrlimit(resource.RLIMIT_AS, (3 * 1024**3, 3 * 1024**3))  # a runaway expansion fails, not the machine
+from workbench.sweeps.spec import SweepSpec, SpecError
+
+long = " ".join(f"w{{i}}" for i in range(42))
+base = {{"model": "toy", "steps": 2}}
+made = [
+    len(SweepSpec.from_dict({{**base, "prompt": "a red circle", "seeds": "0-99999"}}).plan()),
+    len(SweepSpec.from_dict({{**base, "prompts": [f"p {{i}}" for i in range(30000)]}}).plan()),
+    len(SweepSpec.from_dict({{**base, "prompt": long, "word_orders": {{"kind": "all", "max_orders": {max_orders}}}}}).plan()),
+]
+print("made", made)
+for change in (
+    {{"prompt": long, "seeds": "0-999999999999"}},
+    {{"prompt": long, "word_orders": {{"kind": "all", "max_orders": 10**9}}}},
+    {{"prompts": [f"p{{i}}" for i in range(11)], "seeds": "0-99999"}},
+):
+    try:
+        SweepSpec.from_dict({{**base, **change}})
+    except SpecError as err:
+        print("refused", err.field, "|", err)
+"""
+
+
+def test_expansion_is_linear_and_bounded_and_refused_with_the_count():
+    script = textwrap.dedent(HOSTILE_EXPANSIONS.format(max_orders=MAX_ORDERS))
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    # quadratic duplicate checks took minutes here, an unbounded max_orders for ever: the timeout fails them
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"made [100000, 30000, {MAX_ORDERS}]"
+    assert (
+        lines[1] == "refused seeds | seeds name 1,000,000,000,000 seeds; at most 100,000 may be given at once"
+    )
+    assert lines[2].startswith(
+        f"refused word_orders | word_orders max_orders must be an int in 1..{MAX_ORDERS}"
+    )
+    assert lines[3].startswith(
+        "refused seeds | the sweep expands to 1,100,000 runs (11 prompts × 100,000 seeds"
+    )
+    assert f"at most {MAX_RUNS:,} may be planned" in lines[3] and len(lines) == 4

@@ -24,15 +24,16 @@ import pandas as pd
 from workbench import analysis, viz
 from workbench.core.loading import model_source
 from workbench.core.run import Run
+from workbench.names import DEFAULT_PROMPT
 from workbench.report import report
 from workbench.store.index import save_index
-from workbench.store.runs import save_run
-from workbench.store.spec import save_spec
+from workbench.store.recipe import save_recipe
 from workbench.sweeps.executors import LocalExecutor
+from workbench.sweeps.record import save_finished
 from workbench.sweeps.runner import SweepEvents, run_sweep
 from workbench.sweeps.spec import SweepSpec
 
-DEFAULT_PROMPT = "a red circle left of a blue square"
+__all__ = ["DEFAULT_PROMPT", "StudyResult", "relation_holds", "run_study"]
 
 
 @dataclass
@@ -53,7 +54,7 @@ def run_study(
     swapped: str | None = None,
     seeds: tuple[int, ...] = (0, 1, 2, 3),
     steps: int = 25,
-    guidance_scale: float = 4.0,
+    guidance_scale: float | None = None,
     device: str | None = "cpu",
     log=print,
 ) -> StudyResult:
@@ -64,39 +65,69 @@ def run_study(
         model: a pipeline, or a source for ``load_pipeline`` (default the embedded model).
         prompt: the prompt; ``swapped`` its other word order (default: the suggested swap).
         seeds: the seeds; each order runs once per seed, from the same initial noise.
-        steps, guidance_scale: generation settings.
+        steps, guidance_scale: generation settings (``guidance_scale`` None: the model's own).
         device: where to run when ``model`` is a source.
         log: where progress lines go (``print``; pass ``lambda *_: None`` for silence).
     """
-    from workbench.core.loading import load_pipeline
-
     out = Path(out)
-    if swapped is None:
-        orders = analysis.permutations(prompt, kind="relation")
-        if len(orders) < 2:
-            raise ValueError(f"no word-order swap found for {prompt!r}; pass swapped=...")
-        swapped = orders[1]
+    swapped = _swap_of(prompt, swapped)
     if not seeds:
         raise ValueError("seeds must name at least one seed")
+    seeds = tuple(dict.fromkeys(seeds))
     started = time.perf_counter()
-    pipe = load_pipeline(model, device=device) if isinstance(model, (str, os.PathLike)) else model
-    log(
-        f"model: {model if isinstance(model, (str, os.PathLike)) else type(model).__name__} · prompt “{prompt}” · swap “{swapped}” · seeds {list(seeds)}"
-    )
+    pipe = _pipeline(model, device)
+    shown = model if isinstance(model, (str, os.PathLike)) else type(model).__name__
+    log(f"model: {shown} · prompt “{prompt}” · swap “{swapped}” · seeds {list(seeds)}")
     spec = SweepSpec(
         model=model_source(pipe),
         prompts=[prompt, swapped],
-        seeds=list(dict.fromkeys(seeds)),
+        seeds=seeds,
         steps=steps,
         guidance_scales=guidance_scale,
     )
-    saver = _SaveRuns(out / "runs", {prompt: "a", swapped: "b"}, started, log)
-    result = run_sweep(spec, executor=LocalExecutor(pipe=pipe), events=saver, progress=False, log=None)
-    made = {(r.prompt, r.seed): r for r in result.runs.values()}
-    order = [(text, seed) for text in (prompt, swapped) for seed in spec.seeds if (text, seed) in made]
-    runs = [made[key] for key in order]
-    dirs = [saver.folders[key] for key in order]
+    by_key, folders = _run_pairs(spec, pipe, out, started, log)
+    order = [(text, seed) for text in (prompt, swapped) for seed in seeds]
+    runs, dirs = [by_key[k] for k in order], [folders[k] for k in order]
     index = save_index(out / "runs")
+    summary = _per_seed(by_key, prompt, swapped, seeds)
+    figures, seed_result = _figures(pipe, by_key, prompt, swapped, seeds, runs)
+    path = report(
+        runs,
+        out / "report.html",
+        title=f"Word order and seeds: {prompt}",
+        figures=figures,
+        tables=_tables(summary, seed_result),
+        notes=_notes(runs[0], prompt, swapped, seeds, summary, seed_result),
+        quiet=True,
+    )
+    _tell(log, summary, out, len(runs), index, path, started)
+    return StudyResult(out=out, runs=runs, run_dirs=dirs, report=path, index=index, summary=summary)
+
+
+def _swap_of(prompt: str, swapped: str | None) -> str:
+    """The prompt's other word order: ``swapped``, or the suggested swap of its relation."""
+    if swapped is not None:
+        return swapped
+    orders = analysis.permutations(prompt, kind="relation")
+    if len(orders) < 2:
+        raise ValueError(f"no word-order swap found for {prompt!r}; pass swapped=...")
+    return orders[1]
+
+
+def _pipeline(model, device: str | None):
+    from workbench.core.loading import load_pipeline
+
+    return load_pipeline(model, device=device) if isinstance(model, (str, os.PathLike)) else model
+
+
+def _run_pairs(spec: SweepSpec, pipe, out: Path, started: float, log) -> tuple[dict, dict]:
+    """The study's runs, as a sweep on ``pipe`` kept in memory and saved run by run as it goes:
+    ``({(prompt, seed): Run}, {(prompt, seed): folder})``. A failed or stopped run stops the study (its
+    folder stays for inspection)."""
+    prompt, swapped = spec.prompts
+    saver = _SaveRuns(out, {prompt: "a", swapped: "b"}, started, log)
+    result = run_sweep(spec, executor=LocalExecutor(pipe=pipe), events=saver, progress=False, log=None)
+    runs = list(result.runs.values())
     problems = [f"seed {r.seed}, {r.failure or 'incomplete'}" for r in runs if r.failure or not r.complete]
     raised = result.index[
         (result.index.status == "failed") & ~result.index.request_id.isin(list(result.runs))
@@ -107,8 +138,11 @@ def run_study(
             f"{len(problems)} of {len(spec.plan())} runs failed or stopped (first: {problems[0]}); "
             f"their folders are in {out / 'runs'}; no report was written"
         )
+    return {(r.prompt, r.seed): r for r in runs}, saver.folders
 
-    by_key = {(r.prompt, r.seed): r for r in runs}
+
+def _per_seed(by_key: dict, prompt: str, swapped: str, seeds) -> pd.DataFrame:
+    """One row per seed: the placement check, and how far the two orders end apart."""
     rows = []
     for seed in seeds:
         a, b = by_key[(prompt, seed)], by_key[(swapped, seed)]
@@ -126,7 +160,12 @@ def run_study(
                 "commitment step (swap)": analysis.commit_step(analysis.change_curves(b)),
             }
         )
-    summary = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def _figures(pipe, by_key: dict, prompt: str, swapped: str, seeds, runs: list[Run]):
+    """The report's figures (the first seed's filmstrip, its two orders compared, the seed panels) and
+    the seed study they come from."""
     first = [by_key[(prompt, seeds[0])], by_key[(swapped, seeds[0])]]
     strip = analysis.filmstrip(pipe, first[0])
     curves = analysis.change_curves(first[0], strip=strip)
@@ -138,60 +177,63 @@ def run_study(
     figures += _captioned(f"Word order (seed {seeds[0]})", viz.word_order_panels(first, comparisons))
     seed_result = analysis.seed_study(runs)
     figures += _captioned("Seeds", viz.seed_panels(seed_result))
-    split = analysis.image_variance(seed_result.grid).share if len(seeds) > 1 else None
-    notes = (
-        f"Study: “{prompt}” against its word-order swap “{swapped}”, seeds {list(seeds)}, {steps} steps, "
-        f"guidance {guidance_scale}. Each pair shares its initial noise. "
-        + (
-            "Variance of the final images: "
-            + ", ".join(f"{k} {split[k]:.0%}" for k in ("prompt", "seed", "interaction"))
-            + ". "
-            if split is not None
-            else ""
-        )
-        + _verdict(summary)
-    )
-    tables = [
+    return figures, seed_result
+
+
+def _tables(summary: pd.DataFrame, seed_result) -> list:
+    return [
         ("Per seed: the prompt against its swap", summary),
         (
             "Commitment steps (x0 within a quarter of the noise's distance from the final latent)",
             seed_result.commit_steps,
         ),
     ]
-    path = report(
-        runs,
-        out / "report.html",
-        title=f"Word order and seeds: {prompt}",
-        figures=figures,
-        tables=tables,
-        notes=notes,
-        quiet=True,
+
+
+def _notes(run: Run, prompt: str, swapped: str, seeds, summary: pd.DataFrame, seed_result) -> str:
+    """The report's prose: what ran (the guidance the runs used), the variance split, the verdict."""
+    split = analysis.image_variance(seed_result.grid).share if len(seeds) > 1 else None
+    variance = (
+        "Variance of the final images: "
+        + ", ".join(f"{k} {split[k]:.0%}" for k in ("prompt", "seed", "interaction"))
+        + ". "
+        if split is not None
+        else ""
     )
+    return (
+        f"Study: “{prompt}” against its word-order swap “{swapped}”, seeds {list(seeds)}, "
+        f"{run.config.steps} steps, guidance {run.config.guidance_scale}. Each pair shares its initial noise. "
+        + variance
+        + _verdict(summary)
+    )
+
+
+def _tell(log, summary: pd.DataFrame, out: Path, runs: int, index: Path, path: Path, started: float) -> None:
     log(summary.to_string(index=False))
     log(_verdict(summary))
-    log(f"runs:   {out / 'runs'} ({len(runs)} run folders, each with spec.json)")
+    log(f"runs:   {out / 'runs'} ({runs} run folders, each with spec.json)")
     log(f"index:  {index}")
     log(
         f"report: {path}  — open it in a web browser (JupyterLab opens HTML files untrusted: press 'Trust HTML' there)"
     )
     log(f"done in {time.perf_counter() - started:.1f} s")
-    return StudyResult(out=out, runs=runs, run_dirs=dirs, report=path, index=index, summary=summary)
 
 
 class _SaveRuns(SweepEvents):
-    """Saves each run of the study's sweep as it finishes, as ``order-a_seed-3`` (the prompt) or
+    """Saves each run of the study's sweep as it finishes, as ``OUT/runs/order-a_seed-3`` (the prompt) or
     ``order-b_seed-3`` (its swap), with its re-run spec; failed runs that ran are kept for inspection."""
 
-    def __init__(self, folder: Path, tags: dict[str, str], started: float, log):
-        self.folder, self.tags, self.t0, self.log = folder, tags, started, log
+    def __init__(self, out: Path, tags: dict[str, str], started: float, log):
+        self.out, self.tags, self.t0, self.log = out, tags, started, log
         self.folders: dict[tuple[str, int], Path] = {}
 
     def finished(self, worker, outcome, row):
         run = outcome.run
         if run is None:
             return
-        path = save_run(run, self.folder / f"order-{self.tags[run.prompt]}_seed-{run.seed}", overwrite=True)
-        save_spec(run, path / "spec.json")
+        name = f"order-{self.tags[run.prompt]}_seed-{run.seed}"
+        path = self.out / save_finished(run, self.out, name)["path"]
+        save_recipe(run, path / "spec.json")
         self.folders[(run.prompt, run.seed)] = path
         self.log(f"  {path}  ({time.perf_counter() - self.t0:.1f} s)")
 

@@ -8,9 +8,11 @@ One line each, from a notebook (``pipe`` only where the model must run again or 
                word_step_mass(run); word_layer_mass(run); token_mass(run); prompt_words(run)
     Scoring    score_maps(word_maps(run), {"circle": mask}); iou(a, b); miou(preds, truths); binarize(m)
     Word order permutations(prompt, kind="relation"); word_order_runs(pipe, prompts, seed=0)
+               (word_order_requests(...): the same runs as a plan of Requests any executor can run)
                compare_word_order(a, b, pipe); compare_to_first(runs, pipe); compare_orders(runs)
                align_words(a, b); trajectory_divergence(a, b)
     Seeds      grid = seed_grid(pipe, prompts, seeds) or SeedGrid.from_runs(runs); seed_study(runs)
+               (seed_grid_requests(...): the grid as a plan of Requests any executor can run)
                trajectory_distances(grid); image_variance(grid); step_variance(grid); map_variance(grid)
                variance_split(values)
     Attribution integrated_gradients(pipe, run, step=3, region=mask); occlusion(pipe, run, step=3)
@@ -51,6 +53,7 @@ from .seeds import (
     image_variance,
     map_variance,
     seed_grid,
+    seed_grid_requests,
     seed_study,
     step_variance,
     trajectory_distances,
@@ -74,6 +77,7 @@ from .word_order import (
     permutations,
     relation_swap,
     trajectory_divergence,
+    word_order_requests,
     word_order_runs,
 )
 
@@ -120,6 +124,7 @@ __all__ = [
     "relation_swap",
     "score_maps",
     "seed_grid",
+    "seed_grid_requests",
     "seed_study",
     "step_variance",
     "token_maps",
@@ -129,6 +134,7 @@ __all__ = [
     "variance_split",
     "word_layer_mass",
     "word_maps",
+    "word_order_requests",
     "word_order_runs",
     "word_step_mass",
 ]

@@ -16,7 +16,9 @@ Shares are fractions of the total; the three add up to 1.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from workbench.core.request import Request, parse_seeds
 from workbench.core.run import Run
 
 from .aggregate import Aggregation, make_aggregation
@@ -71,8 +74,42 @@ class SeedGrid:
         return cls(prompts=prompts, seeds=seeds, runs=[[by_key[(p, s)] for s in seeds] for p in prompts])
 
 
+def seed_grid_requests(prompts: list[str], seeds: list[int], **settings) -> list[Request]:
+    """The plan of a seed grid: one ``Request`` per prompt and seed, prompt by prompt.
+
+    What ``seed_grid`` runs, and what any sweep executor can run as it is (``SeedGrid.from_runs`` puts
+    the runs back in their grid).
+
+    Args:
+        prompts: distinct prompts.
+        seeds: distinct seeds (``core.request.parse_seeds``: ints, or text such as ``"0-3"``).
+        settings: the other ``Request`` fields (``steps``, ``guidance_scale``, ...), the same for every run.
+
+    Example:
+        >>> [(r.prompt, r.seed) for r in seed_grid_requests(["a red circle", "a blue square"], [0, 1], steps=4)]
+        [('a red circle', 0), ('a red circle', 1), ('a blue square', 0), ('a blue square', 1)]
+    """
+    prompts = list(prompts) if isinstance(prompts, (list, tuple)) else prompts
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"prompts must be a non-empty list of str, got {prompts!r}")
+    repeated = [p for p, n in Counter(prompts).items() if n > 1]
+    if repeated:
+        raise ValueError(f"prompts must be distinct; repeated: {repeated}")
+    seeds = parse_seeds(seeds)
+    return [Request(p, seed=s, **settings) for p in prompts for s in seeds]
+
+
+def split_settings(kwargs: dict) -> tuple[dict, dict]:
+    """``generate``'s keywords as (``Request`` fields, the call's own options such as ``policy``)."""
+    fields = {f.name for f in dataclasses.fields(Request)}
+    return {k: v for k, v in kwargs.items() if k in fields}, {
+        k: v for k, v in kwargs.items() if k not in fields
+    }
+
+
 def seed_grid(pipe, prompts: list[str], seeds: list[int], **generate_kwargs) -> SeedGrid:
-    """Generate every prompt with every seed (same settings otherwise).
+    """Generate every prompt with every seed (same settings otherwise): the plan of ``seed_grid_requests``
+    run one request after another on ``pipe``.
 
     Args:
         pipe: the pipeline.
@@ -85,18 +122,10 @@ def seed_grid(pipe, prompts: list[str], seeds: list[int], **generate_kwargs) -> 
     """
     from workbench.core.generate import generate
 
-    prompts, seeds = list(prompts), list(seeds)
-    if not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ValueError(f"prompts must be a non-empty list of str, got {prompts!r}")
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ValueError(f"seeds must be a non-empty list of ints, got {seeds!r}")
-    for name, items in (("prompts", prompts), ("seeds", seeds)):
-        dup = [x for x in dict.fromkeys(items) if items.count(x) > 1]
-        if dup:
-            raise ValueError(f"{name} must be distinct; repeated: {dup}")
-    generate_kwargs.setdefault("progress", False)
-    runs = [[generate(pipe, p, seed=s, **generate_kwargs) for s in seeds] for p in prompts]
-    return SeedGrid(prompts=prompts, seeds=seeds, runs=runs)
+    settings, options = split_settings(generate_kwargs)
+    options.setdefault("progress", False)
+    runs = [generate(pipe, r, **options) for r in seed_grid_requests(prompts, seeds, **settings)]
+    return SeedGrid.from_runs(runs)
 
 
 def trajectory_distances(runs: list[Run] | SeedGrid) -> pd.DataFrame:

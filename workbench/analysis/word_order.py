@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from workbench.core.request import Request
 from workbench.core.run import Run
 
 from .aggregate import Aggregation, make_aggregation
@@ -129,16 +130,30 @@ def relation_swap(prompt: str) -> str | None:
     return None
 
 
+def word_order_requests(prompts: list[str], *, seed: int, **settings) -> list[Request]:
+    """The plan of a word-order comparison: one ``Request`` per prompt, all from the same seed (so from
+    the same initial noise). What ``word_order_runs`` runs, and what any sweep executor can run as it is.
+
+    Example:
+        >>> [r.prompt for r in word_order_requests(["a painting of a horse", "a horse of a painting"], seed=3)]
+        ['a painting of a horse', 'a horse of a painting']
+    """
+    return [Request(p, seed=seed, **settings) for p in prompts]
+
+
 def word_order_runs(pipe, prompts: list[str], *, seed: int, **generate_kwargs) -> list[Run]:
-    """One run per prompt, all from the same seed (so from the same initial noise).
+    """One run per prompt, all from the same seed: the plan of ``word_order_requests`` run on ``pipe``.
 
     Example:
         >>> runs = word_order_runs(pipe, permutations("a red circle left of a blue square", kind="of"), seed=3)  # doctest: +SKIP
     """
     from workbench.core.generate import generate
 
-    generate_kwargs.setdefault("progress", False)
-    return [generate(pipe, p, seed=seed, **generate_kwargs) for p in prompts]
+    from .seeds import split_settings
+
+    settings, options = split_settings(generate_kwargs)
+    options.setdefault("progress", False)
+    return [generate(pipe, r, **options) for r in word_order_requests(prompts, seed=seed, **settings)]
 
 
 def align_words(run_a: Run, run_b: Run) -> pd.DataFrame:

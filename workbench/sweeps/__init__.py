@@ -6,9 +6,11 @@ Ray cluster, streamed into a resumable store.
     result = workbench.sweep(spec, out="runs/sweep", executor="ray", num_cpus=8)  # a local Ray instance
     result = workbench.sweep(spec, out="/shared/sweep", executor="ray", address="auto")  # a cluster
 
-The pieces: ``SweepSpec`` (spec.py: the spec, its JSON, its expansion and ids), ``Worker`` (worker.py:
-one loaded pipeline running jobs), ``LocalExecutor`` / ``RayExecutor`` (where workers run),
-``SweepFolder`` (folder.py: run folders and ``index.parquet``), ``run_sweep`` (runner.py: the steps).
+The pieces: ``SweepSpec`` (spec.py: the spec, its JSON, its expansion and ids), ``ExecutorOptions``
+(options.py: how workers run, checked once), ``Worker`` (worker.py: one loaded pipeline running jobs),
+``LocalExecutor`` / ``RayExecutor`` (where workers run), ``SweepPlan`` (plan.py: ids, what to resume,
+the numerics, the estimate), ``SweepFolder`` (folder.py: ``index.parquet``), record.py (a finished
+run's folder and its index row, the row's schema), ``run_sweep`` (runner.py: the steps).
 The analyses of a finished sweep read its index alone: ``workbench.analysis.sweeps``.
 
 ``workbench.sweep`` is ``run_sweep``. The names below load on first use, so importing the package
@@ -23,6 +25,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .executors import LocalExecutor
     from .folder import SweepBusyError, read_index
+    from .options import ExecutorOptions, OptionsError
+    from .plan import SweepPlan
     from .ray_executor import RayExecutor
     from .runner import DiskBudgetError, SweepEvents, SweepResult, run_sweep
     from .spec import SpecError, SweepSpec, load_spec, request_id
@@ -33,6 +37,8 @@ _LAZY = {
     **dict.fromkeys(["DiskBudgetError", "SweepEvents", "SweepResult", "run_sweep"], "runner"),
     **dict.fromkeys(["SweepBusyError", "read_index"], "folder"),
     **dict.fromkeys(["Job", "Outcome", "Worker"], "worker"),
+    **dict.fromkeys(["ExecutorOptions", "OptionsError"], "options"),
+    "SweepPlan": "plan",
     "LocalExecutor": "executors",
     "RayExecutor": "ray_executor",
 }
@@ -52,13 +58,16 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DiskBudgetError",
+    "ExecutorOptions",
     "Job",
     "LocalExecutor",
+    "OptionsError",
     "Outcome",
     "RayExecutor",
     "SpecError",
     "SweepBusyError",
     "SweepEvents",
+    "SweepPlan",
     "SweepResult",
     "SweepSpec",
     "Worker",

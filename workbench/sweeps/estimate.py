@@ -7,6 +7,7 @@ exact), the image (at most its raw size as PNG) and run.json (the config and two
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from workbench.core.policy import RecordingPolicy
@@ -65,6 +66,33 @@ class DiskEstimate:
         if budget is not None:
             text += f"; disk budget {human(budget)}"
         return text
+
+
+def estimate_disk(estimate, planned: list, todo: list[int]) -> DiskEstimate:
+    """The size of every planned run and of the ``todo`` ones; ``estimate`` (an executor's) is asked once
+    per distinct setting (prompts and seeds do not change the size).
+
+    Args:
+        estimate: ``executor.estimate``: bytes (or None) for each of a list of requests.
+        planned: the sweep's ``PlannedRun`` list.
+        todo: indices of the runs this call will make.
+    """
+    keys, distinct = [], {}
+    for p in planned:
+        setting = {k: v for k, v in p.request.to_dict().items() if k not in ("prompt", "seed")}
+        key = json.dumps(setting, sort_keys=True)
+        keys.append(key)
+        if key not in distinct:
+            distinct[key] = p.request.replace(prompt="", seed=0)
+    sizes = dict(zip(distinct, estimate(list(distinct.values()))))
+    per_run = [sizes[k] for k in keys]
+    return DiskEstimate(
+        runs=len(planned),
+        total_bytes=sum(b or 0 for b in per_run),
+        todo_runs=len(todo),
+        todo_bytes=sum(per_run[i] or 0 for i in todo),
+        refused=sum(b is None for b in per_run),
+    )
 
 
 def human(n: float) -> str:

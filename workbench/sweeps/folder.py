@@ -177,3 +177,14 @@ class SweepFolder:
         tmp = side_path(path)
         tmp.write_text(json.dumps(record, indent=1))
         os.replace(tmp, path)
+
+    def planned_before(self, sweep_id: str) -> dict | None:
+        """What an earlier call wrote into ``sweeps/<sweep_id>.json`` (None: nothing, or unreadable)."""
+        path = None if self.out is None else self.out / SWEEPS_DIR / f"{sweep_id}.json"
+        if path is None or not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        return record if isinstance(record, dict) else None

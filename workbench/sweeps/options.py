@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from workbench.core.errors import FieldError
+
 if TYPE_CHECKING:
     from workbench.core.policy import RecordingPolicy
     from workbench.core.request import Request
@@ -31,21 +33,9 @@ RAY_ONLY = ("address", "num_cpus", "workers", "workers_write")
 Started = Callable[[str, "Job"], None]  # told (worker name, job) as each job begins
 
 
-class OptionsError(ValueError):
-    """An executor option that cannot be used, with the option as data.
-
-    Attributes:
-        field: the ``ExecutorOptions`` field (``"threads"``, ``"num_cpus"``, ...).
-        problem: what is wrong, without the field's name (``f"{field} {problem}"`` is the message).
-    """
-
-    def __init__(self, field: str, problem: str):
-        self.field, self.problem = field, problem
-        super().__init__(self.named(field))
-
-    def named(self, name: str) -> str:
-        """The message with the option called ``name`` (a command-line option, say)."""
-        return f"{name} {self.problem}"
+class OptionsError(FieldError):
+    """An executor option that cannot be used; ``field`` is the ``ExecutorOptions`` field (``"threads"``,
+    ``"num_cpus"``, ...), so the command line can name its own option (``FieldError.named``)."""
 
 
 def _positive(field: str, value) -> None:

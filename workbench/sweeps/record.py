@@ -154,29 +154,33 @@ def index_row(sweep_id: str, request_id: str, planned, fields: dict, status: str
 def verified_fields(folder: Path, row: dict | None) -> tuple[dict | None, str | None]:
     """``(fields, None)`` for a run folder that counts as finished, else ``(None, why not)``.
 
-    The folder must load (its tensors file matching its checksum), be complete, and its image and
-    attention must hash to what ``run.json`` recorded and to what ``row`` (its index row, if any) says.
-    With a row, the row's fields are returned; without one, they are read from the run.
+    The folder must pass ``store.runs.verify_run`` (run.json checked; the tensors file there, matching
+    its recorded checksum and shapes; the image there and matching its recorded hash; no tensor is
+    loaded), hold a complete run, and its recorded image and attention hashes must be the ones ``row``
+    (its index row, if any) holds. With a row, the row's fields are returned; without one, they are
+    read from the run.
     """
-    from workbench.store.runs import RunLoadError, load_run, read_meta, run_folder
+    from workbench.store.runs import RunLoadError, load_run, read_meta, run_folder, verify_run
 
     place = run_folder(folder)
     if place is None:
         return None, "its folder is gone"
     try:
+        verify_run(place)
         meta, _ = read_meta(place)
-        run = load_run(folder)
     except (RunLoadError, OSError, ValueError) as err:
         return None, str(err)
-    if not run.complete:
+    if not meta["complete"]:
         return None, "the run in it is incomplete"
-    found = hashes(run)
     recorded = meta.get("hashes") or {}
     for key, name in (("image_sha256", "image"), ("attention_sha256", "attention")):
-        expected = {recorded.get(name), (row or {}).get(key)} - {None}
-        if expected and expected != {found[key]}:
-            return None, f"its {name} does not hash to what was recorded"
+        if row is not None and row.get(key) is not None and row[key] != recorded.get(name, row[key]):
+            return None, f"its {name} hash is not the one its index row holds"
     if row is not None:
         return row, None
+    try:
+        run = load_run(place)  # a run with no row (its sweep stopped before writing one): read it back
+    except (RunLoadError, OSError, ValueError) as err:
+        return None, str(err)
     fields = {"status": "done", "path": f"{RUNS_DIR}/{folder.name}", "worker": "read back"}
     return {**fields, **finished_fields(run)}, None

@@ -1,14 +1,18 @@
 """``sweep``: expand a spec, skip what is finished, check the disk budget, run the rest, stream the store.
 
-The steps, in order:
+``run_sweep`` is these steps, in order:
 
-1. expand the spec into requests (``SweepSpec.plan``) and start the executor's workers (the model
-   loads once per worker); every worker must have loaded the same weights;
-2. give every request its id (request, policy, weights' hash) and look in the output folder for what
-   is finished: finished runs are skipped, and so are failed ones unless ``retry_failed``;
-3. print the disk estimate (the model's shapes × runs) and refuse when it exceeds the disk budget;
-4. run the rest; as each run ends its folder is saved (atomically) and its row goes into
-   ``index.parquet``; a run that raises is a failed row with its error and the sweep goes on.
+1. ``make_executor``: the executor, from its name and one ``ExecutorOptions`` (1 torch thread per
+   worker unless told otherwise, on every executor);
+2. ``executor.start``: every worker loads the model once; all must load the same weights;
+3. ``plan_sweep``: every request's id (request, policy, weights' hash) and what the output folder
+   holds: finished runs (folders that load and hash to what was recorded) are skipped, and so are
+   failed ones unless ``retry_failed``; a damaged run folder is made again;
+4. ``_check_disk``: print the disk estimate (the model's shapes × runs), refuse it over the disk
+   budget, and write the plan record (``sweeps/<sweep id>.json``, with the numerics of every run);
+5. ``_run_jobs``: run the rest; as each run ends, ``record_ended`` saves it (atomically) when it came
+   back to this process and writes its row into ``index.parquet``; a run that raises is a failed row
+   with its error and the sweep goes on.
 
 Cancel (the ``cancel`` event, the apps' Cancel button, Ctrl-C) stops every worker after its current
 step; the runs finished so far stay, and a rerun of the same sweep finishes the rest.
@@ -16,22 +20,23 @@ step; the runs finished so far stay, and a rerun of the same sweep finishes the 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from .estimate import DiskEstimate, human
+from .estimate import DiskEstimate, estimate_disk, human
 from .executors import make_executor
 from .folder import SweepFolder
-from .spec import PlannedRun, SweepSpec, as_spec, parse_bytes, policy_key, request_id
-from .worker import RUNS_DIR, Job, Outcome, run_path
+from .options import ExecutorOptions
+from .plan import SweepPlan, common_numerics, numerics_words, plan_sweep
+from .record import index_row, save_finished
+from .spec import PlannedRun, SweepSpec, as_spec, parse_bytes
+from .worker import Job, Outcome
 
 
 class DiskBudgetError(ValueError):
@@ -91,6 +96,7 @@ class SweepResult:
         estimate: the disk estimate.
         workers: each worker's ``info()``.
         seconds: wall time of the call.
+        numerics: what decided every run's numbers besides its request (threads, device, dtype, ...).
     """
 
     sweep_id: str
@@ -104,6 +110,7 @@ class SweepResult:
     estimate: DiskEstimate | None = None
     workers: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    numerics: dict = field(default_factory=dict)
 
     @property
     def done(self) -> int:
@@ -115,63 +122,11 @@ class SweepResult:
 
     def summary(self) -> str:
         left = self.planned - self.done - self.failed
+        numerics = f"; {numerics_words(self.numerics)}" if self.numerics else ""
         return (
             f"sweep {self.sweep_id}: {self.done} done, {self.failed} failed, {left} not run"
-            f" ({self.skipped} finished before, {self.ran} ended now, {self.seconds:.1f} s)"
+            f" ({self.skipped} finished before, {self.ran} ended now, {self.seconds:.1f} s{numerics})"
         )
-
-
-def scheduler_label(spec) -> str:
-    """A scheduler spec as one word for the index: its name, its class, or ``default``."""
-    if spec is None:
-        return "default"
-    return spec if isinstance(spec, str) else str(spec.get("class"))
-
-
-def _row(sweep_id: str, rid: str, planned: PlannedRun, fields: dict, status: str) -> dict:
-    r = planned.request
-    return {
-        "height": r.height,
-        "width": r.width,
-        **fields,
-        "sweep_id": sweep_id,
-        "request_id": rid,
-        "status": status,
-        "prompt": r.prompt,
-        "prompt_index": planned.prompt_index,
-        "base_prompt": planned.base_prompt,
-        "negative_prompt": r.negative_prompt,
-        "seed": r.seed,
-        "steps": r.steps,
-        "guidance": r.guidance_scale,
-        "scheduler": scheduler_label(r.scheduler),
-        "finished": fields.get("finished") or datetime.now(timezone.utc),
-    }
-
-
-def _estimate(executor, plan: list[PlannedRun], todo: set[int]) -> DiskEstimate:
-    """Bytes of every planned run; the model is asked once per distinct setting (prompts and seeds
-    do not change the size)."""
-    settings = [p.request.replace(prompt="", seed=0) for p in plan]
-    keys = [json.dumps(r.to_dict(), sort_keys=True) for r in settings]
-    distinct = dict(zip(keys, settings))  # one request per distinct setting
-    sizes = dict(zip(distinct, executor.estimate(list(distinct.values()))))
-    per_run = [sizes[k] for k in keys]
-    return DiskEstimate(
-        runs=len(plan),
-        total_bytes=sum(b or 0 for b in per_run),
-        todo_runs=len(todo),
-        todo_bytes=sum(per_run[i] or 0 for i in todo),
-        refused=sum(b is None for b in per_run),
-    )
-
-
-def _same_weights(infos: list[dict]) -> str:
-    hashes = {i["weights_sha256"] for i in infos}
-    if len(hashes) != 1:
-        by = ", ".join(f"{i['name']} on {i['host']}: {i['weights_sha256'][:12]}" for i in infos)
-        raise RuntimeError(f"the workers loaded different weights ({by}); install the same model everywhere")
-    return hashes.pop()
 
 
 def run_sweep(
@@ -180,19 +135,14 @@ def run_sweep(
     *,
     executor="local",
     pipe=None,
-    address: str | None = None,
-    num_cpus: int | None = None,
-    workers: int | None = None,
-    threads: int | None = None,
-    device: str | None = None,
-    dtype: str | None = None,
-    workers_write: bool | None = None,
+    options: ExecutorOptions | None = None,
     disk_budget: int | str | None = None,
     retry_failed: bool = False,
     progress: bool = True,
     events: SweepEvents | None = None,
     cancel: threading.Event | None = None,
     log=print,
+    **executor_options,
 ) -> SweepResult:
     """Run every request of a sweep spec, resuming what an earlier call left.
 
@@ -202,13 +152,9 @@ def run_sweep(
             (``result.runs``) and writes nothing.
         executor: ``"local"`` (this process), ``"ray"``, or an executor object.
         pipe: for the local executor: a pipeline already loaded (the spec's model is then a label).
-        address: Ray: a running cluster (``"auto"``, ``"HOST:6379"``); else a local instance starts.
-        num_cpus: Ray: the local instance's CPUs (default: all).
-        workers, threads: Ray: how many workers, and torch threads each (default: 1 thread per
-            worker, a worker per CPU; with GPUs a worker per GPU). ``threads`` also sets the local
-            executor's torch threads.
-        device, dtype: where and how every worker loads the model.
-        workers_write: Ray: workers save their runs (default: when every node is this machine).
+        options: an ``ExecutorOptions``; or give its fields as keywords (``executor_options``):
+            ``threads`` (torch threads per worker, default 1 on every executor), ``device``, ``dtype``,
+            and for Ray ``address``, ``num_cpus``, ``workers``, ``workers_write``.
         disk_budget: refuse to start when the estimate exceeds it (bytes or ``"2GB"``); default the
             spec's own.
         retry_failed: run the requests that failed before again.
@@ -224,123 +170,138 @@ def run_sweep(
         DiskBudgetError: the estimate exceeds the disk budget (nothing was run).
 
     Example:
-        >>> result = sweep({"model": "toy", "prompts": ["a red circle"], "seeds": [0, 1], "steps": 6},
-        ...                out="runs/sweep")  # doctest: +SKIP
+        >>> import workbench
+        >>> result = workbench.sweep({"model": "toy", "prompts": ["a red circle"], "seeds": [0, 1],
+        ...                           "steps": 6}, out="runs/sweep")  # doctest: +SKIP
     """
     spec = as_spec(spec)
     budget = parse_bytes(disk_budget) if disk_budget is not None else spec.disk_budget
+    ex = make_executor(executor, _options(options, executor_options), pipe=pipe)
     say = log or (lambda *_: None)
-    plan = spec.plan()
-    ex = make_executor(
-        executor,
-        pipe=pipe,
-        address=address,
-        num_cpus=num_cpus,
-        workers=workers,
-        threads=threads,
-        device=device,
-        dtype=dtype,
-        workers_write=workers_write,
-    )
     cancel = cancel if cancel is not None else threading.Event()
     listeners = [e for e in (events, ProgressBar() if progress else None) if e is not None]
     folder = SweepFolder(out)
-    started_at = time.perf_counter()
-    sweep_id, skipped, ran, estimate, infos, runs = "", 0, 0, None, [], {}
+    clock = time.perf_counter()
     try:
         infos = ex.start(spec.model, spec.policy, cancel)
-        weights = _same_weights(infos)
-        sweep_id = spec.sweep_id(weights)
-        ids = [request_id(p.request, spec.policy, weights) for p in plan]
-        todo = []
-        for i, (rid, planned) in enumerate(zip(ids, plan)):
-            known = folder.finished(sweep_id, rid, retry_failed=retry_failed)
-            if known is None:
-                todo.append(i)
-            else:
-                folder.add(_row(sweep_id, rid, planned, known, known["status"]))
-        skipped = len(plan) - len(todo)
+        plan = plan_sweep(spec, infos, folder, retry_failed=retry_failed)
+        _warn(plan, infos, folder.planned_before(plan.sweep_id), say)
         if out is not None:
-            estimate = _estimate(ex, plan, set(todo))
-            say(estimate.describe(budget))
-            if budget is not None and estimate.total_bytes > budget:
-                raise DiskBudgetError(
-                    f"the sweep would take about {human(estimate.total_bytes)}, over its disk budget of "
-                    f"{human(budget)}; raise disk_budget, or record less (a policy with fewer steps or "
-                    "layers) or fewer runs"
-                )
-            free = shutil.disk_usage(Path(out)).free
-            if estimate.todo_bytes > free:
-                say(f"warning: the disk holding {out} has {human(free)} free, less than the estimate")
-            folder.record_plan(sweep_id, _plan_record(spec, sweep_id, weights, ids, plan, infos))
+            plan = _check_disk(plan, ex, out, budget, say)
+            folder.record_plan(plan.sweep_id, plan.record(spec, infos))
+        _carry_over(plan, folder)
         for e in listeners:
             e.workers(infos)
-            e.planned(sweep_id, len(plan), skipped, estimate)
-        jobs = [Job(ids[i], plan[i].request) for i in todo]
-        by_id = {ids[i]: plan[i] for i in todo}
-
-        def started(worker: str, job: Job) -> None:
-            for e in listeners:
-                e.started(worker, job, by_id[job.request_id])
-
-        for worker, outcome in ex.run(jobs, out, started):
-            row = None
-            if outcome.status != "cancelled":
-                if outcome.status == "done" and outcome.run is not None and out is not None:
-                    # the driver saves what came back
-                    from workbench.store.runs import save_run
-
-                    save_run(outcome.run, run_path(out, outcome.request_id), overwrite=True)
-                    outcome.fields["path"] = f"{RUNS_DIR}/{outcome.request_id}"
-                    outcome.run = None
-                if outcome.run is not None and out is None:
-                    runs[outcome.request_id] = outcome.run
-                row = _row(
-                    sweep_id, outcome.request_id, by_id[outcome.request_id], outcome.fields, outcome.status
-                )
-                folder.add(row)
-                ran += 1
-            for e in listeners:
-                e.finished(worker, outcome, row)
+            e.planned(plan.sweep_id, len(plan.runs), plan.skipped, plan.estimate)
+        ran, runs = _run_jobs(ex, plan, folder, out, listeners)
     finally:
         ex.close()
         folder.close()
         for e in listeners:
             if hasattr(e, "close"):
                 e.close()
-    index = folder.frame(sweep_id)
-    result = SweepResult(
-        sweep_id=sweep_id,
-        out=None if out is None else Path(out),
-        index=index,
-        planned=len(plan),
-        skipped=skipped,
-        ran=ran,
-        cancelled=len(index) < len(plan),
-        runs={rid: runs[rid] for rid in ids if rid in runs} if runs else {},
-        estimate=estimate,
-        workers=infos,
-        seconds=time.perf_counter() - started_at,
-    )
+    result = _result(plan, folder, out, ran, runs, infos, time.perf_counter() - clock)
     say(result.summary())
     return result
 
 
-def _plan_record(spec: SweepSpec, sweep_id: str, weights: str, ids: list[str], plan, infos) -> dict:
-    return {
-        "sweep_id": sweep_id,
-        "spec": spec.to_dict(),
-        "policy_key": policy_key(spec.policy),
-        "weights_sha256": weights,
-        "workers": infos,
-        "created": datetime.now(timezone.utc).isoformat(),
-        "requests": [
-            {
-                "request_id": rid,
-                "prompt_index": p.prompt_index,
-                "base_prompt": p.base_prompt,
-                "request": p.request.to_dict(),
-            }
-            for rid, p in zip(ids, plan)
-        ],
-    }
+def _options(options: ExecutorOptions | None, fields: dict) -> ExecutorOptions:
+    if options is None:
+        return ExecutorOptions(**fields)
+    if fields:
+        raise TypeError(f"give options= or its fields ({', '.join(sorted(fields))}), not both")
+    if not isinstance(options, ExecutorOptions):
+        raise TypeError(f"options must be an ExecutorOptions, got {type(options).__name__}")
+    return options
+
+
+def _warn(plan: SweepPlan, infos: list[dict], before: dict | None, say) -> None:
+    """Say which run folders were damaged (they are made again), which numerics the workers differ in,
+    and which differ from an earlier call's."""
+    from workbench.core.numerics import numerics_differ
+
+    if plan.damaged:
+        rid, why = next(iter(plan.damaged.items()))
+        say(f"{len(plan.damaged)} run folders are damaged and will be made again (first: {rid}: {why})")
+    _, differ = common_numerics(infos)
+    for key, values in differ.items():
+        by = ", ".join(f"{i['name']}: {v}" for i, v in zip(infos, values))
+        say(f"warning: the workers differ in {key} ({by}); the same request may hash differently on each")
+    changed = numerics_differ((before or {}).get("numerics") or {}, plan.numerics) if plan.skipped else {}
+    if changed:
+        by = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+        say(
+            f"warning: the runs made before ran with other numerics ({by}); their hashes may differ from new runs'"
+        )
+
+
+def _check_disk(plan: SweepPlan, ex, out, budget: int | None, say) -> SweepPlan:
+    """The plan with its disk estimate, printed; refused over the budget; warned about a fuller disk."""
+    estimate = estimate_disk(ex.estimate, plan.runs, plan.todo)
+    say(estimate.describe(budget))
+    if budget is not None and estimate.total_bytes > budget:
+        raise DiskBudgetError(
+            f"the sweep would take about {human(estimate.total_bytes)}, over its disk budget of "
+            f"{human(budget)}; raise disk_budget, or record less (a policy with fewer steps or "
+            "layers) or fewer runs"
+        )
+    free = shutil.disk_usage(Path(out)).free
+    if estimate.todo_bytes > free:
+        say(f"warning: the disk holding {out} has {human(free)} free, less than the estimate")
+    return plan.with_estimate(estimate)
+
+
+def _carry_over(plan: SweepPlan, folder: SweepFolder) -> None:
+    """This sweep's rows for the runs an earlier call ended."""
+    for i, row in plan.known.items():
+        folder.add(index_row(plan.sweep_id, plan.ids[i], plan.runs[i], row, row["status"]))
+
+
+def _run_jobs(ex, plan: SweepPlan, folder: SweepFolder, out, listeners) -> tuple[int, dict]:
+    """Run the plan's jobs; ``(runs ended, {request id: Run} kept in memory)``."""
+    by_id = plan.by_id()
+
+    def started(worker: str, job: Job) -> None:
+        for e in listeners:
+            e.started(worker, job, by_id[job.request_id])
+
+    ran, runs = 0, {}
+    for worker, outcome in ex.run(plan.jobs(), out, started):
+        row = None
+        if outcome.status != "cancelled":
+            row = record_ended(folder, plan.sweep_id, by_id[outcome.request_id], outcome, out)
+            if outcome.run is not None and out is None:
+                runs[outcome.request_id] = outcome.run
+            ran += 1
+        for e in listeners:
+            e.finished(worker, outcome, row)
+    return ran, runs
+
+
+def record_ended(folder: SweepFolder, sweep_id: str, planned: PlannedRun, outcome: Outcome, out) -> dict:
+    """Keep one ended run: a finished run that came back to this process is saved into ``out`` (its
+    worker saved it otherwise), and its row goes into the index. Returns the row."""
+    if outcome.status == "done" and outcome.run is not None and out is not None:
+        outcome.fields.update(save_finished(outcome.run, out, outcome.request_id))
+        outcome.run = None
+    row = index_row(sweep_id, outcome.request_id, planned, outcome.fields, outcome.status)
+    folder.add(row)
+    return row
+
+
+def _result(plan: SweepPlan, folder: SweepFolder, out, ran: int, runs: dict, infos, seconds: float):
+    index = folder.frame(plan.sweep_id)
+    return SweepResult(
+        sweep_id=plan.sweep_id,
+        out=None if out is None else Path(out),
+        index=index,
+        planned=len(plan.runs),
+        skipped=plan.skipped,
+        ran=ran,
+        cancelled=len(index) < len(plan.runs),
+        runs={rid: runs[rid] for rid in plan.ids if rid in runs},
+        estimate=plan.estimate,
+        workers=infos,
+        seconds=seconds,
+        numerics=plan.numerics,
+    )

@@ -388,9 +388,11 @@ class SweepSpec:
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(names))
         if unknown:
-            raise SpecError(f"unknown spec fields {unknown}; fields are {names}")
+            raise SpecError(f"unknown spec fields {unknown}; fields are {names}", field=unknown[0])
         if "model" not in d:
-            raise SpecError('a sweep spec needs "model" ("toy", a diffusers folder or a hub id)')
+            raise SpecError(
+                'a sweep spec needs "model" ("toy", a diffusers folder or a hub id)', field="model"
+            )
         try:
             return cls(**d)
         except SpecError:
@@ -432,7 +434,7 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     try:
         return SweepSpec.from_dict(data)
     except SpecError as err:
-        raise SpecError(f"{path}: {err}") from None
+        raise SpecError(f"{path}: {err}", field=err.field) from None
 
 
 def as_spec(spec) -> SweepSpec:
