@@ -97,7 +97,10 @@ def test_index_command(made, capsys):
             "--seed must be",
         ),
         (["generate", "--prompt", "x", "--seed", "1", "--steps", "0", "--out", "{tmp}/o"], "--steps must be"),
-        (["generate", "--prompt", "x" * 10_001, "--seed", "1", "--out", "{tmp}/o"], "--prompt is 10,001 characters"),
+        (
+            ["generate", "--prompt", "x" * 10_001, "--seed", "1", "--out", "{tmp}/o"],
+            "--prompt is 10,001 characters",
+        ),
         (
             [
                 "generate",

@@ -282,8 +282,8 @@ def _generate(a) -> int:
     from workbench.core.loading import load_pipeline
     from workbench.core.policy import RecordingPolicy
     from workbench.core.request import SIZE_LIMIT
-    from workbench.store.runs import save_run
     from workbench.store.recipe import save_recipe
+    from workbench.store.runs import save_run
 
     out = Path(a.out)
     if os.path.lexists(out) and not a.overwrite:
