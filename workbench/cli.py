@@ -54,6 +54,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+MODEL_HELP = "'toy' (the embedded model), a local diffusers folder or a hub id"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="workbench",
@@ -65,10 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
 
+    for add in (_generate_parser, _report_parser, _rerun_parser, _study_parser, _index_parser, _sweep_parser):
+        add(command)
+    return p
+
+
+def _generate_parser(command) -> None:
     g = command("generate", "generate one recorded run and save it as a run folder")
-    g.add_argument(
-        "--model", default="toy", help="'toy' (the embedded model), a local diffusers folder or a hub id"
-    )
+    g.add_argument("--model", default="toy", help=MODEL_HELP)
     g.add_argument("--prompt", required=True, help="the text prompt")
     g.add_argument(
         "--negative-prompt", default=None, help="text for the unconditional branch (default: none)"
@@ -107,12 +114,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--out", required=True, help="the run folder to write")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    g.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
 
+
+def _report_parser(command) -> None:
     r = command("report", "write one self-contained HTML report of saved runs")
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders to put in the report")
     r.add_argument("-o", "--output", required=True, help="the HTML file to write (not a folder)")
     r.add_argument("--title", default="Workbench report", help="the report's title")
 
+
+def _rerun_parser(command) -> None:
     rr = command("rerun", "regenerate a run from its spec and compare image and attention hashes")
     rr.add_argument("spec", metavar="SPEC", help="a spec.json, or a run folder holding one")
     rr.add_argument("--model", default=None, help="use this model source (default: the spec's own)")
@@ -121,12 +133,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="run here (default: the recorded device when this machine has it, else cuda when available, else cpu)",
     )
+    rr.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
 
+
+def _study_parser(command) -> None:
     s = command("study", "the main job: a word-order and seed study on the embedded model, with a report")
     s.add_argument("--out", required=True, help="the folder to write runs, index and report into")
-    s.add_argument(
-        "--model", default="toy", help="'toy' (the embedded model), a local diffusers folder or a hub id"
-    )
+    s.add_argument("--model", default="toy", help=MODEL_HELP)
     s.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt, two objects in a relation")
     s.add_argument(
         "--swapped",
@@ -139,14 +152,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=25, help="denoising steps (1..1000)")
     s.add_argument("--guidance", type=float, default=None, help=GUIDANCE_HELP)
     s.add_argument("--device", default="cpu", help="where to run: cpu, cuda, cuda:1, mps")
+    s.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
 
-    for c in (g, rr, s):
-        c.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
 
+def _index_parser(command) -> None:
     i = command("index", "index the run folders under a folder (writes index.parquet)")
     i.add_argument("root", help="the folder to scan for run folders")
-    _sweep_parser(command)
-    return p
 
 
 def _sweep_parser(command) -> None:
