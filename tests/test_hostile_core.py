@@ -311,7 +311,7 @@ def test_size_messages(capsys, tmp_path):
     err = _usage(
         capsys, ["generate", "--prompt", "a", "--seed", "0", "--height", "4096", "--out", tmp_path / "o"]
     )
-    assert "--height/--width 32x4096 is more than 2x" in err and "pass --no-size-limit" in err
+    assert "--width/--height 32x4096 is more than 2x" in err and "pass --no-size-limit" in err
     assert "size_limit=None" not in err
 
 
@@ -323,3 +323,130 @@ def test_one_parse_seeds_bounded_and_linear():
     assert info.value.field == "seeds"
     with pytest.raises(RequestError, match="repeated: 3"):
         parse_seeds([1, 3, 3])
+
+
+# ---------------------------------------------------------------- the classes behind them
+
+
+@pytest.mark.parametrize(
+    ("config", "says"),
+    [
+        ({"solver_order": 600_000_000}, "solver_order must be an int in 1..8"),
+        ({"solver_order": 20}, "solver_order must be an int in 1..8"),
+        (
+            {"lower_order_final": True, "num_train_timesteps": 1000, "trained_betas": [0.5, 0.5]},
+            "trained_betas",
+        ),
+        ({"some_count": 10**12}, "whole numbers there are at most"),
+    ],
+)
+def test_scheduler_configs_bounded_as_a_class(config, says):
+    with pytest.raises(RequestError, match=says):
+        Request(PROMPT, seed=0, scheduler={"class": "DPMSolverMultistepScheduler", "config": config})
+
+
+def _scheduler_config(**changes):
+    def damage(model):
+        file = model / "scheduler" / "scheduler_config.json"
+        file.write_text(json.dumps({**json.loads(file.read_text()), **changes}))
+
+    return damage
+
+
+def _tokenizer_length(model):
+    file = model / "tokenizer" / "tokenizer_config.json"
+    file.write_text(json.dumps({**json.loads(file.read_text()), "model_max_length": 10**9}))
+
+
+def _sample_size_text(model):
+    file = model / "unet" / "config.json"
+    file.write_text(json.dumps({**json.loads(file.read_text()), "sample_size": "abc"}))
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (_scheduler_config(num_train_timesteps=10**9), "num_train_timesteps must be an int in 1..10,000"),
+        (_scheduler_config(_class_name="UNet2DConditionModel"), "is not a scheduler"),
+        (_scheduler_config(trained_betas=[0.5, 0.5]), "trained_betas holds 2 values"),
+        (_tokenizer_length, "model_max_length 1,000,000,000 is beyond the"),
+        (_sample_size_text, "cannot"),
+    ],
+)
+def test_model_folder_configs_checked_before_building(tmp_path, tiny_folder, damage, says):
+    model = _damaged(tmp_path, tiny_folder, "m", damage)
+    with pytest.raises(ValueError, match=says):
+        load_pipeline(model, device="cpu")
+
+
+def test_memory_suggestions_fit_at_once(tiny_pipe):
+    import re
+
+    from workbench.core.adapters import adapter_for
+    from workbench.core.memory import check_size
+
+    adapter = adapter_for(tiny_pipe)
+    for height, width in [(8, 2**30), (2**16, 2**16), (2**27, 8)]:
+        with pytest.raises(MemoryPreflightError) as info:
+            check_size(adapter, height, width, 1)
+        fit_w, fit_h = map(int, re.search(r"try (\d+)x(\d+)", str(info.value)).groups())
+        check_size(adapter, fit_h, fit_w, 1)  # what it suggests fits (no second refusal)
+
+
+def test_a_call_from_inside_a_recorded_call_is_refused(tiny_pipe):
+    def inner(pipe, step, timestep, tensors):
+        pipe("inner", num_inference_steps=2)
+        return tensors
+
+    with pytest.raises(RuntimeError, match="inside a recorded call"):
+        with record(tiny_pipe, progress=False):
+            tiny_pipe(PROMPT, num_inference_steps=3, callback_on_step_end=inner)
+    assert generate(tiny_pipe, PROMPT, seed=0, steps=2, progress=False).complete  # nothing left behind
+
+
+def test_a_non_finite_image_is_a_failure(capsys, tmp_path, tiny_folder):
+    def nan_vae(model):
+        file = model / "vae" / "config.json"
+        file.write_text(json.dumps({**json.loads(file.read_text()), "scaling_factor": float("nan")}))
+
+    model = _damaged(tmp_path, tiny_folder, "nanvae", nan_vae)
+    run = generate(load_pipeline(model, device="cpu"), PROMPT, seed=0, steps=2, progress=False)
+    assert run.failure == "the decoded image turned non-finite (NaN or inf)" and run.image is None
+    code = main(
+        ["generate", "--model", str(model), "--prompt", "a", "--seed", "0", "--steps", "2"]
+        + ["--out", str(tmp_path / "o"), "--device", "cpu"]
+    )
+    assert code == EXIT_FAILED and "decoded image turned non-finite" in capsys.readouterr().err
+
+
+def test_policy_bounds_and_fields():
+    from workbench.core.policy import PolicyError
+
+    with pytest.raises(PolicyError, match="at most 10,000 step indices") as info:
+        RecordingPolicy(steps=range(10**12))
+    assert info.value.field == "steps"
+    with pytest.raises(PolicyError, match="policy foo is not a policy field; fields are .*'heads'"):
+        RecordingPolicy.from_dict({"foo": 1})
+    with pytest.raises(RequestError, match="rising ranges") as info:
+        parse_seeds("0-" + "9" * 5000)
+    assert len(str(info.value)) < 200
+
+
+def test_unforeseen_errors_are_one_line(capsys, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise IndexError("index 999 is out of bounds for dimension 0 with size 2")
+
+    monkeypatch.setattr(GENERATE, "generate", broken)
+    with pytest.raises(SystemExit) as info:
+        main(["generate", "--prompt", "a", "--seed", "0", "--steps", "2", "--out", str(tmp_path / "o")])
+    last = capsys.readouterr().err.rstrip().rsplit("\n", 1)[-1]
+    assert info.value.code == 4 and last.startswith("workbench generate: error: IndexError: index 999")
+    assert "WORKBENCH_TRACEBACK=1" in last
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(GENERATE, "generate", out_of_memory)
+    with pytest.raises(SystemExit):
+        main(["generate", "--prompt", "a", "--seed", "0", "--steps", "2", "--out", str(tmp_path / "p")])
+    assert capsys.readouterr().err.rstrip().endswith("fewer steps or layers recorded)")

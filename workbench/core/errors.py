@@ -14,9 +14,11 @@ class FieldError(ValueError):
             apart so that another surface can word it its own way.
     """
 
+    label = ""  # a prefix for the field in this error's own message (``"policy"``: "policy heads ...")
+
     def __init__(self, field: str, problem: str, *, hint: str = ""):
         self.field, self.problem, self.hint = field, problem, hint
-        super().__init__(self.named(field))
+        super().__init__(self.named(f"{self.label} {field}".strip()))
 
     def named(self, name: str, hint: str | None = None) -> str:
         """The message with the field called ``name`` (an option, a spec field) and ``hint`` in place of

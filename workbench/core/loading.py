@@ -163,6 +163,44 @@ def _check_safetensors(folder: Path, index: dict) -> None:
             )
 
 
+def _read_json(file: Path) -> dict:
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{file} cannot be read as JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{file} is not a JSON object")
+    return data
+
+
+def _check_folder_configs(folder: Path, index: dict) -> None:
+    """Refuse, before anything is built from them, configs that would allocate without bound: the
+    scheduler's (a scheduler class only, its config bounded as a request's scheduler spec is) and the
+    tokenizers' context lengths (no longer than their text encoders' position tables)."""
+    from .schedulers import check_scheduler_class, check_scheduler_config
+
+    entry = index.get("scheduler")
+    file = folder / "scheduler" / "scheduler_config.json"
+    if isinstance(entry, list) and file.is_file():
+        config = _read_json(file)
+        try:
+            check_scheduler_class(str(config.get("_class_name", entry[-1])))
+            check_scheduler_config({k: v for k, v in config.items() if not k.startswith("_")})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{file}: {err}") from None
+    for tokenizer, encoder in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")):
+        tok_file, enc_file = folder / tokenizer / "tokenizer_config.json", folder / encoder / "config.json"
+        if not (tok_file.is_file() and enc_file.is_file()):
+            continue
+        length = _read_json(tok_file).get("model_max_length")
+        positions = _read_json(enc_file).get("max_position_embeddings")
+        if isinstance(positions, int) and isinstance(length, (int, float)) and length > positions:
+            raise ValueError(
+                f"{tok_file}: model_max_length {length:,} is beyond the {positions} positions of "
+                f"{enc_file.parent.name}; set it to {positions} at most"
+            )
+
+
 def load_pipeline(source: str | os.PathLike = "toy", device: str | None = None, dtype=None):
     """Load a stock diffusers pipeline the workbench can record.
 
@@ -200,6 +238,7 @@ def load_pipeline(source: str | os.PathLike = "toy", device: str | None = None, 
                 f"{cls_name} pipelines are not supported; supported: {sorted(SUPPORTED)}"
             )
         _check_safetensors(path, index)
+        _check_folder_configs(path, index)
     kwargs = dict(dtype=torch_dtype, use_safetensors=True)
     try:
         if isinstance(path, Path):
@@ -233,11 +272,26 @@ def load_pipeline(source: str | os.PathLike = "toy", device: str | None = None, 
         raise NotImplementedError(f"{type(pipe).__name__} is not supported; supported: {sorted(SUPPORTED)}")
     if isinstance(path, Path):
         _check_all_weights_loaded(pipe, path)
+        _check_sizes(pipe, path)
     pipe = pipe.to(device)
     _SOURCES[pipe] = label
     if isinstance(path, Path):
         set_model_defaults(pipe, _model_defaults(path))
     return pipe
+
+
+def _check_sizes(pipe, folder: Path) -> None:
+    """The sizes the adapter reads from the configs (native size, latent channels, text length) are
+    numbers: refuse a folder whose configs say otherwise now, not at its first generation."""
+    from .adapters import adapter_for
+
+    adapter = adapter_for(pipe)
+    try:
+        sizes = (adapter.default_size, adapter.latent_channels, adapter.text_limit, adapter.size_multiple)
+    except (TypeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{folder} has a config the workbench cannot read sizes from ({err})") from None
+    if not all(isinstance(v, int) and v > 0 for v in sizes):
+        raise ValueError(f"{folder} has a config with sizes that are not positive numbers: {sizes}")
 
 
 def _first_line(err: BaseException) -> str:

@@ -82,9 +82,16 @@ def _device_of(adapter) -> torch.device:
 
 
 def _fitting_size(adapter, height: int, width: int, need: int, have: int) -> tuple[int, int]:
-    scale = (have / need) ** 0.5
+    """The largest size of this aspect whose estimate fits ``have``: the estimate is linear in the area,
+    so the area shrinks by ``have / need``; a side held at the size multiple gives its share to the other."""
     m = adapter.size_multiple
-    return max(m, int(height * scale) // m * m), max(m, int(width * scale) // m * m)
+    area = height * width * have / need
+    h, w = (area * height / width) ** 0.5, (area * width / height) ** 0.5
+    if h < m:
+        h, w = m, area / m
+    elif w < m:
+        h, w = area / m, m
+    return max(m, int(h) // m * m), max(m, int(w) // m * m)
 
 
 def check_size(adapter, height: int, width: int, batch: int) -> int:

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
+from .errors import FieldError
 from .layers import CrossAttentionLayer, select_layers
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 DEFAULT_BUDGET = 4 * 1024**3
 
 
+MAX_KEPT_STEPS = 10_000  # step indices a policy may name (runs have at most 1000 steps, 2000 iterations)
+
+
 class BudgetError(ValueError):
     """The policy would record more bytes than its budget allows."""
+
+
+class PolicyError(FieldError):
+    """A recording-policy field that cannot be used; ``field`` names it (``"heads"``, ``"steps"``, ...)."""
+
+    label = "policy"
 
 
 @dataclass(frozen=True)
@@ -47,19 +57,24 @@ class RecordingPolicy:
 
     def __post_init__(self):
         if self.heads not in ("mean", "all"):
-            raise ValueError(f"policy heads must be 'mean' or 'all', got {self.heads!r}")
+            raise PolicyError("heads", f"must be 'mean' or 'all', got {self.heads!r}")
         if self.dtype not in _DTYPES:
-            raise ValueError(f"policy dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+            raise PolicyError("dtype", f"must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if self.device != "cpu":  # where the store lives must exist here, before any recording starts
             from .loading import check_device
 
             check_device(self.device, "policy device")
         if not isinstance(self.budget_bytes, int) or self.budget_bytes <= 0:
-            raise ValueError(f"policy budget_bytes must be a positive int, got {self.budget_bytes!r}")
+            raise PolicyError("budget_bytes", f"must be a positive int, got {self.budget_bytes!r}")
         if self.steps is not None:
+            count = len(self.steps) if hasattr(self.steps, "__len__") else None
+            if count is None or count > MAX_KEPT_STEPS:
+                raise PolicyError(
+                    "steps", f"must be a list of at most {MAX_KEPT_STEPS:,} step indices, got {self.steps!r}"
+                )
             steps = list(self.steps)
             if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps):
-                raise ValueError(f"policy steps must be non-negative ints, got {self.steps!r}")
+                raise PolicyError("steps", f"must be non-negative ints, got {self.steps!r}")
             object.__setattr__(self, "steps", tuple(sorted(set(steps))))
         if self.layers is not None:  # one entry alone ("8x8") is a list of one, not of its characters
             one = isinstance(self.layers, (str, int))
@@ -77,6 +92,13 @@ class RecordingPolicy:
 
     @classmethod
     def from_dict(cls, d: dict) -> RecordingPolicy:
+        """A policy from ``to_dict``'s output; unknown fields are refused with the list of fields."""
+        if not isinstance(d, dict):
+            raise PolicyError("", f"must be a dict, got {type(d).__name__}")
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise PolicyError(unknown[0], f"is not a policy field; fields are {names}")
         return cls(**d)
 
     def kept_steps(self, total: int) -> list[int]:

@@ -148,6 +148,7 @@ class Recording:
         self.runs: list[Run] = []
         self.finished: list[Run] = []  # runs of the calls made before the current one
         self.requests: list[Request] | None = None  # what ``generate`` asked for, when it made the call
+        self.calling = False  # a pipeline call of this recording is under way (check_inputs .. its end)
         self._undo: list[Callable[[], None]] = []
         self._new_call()
 
@@ -215,7 +216,8 @@ class Recording:
         pipe = self.pipe
         # ``check_inputs`` is the first thing every stock call does, before it sets any state on the
         # pipeline: a plain call from another thread waits there until this recording ends
-        self._wrap(pipe, "check_inputs", self._guard)
+        self._wrap(pipe, "check_inputs", self._check_inputs)
+        self._wrap(pipe, "maybe_free_model_hooks", self._call_ends)
         self._wrap(pipe, "encode_prompt", self._encode_prompt)
         self._wrap(pipe, "prepare_latents", self._prepare_latents)
         self._wrap(pipe.image_processor, "postprocess", self._postprocess)
@@ -235,6 +237,28 @@ class Recording:
         self._undo = []
         if self.bar is not None:
             self.bar.close()
+
+    def _check_inputs(self, original):
+        def check_inputs(*args, **kwargs):
+            self._wait_if_foreign()
+            if threading.get_ident() == self.owner:
+                if self.calling:  # a call from inside the recorded call (a callback): it would mix in
+                    raise RuntimeError(
+                        "a pipeline call was made inside a recorded call (from a callback?); it cannot be "
+                        "recorded apart from the call around it. Make it after that call returns"
+                    )
+                self.calling = True
+            return original(*args, **kwargs)
+
+        return check_inputs
+
+    def _call_ends(self, original):
+        def maybe_free_model_hooks(*args, **kwargs):  # the last thing every stock call does
+            if threading.get_ident() == self.owner:
+                self.calling = False
+            return original(*args, **kwargs)
+
+        return maybe_free_model_hooks
 
     def _guard(self, original):
         def guarded(*args, **kwargs):
@@ -313,6 +337,13 @@ class Recording:
 
     def _postprocess(self, original):
         def postprocess(*args, **kwargs):
+            decoded = args[0] if args else kwargs.get("image")
+            if (
+                self.failure is None
+                and isinstance(decoded, torch.Tensor)
+                and not torch.isfinite(decoded).all()
+            ):  # finite latents can still decode to NaN (a broken VAE): the image would be black, not a result
+                self.failure = "the decoded image turned non-finite (NaN or inf)"
             self.images = original(*args, **kwargs)
             return self.images
 

@@ -16,6 +16,7 @@ import dataclasses
 import math
 import numbers
 import re
+import reprlib
 from dataclasses import dataclass
 
 from .errors import FieldError
@@ -74,7 +75,7 @@ def check_prompt(name: str, value) -> str:
     return value
 
 
-_SEED_PART = re.compile(r"(\d+)(?:-(\d+))?")
+_SEED_PART = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")  # (a seed has at most 19 digits)
 
 
 def parse_seeds(value, *, limit: int = MAX_SEEDS, field: str = "seeds") -> tuple[int, ...]:
@@ -92,7 +93,9 @@ def parse_seeds(value, *, limit: int = MAX_SEEDS, field: str = "seeds") -> tuple
         for part in [p for p in re.split(r"[,\s]+", value.strip()) if p]:
             m = _SEED_PART.fullmatch(part)
             if m is None or int(m.group(2) or m.group(1)) < int(m.group(1)):
-                raise RequestError(field, f"must be seeds or rising ranges such as 0-99; got {part!r}")
+                raise RequestError(
+                    field, f"must be seeds or rising ranges such as 0-99; got {reprlib.repr(part)}"
+                )
             spans.append((int(m.group(1)), int(m.group(2) or m.group(1))))
         _check_count(sum(hi - lo + 1 for lo, hi in spans), limit, field)
         items: list = [s for lo, hi in spans for s in range(lo, hi + 1)]

@@ -9,6 +9,8 @@ from workbench.names import SCHEDULERS  # the names live in a torch-free module 
 MAX_TRAIN_TIMESTEPS = 10_000  # 1000 in every released model; the scheduler allocates tables this long
 MAX_CONFIG_LIST = MAX_TRAIN_TIMESTEPS  # the longest list a scheduler config may hold (trained_betas)
 MAX_CONFIG_TEXT = 1_000  # the longest string a scheduler config may hold
+MAX_CONFIG_INT = 100_000  # the largest whole number (Flux's max_image_seq_len is 4096)
+MAX_SOLVER_ORDER = 8  # multistep solvers keep this many past outputs (2 or 3 in every released config)
 
 
 def scheduler_spec(scheduler) -> str | dict | None:
@@ -81,12 +83,14 @@ def check_scheduler_class(name: str) -> None:
 
 
 def check_scheduler_config(config: dict) -> None:
-    """Bound what a scheduler config may ask to allocate, before the scheduler is built.
+    """Bound what a scheduler config may ask to allocate or loop over, before the scheduler is built.
 
-    ``num_train_timesteps`` is 1..``MAX_TRAIN_TIMESTEPS``; no NaN; lists and strings short.
+    ``num_train_timesteps`` is 1..``MAX_TRAIN_TIMESTEPS`` and ``trained_betas`` (when given) that long;
+    ``solver_order`` 1..``MAX_SOLVER_ORDER``; whole numbers within ``MAX_CONFIG_INT``; no NaN; lists and
+    strings short.
     """
-    import math
-
+    n = _config_int(config, "num_train_timesteps", 1, MAX_TRAIN_TIMESTEPS)
+    _config_int(config, "solver_order", 1, MAX_SOLVER_ORDER)
     for key, value in config.items():
         if not isinstance(key, str):
             raise TypeError(f"scheduler config keys must be str, got {key!r}")
@@ -96,15 +100,35 @@ def check_scheduler_config(config: dict) -> None:
                 f"scheduler config {key!r} holds {len(items):,} values; at most {MAX_CONFIG_LIST:,}"
             )
         for v in items:
-            if isinstance(v, float) and math.isnan(v):  # (infinities are legitimate: lambda_min_clipped)
-                raise ValueError(f"scheduler config {key!r} must be a number, got {v!r}")
-            if isinstance(v, str) and len(v) > MAX_CONFIG_TEXT:
-                raise ValueError(f"scheduler config {key!r} is a string of {len(v):,} characters")
-    n = config.get("num_train_timesteps")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TRAIN_TIMESTEPS):
+            _check_config_value(key, v)
+    betas = config.get("trained_betas")
+    if betas is not None and n is not None and len(betas) != n:
         raise ValueError(
-            f"scheduler config num_train_timesteps must be an int in 1..{MAX_TRAIN_TIMESTEPS}, got {n!r}"
+            f"scheduler config trained_betas holds {len(betas):,} values for num_train_timesteps {n:,}; "
+            "it needs one per training timestep"
         )
+
+
+def _check_config_value(key: str, v) -> None:
+    import math
+
+    if isinstance(v, float) and math.isnan(v):  # (infinities are legitimate: lambda_min_clipped)
+        raise ValueError(f"scheduler config {key!r} must be a number, got {v!r}")
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_CONFIG_INT:
+        raise ValueError(
+            f"scheduler config {key!r} is {v:,}; whole numbers there are at most {MAX_CONFIG_INT:,}"
+        )
+    if isinstance(v, str) and len(v) > MAX_CONFIG_TEXT:
+        raise ValueError(f"scheduler config {key!r} is a string of {len(v):,} characters")
+
+
+def _config_int(config: dict, key: str, low: int, high: int) -> int | None:
+    value = config.get(key)
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high
+    ):
+        raise ValueError(f"scheduler config {key} must be an int in {low}..{high:,}, got {value!r}")
+    return value
 
 
 def build_scheduler(spec, base_config):
