@@ -14,6 +14,7 @@ ALLOWED = {
     "analysis": {"core"},
     "viz": {"core", "analysis"},
     "store": {"core"},
+    "edits": {"core"},
     "sweeps": {"core", "store", "analysis"},
     "widgets": {"core", "analysis", "viz", "store", "sweeps"},
 }
