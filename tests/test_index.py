@@ -62,3 +62,32 @@ def test_filter_and_sort(root):
 def test_missing_root(tmp_path):
     with pytest.raises(FileNotFoundError):
         build_index(tmp_path / "absent")
+
+
+def test_a_sweeps_folder_is_not_indexed_over(root, tmp_path):
+    """A sweep's index.parquet (sweep_id, status, error, failed rows) is the sweep's own: save_index and
+    load_index refuse to write over it, whichever mark the folder has; build_index still lists its runs."""
+    from workbench.store.index import SweepFolderError, save_index
+
+    by_index, by_record = tmp_path / "by-index", tmp_path / "by-record"
+    for out in (by_index, by_record):
+        shutil.copytree(root / "batch", out / "runs")
+    rows = pd.DataFrame({"sweep_id": ["abc"], "request_id": ["r0"], "status": ["failed"], "error": ["x"]})
+    rows.to_parquet(by_index / "index.parquet")
+    before = (by_index / "index.parquet").read_bytes()
+    (by_record / "sweeps").mkdir()
+    (by_record / "sweeps" / "0123456789ab.json").write_text("{}")
+    for out in (by_index, by_record):
+        for write in (save_index, load_index, lambda r: load_index(r, refresh=False)):
+            with pytest.raises(
+                SweepFolderError, match="is a sweep's folder: its index.parquet is the sweep's own"
+            ):
+                write(out)
+        assert len(build_index(out)) == 3  # reading is fine; so is indexing OUT/runs
+    assert (by_index / "index.parquet").read_bytes() == before
+    assert not (by_record / "index.parquet").exists()
+    assert len(load_index(by_index / "runs")) == 3
+    # a folder merely holding a "sweeps" subfolder of runs is not a sweep's folder
+    plain = tmp_path / "plain"
+    shutil.copytree(root / "batch", plain / "sweeps" / "batch")
+    assert len(load_index(plain)) == 3

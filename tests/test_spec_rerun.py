@@ -190,3 +190,18 @@ def test_a_rerun_on_other_threads_names_them(tiny_pipe, run):
     assert result.differences["threads"] == (1, 2)
     if not result.match:
         assert "different numerics (threads 1 → 2)" in result.summary()
+
+
+def test_a_run_made_past_the_size_bound_reruns_at_its_size(tiny_pipe, tmp_path, capsys):
+    """`generate --no-size-limit` made it (48x48 on a 16x16 model, over the 2x bound): a re-run makes the
+    run at its recorded size, from Python and from the command line, which has no such option."""
+    big = generate(
+        tiny_pipe, "a red circle", seed=1, steps=2, height=48, width=48, size_limit=None, progress=False
+    )
+    assert big.image.size == (48, 48)
+    result = rerun(RerunRecipe.from_run(big), model=tiny_pipe)
+    assert result.match and result.run.image.size == (48, 48)
+    assert result.actual.image == result.expected.image is not None
+    spec = save_recipe(big, tmp_path / "spec.json")
+    assert main(["rerun", str(spec)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "MATCH"

@@ -9,6 +9,7 @@ import random
 import shutil
 import struct
 import subprocess
+import sys
 import time
 import warnings
 import zlib
@@ -407,6 +408,9 @@ FILE_DAMAGE = {
         (f / "tensors.safetensors").read_bytes()[:-10] + b"\\0" * 10
     ),
     "tensors a folder": lambda f: ((f / "tensors.safetensors").unlink(), (f / "tensors.safetensors").mkdir()),
+    "attention altered": lambda f: _retensor(
+        f, lambda t: {k: v * 0.5 if k.startswith("attention.cond.") else v for k, v in t.items()}
+    ),
 }
 
 
@@ -507,3 +511,72 @@ def test_the_index_names_a_chmod_000_folder(saved, tmp_path):
             build_index(root)
     finally:
         (root / "locked").chmod(0o755)
+
+
+# ------------------------------------------------------------------ JSON files that are not small regular files
+
+OVERSIZED_JSON = """
+import json, os, resource, sys, warnings
+from pathlib import Path
+
+from workbench.store.index import build_index
+from workbench.store.recipe import RecipeError, RerunRecipe
+from workbench.store.runs import RunLoadError, load_run
+from workbench.sweeps.spec import SpecError, load_spec
+
+def vm_bytes():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+cap = vm_bytes() + 1024**3  # everything imported; one more GB, far less than the 3 GB file
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+root = Path(sys.argv[1])
+for name in ("zero", "big", "fifo"):
+    try:
+        load_run(root / name)
+        print(name, "LOADED")
+    except RunLoadError as err:
+        print(name, "|", err)
+for kind, load in (("recipe", RerunRecipe.load), ("spec", load_spec)):
+    try:
+        load(root / "zero.json")
+    except (RecipeError, SpecError) as err:
+        print(kind, "|", err)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    df = build_index(root)
+print("index", sorted(df.path), len(caught), str(caught[0].message).count("cannot be read"))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs and /dev/zero")
+def test_json_files_that_are_not_small_regular_files_are_refused_unread(saved, tmp_path):
+    """A run.json linked to /dev/zero, grown to 3 GB or replaced by a FIFO is refused naming the file,
+    before a byte is read (under a memory cap: reading one would fail the cap, or hang on the FIFO); the
+    index leaves such folders out with its warning; re-run recipes and sweep specs are read the same way."""
+    root = tmp_path / "runs"
+    _copy(saved, root / "intact")
+    for name in ("zero", "big", "fifo"):
+        (_copy(saved, root / name) / "run.json").unlink()
+    (root / "zero" / "run.json").symlink_to("/dev/zero")
+    with open(root / "big" / "run.json", "wb") as f:
+        f.truncate(3 * 1024**3)  # sparse: no disk used
+    os.mkfifo(root / "fifo" / "run.json")
+    (root / "zero.json").symlink_to("/dev/zero")
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run(
+        [sys.executable, "-c", OVERSIZED_JSON, str(root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == [
+        f"zero | {root / 'zero' / 'run.json'} cannot be read (not a regular file)",
+        f"big | {root / 'big' / 'run.json'} cannot be read (3,221 MB, over the 64 MB such a file may hold)",
+        f"fifo | {root / 'fifo' / 'run.json'} cannot be read (not a regular file)",
+        f"recipe | {root / 'zero.json'} cannot be read (not a regular file)",
+        f"spec | {root / 'zero.json'} cannot be read (not a regular file)",
+        "index ['intact'] 1 3",
+    ]

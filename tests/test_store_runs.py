@@ -195,6 +195,66 @@ def test_an_image_of_another_size_is_refused_before_decoding(run, tmp_path, monk
     assert decoded == []
 
 
+def test_an_altered_attention_tensor_does_not_load_nor_verify_nor_index(run, tmp_path):
+    """The attention hash is recomputed wherever the image hash is checked: one attention value altered,
+    and the tensors file's checksum rewritten to match, is refused by load_run, verify_run and the index."""
+    from workbench.store.index import build_index
+
+    path = save_run(run, tmp_path / "runs" / "r")
+    _rewrite_tensors(path, lambda t: {**t, _first_layer(t): t[_first_layer(t)] * 0.5})
+    assert store.tensor_shapes(path) == store.tensor_shapes(save_run(run, tmp_path / "intact"))
+    words = "tensors.safetensors does not match the attention hash in run.json"
+    with pytest.raises(RunLoadError, match=words):
+        load_run(path)
+    with pytest.raises(RunLoadError, match=words):
+        store.verify_run(path)
+    row = build_index(tmp_path / "runs").iloc[0]
+    assert (row.intact, row.complete) == (False, False)
+    assert load_run(tmp_path / "intact").attention.steps == run.attention.steps  # an intact run loads
+
+
+def test_unreadable_files_are_worded_alike(run, tmp_path, monkeypatch):
+    """run.json that cannot be read says "cannot be read (...)", as the tensors file and the image do."""
+    import pathlib
+    import warnings
+
+    from workbench.store.index import build_index
+
+    path = save_run(run, tmp_path / "runs" / "r")
+    real_os_open, real_path_open = os.open, pathlib.Path.open
+
+    def refused(file):
+        return PermissionError(13, "Permission denied", str(file))
+
+    def os_open(file, *args, **kwargs):
+        if str(file).endswith("run.json"):
+            raise refused(file)
+        return real_os_open(file, *args, **kwargs)
+
+    def path_open(self, *args, **kwargs):
+        if self.name == "run.json":
+            raise refused(self)
+        return real_path_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(pathlib.Path, "open", path_open)
+    with pytest.raises(RunLoadError) as err:
+        load_run(path)
+    assert str(err.value) == f"{path / 'run.json'} cannot be read (Permission denied)"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert build_index(tmp_path / "runs").empty
+    assert [str(w.message) for w in caught] == [
+        f"the index leaves out 1 damaged run folder(s): {path / 'run.json'} cannot be read (Permission denied)"
+    ]
+    monkeypatch.undo()
+    (path / "run.json").unlink()
+    (path / "run.json").mkdir()  # a folder where the file belongs
+    with pytest.raises(RunLoadError) as err:
+        load_run(path)
+    assert str(err.value) == f"{path / 'run.json'} cannot be read (not a regular file)"
+
+
 def test_a_complete_run_without_its_image_does_not_load(run, tmp_path):
     path = save_run(run, tmp_path / "r")
     (path / "image.png").unlink()

@@ -79,6 +79,11 @@ def test_disk_budget_refusal_is_one_line(spec_file, tmp_path, capsys):
         (["{spec}", "--out", "{tmp}/o", "--threads", "0"], "--threads must be in 1.."),
         (["{spec}", "--out", "{tmp}/o", "--threads", "100000"], "--threads must be in 1.."),
         (["{spec}", "--out", "{tmp}/o", "--ray-local", "2", "--workers", "0"], "--workers must be >= 1"),
+        (["{spec}", "--out", "{tmp}/o", "--ray-local", "100000"], "--ray-local must be in 1.."),
+        (
+            ["{spec}", "--out", "{tmp}/o", "--ray-local", "1", "--workers", "100000"],
+            "--workers must be in 1..",
+        ),
         (["{tmp}/missing.json", "--out", "{tmp}/o"], "does not exist"),
         (["{spec}", "--out", "{spec}"], "is a file"),
     ],
@@ -166,3 +171,71 @@ def test_ctrl_c_keeps_finished_runs_in_the_index(spec_file, tmp_path):
     # every finished run has its row, but for one whose save Ctrl-C caught at its very end (the next
     # sweep reads that one back from its folder)
     assert set(index.request_id) <= finished and len(finished) - len(index) <= 1
+
+
+def test_ray_cpus_and_local_workers_are_bounded_by_the_cores():
+    from workbench.core.numerics import machine_cores
+    from workbench.sweeps import ExecutorOptions, OptionsError
+
+    cores = machine_cores()
+    assert ExecutorOptions(num_cpus=cores, workers=cores).num_cpus == cores
+    for field in ("num_cpus", "workers"):
+        with pytest.raises(OptionsError) as err:
+            ExecutorOptions(**{field: cores + 1})
+        assert err.value.field == field
+        assert (
+            str(err.value)
+            == f"{field} must be in 1..{cores} (the CPU cores this machine gives), got {cores + 1}"
+        )
+    assert ExecutorOptions(address="auto", workers=cores + 1).workers == cores + 1  # a cluster has more
+
+
+def _one_line_exit(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err  # a model's loading bars may come first
+    lines = [line for line in err.splitlines() if line.startswith("workbench ")]
+    assert exit_info.value.code == 2 and "Traceback" not in err and len(lines) == 1, err
+    assert err.endswith(lines[0] + "\n")  # the error is the last line
+    return lines[0]
+
+
+def test_index_and_sweep_keep_to_their_own_index_files(spec_file, tmp_path, capsys):
+    """`workbench index` does not write over a sweep's index, a sweep does not take another index for its
+    own, and a resume on other numerics is refused: each in one line, before anything changes."""
+    from workbench.core.numerics import machine_cores
+
+    spec, out = spec_file(), tmp_path / "out"
+    assert main(["sweep", spec, "--out", str(out), "--threads", "1", "--no-report"]) == 0
+    capsys.readouterr()
+    before = (out / "index.parquet").read_bytes()
+    err = _one_line_exit(["index", str(out)], capsys)
+    assert err.startswith(
+        f"workbench index: error: {out} is a sweep's folder: its index.parquet is the sweep's own"
+    )
+    assert (out / "index.parquet").read_bytes() == before
+    assert main(["sweep", spec, "--out", str(out), "--no-report"]) == 0  # the sweep's index still serves
+    assert "2 finished before, 0 ended now" in capsys.readouterr().out
+    before = (out / "index.parquet").read_bytes()
+    if machine_cores() >= 2:
+        err = _one_line_exit(["sweep", spec, "--out", str(out), "--threads", "2"], capsys)
+        assert err == (
+            "workbench sweep: error: this sweep's runs were made with 1 torch thread per worker (here 2); a "
+            "sweep runs every request with the same numerics: resume with --threads 1, or use a new folder"
+        )
+        assert (out / "index.parquet").read_bytes() == before
+    # OUT/runs indexed as a folder of runs has a run index, which a sweep does not take for its own
+    assert main(["index", str(out / "runs")]) == 0
+    capsys.readouterr()
+    err = _one_line_exit(["sweep", spec, "--out", str(out / "runs")], capsys)
+    assert err.startswith(f"workbench sweep: error: {out / 'runs' / 'index.parquet'} is not a sweep's index")
+    assert "move it away" in err and "KeyError" not in err
+
+
+def test_a_study_whose_runs_fail_exits_with_the_failed_code(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "study"
+    argv = ["study", "--out", str(out), "--model", str(tiny_folder), "--seeds", "0", "--steps", "2"]
+    assert main([*argv, "--guidance", "1e30"]) == 3  # non-finite latents: a failure, not a bad option
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("workbench study: failed: 2 of 2 runs failed or stopped (first: seed 0, ")
+    assert "no report was written" in err[-1] and not (out / "report.html").exists()

@@ -1,7 +1,9 @@
 """Sweeps on the local executor: runs and index stream into the folder, resume, failures as rows,
 the disk budget, cancel, and a driver killed mid-sweep."""
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,8 +21,9 @@ import workbench
 from workbench import Request, generate, load_run
 from workbench.analysis.seeds import seed_grid
 from workbench.store.runs import attention_hash, image_hash
-from workbench.sweeps import DiskBudgetError, SweepBusyError, SweepSpec, read_index
+from workbench.sweeps import DiskBudgetError, SpecError, SweepBusyError, SweepSpec, read_index
 from workbench.sweeps.folder import SweepFolder
+from workbench.sweeps.plan import NumericsChangedError
 from workbench.sweeps.runner import SweepEvents
 
 PROMPTS = ["a red circle left of a blue square", "a painting of a horse"]
@@ -79,16 +82,46 @@ def test_sweep_streams_runs_and_index_and_resumes(tiny_folder, tiny_pipe, tmp_pa
     assert [list(w) for w in reread.words] == [list(w) for w in index.words]  # rows carried over intact
 
 
-def test_a_refused_size_is_a_failed_row_and_the_rest_finish(tiny_folder, tmp_path):
-    spec = spec_for(tiny_folder, prompts=PROMPTS[:1], seeds=[0, 1], sizes=[None, 20])
+def test_a_setting_the_model_refuses_refuses_the_spec_before_any_run(tiny_folder, tmp_path):
+    """Each distinct setting is checked against the model once, before any run: a size it refuses is the
+    spec's error, named by its spec field (never a row telling the user to pass ``size_limit=None``)."""
+    for sizes, words in (
+        ([None, 20], "sizes must be a multiple of 8"),
+        ([None, 48], "sizes 48x48 is more than 2x this model's native size 16x16; sizes up to 32x32"),
+    ):
+        spec = spec_for(tiny_folder, prompts=PROMPTS[:1], seeds=[0, 1], sizes=sizes)
+        out = tmp_path / str(sizes[1])
+        with pytest.raises(SpecError) as err:
+            workbench.sweep(spec, out=out, progress=False, log=None)
+        assert err.value.field == "sizes" and str(err.value).startswith(words), str(err.value)
+        assert "size_limit" not in str(err.value) and "--no-size-limit" not in str(err.value)
+        assert sorted(os.listdir(out)) == [".sweep.lock"]  # no run, no index, no plan record
+    assert "(a sweep keeps to 2x the model's native size)" in str(err.value)
+
+
+def test_a_request_error_inside_a_run_is_worded_for_the_spec(tiny_pipe):
+    """A refusal met inside a run (past the driver's check) names the spec's field, not Python's."""
+    from workbench.sweeps import Job, Worker
+
+    worker = Worker("tiny", pipe=tiny_pipe)
+    outcome = worker.run(Job("r", Request("a red circle", seed=0, steps=2, height=256, width=256)))
+    assert outcome.status == "failed"
+    assert outcome.fields["error"].startswith("RequestError: sizes 256x256 is more than 2x")
+    assert "size_limit=None" not in outcome.fields["error"]
+
+
+def test_a_failed_run_is_a_row_and_the_rest_finish(tiny_folder, tmp_path):
+    spec = spec_for(tiny_folder, prompts=PROMPTS[:1], seeds=[0, 1], guidance_scales=[4.0, 1e30])
     result = workbench.sweep(spec, out=tmp_path, progress=False, log=None)
-    index = read_index(tmp_path).sort_values(["seed", "height"], na_position="first")
+    index = read_index(tmp_path).sort_values(["seed", "guidance"])
     assert (result.done, result.failed) == (2, 2)
     failed = index[index.status == "failed"]
-    assert list(failed.height) == [20, 20] and failed.path.isna().all()
-    assert failed.error.str.contains("height must be a multiple of 8").all()
+    assert list(failed.guidance) == [1e30, 1e30] and failed.path.isna().all()
+    assert failed.error.str.contains("non-finite").all(), list(failed.error)
     done = index[index.status == "done"]
-    assert list(done.height) == [16, 16] and all((tmp_path / p / "image.png").is_file() for p in done.path)
+    assert list(done.guidance) == [4.0, 4.0] and all(
+        (tmp_path / p / "image.png").is_file() for p in done.path
+    )
     assert sorted(os.listdir(tmp_path / "runs")) == sorted(done.request_id)
     # failures are data: a rerun keeps them; retry_failed runs them again (they fail again)
     again = workbench.sweep(spec, out=tmp_path, progress=False, log=None)
@@ -103,8 +136,13 @@ def test_disk_budget_refuses_before_any_run(tiny_folder, tmp_path, capsys):
         workbench.sweep(spec, out=tmp_path, progress=False)
     assert "disk estimate: 6 runs" in capsys.readouterr().out
     assert not (tmp_path / "runs").exists() and read_index(tmp_path).empty
+    assert sorted(os.listdir(tmp_path)) == [".sweep.lock"]  # a refused sweep leaves no index behind
     result = workbench.sweep(spec, out=tmp_path, progress=False, log=None, disk_budget="1MB")
     assert result.done == 6
+    before = (tmp_path / "index.parquet").read_bytes()
+    with pytest.raises(DiskBudgetError):  # a larger sweep into the same folder, refused: the index stays
+        workbench.sweep(spec.replace(seeds=(0, 1, 2, 3)), out=tmp_path, progress=False, log=None)
+    assert (tmp_path / "index.parquet").read_bytes() == before
 
 
 def test_cancel_keeps_finished_runs_and_a_rerun_finishes(tiny_folder, tmp_path):
@@ -272,7 +310,6 @@ def test_resume_makes_damaged_run_folders_again(tiny_folder, tmp_path):
 
 def test_every_run_has_one_torch_thread_whatever_the_callers_count(tiny_folder, tmp_path, monkeypatch):
     import importlib
-    import json
 
     import torch
 
@@ -311,10 +348,42 @@ def test_every_run_has_one_torch_thread_whatever_the_callers_count(tiny_folder, 
         assert numerics["threads"] == threads  # as each run recorded it
     assert "every run on 1 torch thread per worker, cpu, float32" in default.summary()
     assert "every run on 2 torch threads per worker" in two.summary()
-    # a resume on other numerics says so
-    said = []
-    workbench.sweep(spec, out=tmp_path / "one", threads=2, progress=False, log=said.append)
-    assert any("ran with other numerics (threads 1 -> 2)" in line for line in said)
+
+    # a resume on other numerics is refused: a sweep never mixes them, nor rewrites what it recorded
+    folder = tmp_path / "one"
+    record_file = folder / "sweeps" / f"{one.sweep_id}.json"
+    recorded = record_file.read_text()
+    for row in one.index.itertuples():
+        shutil.rmtree(folder / row.path)  # both runs to make again
+    with pytest.raises(NumericsChangedError) as err:
+        workbench.sweep(spec, out=folder, threads=2, progress=False, log=None)
+    assert err.value.differ == {"threads": (1, 2)}
+    assert str(err.value) == (
+        "this sweep's runs were made with 1 torch thread per worker (here 2); a sweep runs every request "
+        "with the same numerics: resume with threads=1, or use a new folder"
+    )
+    assert err.value.named({"threads": "--threads {}"}).endswith(
+        "resume with --threads 1, or use a new folder"
+    )
+    assert record_file.read_text() == recorded and os.listdir(folder / "runs") == []
+    assert seen == [1, 1, 1, 1, 2, 2]  # nothing ran
+    resumed = workbench.sweep(spec, out=folder, threads=1, progress=False, log=None)
+    assert resumed.ran == 2 and json.loads(record_file.read_text())["numerics"]["threads"] == 1
+
+
+def test_runs_a_sweep_reuses_must_have_its_numerics(tiny_folder, tmp_path):
+    """A finished run reused by id (from another sweep into the folder, or read back without its plan
+    record) counts only on the numerics it recorded: a sweep refuses to mix it with runs on others."""
+    from workbench.core.numerics import machine_cores
+
+    if machine_cores() < 2:
+        pytest.skip("needs two cores to differ from one thread")
+    first = workbench.sweep(spec_for(tiny_folder, prompts=PROMPTS[:1], seeds=[0]), out=tmp_path, log=None)
+    shutil.rmtree(tmp_path / "sweeps")  # no plan record to compare with: each run's own numerics count
+    wider = spec_for(tiny_folder, prompts=PROMPTS[:1], seeds=[0, 1])  # another sweep, sharing seed 0's run
+    with pytest.raises(NumericsChangedError, match=r"made with 1 torch thread per worker \(here 2\)"):
+        workbench.sweep(wider, out=tmp_path, threads=2, progress=False, log=None)
+    assert read_index(tmp_path).sweep_id.tolist() == [first.sweep_id]  # nothing ran, no row added
 
 
 def test_an_executor_runs_the_seed_grid_plan_as_seed_grid_does(tiny_pipe):
@@ -349,3 +418,26 @@ def test_rows_record_the_guidance_the_run_used(tiny_folder, tiny_pipe, tmp_path)
     used = load_run(tmp_path / row.path).config.guidance_scale
     assert used == adapter_for(tiny_pipe).default_guidance and row.guidance == used
     assert read_index(tmp_path).guidance.tolist() == [used]
+
+
+def test_resume_remakes_a_run_whose_attention_was_altered(tiny_folder, tmp_path):
+    """A run folder whose attention tensor changed (the tensors file's checksum rewritten to match) does
+    not hash to its recorded attention: resume makes it again."""
+    from safetensors.torch import load_file, save_file
+
+    from workbench.store.runs import _sha256
+
+    spec = spec_for(tiny_folder, prompts=PROMPTS[:1], seeds=[0, 1])
+    first = workbench.sweep(spec, out=tmp_path, progress=False, log=None)
+    folder = tmp_path / first.index.path.iloc[0]
+    tensors = load_file(folder / "tensors.safetensors")
+    layer = next(k for k in tensors if k.startswith("attention.cond."))
+    save_file({**tensors, layer: tensors[layer] * 0.5}, folder / "tensors.safetensors")
+    meta = json.loads((folder / "run.json").read_text())
+    meta["hashes"]["tensors_file"] = _sha256(folder / "tensors.safetensors")
+    (folder / "run.json").write_text(json.dumps(meta))
+    said = []
+    again = workbench.sweep(spec, out=tmp_path, progress=False, log=said.append)
+    assert (again.skipped, again.ran, again.done) == (1, 1, 2)
+    assert "does not match the attention hash in run.json" in said[0]
+    assert attention_hash(load_run(folder).attention) == first.index.attention_sha256.iloc[0]

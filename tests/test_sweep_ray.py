@@ -53,14 +53,19 @@ def test_ray_runs_equal_the_local_executors(local_ray, tiny_folder, tmp_path):
 
 
 def test_ray_failed_row_and_the_driver_saving_runs(local_ray, tiny_folder, tmp_path):
-    spec = spec_for(tiny_folder, prompts=PROMPTS[:1], seeds=[0, 1], sizes=[None, 20])
-    result = workbench.sweep(
-        spec, out=tmp_path, executor="ray", workers=1, workers_write=False, progress=False, log=None
-    )
+    from workbench.sweeps import SpecError
+
+    options = {"executor": "ray", "workers": 1, "workers_write": False, "progress": False, "log": None}
+    refused = spec_for(tiny_folder, prompts=PROMPTS[:1], seeds=[0, 1], sizes=[None, 20])
+    with pytest.raises(SpecError, match="^sizes must be a multiple of 8") as err:  # asked of a Ray worker
+        workbench.sweep(refused, out=tmp_path / "refused", **options)
+    assert err.value.field == "sizes" and not (tmp_path / "refused" / "runs").exists()
+    spec = spec_for(tiny_folder, prompts=PROMPTS[:1], seeds=[0, 1], guidance_scales=[4.0, 1e30])
+    result = workbench.sweep(spec, out=tmp_path, **options)
     assert (result.done, result.failed) == (2, 2) and len(result.workers) == 1
     index = read_index(tmp_path)
     failed = index[index.status == "failed"]
-    assert failed.error.str.contains("height must be a multiple of 8").all()
+    assert failed.error.str.contains("non-finite").all() and list(failed.guidance) == [1e30, 1e30]
     for path in index[index.status == "done"].path:
         assert workbench.load_run(tmp_path / path).complete
 

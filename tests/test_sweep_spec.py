@@ -238,3 +238,14 @@ def test_expansion_is_linear_and_bounded_and_refused_with_the_count():
         "refused seeds | the sweep expands to 1,100,000 runs (11 prompts × 100,000 seeds"
     )
     assert f"at most {MAX_RUNS:,} may be planned" in lines[3] and len(lines) == 4
+
+
+def test_a_spec_over_the_run_bound_is_refused_with_its_count():
+    assert MAX_RUNS == 100_000  # planned in a few seconds; a larger study is several sweeps
+    with pytest.raises(SpecError) as err:
+        SweepSpec.from_dict({**SMALLEST, "prompts": ["a red circle", "a blue square"], "seeds": "0-50000"})
+    assert err.value.field == "seeds"
+    assert str(err.value).startswith(
+        "the sweep expands to 100,002 runs (2 prompts × 50,001 seeds and settings)"
+    )
+    assert "at most 100,000 may be planned at once" in str(err.value)

@@ -9,7 +9,8 @@
 
 Invalid arguments give a one-line message and exit code 2 (no traceback), checked before any model
 loads; a re-run that does not match its recorded hashes exits with 1; a run that failed (its latents
-turned non-finite) exits with 3 after saving it; Ctrl-C exits with 130 (an interrupted ``generate``
+turned non-finite) exits with 3 after saving it; anything unforeseen is one line and exit 4
+(``WORKBENCH_TRACEBACK=1`` shows the stack); Ctrl-C exits with 130 (an interrupted ``generate``
 saves the steps it made first). Building the parser imports no torch, so ``--help`` answers at once.
 """
 
@@ -28,6 +29,7 @@ from workbench.names import DEFAULT_PROMPT, SCHEDULERS
 EXIT_MISMATCH = 1
 EXIT_USAGE = 2
 EXIT_FAILED = 3  # the run failed (non-finite latents): saved for inspection, not a result
+EXIT_ERROR = 4  # something unforeseen went wrong: one line, WORKBENCH_TRACEBACK=1 shows where
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 GUIDANCE_HELP = (
@@ -223,7 +225,7 @@ _OPTIONS = {
     "steps": "--steps",
     "height": "--height",
     "width": "--width",
-    "size": "--height/--width",
+    "size": "--width/--height",
     "scheduler": "--scheduler",
     "source": "--model",
 }
@@ -377,7 +379,7 @@ def _rerun(a) -> int:
 
 def _study(a) -> int:
     from workbench.analysis import permutations
-    from workbench.study import run_study
+    from workbench.study import StudyFailedError, run_study
 
     out = Path(a.out)
     if out.exists() and not out.is_dir():
@@ -402,21 +404,25 @@ def _study(a) -> int:
         )
     device = _device(a.device)
     with _user_errors():
-        run_study(
-            out,
-            model=a.model,
-            prompt=a.prompt,
-            swapped=a.swapped,
-            seeds=seeds,
-            steps=a.steps,
-            guidance_scale=a.guidance,
-            device=device,
-        )
+        try:
+            run_study(
+                out,
+                model=a.model,
+                prompt=a.prompt,
+                swapped=a.swapped,
+                seeds=seeds,
+                steps=a.steps,
+                guidance_scale=a.guidance,
+                device=device,
+            )
+        except StudyFailedError as err:  # runs failed: not a bad option, and not a result
+            print(f"workbench study: failed: {err}", file=sys.stderr)
+            return EXIT_FAILED
     return 0
 
 
 def _index(a) -> int:
-    from workbench.store.index import load_index
+    from workbench.store.index import SweepFolderError, load_index
 
     root = Path(a.root)
     if not root.is_dir():
@@ -424,7 +430,10 @@ def _index(a) -> int:
     _writable(root / "index.parquet", f"the index of {root}")
     with warnings.catch_warnings(record=True) as caught:  # damaged run folders: one line each, not a stack
         warnings.simplefilter("always")
-        df = load_index(root)
+        try:
+            df = load_index(root)
+        except SweepFolderError as err:  # a sweep's own index is not written over
+            raise _Usage(str(err)) from None
     for w in caught:
         print(f"workbench index: warning: {w.message}", file=sys.stderr)
     print(
@@ -468,6 +477,7 @@ def _sweep(a) -> int:
         raise _Usage(err.named(option)) from None
     from workbench.report import report
     from workbench.sweeps.folder import SweepBusyError
+    from workbench.sweeps.plan import NumericsChangedError
     from workbench.sweeps.runner import run_sweep
 
     with _user_errors():
@@ -480,6 +490,8 @@ def _sweep(a) -> int:
                 disk_budget=budget,
                 retry_failed=a.retry_failed,
             )
+        except NumericsChangedError as err:  # what to pass, as the options that set it
+            raise _Usage(err.named({k: f"--{k} {{}}" for k in ("threads", "device", "dtype")})) from None
         except (SweepBusyError, ImportError, ConnectionError, RuntimeError) as err:
             raise _Usage(str(err)) from None
     print(f"index:  {out / 'index.parquet'} (runs in {out / 'runs'})")
@@ -526,14 +538,20 @@ def main(argv: list[str] | None = None) -> int:
             return handlers[args.command](args)
     except _Usage as err:
         fail(str(err))
-    except (
-        NotImplementedError,
-        FileNotFoundError,
-        MemoryError,
-    ) as err:  # MemoryError: the pre-flight's refusal
+    except (NotImplementedError, FileNotFoundError) as err:
         fail(str(err))
+    except MemoryError as err:  # the pre-flight's refusal names the sizes; a bare one says nothing
+        fail(str(err) or "out of memory: ask for less (a smaller size, fewer steps or layers recorded)")
     except KeyboardInterrupt:
         parser.exit(EXIT_INTERRUPTED, "interrupted\n")
+    except Exception as err:  # unforeseen: one line rather than a stack trace, which is there on request
+        if os.environ.get("WORKBENCH_TRACEBACK"):
+            raise
+        line = next((t.strip() for t in str(err).splitlines() if t.strip()), "")
+        fail(
+            f"{type(err).__name__}: {line} (unexpected; run again with WORKBENCH_TRACEBACK=1 to see where)",
+            EXIT_ERROR,
+        )
     return 0
 
 

@@ -200,7 +200,10 @@ def rerun(
     config, notes = recipe.config, []
     pipe = _pipeline(config, model, device, notes)
     with torch_threads(threads):
-        run = generate(pipe, recipe.rerun_request(), policy=_policy(config, notes), progress=progress)
+        # the recorded run was made at its size: no size bound (a run made past it re-runs; the memory
+        # pre-flight still applies)
+        request, policy = recipe.rerun_request(), _policy(config, notes)
+        run = generate(pipe, request, policy=policy, progress=progress, size_limit=None)
         here_numerics = run.config.provenance.numerics or numerics(run.config.device, run.config.dtype)
     if run.failure is not None:
         raise RerunFailedError(run)

@@ -33,7 +33,23 @@ from workbench.sweeps.record import save_finished
 from workbench.sweeps.runner import SweepEvents, run_sweep
 from workbench.sweeps.spec import SweepSpec
 
-__all__ = ["DEFAULT_PROMPT", "StudyResult", "relation_holds", "run_study"]
+__all__ = ["DEFAULT_PROMPT", "StudyFailedError", "StudyResult", "relation_holds", "run_study"]
+
+
+class StudyFailedError(RuntimeError):
+    """Runs of the study failed (non-finite latents) or stopped: no report is written, and the runs that
+    ran to a stop are kept for inspection.
+
+    Attributes:
+        problems: one line per run that failed or stopped.
+    """
+
+    def __init__(self, problems: list[str], planned: int, runs: Path):
+        self.problems = problems
+        super().__init__(
+            f"{len(problems)} of {planned} runs failed or stopped (first: {problems[0]}); "
+            f"their folders are in {runs}; no report was written"
+        )
 
 
 @dataclass
@@ -68,6 +84,9 @@ def run_study(
         steps, guidance_scale: generation settings (``guidance_scale`` None: the model's own).
         device: where to run when ``model`` is a source.
         log: where progress lines go (``print``; pass ``lambda *_: None`` for silence).
+
+    Raises:
+        StudyFailedError: runs failed (their latents turned non-finite) or stopped; no report.
     """
     out = Path(out)
     swapped = _swap_of(prompt, swapped)
@@ -134,10 +153,7 @@ def _run_pairs(spec: SweepSpec, pipe, out: Path, started: float, log) -> tuple[d
     ]
     problems += [f"seed {row.seed}, “{row.prompt}”: {row.error}" for row in raised.itertuples()]
     if problems:  # a failed run is kept on disk for inspection, never summarised as a finding
-        raise ValueError(
-            f"{len(problems)} of {len(spec.plan())} runs failed or stopped (first: {problems[0]}); "
-            f"their folders are in {out / 'runs'}; no report was written"
-        )
+        raise StudyFailedError(problems, len(spec.plan()), out / "runs")
     return {(r.prompt, r.seed): r for r in runs}, saver.folders
 
 

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +47,16 @@ COLUMNS = [
     "created",
     "image_hash",
 ]
+# What marks a sweep's output folder (``workbench.sweeps.folder``), whose index.parquet is the sweep's own
+_SWEEP_PLANS, _SWEEP_COLUMN = "sweeps", "sweep_id"
+_PLAN_RECORD = re.compile(r"[0-9a-f]{12}\.json")
+
+
+class SweepFolderError(ValueError):
+    """The folder is a sweep's output folder: its index.parquet is the sweep's own (statuses, errors,
+    failed runs) and is neither replaced nor read as a run index."""
+
+
 # Saved in index.parquet beside COLUMNS: which files each ``intact`` verdict was computed on, so a refresh
 # verifies again only the run folders whose files changed.
 _STAMP = "files_stamp"
@@ -176,7 +187,35 @@ def build_index(root: str | os.PathLike) -> pd.DataFrame:
     return df.drop(columns=[_STAMP])
 
 
+def _is_sweep_folder(root: Path) -> bool:
+    """Whether ``root`` is a sweep's output folder: a plan record in ``sweeps/``, or an index.parquet
+    with the sweep's columns."""
+    try:
+        with os.scandir(root / _SWEEP_PLANS) as entries:
+            if any(_PLAN_RECORD.fullmatch(e.name) for e in entries):
+                return True
+    except OSError:
+        pass
+    try:
+        if not (root / INDEX_FILE).is_file():  # a FIFO or a device is no index (and is not opened)
+            return False
+        import pyarrow.parquet as pq
+
+        return _SWEEP_COLUMN in pq.read_schema(root / INDEX_FILE).names  # the footer only
+    except (OSError, ValueError, ImportError):
+        return False
+
+
+def _refuse_sweep_folder(root: Path) -> None:
+    if _is_sweep_folder(root):
+        raise SweepFolderError(
+            f"{root} is a sweep's folder: its {INDEX_FILE} is the sweep's own (status, errors, failed runs) "
+            f"and is not replaced; read it with workbench.sweeps.read_index, or index {root / 'runs'}"
+        )
+
+
 def _save(root: Path) -> Path:
+    _refuse_sweep_folder(root)
     df, skipped, unreadable = _build(root)
     _warn_skipped(skipped, unreadable, stacklevel=3)  # the caller of save_index / load_index
     path = root / INDEX_FILE
@@ -191,14 +230,23 @@ def _save(root: Path) -> Path:
 
 
 def save_index(root: str | os.PathLike) -> Path:
-    """Build the index of ``root`` and write it to ``root/index.parquet``; returns the file."""
+    """Build the index of ``root`` and write it to ``root/index.parquet``; returns the file.
+
+    Raises:
+        SweepFolderError: ``root`` is a sweep's output folder (its index.parquet is the sweep's own).
+    """
     return _save(Path(root))
 
 
 def load_index(root: str | os.PathLike, *, refresh: bool = True) -> pd.DataFrame:
     """The index of ``root``: rebuilt and saved when ``refresh`` (default), else read from the parquet file
-    (rebuilt when that file is missing or unreadable)."""
+    (rebuilt when that file is missing or unreadable).
+
+    Raises:
+        SweepFolderError: ``root`` is a sweep's output folder (``workbench.sweeps.read_index`` reads it).
+    """
     root = Path(root)
+    _refuse_sweep_folder(root)
     if not refresh:
         try:
             return pd.read_parquet(root / INDEX_FILE).drop(columns=_DROPPED, errors="ignore")

@@ -29,7 +29,7 @@ from workbench.core.attention import AttentionStore
 from workbench.core.errors import FieldError
 from workbench.core.request import Request, RequestError
 from workbench.core.run import Run, RunConfig
-from workbench.store.runs import ConfigError, attention_hash, config_from_dict, image_hash
+from workbench.store.runs import ConfigError, attention_hash, config_from_dict, image_hash, read_small_file
 
 RECIPE_VERSION = 1  # the "workbench_spec" number of the files written here
 RECIPE_FILE = "spec.json"  # a recipe's name inside a run folder
@@ -171,14 +171,17 @@ class RerunRecipe:
         try:
             if path.is_dir():
                 path = path / RECIPE_FILE
-            if not path.is_file():
+            if not os.path.lexists(path):
                 raise RecipeError("", "does not exist", where=f"spec file {path}")
-            text = path.read_text()
+            text = read_small_file(path)  # a regular file under the size cap only
         except OSError as err:
-            raise RecipeError("", f"cannot be read ({err.strerror or err})", where=str(path)) from None
+            problem = f"cannot be read ({err.strerror or err.__class__.__name__})"
+            raise RecipeError("", problem, where=str(path)) from None
+        except UnicodeDecodeError as err:
+            raise RecipeError("", f"is not a JSON spec ({err})", where=str(path)) from None
         try:
             d = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        except (json.JSONDecodeError, RecursionError) as err:
             raise RecipeError("", f"is not a JSON spec ({err})", where=str(path)) from None
         return cls.from_dict(d, where=str(path))
 

@@ -25,6 +25,7 @@ import reprlib
 import secrets
 import shutil
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -44,6 +45,50 @@ RUN_JSON, TENSORS, IMAGE = "run.json", "tensors.safetensors", "image.png"
 
 class RunLoadError(ValueError):
     """A run folder is missing, incomplete or corrupted."""
+
+
+# ------------------------------------------------------------------ reading small files
+
+MAX_JSON_BYTES = 64 * 1000**2  # run.json, re-run specs, sweep specs and plan records: a few MB at most
+
+
+class FileRefusedError(OSError):
+    """A file not read because it is not a regular file or is over its size limit (an ``OSError``
+    whose ``strerror`` says which, so it is reported like the file system's own refusals)."""
+
+
+def _check_small(st: os.stat_result, path: Path, limit: int) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise FileRefusedError(errno.EINVAL, "not a regular file", str(path))
+    if st.st_size > limit:
+        raise FileRefusedError(
+            errno.EFBIG,
+            f"{st.st_size / 1000**2:,.0f} MB, over the {limit / 1000**2:,.0f} MB such a file may hold",
+            str(path),
+        )
+
+
+def read_small_file(path: str | os.PathLike, *, limit: int = MAX_JSON_BYTES) -> str:
+    """The UTF-8 text of a small file (run.json, a spec), read only when it is a regular file of at most
+    ``limit`` bytes: a link to ``/dev/zero``, a FIFO or a file grown to gigabytes is refused before a
+    byte is read, with ``FileRefusedError``. The file system's own refusals raise ``OSError``."""
+    path = Path(path)
+    _check_small(path.stat(), path, limit)  # follows links: a link to a device is a device
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)  # O_NONBLOCK: a FIFO put in its place meanwhile does not wait for a writer
+    with os.fdopen(fd, "rb") as f:
+        _check_small(os.fstat(f.fileno()), path, limit)  # what was opened, should it have changed
+        data = f.read(limit + 1)
+    if len(data) > limit:  # it grew while it was read
+        raise FileRefusedError(
+            errno.EFBIG, f"over the {limit / 1000**2:,.0f} MB such a file may hold", str(path)
+        )
+    return data.decode("utf-8")
+
+
+def cannot_read(path: str | os.PathLike, err: OSError) -> str:
+    """The one wording of a file that cannot be read: ``"PATH cannot be read (Permission denied)"``."""
+    return f"{err.filename or path} cannot be read ({err.strerror or err.__class__.__name__})"
 
 
 def _sha256(path: Path) -> str:
@@ -193,6 +238,22 @@ def set_aside_for(folder: str | os.PathLike) -> Path | None:
         return None
     target = folder.parent / m["name"]
     return target if _recovered(target) == folder else None
+
+
+def saved_names(parent: str | os.PathLike) -> set[str]:
+    """The names under which ``parent`` may hold a run (``run_folder`` of ``parent / name`` may find
+    one): its entries, and the names an interrupted overwrite set aside. One listing, for callers that
+    look for many runs in one folder (a sweep's thousands)."""
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return set()
+    names = set()
+    for name in entries:
+        m = _SIDE.fullmatch(name)
+        if m is None or m["kind"] == "old":
+            names.add(name if m is None else m["name"])
+    return names
 
 
 def run_folder(path: str | os.PathLike) -> Path | None:
@@ -510,8 +571,10 @@ def read_meta(path: str | os.PathLike) -> tuple[dict, RunConfig]:
     """
     file = Path(path) / RUN_JSON
     try:
-        meta = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        meta = json.loads(read_small_file(file))
+    except OSError as err:  # the file system's refusal, or not a regular file of a sane size
+        raise RunLoadError(cannot_read(file, err)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise RunLoadError(f"{file} is damaged ({err.__class__.__name__}: {err})") from None
     if not isinstance(meta, dict):
         raise RunLoadError(f"{file} is damaged (not a JSON object but {type(meta).__name__})")
@@ -624,13 +687,22 @@ def verify_files(folder: str | os.PathLike, meta: dict, *, checksum: bool = True
     and the index both rely on.
 
     The tensors file is there, matches its recorded SHA-256 (when ``checksum``), and its tensor shapes
-    (read from its header, no tensor data) fit run.json and each other (``tensors_misfit``); the image
-    is there when the run is complete, has the run's size and matches its recorded pixel hash.
+    (read from its header) fit run.json and each other (``tensors_misfit``); its attention hashes to
+    the recorded attention hash; the image is there when the run is complete, has the run's size and
+    matches its recorded pixel hash.
 
     Returns:
         The image (None for a run without one). Anything else raises ``RunLoadError`` naming the file.
     """
     folder = Path(folder)
+    image = _verify_files(folder, meta, checksum)
+    file = folder / TENSORS
+    _check_attention(file, meta, _read_attention(file, meta))
+    return image
+
+
+def _verify_files(folder: Path, meta: dict, checksum: bool) -> Image.Image | None:
+    """``verify_files`` less the attention hash (``load_run`` checks it on the tensors it loads)."""
     file = folder / TENSORS
     if not file.is_file():
         raise RunLoadError(f"{folder} is not a complete run folder: {TENSORS} is missing")
@@ -646,14 +718,37 @@ def verify_files(folder: str | os.PathLike, meta: dict, *, checksum: bool = True
     return _checked_image(folder, meta)
 
 
+def _read_attention(file: Path, meta: dict) -> dict[str, torch.Tensor]:
+    """The conditional attention tensors of a tensors file whose shapes were checked (nothing else read)."""
+    from safetensors import safe_open
+
+    names = [f"attention.cond.{n}" for n in (meta.get("attention") or {}).get("layers", [])]
+    try:
+        with safe_open(file, framework="pt") as f:
+            return {name: f.get_tensor(name) for name in names}
+    except OSError:
+        raise  # the file system's refusal: _reading names it
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise RunLoadError(f"{file} cannot be read ({err.__class__.__name__}: {err})") from None
+
+
+def _check_attention(file: Path, meta: dict, tensors: dict[str, torch.Tensor]) -> AttentionStore:
+    """The run's attention store, built from ``tensors``; ``RunLoadError`` when it does not hash to the
+    attention hash run.json records (a tensor altered, and the tensors file's checksum rewritten)."""
+    store = _store(meta.get("attention"), tensors, "cond") or AttentionStore()
+    recorded = meta.get("hashes", {}).get("attention")
+    if recorded is not None and attention_hash(store) != recorded:
+        raise RunLoadError(f"{file} does not match the attention hash in run.json (replaced or altered)")
+    return store
+
+
 @contextlib.contextmanager
 def _reading(path: Path):
     """Turn what the file system refuses (permissions, a folder where a file belongs) into RunLoadError."""
     try:
         yield
     except OSError as err:
-        where = err.filename or path
-        raise RunLoadError(f"{where} cannot be read ({err.strerror or err.__class__.__name__})") from None
+        raise RunLoadError(cannot_read(path, err)) from None
 
 
 def verify_run(path: str | os.PathLike, *, checksum: bool = True) -> RunConfig:
@@ -687,7 +782,7 @@ def _existing_run_folder(path: Path) -> Path:
     folder = run_folder(path)
     if folder is None:
         raise RunLoadError(f"{path} is not a run folder")
-    if not (folder / RUN_JSON).is_file():
+    if not os.path.lexists(folder / RUN_JSON):  # anything else there is refused when it is read
         raise RunLoadError(f"{path} is not a complete run folder: {RUN_JSON} is missing")
     return folder
 
@@ -705,7 +800,7 @@ def load_run(path: str | os.PathLike, *, verify: bool = True) -> Run:
     """Load a run folder written by ``save_run``; a damaged or unreadable folder raises ``RunLoadError``.
 
     Everything is checked before it is used (``verify_files``): run.json field by field, the tensor
-    shapes against run.json and each other, the image against its recorded hash. When ``path`` is
+    shapes against run.json and each other, the image and the attention against their recorded hashes. When ``path`` is
     missing because an overwrite was interrupted between its two renames, the run is read from the
     folder that overwrite set aside.
 
@@ -717,11 +812,12 @@ def load_run(path: str | os.PathLike, *, verify: bool = True) -> Run:
     with _reading(path):
         folder = _existing_run_folder(path)
         meta, config = read_meta(folder)
-        image = verify_files(folder, meta, checksum=verify)
+        image = _verify_files(folder, meta, verify)
         tensors = _load_tensors(folder / TENSORS)
     misfit = tensors_misfit(meta, {k: tuple(t.shape) for k, t in tensors.items()})
     if misfit:  # the header was read again since it was checked
         raise RunLoadError(f"{folder / TENSORS} {misfit}")
+    attention = _check_attention(folder / TENSORS, meta, tensors)  # one hash of tensors already read
     neg = meta.get("negative_tokens")
     return Run(
         config=config,
@@ -732,7 +828,7 @@ def load_run(path: str | os.PathLike, *, verify: bool = True) -> Run:
         latents=tensors["latents"],
         x0=tensors["x0"],
         image=image,
-        attention=_store(meta.get("attention"), tensors, "cond") or AttentionStore(),
+        attention=attention,
         negative_attention=_store(meta.get("negative_attention"), tensors, "uncond"),
         complete=meta["complete"],
         failure=meta.get("failure"),

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .executors import LocalExecutor
-    from .folder import SweepBusyError, read_index
+    from .folder import SweepBusyError, SweepIndexError, read_index
     from .options import ExecutorOptions, OptionsError
-    from .plan import SweepPlan
+    from .plan import NumericsChangedError, SweepPlan
     from .ray_executor import RayExecutor
     from .runner import DiskBudgetError, SweepEvents, SweepResult, run_sweep
     from .spec import SpecError, SweepSpec, load_spec, request_id
@@ -35,10 +35,10 @@ if TYPE_CHECKING:
 _LAZY = {
     **dict.fromkeys(["SpecError", "SweepSpec", "load_spec", "request_id"], "spec"),
     **dict.fromkeys(["DiskBudgetError", "SweepEvents", "SweepResult", "run_sweep"], "runner"),
-    **dict.fromkeys(["SweepBusyError", "read_index"], "folder"),
+    **dict.fromkeys(["SweepBusyError", "SweepIndexError", "read_index"], "folder"),
     **dict.fromkeys(["Job", "Outcome", "Worker"], "worker"),
     **dict.fromkeys(["ExecutorOptions", "OptionsError"], "options"),
-    "SweepPlan": "plan",
+    **dict.fromkeys(["NumericsChangedError", "SweepPlan"], "plan"),
     "LocalExecutor": "executors",
     "RayExecutor": "ray_executor",
 }
@@ -61,12 +61,14 @@ __all__ = [
     "ExecutorOptions",
     "Job",
     "LocalExecutor",
+    "NumericsChangedError",
     "OptionsError",
     "Outcome",
     "RayExecutor",
     "SpecError",
     "SweepBusyError",
     "SweepEvents",
+    "SweepIndexError",
     "SweepPlan",
     "SweepResult",
     "SweepSpec",

@@ -11,15 +11,18 @@ import json
 from dataclasses import dataclass
 
 from workbench.core.policy import RecordingPolicy
-from workbench.core.request import Request
+from workbench.core.request import Request, RequestError
+
+from .spec import SpecError, for_spec, request_fields, spec_field
 
 JSON_BASE = 4096  # run.json without its token tables: config, provenance, hashes (measured ~3 KB)
 JSON_PER_TOKEN = 160  # one token row as run.json writes it (indented JSON), in each of two tables
 HEADER_PER_TENSOR = 160  # safetensors header entry: name, dtype, shape, offsets
 
 
-def run_bytes(pipe, request: Request, policy: RecordingPolicy) -> int | None:
-    """The bytes ``save_run`` will write for ``request`` on ``pipe``; None when the model refuses it."""
+def run_bytes(pipe, request: Request, policy: RecordingPolicy) -> int | RequestError | None:
+    """The bytes ``save_run`` will write for ``request`` on ``pipe``; the model's ``RequestError`` when
+    it refuses the request's settings (a size over its bound, say); None when they cannot be sized."""
     from workbench.core.adapters import adapter_for
     from workbench.core.generate import loop_length
     from workbench.core.policy import estimate_bytes
@@ -27,7 +30,10 @@ def run_bytes(pipe, request: Request, policy: RecordingPolicy) -> int | None:
 
     adapter = adapter_for(pipe)
     try:
-        request = request.for_model(adapter)
+        request = request.for_model(adapter)  # as generate checks it, with the sweep's size bound
+    except RequestError as err:
+        return err
+    try:
         scheduler = build_scheduler(request.scheduler, pipe.scheduler.config) or pipe.scheduler
         iterations = loop_length(scheduler, request.steps)
         latent_hw = adapter.latent_hw(request.height, request.width)
@@ -70,21 +76,29 @@ class DiskEstimate:
 
 def estimate_disk(estimate, planned: list, todo: list[int]) -> DiskEstimate:
     """The size of every planned run and of the ``todo`` ones; ``estimate`` (an executor's) is asked once
-    per distinct setting (prompts and seeds do not change the size).
+    per distinct setting (prompts and seeds do not change the size), so every setting is checked against
+    the model before any run starts.
 
     Args:
-        estimate: ``executor.estimate``: bytes (or None) for each of a list of requests.
+        estimate: ``executor.estimate``: bytes (or None, or the model's ``RequestError``) for each of a
+            list of requests.
         planned: the sweep's ``PlannedRun`` list.
         todo: indices of the runs this call will make.
+
+    Raises:
+        SpecError: the model refuses one of the spec's settings (named by its spec field).
     """
     keys, distinct = [], {}
     for p in planned:
-        setting = {k: v for k, v in p.request.to_dict().items() if k not in ("prompt", "seed")}
+        setting = {k: v for k, v in request_fields(p.request).items() if k not in ("prompt", "seed")}
         key = json.dumps(setting, sort_keys=True)
         keys.append(key)
         if key not in distinct:
             distinct[key] = p.request.replace(prompt="", seed=0)
     sizes = dict(zip(distinct, estimate(list(distinct.values()))))
+    refusal = next((b for b in sizes.values() if isinstance(b, RequestError)), None)
+    if refusal is not None:
+        raise SpecError(for_spec(refusal), field=spec_field(refusal))
     per_run = [sizes[k] for k in keys]
     return DiskEstimate(
         runs=len(planned),

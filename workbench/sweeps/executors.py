@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
 from workbench.core.policy import RecordingPolicy
-from workbench.core.request import Request
+from workbench.core.request import Request, RequestError
 
 from .options import ExecutorOptions, Started
 from .worker import Job, Outcome, Worker
@@ -53,7 +53,7 @@ class LocalExecutor:
         )
         return [self.worker.info()]
 
-    def estimate(self, requests: list[Request]) -> list[int | None]:
+    def estimate(self, requests: list[Request]) -> list[int | RequestError | None]:
         return self.worker.estimate(requests)
 
     def run(

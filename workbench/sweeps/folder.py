@@ -25,27 +25,61 @@ from pathlib import Path
 
 import pandas as pd
 
-from .record import COLUMNS, LIST_COLUMNS, arrow_schema, empty_index, run_path, typed, verified_fields
+from .record import (
+    COLUMNS,
+    LIST_COLUMNS,
+    RUNS_DIR,
+    arrow_schema,
+    empty_index,
+    run_path,
+    typed,
+    verified_fields,
+)
 
 INDEX_FILE = "index.parquet"
 SWEEPS_DIR = "sweeps"
 LOCK_FILE = ".sweep.lock"
 
 
+KEY_COLUMNS = ("sweep_id", "request_id", "status")  # what makes an index.parquet a sweep's
+
+
 class SweepBusyError(RuntimeError):
     """Another sweep is writing into the same folder."""
+
+
+class SweepIndexError(ValueError):
+    """The folder's index.parquet is not a sweep's index (``workbench index`` wrote it, say) or cannot be
+    read; the sweep does not write over it."""
 
 
 def read_index(out: str | os.PathLike) -> pd.DataFrame:
     """The sweep index of ``out`` (an empty one with the index's columns when there is none yet).
 
+    Raises:
+        SweepIndexError: ``out/index.parquet`` is not a sweep's index, or cannot be read.
+
     Example:
         >>> df = read_index("runs/sweep"); df.status.value_counts()  # doctest: +SKIP
     """
     path = Path(out) / INDEX_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return empty_index()
-    return typed(pd.read_parquet(path))
+    away = "move it away (the sweep reads its finished run folders back) or choose another folder"
+    if not path.is_file():
+        raise SweepIndexError(f"{path} is not a regular file; {away}")
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise SweepIndexError(f"{path} cannot be read as a sweep's index ({first}); {away}") from None
+    missing = [c for c in KEY_COLUMNS if c not in df.columns]
+    if missing:
+        raise SweepIndexError(
+            f"{path} is not a sweep's index (it has no {', '.join(missing)} column: `workbench index` "
+            f"writes such a file); {away}"
+        )
+    return typed(df.reindex(columns=COLUMNS))  # columns added since it was written are empty
 
 
 class SweepFolder:
@@ -61,13 +95,19 @@ class SweepFolder:
         self.rows: dict[tuple[str, str], dict] = {}
         self.done: dict[str, dict] = {}  # request id -> a done row (of any sweep)
         self.damaged: dict[str, str] = {}  # request id -> why its run folder cannot count as finished
+        self.made_with: dict[str, dict] = {}  # request id -> the numerics its finished run recorded
+        self._saved: set[str] | None = None  # names in OUT/runs, listed once (``finished``)
         self._lock = None
         self._last_flush = 0.0
         self._dirty = False
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
             self._acquire()
-            old = read_index(self.out)
+            try:
+                old = read_index(self.out)
+            except BaseException:
+                self._release()
+                raise
             for row in old.astype(object).where(old.notna(), None).to_dict(orient="records"):
                 for key in LIST_COLUMNS:  # arrays as parquet gives them back
                     row[key] = None if row[key] is None else list(row[key])
@@ -96,11 +136,14 @@ class SweepFolder:
         handle.flush()
         self._lock = handle
 
-    def close(self) -> None:
-        self.flush(force=True)
+    def _release(self) -> None:
         if self._lock is not None:
             self._lock.close()  # closing the file releases the lock
             self._lock = None
+
+    def close(self) -> None:
+        self.flush()  # only when rows changed: a sweep refused before its first run leaves no index
+        self._release()
 
     # ------------------------------------------------------------ what is finished
 
@@ -109,20 +152,22 @@ class SweepFolder:
 
         A run folder on disk that checks out (``record.verified_fields``: it loads, is complete, and its
         image and attention hash to what was recorded) is a finished run: its row is taken from any
-        sweep's done row or read back from the folder. A damaged folder is run again (and noted in
-        ``damaged``). A failed row of this sweep counts too, unless ``retry_failed``.
+        sweep's done row or read back from the folder, and the numerics it was made with are noted in
+        ``made_with``. A damaged folder is run again (and noted in ``damaged``). A failed row of this sweep counts too, unless ``retry_failed``.
         """
         row = self.rows.get((sweep_id, request_id))
         if self.out is None:
             return row if row is not None and (row["status"] == "done" or not retry_failed) else None
-        from workbench.store.runs import run_folder
+        if self._saved is None:  # one listing of the run folders for all of a plan's runs
+            from workbench.store.runs import saved_names
 
-        folder = run_path(self.out, request_id)
-        if run_folder(folder) is not None or request_id in self.done:
-            fields, problem = verified_fields(folder, self.done.get(request_id))
-            if fields is not None:
-                return fields
-            self.damaged[request_id] = problem
+            self._saved = saved_names(self.out / RUNS_DIR)
+        if request_id in self._saved or request_id in self.done:
+            verified = verified_fields(run_path(self.out, request_id), self.done.get(request_id))
+            if verified.fields is not None:
+                self.made_with[request_id] = verified.numerics
+                return verified.fields
+            self.damaged[request_id] = verified.problem
             return None
         if row is not None and row["status"] == "failed" and not retry_failed:
             return row
@@ -180,11 +225,13 @@ class SweepFolder:
 
     def planned_before(self, sweep_id: str) -> dict | None:
         """What an earlier call wrote into ``sweeps/<sweep_id>.json`` (None: nothing, or unreadable)."""
+        from workbench.store.runs import read_small_file
+
         path = None if self.out is None else self.out / SWEEPS_DIR / f"{sweep_id}.json"
-        if path is None or not path.is_file():
+        if path is None or not os.path.lexists(path):
             return None
         try:
-            record = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            record = json.loads(read_small_file(path))  # a regular file under the size cap only
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             return None
         return record if isinstance(record, dict) else None

@@ -23,7 +23,7 @@ from workbench.core.errors import FieldError
 
 if TYPE_CHECKING:
     from workbench.core.policy import RecordingPolicy
-    from workbench.core.request import Request
+    from workbench.core.request import Request, RequestError
 
     from .worker import Job, Outcome
 
@@ -38,9 +38,12 @@ class OptionsError(FieldError):
     ``"num_cpus"``, ...), so the command line can name its own option (``FieldError.named``)."""
 
 
-def _positive(field: str, value) -> None:
+def _positive(field: str, value, most: int | None = None) -> None:
+    """A count in ``1..most`` (``most`` None: no upper bound), or None."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise OptionsError(field, f"must be >= 1, got {value!r}")
+    if value is not None and most is not None and value > most:
+        raise OptionsError(field, f"must be in 1..{most} (the CPU cores this machine gives), got {value}")
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,10 @@ class ExecutorOptions:
             depend on the executor; ``None`` means the default). At most this machine's cores.
         device, dtype: where and how every worker loads the model (``load_pipeline``'s defaults).
         address: Ray: a running cluster (``"auto"``, ``"HOST:6379"``).
-        num_cpus: Ray: the CPUs of a Ray instance started here (default: this machine's cores).
-        workers: Ray: how many workers (default: one per GPU, else one per ``threads`` cores).
+        num_cpus: Ray: the CPUs of a Ray instance started here (default, and at most, this machine's
+            cores).
+        workers: Ray: how many workers (default: one per GPU, else one per ``threads`` cores; at most
+            this machine's cores unless ``address`` names a cluster).
         workers_write: Ray: workers save their runs into the output folder (default: when every node is
             this machine).
 
@@ -70,7 +75,7 @@ class ExecutorOptions:
     workers_write: bool | None = None
 
     def __post_init__(self):
-        from workbench.core.numerics import check_threads
+        from workbench.core.numerics import check_threads, machine_cores
 
         if self.threads is None:
             object.__setattr__(self, "threads", DEFAULT_THREADS)
@@ -79,8 +84,10 @@ class ExecutorOptions:
         except (TypeError, ValueError) as err:
             # check_threads names the value as told ("threads ..."): the rest is the problem
             raise OptionsError("threads", str(err).removeprefix("threads ")) from None
-        _positive("num_cpus", self.num_cpus)
-        _positive("workers", self.workers)
+        # a Ray instance started here has this machine's cores, whatever it is told
+        cores = machine_cores()
+        _positive("num_cpus", self.num_cpus, cores)
+        _positive("workers", self.workers, cores if self.address is None else None)
         for field in ("device", "dtype", "address"):
             value = getattr(self, field)
             if value is not None and not isinstance(value, str):
@@ -105,7 +112,8 @@ class Executor(Protocol):
 
     * ``start(model, policy, cancel)`` loads the pipeline in every worker and returns each worker's
       ``Worker.info()`` (the sweep checks that all loaded the same weights);
-    * ``estimate(requests)``: bytes per request, from the model's shapes;
+    * ``estimate(requests)``: bytes per request, from the model's shapes (the model's ``RequestError``
+      for a request it refuses, None for one it cannot size);
     * ``run(jobs, out, started)`` yields ``(worker name, Outcome)`` as jobs finish; ``started(worker,
       job)`` is called as each job begins. With ``out``, the workers save their runs when the executor's
       ``workers_write`` says so (else the driver saves what comes back);
@@ -117,7 +125,7 @@ class Executor(Protocol):
 
     def start(self, model: str, policy: RecordingPolicy, cancel: threading.Event) -> list[dict]: ...
 
-    def estimate(self, requests: list[Request]) -> list[int | None]: ...
+    def estimate(self, requests: list[Request]) -> list[int | RequestError | None]: ...
 
     def run(
         self, jobs: list[Job], out: str | os.PathLike | None, started: Started

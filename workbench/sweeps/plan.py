@@ -12,11 +12,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from workbench.core.numerics import NUMERIC_KEYS
+from workbench.core.numerics import NUMERIC_KEYS, numerics_differ
 
 from .estimate import DiskEstimate
 from .folder import SweepFolder
-from .spec import PlannedRun, SweepSpec, policy_key, request_id
+from .spec import PlannedRun, SweepSpec, policy_key, request_ids
 from .worker import Job
 
 
@@ -84,6 +84,63 @@ class SweepPlan:
         }
 
 
+PYTHON_OPTIONS = {"threads": "threads={}", "device": "device={!r}", "dtype": "dtype={!r}"}
+
+
+class NumericsChangedError(ValueError):
+    """A sweep started on numerics other than those its earlier runs were made with (a sweep runs every
+    request with the same numerics, so it refuses rather than mix them).
+
+    Attributes:
+        differ: ``{key: (recorded, here)}`` for each of ``core.numerics.NUMERIC_KEYS`` that differs.
+    """
+
+    def __init__(self, differ: dict[str, tuple]):
+        self.differ = differ
+        super().__init__(self.named(PYTHON_OPTIONS))
+
+    def __reduce__(self):
+        return (type(self), (self.differ,))
+
+    def named(self, options: dict[str, str]) -> str:
+        """The message, with what to pass worded by ``options`` (``{"threads": "--threads {}"}``); keys
+        without an option (library versions, attention backend) ask for the same setting."""
+        made, asks = [], []
+        for key, (recorded, here) in self.differ.items():
+            made.append(_numeric_words(key, recorded, here))
+            if key in options:
+                asks.append(options[key].format(recorded))
+            else:
+                asks.append(f"the same {'library versions' if key == 'versions' else key.replace('_', ' ')}")
+        return (
+            f"this sweep's runs were made with {'; '.join(made)}; a sweep runs every request with the same "
+            f"numerics: resume with {' and '.join(asks)}, or use a new folder"
+        )
+
+
+def _numeric_words(key: str, recorded, here) -> str:
+    """``"1 torch thread per worker (here 2)"``, ``"torch 2.3.0 (here 2.4.0)"``."""
+    if key == "threads":
+        return f"{recorded} torch thread{'' if recorded == 1 else 's'} per worker (here {here})"
+    if key == "versions" and isinstance(recorded, dict):
+        here = here if isinstance(here, dict) else {}
+        libs = [lib for lib in recorded if recorded[lib] != here.get(lib)]
+        return ", ".join(f"{lib} {recorded[lib]} (here {here.get(lib)})" for lib in libs)
+    return f"{key.replace('_', ' ')} {recorded} (here {here})"
+
+
+def check_numerics(numerics: dict, before: dict | None, made_with: list[dict]) -> None:
+    """Refuse (``NumericsChangedError``) numerics other than those of the sweep's plan record
+    (``before``, an earlier call's) or of any finished run it reuses (``made_with``, as each recorded)."""
+    recorded = [(before or {}).get("numerics") or {}, *made_with]
+    for earlier in recorded:
+        if isinstance(earlier, dict):
+            # keys the workers differ in are not this sweep's numerics (run_sweep warns of them)
+            differ = {k: v for k, v in numerics_differ(earlier, numerics).items() if k in numerics}
+            if differ:
+                raise NumericsChangedError(differ)
+
+
 def numerics_words(numerics: dict) -> str:
     """``"every run on 1 torch thread per worker, cpu, float32"``."""
     threads = numerics.get("threads")
@@ -120,17 +177,20 @@ def plan_sweep(spec: SweepSpec, infos: list[dict], folder: SweepFolder, *, retry
 
     Raises:
         RuntimeError: the workers loaded different weights.
+        NumericsChangedError: the workers' numerics are not those the sweep's earlier runs were made with.
     """
     weights = same_weights(infos)
     sweep_id = spec.sweep_id(weights)
     runs = spec.plan()
-    ids = [request_id(p.request, spec.policy, weights) for p in runs]
+    ids = request_ids([p.request for p in runs], spec.policy, weights)
     known = {}
     for i, rid in enumerate(ids):
         row = folder.finished(sweep_id, rid, retry_failed=retry_failed)
         if row is not None:
             known[i] = row
     numerics, _ = common_numerics(infos)
+    made_with = [folder.made_with[ids[i]] for i in known if ids[i] in folder.made_with]
+    check_numerics(numerics, folder.planned_before(sweep_id), made_with)
     planned = set(ids)
     return SweepPlan(
         sweep_id=sweep_id,

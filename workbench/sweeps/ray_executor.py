@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from workbench.core.policy import RecordingPolicy
-from workbench.core.request import Request
+from workbench.core.request import Request, RequestError
 
 from .options import ExecutorOptions, Started
 from .worker import Job, Outcome, Worker
@@ -152,7 +152,7 @@ class RayExecutor:
     def _control(self, actor, method: str, *args):
         return getattr(actor, method).options(concurrency_group="control").remote(*args)
 
-    def estimate(self, requests: list[Request]) -> list[int | None]:
+    def estimate(self, requests: list[Request]) -> list[int | RequestError | None]:
         import ray
 
         return ray.get(self._control(self.actors[0], "estimate", requests))

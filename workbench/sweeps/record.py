@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -151,36 +152,47 @@ def index_row(sweep_id: str, request_id: str, planned, fields: dict, status: str
     return {c: row.get(c) for c in COLUMNS}
 
 
-def verified_fields(folder: Path, row: dict | None) -> tuple[dict | None, str | None]:
-    """``(fields, None)`` for a run folder that counts as finished, else ``(None, why not)``.
+class Verified(NamedTuple):
+    """What ``verified_fields`` found: the row's fields of a run folder that counts as finished (None:
+    it does not, and ``problem`` says why), and the numerics its run recorded ({} for runs saved before
+    numerics were kept; None when it does not count)."""
+
+    fields: dict | None
+    problem: str | None = None
+    numerics: dict | None = None
+
+
+def verified_fields(folder: Path, row: dict | None) -> Verified:
+    """Whether a run folder counts as finished, with its row's fields and its run's numerics.
 
     The folder must pass ``store.runs.verify_run`` (run.json checked; the tensors file there, matching
-    its recorded checksum and shapes; the image there and matching its recorded hash; no tensor is
-    loaded), hold a complete run, and its recorded image and attention hashes must be the ones ``row``
-    (its index row, if any) holds. With a row, the row's fields are returned; without one, they are
-    read from the run.
+    its recorded checksum and shapes, its attention matching the recorded attention hash; the image
+    there and matching its recorded hash; nothing kept in memory), hold a complete run, and its recorded
+    image and attention hashes must be the ones ``row`` (its index row, if any) holds. With a row, the
+    row's fields are returned; without one, they are read from the run.
     """
     from workbench.store.runs import RunLoadError, load_run, read_meta, run_folder, verify_run
 
     place = run_folder(folder)
     if place is None:
-        return None, "its folder is gone"
+        return Verified(None, "its folder is gone")
     try:
-        verify_run(place)
+        config = verify_run(place)
         meta, _ = read_meta(place)
     except (RunLoadError, OSError, ValueError) as err:
-        return None, str(err)
+        return Verified(None, str(err))
     if not meta["complete"]:
-        return None, "the run in it is incomplete"
+        return Verified(None, "the run in it is incomplete")
     recorded = meta.get("hashes") or {}
     for key, name in (("image_sha256", "image"), ("attention_sha256", "attention")):
         if row is not None and row.get(key) is not None and row[key] != recorded.get(name, row[key]):
-            return None, f"its {name} hash is not the one its index row holds"
+            return Verified(None, f"its {name} hash is not the one its index row holds")
+    numerics = dict(config.provenance.numerics)
     if row is not None:
-        return row, None
+        return Verified(row, None, numerics)
     try:
         run = load_run(place)  # a run with no row (its sweep stopped before writing one): read it back
     except (RunLoadError, OSError, ValueError) as err:
-        return None, str(err)
+        return Verified(None, str(err))
     fields = {"status": "done", "path": f"{RUNS_DIR}/{folder.name}", "worker": "read back"}
-    return {**fields, **finished_fields(run)}, None
+    return Verified({**fields, **finished_fields(run)}, None, numerics)

@@ -7,9 +7,12 @@
 2. ``executor.start``: every worker loads the model once; all must load the same weights;
 3. ``plan_sweep``: every request's id (request, policy, weights' hash) and what the output folder
    holds: finished runs (folders that load and hash to what was recorded) are skipped, and so are
-   failed ones unless ``retry_failed``; a damaged run folder is made again;
-4. ``_check_disk``: print the disk estimate (the model's shapes × runs), refuse it over the disk
-   budget, and write the plan record (``sweeps/<sweep id>.json``, with the numerics of every run);
+   failed ones unless ``retry_failed``; a damaged run folder is made again; numerics other than those
+   the earlier runs were made with are refused (a sweep never mixes them);
+4. ``estimate_disk``: the model sizes every distinct setting once, refusing a spec whose setting it
+   refuses (before any run); ``_check_disk``: print the disk estimate (the model's shapes × runs),
+   refuse it over the disk budget, and write the plan record (``sweeps/<sweep id>.json``, with the
+   numerics of every run);
 5. ``_run_jobs``: run the rest; as each run ends, ``record_ended`` saves it (atomically) when it came
    back to this process and writes its row into ``index.parquet``; a run that raises is a failed row
    with its error and the sweep goes on.
@@ -167,7 +170,11 @@ def run_sweep(
         A ``SweepResult``; ``result.index`` holds this sweep's rows.
 
     Raises:
-        DiskBudgetError: the estimate exceeds the disk budget (nothing was run).
+        DiskBudgetError: the estimate exceeds the disk budget (nothing was run, no index written).
+        SpecError: the model refuses one of the spec's settings (a size over its bound; nothing was run).
+        NumericsChangedError: the folder's earlier runs were made on other numerics (threads, device,
+            dtype, versions); a sweep does not mix them.
+        SweepIndexError: ``out/index.parquet`` is not a sweep's index.
 
     Example:
         >>> import workbench
@@ -185,9 +192,10 @@ def run_sweep(
     try:
         infos = ex.start(spec.model, spec.policy, cancel)
         plan = plan_sweep(spec, infos, folder, retry_failed=retry_failed)
-        _warn(plan, infos, folder.planned_before(plan.sweep_id), say)
+        _warn(plan, infos, say)
+        estimate = estimate_disk(ex.estimate, plan.runs, plan.todo)  # every setting checked by the model
         if out is not None:
-            plan = _check_disk(plan, ex, out, budget, say)
+            plan = _check_disk(plan, estimate, out, budget, say)
             folder.record_plan(plan.sweep_id, plan.record(spec, infos))
         _carry_over(plan, folder)
         for e in listeners:
@@ -215,11 +223,9 @@ def _options(options: ExecutorOptions | None, fields: dict) -> ExecutorOptions:
     return options
 
 
-def _warn(plan: SweepPlan, infos: list[dict], before: dict | None, say) -> None:
-    """Say which run folders were damaged (they are made again), which numerics the workers differ in,
-    and which differ from an earlier call's."""
-    from workbench.core.numerics import numerics_differ
-
+def _warn(plan: SweepPlan, infos: list[dict], say) -> None:
+    """Say which run folders were damaged (they are made again) and which numerics the workers differ in
+    (numerics other than an earlier call's are refused by ``plan_sweep``)."""
     if plan.damaged:
         rid, why = next(iter(plan.damaged.items()))
         say(f"{len(plan.damaged)} run folders are damaged and will be made again (first: {rid}: {why})")
@@ -227,17 +233,10 @@ def _warn(plan: SweepPlan, infos: list[dict], before: dict | None, say) -> None:
     for key, values in differ.items():
         by = ", ".join(f"{i['name']}: {v}" for i, v in zip(infos, values))
         say(f"warning: the workers differ in {key} ({by}); the same request may hash differently on each")
-    changed = numerics_differ((before or {}).get("numerics") or {}, plan.numerics) if plan.skipped else {}
-    if changed:
-        by = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
-        say(
-            f"warning: the runs made before ran with other numerics ({by}); their hashes may differ from new runs'"
-        )
 
 
-def _check_disk(plan: SweepPlan, ex, out, budget: int | None, say) -> SweepPlan:
+def _check_disk(plan: SweepPlan, estimate: DiskEstimate, out, budget: int | None, say) -> SweepPlan:
     """The plan with its disk estimate, printed; refused over the budget; warned about a fuller disk."""
-    estimate = estimate_disk(ex.estimate, plan.runs, plan.todo)
     say(estimate.describe(budget))
     if budget is not None and estimate.total_bytes > budget:
         raise DiskBudgetError(

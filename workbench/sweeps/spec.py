@@ -39,12 +39,12 @@ from functools import cached_property
 from pathlib import Path
 
 from workbench.core.policy import RecordingPolicy
-from workbench.core.request import Request, RequestError, parse_seeds
+from workbench.core.request import SIZE_LIMIT, Request, RequestError, parse_seeds
 from workbench.core.schedulers import scheduler_spec
 
 ORDER_KINDS = ("relation", "all", "of", "swap")
 MAX_ORDERS = 1000  # word orders per prompt (``"all"``'s max_orders)
-MAX_RUNS = 1_000_000  # runs one spec may expand to
+MAX_RUNS = 100_000  # runs one spec may expand to (planning them takes a few seconds)
 # The spec field a Request's refused field comes from (``RequestError.field``).
 SPEC_FIELDS = {
     "prompt": "prompts",
@@ -58,6 +58,8 @@ SPEC_FIELDS = {
     "width": "sizes",
     "size": "sizes",
 }
+# How a bound a Request's Python hint lifts is worded for a spec (a spec has no such argument).
+SPEC_HINTS = {"size": f"a sweep keeps to {SIZE_LIMIT:g}x the model's native size"}
 ID_CHARS = 16  # hex digits of a request id: 64 bits, collision-free for any sweep one could run
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
 _UNITS.update({"kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4})
@@ -73,6 +75,16 @@ class SpecError(ValueError):
     def __init__(self, message: str, *, field: str | None = None):
         super().__init__(message)
         self.field = field
+
+
+def spec_field(err: RequestError) -> str:
+    """The spec field a refused request field comes from (``"height"`` -> ``"sizes"``)."""
+    return SPEC_FIELDS.get(err.field, err.field)
+
+
+def for_spec(err: RequestError) -> str:
+    """A model's refusal of a request, worded for the spec: its field and a hint a spec can follow."""
+    return err.named(spec_field(err), hint=SPEC_HINTS.get(err.field, ""))
 
 
 def parse_bytes(value, *, name: str = "disk_budget") -> int | None:
@@ -352,8 +364,7 @@ class SweepSpec:
                 width=None if size is None else size[1],
             )
         except RequestError as err:
-            spec_field = SPEC_FIELDS.get(err.field, err.field)
-            raise SpecError(f"{spec_field}: {err}", field=spec_field) from None
+            raise SpecError(f"{spec_field(err)}: {err}", field=spec_field(err)) from None
 
     # ------------------------------------------------------------ JSON
 
@@ -424,12 +435,16 @@ class SweepSpec:
 
 def load_spec(path: str | os.PathLike) -> SweepSpec:
     """Read a sweep spec file (JSON); problems raise ``SpecError`` naming the file."""
+    from workbench.store.runs import cannot_read, read_small_file
+
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise SpecError(f"spec file {path} does not exist")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        data = json.loads(read_small_file(path))  # a regular file under the size cap only
+    except OSError as err:
+        raise SpecError(cannot_read(path, err)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise SpecError(f"{path} is not a JSON file ({err})") from None
     try:
         return SweepSpec.from_dict(data)
@@ -460,6 +475,16 @@ def _digest(obj) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def request_fields(request: Request) -> dict:
+    """``request.to_dict()`` as JSON writes it, made fast: a sweep makes one per run (``Request``'s fields
+    are plain values, lists and dicts, so the shallow copy and ``dataclasses.asdict``'s deep one write
+    the same JSON)."""
+    return {name: getattr(request, name) for name in _REQUEST_FIELDS}
+
+
+_REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(Request))
+
+
 def request_id(request: Request, policy: RecordingPolicy, weights_sha256: str) -> str:
     """The stable id of one run: a hash of the request, the policy and the weights' hash.
 
@@ -467,6 +492,13 @@ def request_id(request: Request, policy: RecordingPolicy, weights_sha256: str) -
         >>> request_id(Request("a red circle", seed=0), RecordingPolicy(), "ab" * 32)  # doctest: +SKIP
         '3f0c...'
     """
-    return _digest(
-        {"request": request.to_dict(), "policy": policy_key(policy), "weights_sha256": weights_sha256}
-    )[:ID_CHARS]
+    return request_ids([request], policy, weights_sha256)[0]
+
+
+def request_ids(requests: list[Request], policy: RecordingPolicy, weights_sha256: str) -> list[str]:
+    """``request_id`` of every request (the policy's part made once: a sweep has one per run)."""
+    key = policy_key(policy)
+    return [
+        _digest({"request": request_fields(r), "policy": key, "weights_sha256": weights_sha256})[:ID_CHARS]
+        for r in requests
+    ]

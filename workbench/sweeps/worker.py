@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from workbench.core.policy import RecordingPolicy
-from workbench.core.request import Request
+from workbench.core.request import Request, RequestError
 from workbench.core.run import Run
 
 from .options import ExecutorOptions
 from .record import finished_fields, save_finished
+from .spec import for_spec
 
 
 @dataclass(frozen=True)
@@ -145,8 +146,9 @@ class Worker:
             "runs": self.runs,
         }
 
-    def estimate(self, requests: list[Request]) -> list[int | None]:
-        """Bytes each request's run folder will take (None for a request this model refuses)."""
+    def estimate(self, requests: list[Request]) -> list[int | RequestError | None]:
+        """Bytes each request's run folder will take (the model's ``RequestError`` for a request it
+        refuses; None for one that cannot be sized)."""
         from .estimate import run_bytes
 
         return [run_bytes(self.pipe, r, self.policy) for r in requests]
@@ -203,6 +205,8 @@ class Worker:
         except Exception as err:
             if interrupted.is_set():  # Ctrl-C made it raise: the sweep stops
                 raise KeyboardInterrupt from None
+            if isinstance(err, RequestError):  # the model refused a setting: named as the spec names it
+                return None, f"{type(err).__name__}: {for_spec(err)}"
             return None, f"{type(err).__name__}: {err}"
         if interrupted.is_set():
             raise KeyboardInterrupt  # generate keeps what Ctrl-C interrupted; the sweep stops here
