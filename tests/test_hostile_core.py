@@ -279,12 +279,38 @@ def test_damaged_model_folders_refused_in_one_line(capsys, tmp_path, tiny_folder
     assert says in err
 
 
-@pytest.mark.parametrize(
-    ("device", "says"), [("foo", "not a device torch knows"), ("cuda:7", "not available")]
-)
-def test_policy_device_checked(device, says):
-    with pytest.raises(ValueError, match=f"policy device '{device}' is {says}"):
-        RecordingPolicy(device=device)
+def test_policy_device_checked_where_it_is_used(tiny_pipe):
+    from workbench.core.policy import PolicyError
+    from workbench.core.run import RunConfig
+
+    with pytest.raises(PolicyError, match="policy device 'foo' is not a device torch knows") as info:
+        RecordingPolicy(device="foo")
+    assert info.value.field == "device"
+    policy = RecordingPolicy(device="cuda:7")  # a run recorded on a GPU must still load without one
+    config = generate(tiny_pipe, PROMPT, seed=0, steps=1, progress=False).config
+    back = RunConfig.from_dict({**config.to_dict(), "policy": policy.to_dict()})
+    assert back.policy == policy
+    with pytest.raises(ValueError, match="policy device 'cuda:7' is not available here"):
+        generate(tiny_pipe, PROMPT, seed=0, steps=1, policy=policy, progress=False)
+
+
+def test_a_call_after_a_failed_call_in_one_recording_runs(tiny_pipe, monkeypatch):
+    from workbench.core.adapters import StableDiffusionAdapter
+
+    real = StableDiffusionAdapter.draw_noise
+
+    def broken(*args, **kwargs):
+        raise OSError("the noise could not be drawn")
+
+    monkeypatch.setattr(StableDiffusionAdapter, "draw_noise", broken)
+    with record(tiny_pipe, progress=False) as rec:
+        with pytest.raises(OSError):
+            tiny_pipe(PROMPT, num_inference_steps=2, generator=torch.Generator().manual_seed(5))
+        monkeypatch.setattr(StableDiffusionAdapter, "draw_noise", real)
+        tiny_pipe(
+            PROMPT, num_inference_steps=2, guidance_scale=5.0, generator=torch.Generator().manual_seed(5)
+        )
+    assert rec.runs and rec.runs[-1].complete and rec.runs[-1].steps_done == 2
 
 
 def test_a_failed_run_is_not_an_interrupt(capsys, tmp_path, tiny_folder):

@@ -163,7 +163,21 @@ def _check_safetensors(folder: Path, index: dict) -> None:
             )
 
 
+MAX_CONFIG_BYTES = 64 * 1024**2  # a config file is a few KB; anything this large is not one
+
+
 def _read_json(file: Path) -> dict:
+    """A model folder's JSON file, read only when it is a regular file of a config's size."""
+    import stat
+
+    try:
+        info = file.stat()
+    except OSError as err:
+        raise ValueError(f"{file} cannot be read ({err.strerror or err})") from None
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_CONFIG_BYTES:
+        raise ValueError(
+            f"{file} is not a config file (not a regular file, or over {MAX_CONFIG_BYTES:,} bytes)"
+        )
     try:
         data = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -327,17 +341,18 @@ def _check_all_weights_loaded(pipe, folder: Path) -> None:
 
 def _model_defaults(folder: Path) -> dict:
     """The generation defaults a model folder declares (``workbench_defaults.json``), checked."""
-    from .request import Request
+    from .request import _check_guidance
 
     file = folder / MODEL_DEFAULTS_FILE
-    if not file.is_file():
+    if not file.exists():
         return {}
+    data = _read_json(file)
     try:
-        data = json.loads(file.read_text())
-        if not isinstance(data, dict) or set(data) - {"guidance_scale"}:
+        if set(data) - {"guidance_scale"}:
             raise ValueError('it may hold only {"guidance_scale": <number>}')
-        Request("", seed=0, **data)  # the value checked as a request would check it
-    except (OSError, UnicodeDecodeError, ValueError, TypeError) as err:
+        if "guidance_scale" in data:
+            _check_guidance(data["guidance_scale"])  # the value checked as a request checks it
+    except (ValueError, TypeError) as err:
         raise ValueError(f"{file} cannot be used ({err})") from None
     return data
 

@@ -117,8 +117,8 @@ def check_call(
     ``store_bytes`` is the attention store's estimate (``policy.estimate_bytes``) and ``store_device``
     where the policy keeps it. Raises ``MemoryPreflightError`` naming what does not fit and what would.
     """
-    device = _device_of(adapter)
-    store_device = torch.device(store_device)
+    device = _same_key(_device_of(adapter))
+    store_device = _same_key(torch.device(store_device))
     activations = peak_bytes(adapter, height, width, batch)
     kept = trajectory_bytes(adapter, height, width, batch, iterations)
     needs: dict[torch.device, int] = {device: activations}
@@ -137,6 +137,13 @@ def check_call(
             f"{have / _GB:.1f} GB available; {_what_fits(parts, have, iterations)}"
         )
     return sum(needs.values())
+
+
+def _same_key(device: torch.device) -> torch.device:
+    """``cuda`` and ``cuda:0`` (the current one) as one device, so their needs add up."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _what_fits(parts: list[tuple[str, int]], have: int, iterations: int) -> str:

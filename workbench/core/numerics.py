@@ -18,6 +18,8 @@ from contextlib import contextmanager
 
 import torch
 
+from .errors import FieldError, FieldTypeError
+
 #: What ``numerics`` reports that must agree for two runs of one request to be bit-identical.
 NUMERIC_KEYS = ("threads", "device", "dtype", "attention_backend", "versions")
 
@@ -31,12 +33,12 @@ def machine_cores() -> int:
 
 
 def check_threads(value, name: str = "threads") -> int:
-    """A torch thread count in ``1..machine_cores()``, else a ``ValueError``/``TypeError`` naming ``name``."""
+    """A torch thread count in ``1..machine_cores()``, else a ``FieldError`` whose field is ``name``."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
+        raise FieldTypeError(name, f"must be an int, got {value!r}")
     cores = machine_cores()
     if not 1 <= value <= cores:
-        raise ValueError(f"{name} must be in 1..{cores} (the CPU cores this machine gives), got {value}")
+        raise FieldError(name, f"must be in 1..{cores} (the CPU cores this machine gives), got {value}")
     return value
 
 

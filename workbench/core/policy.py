@@ -60,10 +60,14 @@ class RecordingPolicy:
             raise PolicyError("heads", f"must be 'mean' or 'all', got {self.heads!r}")
         if self.dtype not in _DTYPES:
             raise PolicyError("dtype", f"must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
-        if self.device != "cpu":  # where the store lives must exist here, before any recording starts
-            from .loading import check_device
-
-            check_device(self.device, "policy device")
+        if not isinstance(self.device, str):
+            raise PolicyError("device", f"must be a str such as 'cpu' or 'cuda', got {self.device!r}")
+        try:  # the form only: a run recorded on a GPU still loads where there is none
+            torch.device(self.device)
+        except (RuntimeError, ValueError):
+            raise PolicyError(
+                "device", f"{self.device!r} is not a device torch knows; use 'cpu', 'cuda', 'cuda:1' or 'mps'"
+            ) from None
         if not isinstance(self.budget_bytes, int) or self.budget_bytes <= 0:
             raise PolicyError("budget_bytes", f"must be a positive int, got {self.budget_bytes!r}")
         if self.steps is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import sys
 import threading
 import warnings
 import weakref
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 
 from .adapters import adapter_for
 from .attention import AttentionSink, AttentionStore
-from .loading import model_source, weights_hash
+from .loading import check_device, model_source, weights_hash
 from .memory import check_call, check_size
 from .numerics import numerics
 from .policy import RecordingPolicy, check_budget
@@ -148,7 +149,7 @@ class Recording:
         self.runs: list[Run] = []
         self.finished: list[Run] = []  # runs of the calls made before the current one
         self.requests: list[Request] | None = None  # what ``generate`` asked for, when it made the call
-        self.calling = False  # a pipeline call of this recording is under way (check_inputs .. its end)
+        self.call_frame = None  # the frame of the pipeline call under way (from check_inputs to its end)
         self._undo: list[Callable[[], None]] = []
         self._new_call()
 
@@ -229,6 +230,7 @@ class Recording:
         self._undo.append(lambda: quiet.__exit__(None, None, None))
 
     def remove(self) -> None:
+        self.call_frame = None
         for undo in reversed(self._call_undo):
             undo()
         self._call_undo = []
@@ -242,12 +244,14 @@ class Recording:
         def check_inputs(*args, **kwargs):
             self._wait_if_foreign()
             if threading.get_ident() == self.owner:
-                if self.calling:  # a call from inside the recorded call (a callback): it would mix in
+                # a call whose outer call is still running (made from its callback) would mix into it;
+                # an outer call that ended, even by an exception, is no longer on the stack
+                if self.call_frame is not None and _on_stack(self.call_frame):
                     raise RuntimeError(
                         "a pipeline call was made inside a recorded call (from a callback?); it cannot be "
                         "recorded apart from the call around it. Make it after that call returns"
                     )
-                self.calling = True
+                self.call_frame = sys._getframe(1)  # the pipeline's ``__call__``
             return original(*args, **kwargs)
 
         return check_inputs
@@ -255,7 +259,7 @@ class Recording:
     def _call_ends(self, original):
         def maybe_free_model_hooks(*args, **kwargs):  # the last thing every stock call does
             if threading.get_ident() == self.owner:
-                self.calling = False
+                self.call_frame = None
             return original(*args, **kwargs)
 
         return maybe_free_model_hooks
@@ -528,6 +532,16 @@ class Recording:
         ]
 
 
+def _on_stack(frame) -> bool:
+    """Whether ``frame`` is still running in this thread (one of the callers of this function)."""
+    here = sys._getframe(1)
+    while here is not None:
+        if here is frame:
+            return True
+        here = here.f_back
+    return False
+
+
 def _as_pil(images, batch: int) -> list:
     """The pipeline's returned images as PIL (it may have been asked for numpy or torch output)."""
     if images is None:
@@ -580,6 +594,8 @@ def record(
     policy = RecordingPolicy() if policy is None else policy
     if not isinstance(policy, RecordingPolicy):
         raise TypeError(f"policy must be a RecordingPolicy, got {type(policy).__name__}")
+    if policy.device != "cpu":  # where the store is to live must exist here, before anything is installed
+        check_device(policy.device, "policy device")
     held = held_objects(pipe)
     with holding(held):
         old = pipe.scheduler

@@ -177,10 +177,9 @@ class Request:
                 object.__setattr__(self, name, check_int(name, value, 1))
         try:
             object.__setattr__(self, "scheduler", scheduler_spec(self.scheduler))
-        except TypeError as err:
-            raise RequestTypeError("scheduler", str(err).removeprefix("scheduler ")) from None
-        except ValueError as err:
-            raise RequestError("scheduler", str(err).removeprefix("scheduler ")) from None
+        except FieldError as err:  # the scheduler's own checks: the same field, as a request's error
+            kind = RequestTypeError if isinstance(err, TypeError) else RequestError
+            raise kind("scheduler", err.problem) from None
 
     @property
     def notes(self) -> list[str]:

@@ -6,6 +6,8 @@ import torch
 
 from workbench.names import SCHEDULERS  # the names live in a torch-free module for the CLI
 
+from .errors import FieldError, FieldTypeError
+
 MAX_TRAIN_TIMESTEPS = 10_000  # 1000 in every released model; the scheduler allocates tables this long
 MAX_CONFIG_LIST = MAX_TRAIN_TIMESTEPS  # the longest list a scheduler config may hold (trained_betas)
 MAX_CONFIG_TEXT = 1_000  # the longest string a scheduler config may hold
@@ -24,25 +26,26 @@ def scheduler_spec(scheduler) -> str | dict | None:
     if isinstance(scheduler, str):
         key = scheduler.lower()
         if key not in SCHEDULERS:
-            raise ValueError(f"scheduler {scheduler!r} is not known; choose one of {sorted(SCHEDULERS)}")
+            raise FieldError("scheduler", f"{scheduler!r} is not known; choose one of {sorted(SCHEDULERS)}")
         return key
     if isinstance(scheduler, dict):
         if set(scheduler) != {"class", "config"} or not isinstance(scheduler["class"], str):
-            raise ValueError(
-                "scheduler spec dict must be {'class': '<diffusers scheduler class>', 'config': {...}}, "
-                f"got keys {sorted(scheduler)}"
+            raise FieldError(
+                "scheduler",
+                "spec dict must be {'class': '<diffusers scheduler class>', 'config': {...}}, "
+                f"got keys {sorted(scheduler)}",
             )
         if not isinstance(scheduler["config"], dict):
-            raise TypeError(
-                f"scheduler spec 'config' must be a dict, got {type(scheduler['config']).__name__}"
+            raise FieldTypeError(
+                "scheduler", f"spec 'config' must be a dict, got {type(scheduler['config']).__name__}"
             )
         check_scheduler_class(scheduler["class"])
         check_scheduler_config(scheduler["config"])
         return {"class": scheduler["class"], "config": jsonable(scheduler["config"])}
     if hasattr(scheduler, "step") and hasattr(scheduler, "set_timesteps") and hasattr(scheduler, "config"):
         return {"class": type(scheduler).__name__, "config": jsonable(dict(scheduler.config))}
-    raise TypeError(
-        f"scheduler must be a name, a diffusers scheduler or a spec dict, got {type(scheduler).__name__}"
+    raise FieldTypeError(
+        "scheduler", f"must be a name, a diffusers scheduler or a spec dict, got {type(scheduler).__name__}"
     )
 
 
@@ -75,10 +78,11 @@ _CLASSES: frozenset[str] | None = None
 def check_scheduler_class(name: str) -> None:
     """Refuse any class but a diffusers scheduler: a spec may build schedulers and nothing else."""
     if name not in scheduler_classes():
-        raise ValueError(
-            f"scheduler class {name!r} is not a scheduler of this diffusers; a spec may name scheduler "
+        raise FieldError(
+            "scheduler",
+            f"class {name!r} is not a scheduler of this diffusers; a spec may name scheduler "
             f"classes only, such as {', '.join(sorted({c for c, _ in SCHEDULERS.values()}))} (or a short "
-            f"name: {', '.join(sorted(SCHEDULERS))})"
+            f"name: {', '.join(sorted(SCHEDULERS))})",
         )
 
 
@@ -93,19 +97,20 @@ def check_scheduler_config(config: dict) -> None:
     _config_int(config, "solver_order", 1, MAX_SOLVER_ORDER)
     for key, value in config.items():
         if not isinstance(key, str):
-            raise TypeError(f"scheduler config keys must be str, got {key!r}")
+            raise FieldTypeError("scheduler", f"config keys must be str, got {key!r}")
         items = value if isinstance(value, (list, tuple)) else [value]
         if len(items) > MAX_CONFIG_LIST:
-            raise ValueError(
-                f"scheduler config {key!r} holds {len(items):,} values; at most {MAX_CONFIG_LIST:,}"
+            raise FieldError(
+                "scheduler", f"config {key!r} holds {len(items):,} values; at most {MAX_CONFIG_LIST:,}"
             )
         for v in items:
             _check_config_value(key, v)
     betas = config.get("trained_betas")
     if betas is not None and n is not None and len(betas) != n:
-        raise ValueError(
-            f"scheduler config trained_betas holds {len(betas):,} values for num_train_timesteps {n:,}; "
-            "it needs one per training timestep"
+        raise FieldError(
+            "scheduler",
+            f"config trained_betas holds {len(betas):,} values for num_train_timesteps {n:,}; "
+            "it needs one per training timestep",
         )
 
 
@@ -113,13 +118,13 @@ def _check_config_value(key: str, v) -> None:
     import math
 
     if isinstance(v, float) and math.isnan(v):  # (infinities are legitimate: lambda_min_clipped)
-        raise ValueError(f"scheduler config {key!r} must be a number, got {v!r}")
+        raise FieldError("scheduler", f"config {key!r} must be a number, got {v!r}")
     if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_CONFIG_INT:
-        raise ValueError(
-            f"scheduler config {key!r} is {v:,}; whole numbers there are at most {MAX_CONFIG_INT:,}"
+        raise FieldError(
+            "scheduler", f"config {key!r} is {v:,}; whole numbers there are at most {MAX_CONFIG_INT:,}"
         )
     if isinstance(v, str) and len(v) > MAX_CONFIG_TEXT:
-        raise ValueError(f"scheduler config {key!r} is a string of {len(v):,} characters")
+        raise FieldError("scheduler", f"config {key!r} is a string of {len(v):,} characters")
 
 
 def _config_int(config: dict, key: str, low: int, high: int) -> int | None:
@@ -127,7 +132,7 @@ def _config_int(config: dict, key: str, low: int, high: int) -> int | None:
     if value is not None and (
         isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high
     ):
-        raise ValueError(f"scheduler config {key} must be an int in {low}..{high:,}, got {value!r}")
+        raise FieldError("scheduler", f"config {key} must be an int in {low}..{high:,}, got {value!r}")
     return value
 
 
@@ -155,8 +160,8 @@ def build_scheduler(spec, base_config):
     except MemoryError:
         raise
     except Exception as err:  # a config the class cannot take: one line naming it, not its traceback
-        raise ValueError(
-            f"scheduler {spec['class']} cannot be built from this config ({type(err).__name__}: {err})"
+        raise FieldError(
+            "scheduler", f"{spec['class']} cannot be built from this config ({type(err).__name__}: {err})"
         ) from None
 
 

@@ -525,8 +525,10 @@ def config_from_dict(config) -> RunConfig:
         raise refuse(*problem)
     try:
         RecordingPolicy.from_dict(config.get("policy") or {})
+    except FieldError as err:  # a PolicyError: its field as data
+        raise refuse(f"policy.{err.field}" if err.field else "policy", err.problem) from None
     except (TypeError, ValueError) as err:
-        raise refuse("policy", str(err).removeprefix("policy ")) from None
+        raise refuse("policy", str(err)) from None
     try:
         return RunConfig.from_dict(config)
     except FieldError as err:  # a request field (a RequestError)

@@ -81,9 +81,8 @@ class ExecutorOptions:
             object.__setattr__(self, "threads", DEFAULT_THREADS)
         try:
             check_threads(self.threads, "threads")
-        except (TypeError, ValueError) as err:
-            # check_threads names the value as told ("threads ..."): the rest is the problem
-            raise OptionsError("threads", str(err).removeprefix("threads ")) from None
+        except FieldError as err:
+            raise OptionsError("threads", err.problem) from None
         # a Ray instance started here has this machine's cores, whatever it is told
         cores = machine_cores()
         _positive("num_cpus", self.num_cpus, cores)
