@@ -44,6 +44,7 @@ from PIL import Image
 from workbench.analysis.heatmaps import word_maps
 from workbench.analysis.scoring import binarize, iou
 from workbench.core import generate_batch, load_pipeline
+from workbench.core.numerics import machine_cores, torch_threads
 
 from . import WEIGHTS_DIR
 from .checker import detect, score_spec
@@ -175,7 +176,11 @@ def evaluate(
     weights: Path, seeds: int, guidance: float, grid: Path | None = None
 ) -> tuple[pd.DataFrame, dict]:
     """Score both caption sets; returns the table and a JSON-able record (optionally saves a grid)."""
-    torch.set_num_threads(2)
+    with torch_threads(min(2, machine_cores())):  # the figures in the model card are on 2 threads
+        return _evaluate(weights, seeds, guidance, grid)
+
+
+def _evaluate(weights: Path, seeds: int, guidance: float, grid: Path | None) -> tuple[pd.DataFrame, dict]:
     pipe = load_pipeline(str(weights), device="cpu")
     pipe.set_progress_bar_config(disable=True)
     seed_list = list(range(seeds))
