@@ -326,3 +326,16 @@ def test_unbuilt_kinds_and_families_are_refused_as_not_built_yet(tiny_pipe, plai
         with editing(tiny_pipe, [{"kind": "ablate"}]):
             pass
     assert torch.equal(image(tiny_pipe), plain)  # nothing was left installed
+
+
+def test_another_threads_call_is_not_edited(tiny_pipe, plain):
+    import threading
+
+    other = {}
+    with editing(tiny_pipe, Edit.ablate(["red", "circle"])):
+        worker = threading.Thread(target=lambda: other.setdefault("image", image(tiny_pipe)))
+        worker.start()
+        worker.join()
+        edited = image(tiny_pipe)  # this thread's call is edited, its step count not moved by the other
+    assert torch.equal(other["image"], plain)
+    assert (edited - plain).abs().max().item() > 1e-3

@@ -126,6 +126,7 @@ class _Editor:
         self.plan: list[_Planned] | None = None  # set when a call starts (its prompt and size known)
         self.prompts = 0
         self.step = -1  # the loop iteration under way in the current call
+        self.owner = threading.get_ident()  # the thread whose calls are edited; other threads' are not
         self._undo: list[Callable[[], None]] = []
 
     def install(self) -> None:
@@ -155,6 +156,8 @@ class _Editor:
         signature = inspect.signature(original)
 
         def check_inputs(*args, **kwargs):
+            if threading.get_ident() != self.owner:
+                return original(*args, **kwargs)
             result = original(*args, **kwargs)
             bound = signature.bind_partial(*args, **kwargs).arguments
             self.plan, self.step = (
@@ -201,6 +204,8 @@ class _Editor:
         return plan
 
     def _count(self, module, args) -> None:
+        if threading.get_ident() != self.owner:
+            return
         self.step += 1
         if self.step == 0 and self.plan:
             total = len(self.pipe.scheduler.timesteps)
@@ -212,6 +217,8 @@ class _Editor:
 
     def _mask(self, layer: str):
         def hook(module, args, kwargs):
+            if threading.get_ident() != self.owner:
+                return None
             active = [p for p in self.plan or () if p.acts(layer, self.step)]
             given = {**kwargs, **dict(zip(_INPUTS, args))}
             context = given.get("encoder_hidden_states")
