@@ -131,7 +131,7 @@ TAMPERED = {
     "dtype unknown": (("config", "dtype"), "int8", "config.dtype"),
     "seed a string": (("config", "seed"), "7", "config.seed"),
     "steps zero": (("config", "steps"), 0, "config.steps"),
-    "policy heads": (("config", "policy", "heads"), 3, "config.policy"),
+    "policy heads": (("config", "policy", "heads"), 3, "config.policy.heads"),
     "policy a list": (("config", "policy"), [], "config.policy"),
     "config a list": (("config",), [], "config"),
     "huge width": (("config", "width"), 10**30, "config"),
