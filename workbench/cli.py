@@ -547,9 +547,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # unforeseen: one line rather than a stack trace, which is there on request
         if os.environ.get("WORKBENCH_TRACEBACK"):
             raise
-        line = next((t.strip() for t in str(err).splitlines() if t.strip()), "")
+        from workbench.core.errors import first_line
+
         fail(
-            f"{type(err).__name__}: {line} (unexpected; run again with WORKBENCH_TRACEBACK=1 to see where)",
+            f"{type(err).__name__}: {first_line(err)} (unexpected; run again with WORKBENCH_TRACEBACK=1 to see where)",
             EXIT_ERROR,
         )
     return 0

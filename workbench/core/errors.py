@@ -36,3 +36,9 @@ def _rebuild(cls, field, problem, hint):
 
 class FieldTypeError(FieldError, TypeError):
     """A value of the wrong type (a ``FieldError`` that is also a ``TypeError``)."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-blank line of an error's message (its type's name when it has none): what a
+    one-line report of an error from a library shows."""
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)

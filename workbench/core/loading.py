@@ -15,7 +15,7 @@ from workbench.names import NAMED_MODELS as _NAMED
 from workbench.names import register_model  # noqa: F401  (named models are registered here too)
 
 from .adapters import ADAPTERS, MODEL_DEFAULTS_FILE, set_model_defaults
-from .errors import FieldError, FieldTypeError
+from .errors import FieldError, FieldTypeError, first_line
 
 SUPPORTED = set(ADAPTERS)  # pipeline classes with an adapter: SD 1.x/2.x, SDXL, SD3/3.5, Flux.1
 
@@ -267,7 +267,7 @@ def load_pipeline(source: str | os.PathLike = "toy", device: str | None = None, 
             )
     except OSError as err:
         if isinstance(path, Path):
-            raise ValueError(f"{path} cannot be loaded as a diffusers pipeline: {_first_line(err)}") from None
+            raise ValueError(f"{path} cannot be loaded as a diffusers pipeline: {first_line(err)}") from None
         raise ModelNotAvailableError(
             f"the weights of {label!r} are not available locally (there is no folder of that name here) "
             f"and the hub could not be reached ({err.__class__.__name__}). "
@@ -280,7 +280,7 @@ def load_pipeline(source: str | os.PathLike = "toy", device: str | None = None, 
         if not isinstance(path, Path):
             raise
         raise ValueError(
-            f"{path} cannot be loaded as a diffusers pipeline ({type(err).__name__}: {_first_line(err)})"
+            f"{path} cannot be loaded as a diffusers pipeline ({type(err).__name__}: {first_line(err)})"
         ) from None
     if type(pipe).__name__ not in SUPPORTED:
         raise NotImplementedError(f"{type(pipe).__name__} is not supported; supported: {sorted(SUPPORTED)}")
@@ -306,11 +306,6 @@ def _check_sizes(pipe, folder: Path) -> None:
         raise ValueError(f"{folder} has a config the workbench cannot read sizes from ({err})") from None
     if not all(isinstance(v, int) and v > 0 for v in sizes):
         raise ValueError(f"{folder} has a config with sizes that are not positive numbers: {sizes}")
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
 
 
 def _check_all_weights_loaded(pipe, folder: Path) -> None:
