@@ -73,7 +73,8 @@ def plain(tiny_pipe):
         (lambda: Edit.ablate("red", layers=[""]), "layers"),
         (lambda: Edit.ablate("red", layers=3.5), "layers"),
         (lambda: Edit.ablate("red", heads="all"), "heads"),
-        (lambda: Edit.reweight("red", 2.0, heads=[0]), "heads"),
+        (lambda: Edit.reweight("red", 2.0, heads=[-1]), "heads"),
+        (lambda: Edit.reweight("red", 2.0, heads=[]), "heads"),
         (lambda: Edit.replace(5), "source"),
         (lambda: Edit.replace("x" * 10_001), "source"),
         (lambda: Edit.switch(3, 0), "prompt"),
@@ -94,9 +95,9 @@ def test_each_field_is_refused_with_its_name(make, field):
     assert str(info.value).startswith(f"edit {field} ")
 
 
-def test_per_head_edits_are_refused_as_not_supported_yet():
-    with pytest.raises(EditError, match="per-head edits are not supported yet"):
-        Edit.ablate("red", heads=[0, 1])
+def test_heads_are_kept_sorted_and_distinct():
+    assert Edit.ablate("red", heads=[1, 0, 1]).heads == (0, 1)
+    assert Edit.ablate("red", heads=2).heads == (2,)
 
 
 def test_type_errors_are_type_errors_too():
@@ -159,7 +160,8 @@ def test_reweight_by_one_stays_within_1e5_and_does_pass_a_mask(tiny_pipe, plain)
             edited = image(tiny_pipe)
     finally:
         seen.remove()
-    assert len(masks) == STEPS and all(m is not None and m.shape == (2, 1, 16) for m in masks)
+    heads = tiny_pipe.unet.get_submodule(DOWN).heads
+    assert len(masks) == STEPS and all(m is not None and m.shape == (2 * heads, 1, 16) for m in masks)
     assert torch.count_nonzero(masks[0]) == 0  # log(1) everywhere
     assert (edited - plain).abs().max().item() <= 1e-5
 
@@ -313,18 +315,21 @@ def test_nested_editing_is_refused_and_the_outer_edit_stays(tiny_pipe):
         assert torch.equal(image(tiny_pipe), edited)
 
 
-def test_unbuilt_kinds_and_families_are_refused_as_not_built_yet(tiny_pipe, plain):
-    for edit in (Edit.replace("a blue square"), Edit.switch("a blue square", 1)):
-        with pytest.raises(NotImplementedError, match="not built yet"):
-            with editing(tiny_pipe, [Edit.ablate("red"), edit]):
-                pass
+def test_what_cannot_be_edited_is_refused_and_leaves_nothing_installed(tiny_pipe, plain):
+    with pytest.raises(EditError, match="one prompt switch"):
+        with editing(tiny_pipe, [Edit.switch("a blue square", 1), Edit.switch("a red circle", 2)]):
+            pass
     flux = type("FluxPipeline", (), {})()
-    with pytest.raises(NotImplementedError, match="not built yet"):
-        with editing(flux, Edit.ablate("red")):
+    with pytest.raises(NotImplementedError, match="replace edits on Flux"):
+        with editing(flux, Edit.replace("a red circle")):
             pass
     with pytest.raises(TypeError, match="Edit values"):
         with editing(tiny_pipe, [{"kind": "ablate"}]):
             pass
+    with pytest.raises(EditError, match="no attention of the source prompt") as info:
+        with editing(tiny_pipe, Edit.replace("a blue square")):
+            image(tiny_pipe)
+    assert info.value.field == "source"
     assert torch.equal(image(tiny_pipe), plain)  # nothing was left installed
 
 

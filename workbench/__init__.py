@@ -45,11 +45,10 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for readers and type 
         RequestError,
         Run,
         RunConfig,
-        generate,
         load_pipeline,
-        record,
         token_table,
     )
+    from .edits import Edit, EditError, editing, generate, record
     from .store.runs import RunLoadError, load_run, save_run
     from .sweeps import SweepSpec
     from .sweeps import run_sweep as sweep
@@ -73,13 +72,12 @@ _LAZY = {
             "RequestError",
             "Run",
             "RunConfig",
-            "generate",
             "load_pipeline",
-            "record",
             "token_table",
         ],
         "workbench.core",
     ),
+    **dict.fromkeys(["Edit", "EditError", "editing", "generate", "record"], "workbench.edits"),
     **dict.fromkeys(["RunLoadError", "load_run", "save_run"], "workbench.store.runs"),
     "SweepSpec": "workbench.sweeps",
 }
@@ -106,6 +104,8 @@ def __dir__() -> list[str]:
 __all__ = [
     "AttentionStore",
     "BudgetError",
+    "Edit",
+    "EditError",
     "MemoryPreflightError",
     "ModelNotAvailableError",
     "RecordingPolicy",
@@ -115,6 +115,7 @@ __all__ = [
     "RunConfig",
     "RunLoadError",
     "SweepSpec",
+    "editing",
     "generate",
     "load_pipeline",
     "load_run",

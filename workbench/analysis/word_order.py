@@ -18,6 +18,7 @@ import torch
 
 from workbench.core.request import Request
 from workbench.core.run import Run
+from workbench.core.tokens import occurrence_keys
 
 from .aggregate import Aggregation, make_aggregation
 from .checks import check_complete, check_same
@@ -168,13 +169,8 @@ def align_words(run_a: Run, run_b: Run) -> pd.DataFrame:
     """
 
     def keyed(run: Run) -> dict[tuple[str, int], int]:
-        seen: dict[str, int] = {}
-        out = {}
-        for w, i in prompt_words(run):
-            k = w.lower()
-            out[(k, seen.get(k, 0))] = i
-            seen[k] = seen.get(k, 0) + 1
-        return out
+        pairs = prompt_words(run)
+        return dict(zip(occurrence_keys([w for w, _ in pairs]), [i for _, i in pairs]))
 
     a, b = keyed(run_a), keyed(run_b)
     keys = list(a) + [k for k in b if k not in a]

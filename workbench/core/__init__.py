@@ -1,6 +1,7 @@
 """Generation core: load a stock pipeline, run it, record every step."""
 
 from .attention import AttentionStore
+from .edit import Edit, EditError
 from .errors import FieldError
 from .generate import draw_noise, generate, generate_batch, replay
 from .loading import ModelNotAvailableError, load_pipeline
@@ -14,6 +15,8 @@ from .tokens import token_table
 __all__ = [
     "AttentionStore",
     "BudgetError",
+    "Edit",
+    "EditError",
     "FieldError",
     "MemoryPreflightError",
     "ModelNotAvailableError",

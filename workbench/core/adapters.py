@@ -42,6 +42,9 @@ class StableDiffusionAdapter:
     separate_negative = False  # the negative branch is the first half of one batch
     family_guidance = 7.5  # the stock pipeline's own default guidance_scale
     one_clip_encoder = True  # the text is one CLIP encoder's output from token ids (word occlusion works)
+    # where ``encode_prompt``'s outputs reach the denoiser: (output index, keyword[.key]) of the
+    # conditional text conditioning (what a prompt switch replaces)
+    conditioning: tuple[tuple[int, str], ...] = ((0, "encoder_hidden_states"),)
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -162,6 +165,7 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
 
     family = "SDXL"
     family_guidance = 5.0
+    conditioning = ((0, "encoder_hidden_states"), (2, "added_cond_kwargs.text_embeds"))
     one_clip_encoder = False
 
     def text_lengths(self, bound: dict) -> dict[str, int]:
@@ -245,6 +249,7 @@ class StableDiffusion3Adapter(JointAdapter):
 
     family = "SD3/SD3.5"
     family_guidance = 7.0
+    conditioning = ((0, "encoder_hidden_states"), (2, "pooled_projections"))
     one_clip_encoder = False
 
     def layers(self) -> list[CrossAttentionLayer]:
@@ -291,6 +296,7 @@ class FluxAdapter(JointAdapter):
 
     family = "Flux.1"
     family_guidance = 3.5
+    conditioning = ((0, "encoder_hidden_states"), (1, "pooled_projections"))
     one_clip_encoder = False
     text_first = True
     rotary = True

@@ -222,12 +222,20 @@ class CrossObserver:
         for branch, rows in self.sink.branches(hidden_states.shape[0]).items():
             if branch not in self.sink.buffers:
                 continue
-            mask = None if attention_mask is None else attention_mask[rows]
+            mask = None if attention_mask is None else _mask_rows(attention_mask, rows, hidden_states.shape[0], attn.heads)
             if self.q is not None and self.k is not None:
                 probs = probs_from_projections(attn, self.q[rows], self.k[rows], mask)
             else:
                 probs = attention_probs(attn, hidden_states[rows], context[rows], mask)
             self.sink.write(self.layer, branch, probs)
+
+
+def _mask_rows(mask: torch.Tensor, rows: slice, batch: int, heads: int) -> torch.Tensor:
+    """The batch rows ``rows`` of an attention mask given per row (batch, ...) or per row and head
+    (batch · heads, ...), in the same form."""
+    if mask.shape[0] == batch * heads and heads > 1:
+        return mask.unflatten(0, (batch, heads))[rows].flatten(0, 1)
+    return mask[rows]
 
 
 def attention_probs(attn, hidden_states, context, attention_mask=None) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 In an MM-DiT, image and text tokens attend together: one softmax over [image | text] keys (SD3) or
 [text | image] keys (Flux). What the model computed for "image region → prompt token" is the
-image-query × text-key block **of that joint softmax**, which is what is recorded here.
+image-query × text-key block **of that joint softmax**, which is what is recorded here (with the
+additive ``attention_mask`` the call passed, if any: an edit's bias is part of what was computed).
 
 Nothing of the attention module is replaced: the stock processor (and whichever attention backend it
 dispatches to) computes the output. Forward hooks hand over the very projections it computed (``to_q``,
@@ -40,7 +41,7 @@ class JointObserver:
         self._reset()
 
     def _reset(self) -> None:
-        self.q = self.k = self.text_q = self.text_k = self.rotary_emb = None
+        self.q = self.k = self.text_q = self.text_k = self.rotary_emb = self.mask = None
         self.text_len: int | None = None
 
     def install(self) -> list:
@@ -76,6 +77,7 @@ class JointObserver:
         self._reset()
         self.text_len = text_len
         self.rotary_emb = kwargs.get("image_rotary_emb", args[3] if len(args) > 3 else None)
+        self.mask = kwargs.get("attention_mask", args[2] if len(args) > 2 else None)  # an edit's bias
 
     def _after(self, module, args, output) -> None:
         if not self.sink.wants(self.name) or self.q is None or self.k is None:
@@ -136,6 +138,9 @@ class JointObserver:
         for h in range(0, self.heads, HEAD_CHUNK):
             hs = slice(h, min(h + HEAD_CHUNK, self.heads))
             scores = torch.einsum("bnhd,bshd->bhns", q_image[:, :, hs], k[:, :, hs]) * scale  # (B, h, N, S)
+            if self.mask is not None:  # the additive mask the processor got (an edit), on the image rows
+                m = self.mask[:, hs] if self.mask.shape[1] > 1 else self.mask
+                scores = scores + m[:, :, first_image : first_image + n_image].float()
             p = scores.softmax(dim=-1)[..., text]  # (B, h, N, T)
             parts.append(p.sum(dim=1, keepdim=True) if mean else p)
         if mean:

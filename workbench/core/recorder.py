@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from .adapters import adapter_for
 from .attention import AttentionSink, AttentionStore
 from .loading import check_device, model_source, weights_hash
+from .intervening import active_edits
 from .memory import check_call, check_size
 from .numerics import numerics
 from .policy import RecordingPolicy, check_budget
@@ -168,6 +169,7 @@ class Recording:
         self.noise_kind = "seed"
         self.size: tuple[int, int] | None = None  # (height, width) in pixels
         self.sink: AttentionSink | None = None
+        self.edits = active_edits(self.adapter.denoiser)  # read again when a call starts
         self.total_steps = 0
         self.latents: list[torch.Tensor] = []
         self.x0: list[torch.Tensor] = []
@@ -252,6 +254,7 @@ class Recording:
                         "recorded apart from the call around it. Make it after that call returns"
                     )
                 self.call_frame = sys._getframe(1)  # the pipeline's ``__call__``
+                self.edits = active_edits(self.adapter.denoiser)  # what acts on this call
             return original(*args, **kwargs)
 
         return check_inputs
@@ -457,7 +460,7 @@ class Recording:
         table = self.adapter.table
         return [
             Run(
-                config=RunConfig(requests[i], self.policy, Provenance(**provenance)),
+                config=RunConfig(requests[i], self.policy, Provenance(**provenance), edits=self.edits),
                 tokens=table(prompts[i], self.lengths),
                 negative_tokens=table(negatives[i] or "", self.lengths),
                 timesteps=torch.tensor(self.timesteps, dtype=torch.float64),

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from .attention import AttentionStore
+from .edit import Edit, EditError, describe_edits
 from .policy import RecordingPolicy
 from .request import Request
 from .tokens import word_groups
@@ -61,6 +62,17 @@ class RunConfig:
     request: Request
     policy: RecordingPolicy = field(default_factory=RecordingPolicy)
     provenance: Provenance = field(default_factory=Provenance)
+    edits: tuple[Edit, ...] = ()
+
+    @property
+    def edited(self) -> bool:
+        """Whether edits changed this run's attention or conditioning (``edits`` says how)."""
+        return bool(self.edits)
+
+    @property
+    def edit_label(self) -> str:
+        """What the edits did, in one line ("" for an unedited run)."""
+        return describe_edits(self.edits)
 
     # What was asked for, read through.
     prompt = property(lambda self: self.request.prompt)
@@ -94,6 +106,7 @@ class RunConfig:
             "request_scheduler": request["scheduler"],
             "policy": self.policy.to_dict(),
             **asdict(self.provenance),
+            **({"edits": [e.to_dict() for e in self.edits]} if self.edits else {}),
         }
 
     @classmethod
@@ -101,17 +114,21 @@ class RunConfig:
         """From ``to_dict``'s output (runs saved before ``request_scheduler`` and ``noise`` existed load too)."""
         if not isinstance(d, dict):
             raise TypeError(f"a run config must be a dict, got {type(d).__name__}")
-        known = _REQUEST_FIELDS | _PROVENANCE_FIELDS | {"policy", "request_scheduler"}
+        known = _REQUEST_FIELDS | _PROVENANCE_FIELDS | {"policy", "request_scheduler", "edits"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise TypeError(f"unknown run config fields {unknown}")
         if not isinstance(d.get("policy", {}), dict):
             raise TypeError("a run config's policy must be a dict")
         request = {k: v for k, v in d.items() if k in _REQUEST_FIELDS and k != "scheduler"}
+        edits = d.get("edits") or []
+        if not isinstance(edits, list):
+            raise EditError("edits", f"must be a list of edits, got {type(edits).__name__}")
         return cls(
             request=Request.from_dict({**request, "scheduler": d.get("request_scheduler")}),
             policy=RecordingPolicy.from_dict(d.get("policy") or {}),
             provenance=Provenance(**{k: v for k, v in d.items() if k in _PROVENANCE_FIELDS}),
+            edits=tuple(Edit.from_dict(e) for e in edits),
         )
 
 
@@ -173,5 +190,7 @@ class Run:
         return (
             f"Run(prompt={self.config.prompt!r}, seed={self.config.seed}, steps={self.config.steps}, "
             f"guidance={self.config.guidance_scale}, {self.config.width}x{self.config.height}, "
-            f"{self.config.scheduler}, {state}, attention={self.attention.nbytes() / 1024**2:.1f} MB)"
+            f"{self.config.scheduler}, {state}, attention={self.attention.nbytes() / 1024**2:.1f} MB"
+            + (f", edited: {self.config.edit_label}" if self.config.edits else "")
+            + ")"
         )

@@ -177,6 +177,25 @@ def word_groups(table: pd.DataFrame, include_special: bool) -> list[dict]:
     return groups
 
 
+def occurrence_keys(words: list[str]) -> list[tuple[str, int]]:
+    """Each word's alignment key: (lowercased word, how many times it came before). Two prompts' words
+    align when their keys are equal: by identity, repeats by order of occurrence."""
+    seen: dict[str, int] = {}
+    keys = []
+    for w in words:
+        k = w.lower()
+        keys.append((k, seen.get(k, 0)))
+        seen[k] = seen.get(k, 0) + 1
+    return keys
+
+
+def align_word_groups(groups_a: list[dict], groups_b: list[dict]) -> list[tuple[dict, dict]]:
+    """Pairs of word groups (``word_groups``) of two prompts that align (``occurrence_keys``), in a's order."""
+    keyed_b = dict(zip(occurrence_keys([g["word"] for g in groups_b]), groups_b))
+    keys_a = occurrence_keys([g["word"] for g in groups_a])
+    return [(g, keyed_b[k]) for k, g in zip(keys_a, groups_a) if k in keyed_b]
+
+
 def unknown_message(table: pd.DataFrame, tokenizer) -> str | None:
     """The warning for a prompt the tokenizer cannot read, or None.
 

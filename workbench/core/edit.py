@@ -1,9 +1,10 @@
 """What to change in a pipeline call's attention: one frozen, validated value per edit.
 
 An ``Edit`` names what it does (``kind``), which words (as the prompt's token table groups them, see
-``workbench.core.tokens.word_groups``), which denoising steps and which cross-attention layers. Like
-``Request`` it checks its fields once, when it is made, and ``to_dict`` / ``from_dict`` round-trip
-through JSON. ``workbench.edits.editing`` installs edits on a pipeline for its calls.
+``workbench.core.tokens.word_groups``), which denoising steps, which attention layers and which heads.
+Like ``Request`` it checks its fields once, when it is made, and ``to_dict`` / ``from_dict`` round-trip
+through JSON. The value lives in core so that a run's config can keep it; what applies it to a
+pipeline lives in ``workbench.edits`` (``editing``, ``generate``).
 
 Example:
     >>> edit = Edit.reweight(["red"], 2.0, steps=range(0, 10), layers=["16x16"])
@@ -19,8 +20,8 @@ import numbers
 import reprlib
 from dataclasses import dataclass
 
-from ..core.errors import FieldError
-from ..core.request import MAX_PROMPT_CHARS, MAX_STEPS
+from .errors import FieldError
+from .request import MAX_PROMPT_CHARS, MAX_STEPS
 
 KINDS = ("reweight", "ablate", "replace", "switch")
 MAX_EDIT_STEPS = 2 * MAX_STEPS  # step indices one edit may name (a run has at most 2000 loop iterations)
@@ -29,7 +30,7 @@ MAX_EDIT_STEPS = 2 * MAX_STEPS  # step indices one edit may name (a run has at m
 _TAKES = {
     "reweight": {"words", "factor", "steps", "layers", "heads"},
     "ablate": {"words", "factor", "steps", "layers", "heads"},
-    "replace": {"words", "steps", "layers", "source"},
+    "replace": {"words", "steps", "layers", "heads", "source"},
     "switch": {"prompt", "from_step"},
 }
 
@@ -63,7 +64,8 @@ class Edit:
         layers: None for every cross-attention layer, or module paths
             (``"up_blocks.1.attentions.0.transformer_blocks.0.attn2"``) and resolutions (``"16x16"``, or an
             int for a grid's larger side), as ``RecordingPolicy.layers`` takes them.
-        heads: None (every head); per-head edits are not supported yet.
+        heads: None for every head, or head indices (0-based) of the edited layers; a layer with fewer
+            heads than an index named is refused when the call starts.
         source: for ``replace``: the prompt whose attention is taken (a ``Run`` gives its prompt).
         prompt: for ``switch``: the prompt conditioning the steps from ``from_step`` on.
         from_step: for ``switch``: the first step conditioned on ``prompt``.
@@ -76,7 +78,7 @@ class Edit:
     factor: float | None = None
     steps: tuple[int, ...] | None = None
     layers: tuple[str | int, ...] | None = None
-    heads: None = None
+    heads: tuple[int, ...] | None = None
     source: str | None = None
     prompt: str | None = None
     from_step: int | None = None
@@ -103,10 +105,7 @@ class Edit:
         if self.layers is not None:
             self._set("layers", _check_layers(self.layers))
         if self.heads is not None:
-            raise EditError(
-                "heads",
-                f"per-head edits are not supported yet (got {reprlib.repr(self.heads)}); leave heads None",
-            )
+            self._set("heads", _check_heads(self.heads))
 
     def _set(self, name: str, value) -> None:
         object.__setattr__(self, name, value)
@@ -124,20 +123,50 @@ class Edit:
         return cls("ablate", words=words, factor=0.0, steps=steps, layers=layers, heads=heads)
 
     @classmethod
-    def replace(cls, source, words=None, *, steps=None, layers=None) -> Edit:
-        """Take the attention of ``words`` (None: every aligned word) from ``source`` (a prompt or a ``Run``)."""
-        return cls("replace", words=words, steps=steps, layers=layers, source=source)
+    def replace(cls, source, words=None, *, steps=None, layers=None, heads=None) -> Edit:
+        """Take the attention of ``words`` (None: every aligned word) from ``source`` (a prompt or a ``Run``).
+
+        The source is the source prompt generated with the edited call's own seed and settings (a
+        ``Run`` names its prompt; ``workbench.edits.generate`` reuses that run's attention when it
+        recorded what the edit needs, and generates it otherwise).
+        """
+        return cls("replace", words=words, steps=steps, layers=layers, heads=heads, source=source)
 
     @classmethod
     def switch(cls, prompt, from_step) -> Edit:
         """Condition on ``prompt`` from step ``from_step`` on."""
         return cls("switch", prompt=prompt, from_step=from_step)
 
+    # ------------------------------------------------------------ words
+
+    def describe(self) -> str:
+        """One line saying what the edit does, for titles, report sections and index rows.
+
+        Example:
+            >>> Edit.reweight("red", 2, steps=range(0, 10), layers=["8x8"]).describe()
+            "reweight 'red' ×2 · steps 0–9 · layers 8x8"
+        """
+        if self.kind == "switch":
+            return f"switch to {_short(self.prompt)} from step {self.from_step}"
+        words = "every aligned word" if self.words is None else ", ".join(repr(w) for w in self.words)
+        if self.kind == "replace":
+            head = f"replace {words} from {_short(self.source)}"
+        else:
+            head = f"reweight {words} ×{self.factor:g}" if self.kind == "reweight" else f"ablate {words}"
+        parts = [head]
+        if self.steps is not None:
+            parts.append(f"steps {_ranges(self.steps)}" if self.steps else "no steps")
+        if self.layers is not None:
+            parts.append("layers " + ", ".join(str(x) for x in self.layers))
+        if self.heads is not None:
+            parts.append("heads " + _ranges(self.heads))
+        return " · ".join(parts)
+
     # ------------------------------------------------------------ JSON
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for name in ("words", "steps", "layers"):
+        for name in ("words", "steps", "layers", "heads"):
             d[name] = None if d[name] is None else list(d[name])
         return d
 
@@ -153,6 +182,28 @@ class Edit:
         if "kind" not in d:
             raise EditError("kind", f"is missing; it is one of {list(KINDS)}")
         return cls(**d)
+
+
+def describe_edits(edits) -> str:
+    """What a list of edits does, in one line ("" for none)."""
+    return "; ".join(e.describe() for e in edits)
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def _ranges(values: tuple[int, ...]) -> str:
+    """(0, 1, 2, 5, 7, 8) -> "0–2, 5, 7–8"."""
+    out, start, prev = [], None, None
+    for v in (*values, None):
+        if start is not None and (v is None or v != prev + 1):
+            out.append(str(start) if start == prev else f"{start}–{prev}")
+            start = None
+        if v is not None and start is None:
+            start = v
+        prev = v
+    return ", ".join(out)
 
 
 def _prompt_of(source):
@@ -205,6 +256,23 @@ def _check_steps(steps) -> tuple[int, ...]:
         if s < 0:
             raise EditError("steps", f"must be non-negative, got {s!r}")
     return tuple(sorted({int(s) for s in steps}))
+
+
+def _check_heads(heads) -> tuple[int, ...]:
+    if isinstance(heads, numbers.Integral) and not isinstance(heads, bool):
+        heads = (heads,)
+    if isinstance(heads, (str, bytes)) or not hasattr(heads, "__iter__") or not hasattr(heads, "__len__"):
+        raise EditTypeError("heads", f"must be head indices (or None: every head), got {reprlib.repr(heads)}")
+    if len(heads) > 4096:
+        raise EditError("heads", f"name {len(heads):,} heads; at most 4,096 may be given")
+    for h in heads:
+        if isinstance(h, bool) or not isinstance(h, numbers.Integral):
+            raise EditTypeError("heads", f"must be ints, got {reprlib.repr(h)}")
+        if h < 0:
+            raise EditError("heads", f"must be non-negative, got {h!r}")
+    if not heads:
+        raise EditError("heads", "must name at least one head (None: every head)")
+    return tuple(sorted({int(h) for h in heads}))
 
 
 def _check_layers(layers) -> tuple[str | int, ...]:

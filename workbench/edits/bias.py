@@ -1,0 +1,101 @@
+"""The additive bias an edited layer adds to its image-query × text-key scores at one step.
+
+Every edit is a bias on the scores before the softmax, so each row stays a probability distribution
+over all of its keys:
+
+- reweight by ``w`` (ablate: ``w = 0``): ``log w`` on the word's key positions, so the row becomes
+  ``p·w / Σ p·w``;
+- replace: with ``p`` the row the layer would compute and ``p'`` the source's probabilities on the
+  aligned positions A, the bias is ``log p' − log p`` on A and ``log(1 − Σ_A p') − log(1 − Σ_A p)`` on
+  every other key (text and, in a joint softmax, image), so the row becomes exactly ``p'`` on A and
+  ``p`` rescaled to the rest of the mass elsewhere.
+
+Shapes: ``(rows, heads | 1, queries | 1, text)``: rows are the denoiser batch's rows; only the
+conditional ones get a bias.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..core.edit import EditError
+from .plan import Placed
+
+TINY = 1e-30  # floor of 1 − Σ_A p: a row whose whole mass is on A keeps a finite bias
+
+
+def text_bias(
+    active: list[Placed],
+    cond_rows: list[int],
+    row_prompt: list[int],
+    rows: int,
+    heads: int,
+    text: int,
+    *,
+    layer: str = "",
+    step: int = 0,
+    log_probs=None,
+    sources: dict | None = None,
+) -> torch.Tensor:
+    """The bias of the active edits (``Placed``) at one layer and step (float32).
+
+    Args:
+        cond_rows: the denoiser rows that are conditional; ``row_prompt[i]`` is the prompt of
+            ``cond_rows[i]``.
+        heads, text: the layer's head count and text key positions.
+        log_probs: for replace edits, a callable giving the layer's log-probabilities over its text
+            keys for the conditional rows: (len(cond_rows), heads, queries, text) float32.
+        sources: source prompt -> its recorded ``Run``.
+    """
+    per_head = any(p.edit.heads is not None for p in active)
+    replacing = [p for p in active if p.edit.kind == "replace"]
+    logp = log_probs() if replacing else None
+    queries = logp.shape[2] if logp is not None else 1
+    bias = torch.zeros(rows, heads if (per_head or replacing) else 1, queries, text)
+    for placed in active:
+        part = torch.zeros(len(cond_rows), bias.shape[1], queries, text)
+        if placed.edit.kind == "replace":
+            part += _replace(placed, logp, row_prompt, layer, step, sources or {})
+        else:
+            logw = _fit(placed.log_weights.float(), text)  # (prompts, text)
+            part += logw[row_prompt][:, None, None, :]
+        if placed.edit.heads is not None:
+            keep = torch.zeros(bias.shape[1], dtype=torch.bool)
+            keep[list(placed.edit.heads)] = True
+            part[:, ~keep] = 0
+        bias[cond_rows] += part
+    return bias
+
+
+def _fit(t: torch.Tensor, n: int) -> torch.Tensor:
+    """Pad or cut the last axis to ``n``."""
+    return torch.nn.functional.pad(t, (0, max(n - t.shape[-1], 0)))[..., :n]
+
+
+def _replace(placed: Placed, logp: torch.Tensor, row_prompt: list[int], layer: str, step: int, sources) -> torch.Tensor:
+    """(cond rows, heads, queries, text): the bias that puts the source's probabilities on the pairs."""
+    edit = placed.edit
+    run = sources[edit.source]
+    store = run.attention
+    if layer not in store.probs or step not in store.steps:
+        raise EditError(
+            "source",
+            f"the source run of {edit.source!r} did not record layer {layer} at step {step}; record it "
+            "with heads='all', dtype='float32' at the edited layers and steps",
+        )
+    src = store.probs[layer][store.steps.index(step)].float()  # (heads | 1, queries, source text)
+    out = torch.zeros_like(logp)
+    for i, prompt in enumerate(row_prompt):
+        pairs = placed.pairs[prompt]
+        if not len(pairs.target):
+            continue
+        wanted = src[..., pairs.source].clamp_min(0)  # (heads | 1, queries, n)
+        if wanted.shape[-2] != logp.shape[2]:
+            raise EditError("source", f"the source's grid at {layer} differs from this call's (sizes differ)")
+        have = logp[i][..., pairs.target]  # (heads, queries, n)
+        rest_have = (1 - have.exp().sum(-1, keepdim=True)).clamp_min(TINY).log()
+        rest_want = (1 - wanted.sum(-1, keepdim=True)).clamp_min(0).log()
+        row = (rest_want - rest_have).expand(*have.shape[:-1], logp.shape[-1]).clone()
+        row[..., pairs.target] = wanted.log() - have
+        out[i] = row
+    return out
