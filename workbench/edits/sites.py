@@ -29,7 +29,8 @@ class CrossSite:
         return None if context is None else (given["hidden_states"].shape[0], context.shape[1])
 
     def log_probs(self, given: dict, rows: list[int]) -> torch.Tensor:
-        """log softmax(Q·Kᵀ·scale) of the given rows: (rows, heads, queries, text) float32."""
+        """log softmax(Q·Kᵀ·scale) of the given rows: (rows, heads, queries, text) float32, computed as the
+        recorder computes the probabilities."""
         attn = self.attn
         if attn.group_norm is not None or attn.spatial_norm is not None or attn.norm_cross:
             raise EditError("kind", "replace edits need a cross-attention layer without input norms")
@@ -40,7 +41,11 @@ class CrossSite:
             q = attn.norm_q(q)
         if attn.norm_k is not None:
             k = attn.norm_k(k)
-        return (q @ k.transpose(-1, -2) * attn.scale).log_softmax(dim=-1)
+        scores = q @ k.transpose(-1, -2) * attn.scale
+        # log of the very probabilities an observer records (so a source that is this call's own maps
+        # gives a bias of exactly 0); log_softmax where a probability underflowed to 0
+        p = scores.softmax(dim=-1)
+        return torch.where(p > 0, p.log(), scores.log_softmax(dim=-1))
 
     def apply(self, given: dict, bias: torch.Tensor) -> dict:
         """``given`` with the bias added to its attention mask."""

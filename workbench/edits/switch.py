@@ -34,7 +34,8 @@ class Switch:
             out = original(*args, **kwargs)
             if threading.get_ident() == self.owner and self.twin is None and self.prompts:
                 bound = signature.bind_partial(*args, **kwargs).arguments
-                bound["prompt"] = [self.edit.prompt] * self.prompts
+                one = isinstance(bound.get("prompt"), str)  # the same form: pipelines check it against others
+                bound["prompt"] = self.edit.prompt if one else [self.edit.prompt] * self.prompts
                 for other in ("prompt_2", "prompt_3", "prompt_embeds", "pooled_prompt_embeds"):
                     if other in bound:
                         bound[other] = None

@@ -1,0 +1,127 @@
+"""Edits on every family (SD 1.x tiny, SDXL, SD3, Flux with true CFG): no-op edits are exact, identity
+edits stay within 1e-5, each edit's effect on the recorded attention equals an independent computation
+from the plain run's probabilities, and a switch at step 0 is the target prompt's run."""
+
+import pytest
+import torch
+from tiny_families import build_flux_folder, build_sd3_folder, build_sdxl_folder
+
+from workbench import Edit, RecordingPolicy, Request, generate, load_pipeline
+from workbench.core.adapters import adapter_for
+from workbench.core.tokens import word_groups
+
+PROMPT = "a red circle left of a blue square"
+SWAP = "a blue square left of a red circle"
+FAMILIES = {
+    "sd": (None, 32, 32, {}),
+    "sdxl": (build_sdxl_folder, 64, 96, {}),
+    "sd3": (build_sd3_folder, 32, 48, {}),
+    "flux": (build_flux_folder, 32, 48, {"true_cfg_scale": 2.0}),
+}
+FULL = RecordingPolicy(heads="all", dtype="float32")
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request, tmp_path_factory, tiny_pipe):
+    build, height, width, extra = FAMILIES[request.param]
+    pipe = tiny_pipe if build is None else load_pipeline(build(tmp_path_factory.mktemp(request.param)), dtype="float32")
+    req = Request(
+        PROMPT, seed=5, steps=3, guidance_scale=4.0, negative_prompt="green", height=height, width=width, **extra
+    )
+    plain = generate(pipe, req, policy=FULL, progress=False)
+    return request.param, pipe, req, plain
+
+
+def run(pipe, req, edits, **kw):
+    return generate(pipe, req, edits=edits, policy=FULL, progress=False, **kw)
+
+
+def within_1e5(a, b) -> bool:
+    """Within 1e-5 in float32 terms: relative to the larger of 1 and the tensor's scale (the tiny SDXL's
+    latents reach ~6, where one float32 ulp is ~5e-7)."""
+    return (a - b).abs().max().item() <= 1e-5 * max(1.0, b.abs().max().item())
+
+
+def positions(run_, word):
+    return [p for g in word_groups(run_.tokens, include_special=False) if g["word"] == word for p in g["positions"]]
+
+
+def test_an_edit_on_no_step_or_no_layer_is_the_plain_run_exactly(family):
+    _, pipe, req, plain = family
+    first = adapter_for(pipe).layers()[0].name
+    for edits in ([Edit.ablate("red", steps=[])], [Edit.reweight("red", 3.0, steps=[], layers=[first])]):
+        edited = run(pipe, req, edits)
+        assert torch.equal(edited.latents, plain.latents)
+        assert edited.config.edits == tuple(edits)
+
+
+@pytest.mark.parametrize("kind", ["reweight", "switch", "replace"])
+def test_identity_edits_stay_within_1e5(family, kind):
+    name, pipe, req, plain = family
+    if kind == "replace" and name in ("sd3", "flux"):
+        pytest.skip("replace on joint attention is not built")
+    edit = {
+        "reweight": Edit.reweight(["red", "square"], 1.0),
+        "switch": Edit.switch(PROMPT, 1),
+        "replace": Edit.replace(PROMPT),
+    }[kind]
+    edited = run(pipe, req, [edit])
+    assert within_1e5(edited.latents, plain.latents)
+    assert edited.config.edits == (edit,)
+
+
+def test_reweight_is_the_renormalised_reweighting_of_the_joint_softmax(family):
+    """At the first layer of step 1 the inputs are the plain call's: the edited row must be p·w / Σ p·w
+    with the sum over every key (text and, for joint attention, image keys)."""
+    _, pipe, req, plain = family
+    first = adapter_for(pipe).layers()[0].name
+    edits = [Edit.reweight("left", 3.0, steps=[1], layers=[first]), Edit.ablate("red", steps=[1], heads=[0])]
+    edited = run(pipe, req, edits)
+    p = plain.attention.probs[first][1]  # (heads, queries, text): a block of the joint row
+    w = torch.ones(p.shape[-1])
+    w[positions(plain, "left")] = 3.0
+    wh = w.repeat(p.shape[0], 1)
+    wh[0, positions(plain, "red")] = 0.0  # head 0 only
+    weighted = p * wh[:, None, :]
+    rest = 1 - p.sum(-1, keepdim=True)  # image keys of a joint softmax (0 for cross-attention)
+    expected = weighted / (weighted.sum(-1, keepdim=True) + rest)
+    got = edited.attention.probs[first][1]
+    assert (got - expected).abs().max().item() <= 1e-5
+    assert got[0][..., positions(plain, "red")].abs().max() == 0
+    assert got[1][..., positions(plain, "red")].min() > 0  # other heads keep the word
+    assert torch.equal(edited.attention.probs[first][0], plain.attention.probs[first][0])  # step 0 untouched
+
+
+def test_switch_at_step_0_is_the_target_prompts_run(family):
+    _, pipe, req, plain = family
+    target = generate(pipe, req.replace(prompt=SWAP), policy=FULL, progress=False)
+    switched = run(pipe, req, [Edit.switch(SWAP, 0)])
+    assert torch.equal(switched.latents, target.latents)
+    late = run(pipe, req, [Edit.switch(SWAP, 2)])
+    assert torch.equal(late.latents[:3], plain.latents[:3])  # steps 0 and 1 ran on the prompt
+    assert not torch.equal(late.latents[3], plain.latents[3])
+
+
+def test_replace_puts_the_sources_probabilities_on_the_aligned_words(tiny_pipe):
+    req = Request(PROMPT, seed=5, steps=3, guidance_scale=4.0)
+    plain = generate(tiny_pipe, req, policy=FULL, progress=False)
+    source = generate(tiny_pipe, req.replace(prompt=SWAP), policy=FULL, progress=False)
+    layer = adapter_for(tiny_pipe).layers()[0].name
+    edited = run(tiny_pipe, req, [Edit.replace(SWAP, ["red", "square"], steps=[1], layers=[layer])], sources=[source])
+    p, src = plain.attention.probs[layer][1], source.attention.probs[layer][1]
+    target = positions(plain, "red") + positions(plain, "square")
+    origin = positions(source, "red") + positions(source, "square")
+    want = src[..., origin]
+    expected = p * (1 - want.sum(-1, keepdim=True)) / (1 - p[..., target].sum(-1, keepdim=True))
+    expected[..., target] = want
+    got = edited.attention.probs[layer][1]
+    assert (got - expected).abs().max().item() <= 1e-5
+    assert (got.sum(-1) - 1).abs().max() <= 1e-5
+
+
+def test_replace_generates_its_source_when_none_is_given(tiny_pipe):
+    req = Request(PROMPT, seed=5, steps=3, guidance_scale=4.0)
+    source = generate(tiny_pipe, req.replace(prompt=SWAP), policy=FULL, progress=False)
+    given = run(tiny_pipe, req, [Edit.replace(SWAP, ["red"])], sources=[source])
+    made = run(tiny_pipe, req, [Edit.replace(source, ["red"])])  # a Run names its prompt
+    assert torch.equal(given.latents, made.latents)
