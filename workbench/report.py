@@ -83,10 +83,15 @@ def _image_tag(run: Run) -> str:
     return f'<img class="run-image" alt="{alt}" src="data:image/png;base64,{data}">'
 
 
+def _edited(config) -> str:
+    """" · edited: …" for an edited run (its edits in words), "" otherwise."""
+    return f" · edited: {escape(config.edit_label)}" if config.edits else ""
+
+
 def _run_section(run: Run, i: int) -> str:
     cfg = run.config
     parts = [
-        f'<h2 id="run-{i}">Run {i + 1}: “{escape(cfg.prompt)}”</h2>',
+        f'<h2 id="run-{i}">Run {i + 1}: “{escape(cfg.prompt)}”{_edited(cfg)}</h2>',
         f"<p>seed {escape(cfg.seed)} · {escape(cfg.steps)} steps · guidance {escape(cfg.guidance_scale)} · "
         f"{escape(cfg.scheduler)} · {escape(cfg.width)}×{escape(cfg.height)} · "
         f"{'complete' if run.complete else escape(f'incomplete ({run.steps_done} steps done)')}</p>",
@@ -134,7 +139,8 @@ def _head(title: str, runs: list[Run], notes: str) -> list[str]:
     if notes:
         parts.append(f"<p>{escape(notes)}</p>")
     links = "".join(
-        f'<li><a href="#run-{i}">{escape(r.prompt)} · seed {r.seed}</a></li>' for i, r in enumerate(runs)
+        f'<li><a href="#run-{i}">{escape(r.prompt)} · seed {r.seed}{_edited(r.config)}</a></li>'
+        for i, r in enumerate(runs)
     )
     return parts + [f"<ul>{links}</ul>"]
 

@@ -20,9 +20,9 @@ import os
 from dataclasses import dataclass, field
 
 from workbench.core import loading
-from workbench.core.generate import generate
 from workbench.core.numerics import numerics, numerics_differ, torch_threads
 from workbench.core.run import Run, RunConfig
+from workbench.edits.session import generate
 from workbench.store.recipe import Hashes, RerunRecipe
 from workbench.store.runs import image_hash
 
@@ -203,7 +203,7 @@ def rerun(
         # the recorded run was made at its size: no size bound (a run made past it re-runs; the memory
         # pre-flight still applies)
         request, policy = recipe.rerun_request(), _policy(config, notes)
-        run = generate(pipe, request, policy=policy, progress=progress, size_limit=None)
+        run = generate(pipe, request, edits=config.edits, policy=policy, progress=progress, size_limit=None)
         here_numerics = run.config.provenance.numerics or numerics(run.config.device, run.config.dtype)
     if run.failure is not None:
         raise RerunFailedError(run)

@@ -54,7 +54,7 @@ class SweepPlan:
         return len(self.known)
 
     def jobs(self) -> list[Job]:
-        return [Job(self.ids[i], self.runs[i].request) for i in self.todo]
+        return [Job(self.ids[i], self.runs[i].request, self.runs[i].edits) for i in self.todo]
 
     def by_id(self) -> dict[str, PlannedRun]:
         return dict(zip(self.ids, self.runs))
@@ -182,7 +182,7 @@ def plan_sweep(spec: SweepSpec, infos: list[dict], folder: SweepFolder, *, retry
     weights = same_weights(infos)
     sweep_id = spec.sweep_id(weights)
     runs = spec.plan()
-    ids = request_ids([p.request for p in runs], spec.policy, weights)
+    ids = request_ids([p.request for p in runs], spec.policy, weights, [p.edits for p in runs])
     known = {}
     for i, rid in enumerate(ids):
         row = folder.finished(sweep_id, rid, retry_failed=retry_failed)

@@ -42,6 +42,7 @@ ROW_TYPES: dict[str, str] = {
     "image_sha256": "string",
     "attention_sha256": "string",
     "model": "string",
+    "edits": "string",  # what the run's edits did, in words ("" unedited)
     "weights_sha256": "string",
     "worker": "string",
     "seconds": "float64",
@@ -139,6 +140,7 @@ def index_row(sweep_id: str, request_id: str, planned, fields: dict, status: str
         "scheduler": scheduler_label(r.scheduler),
         "height": r.height,
         "width": r.width,
+        "edits": "; ".join(e.describe() for e in getattr(planned, "edits", ())),
     }
     row.update({k: v for k, v in fields.items() if k in ROW_TYPES and v is not None})
     row.update(

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from workbench.core.edit import Edit, EditError
 from workbench.core.policy import RecordingPolicy
 from workbench.core.request import SIZE_LIMIT, Request, RequestError, parse_seeds
 from workbench.core.schedulers import scheduler_spec
@@ -212,6 +213,7 @@ class PlannedRun:
     request: Request
     prompt_index: int  # position of the prompt in the expanded prompt list
     base_prompt: str  # the prompt its word order was derived from (itself when none)
+    edits: tuple[Edit, ...] = ()  # the edits applied to the run (``SweepSpec.edits``)
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,10 @@ class SweepSpec:
             ``{"kind": "swap", "words": [a, b]}``; ``"all"`` takes ``max_orders`` (at most
             ``MAX_ORDERS``) and ``seed``).
         policy: what attention every run keeps (``RecordingPolicy`` or its dict).
+        edits: edit lists, one more axis: every request runs once per list (``[]``: unedited; the
+            default is one empty list). Entries are ``Edit`` values or their dicts, e.g.
+            ``[[], [{"kind": "ablate", "words": ["red"]}]]``; each run's ``config.edits`` and index row
+            say which list it ran with.
         disk_budget: refuse to start when the sweep's estimated size exceeds this (bytes, or "2GB").
         name: a label for people; it is not part of the sweep's id.
     """
@@ -250,6 +256,7 @@ class SweepSpec:
     policy: RecordingPolicy = field(default_factory=RecordingPolicy)
     disk_budget: int | None = None
     name: str = ""
+    edits: tuple[tuple[Edit, ...], ...] = ((),)
 
     def __post_init__(self):
         if not isinstance(self.model, (str, os.PathLike)) or not os.fspath(self.model).strip():
@@ -271,6 +278,7 @@ class SweepSpec:
         object.__setattr__(self, "sizes", _distinct(sizes, "sizes"))
         object.__setattr__(self, "word_orders", _orders(self.word_orders))
         object.__setattr__(self, "policy", _policy(self.policy))
+        object.__setattr__(self, "edits", _edit_lists(self.edits))
         object.__setattr__(self, "disk_budget", parse_bytes(self.disk_budget))
         if not isinstance(self.name, str):
             raise SpecError(f"name must be a str, got {self.name!r}", field="name")
@@ -293,9 +301,9 @@ class SweepSpec:
 
     @property
     def settings_count(self) -> int:
-        """Runs per prompt: seeds × sizes × schedulers × steps × guidance scales."""
+        """Runs per prompt: seeds × sizes × schedulers × steps × guidance scales × edit lists."""
         return math.prod(
-            len(v) for v in (self.seeds, self.sizes, self.schedulers, self.steps, self.guidance_scales)
+            len(v) for v in (self.seeds, self.sizes, self.schedulers, self.steps, self.guidance_scales, self.edits)
         )
 
     def _check_runs(self, prompts: int, *, more: bool = False) -> None:
@@ -339,9 +347,10 @@ class SweepSpec:
                 for scheduler in self.schedulers:
                     for steps in self.steps:
                         for guidance in self.guidance_scales:
-                            for i, (text, base) in enumerate(prompts):
-                                request = self._request(text, seed, steps, guidance, scheduler, size)
-                                planned.append(PlannedRun(request, i, base))
+                            for edits in self.edits:
+                                for i, (text, base) in enumerate(prompts):
+                                    request = self._request(text, seed, steps, guidance, scheduler, size)
+                                    planned.append(PlannedRun(request, i, base, edits))
         return tuple(planned)
 
     def plan(self) -> list[PlannedRun]:
@@ -385,6 +394,8 @@ class SweepSpec:
             "disk_budget": self.disk_budget,
             "name": self.name,
         }
+        if self.edits != ((),):  # a sweep without edits keeps the id it had before edits existed
+            d["edits"] = [[e.to_dict() for e in edits] for edits in self.edits]
         if self.prompt is not None:
             del d["prompts"]
         else:
@@ -431,6 +442,25 @@ class SweepSpec:
             d.pop(key, None)
         d["policy"] = policy_key(self.policy)
         return _digest({"spec": d, "weights_sha256": weights_sha256})[:12]
+
+
+def _edit_lists(value) -> tuple[tuple[Edit, ...], ...]:
+    """The spec's ``edits``: a list of edit lists, each entry an ``Edit`` or its dict."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise SpecError(f"edits must be a non-empty list of edit lists (e.g. [[]]), got {value!r}"[:300], field="edits")
+    if len(value) > 10_000:
+        raise SpecError(f"edits names {len(value):,} edit lists; at most 10,000", field="edits")
+    out = []
+    for i, edits in enumerate(value):
+        if not isinstance(edits, (list, tuple)):
+            raise SpecError(f"edits[{i}] must be a list of edits ([] for none), got {type(edits).__name__}", field="edits")
+        try:
+            out.append(tuple(e if isinstance(e, Edit) else Edit.from_dict(e) for e in edits))
+        except EditError as err:
+            raise SpecError(f"edits[{i}]: {err}", field="edits") from None
+    if len(set(out)) != len(out):
+        raise SpecError("edits lists the same edit list twice", field="edits")
+    return tuple(out)
 
 
 def load_spec(path: str | os.PathLike) -> SweepSpec:
@@ -495,10 +525,16 @@ def request_id(request: Request, policy: RecordingPolicy, weights_sha256: str) -
     return request_ids([request], policy, weights_sha256)[0]
 
 
-def request_ids(requests: list[Request], policy: RecordingPolicy, weights_sha256: str) -> list[str]:
-    """``request_id`` of every request (the policy's part made once: a sweep has one per run)."""
+def request_ids(
+    requests: list[Request], policy: RecordingPolicy, weights_sha256: str, edits: list | None = None
+) -> list[str]:
+    """``request_id`` of every request (the policy's part made once: a sweep has one per run);
+    ``edits[i]`` are request i's edits (an unedited request's id is the one it always had)."""
     key = policy_key(policy)
-    return [
-        _digest({"request": request_fields(r), "policy": key, "weights_sha256": weights_sha256})[:ID_CHARS]
-        for r in requests
-    ]
+    out = []
+    for i, r in enumerate(requests):
+        d = {"request": request_fields(r), "policy": key, "weights_sha256": weights_sha256}
+        if edits is not None and edits[i]:
+            d["edits"] = [e.to_dict() for e in edits[i]]
+        out.append(_digest(d)[:ID_CHARS])
+    return out

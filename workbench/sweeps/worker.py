@@ -37,6 +37,7 @@ class Job:
 
     request_id: str
     request: Request
+    edits: tuple = ()  # ``Edit`` values applied to the run
 
 
 @dataclass
@@ -166,7 +167,7 @@ class Worker:
         base = {"worker": self.name}
         if self.cancel_event.is_set():
             return Outcome(job.request_id, "cancelled", base)
-        run, error = self._generate(job.request)
+        run, error = self._generate(job.request, job.edits)
         if error is not None:  # a run that raises is data: the sweep records it and goes on
             base.update(error=error, seconds=time.perf_counter() - started)
             return Outcome(job.request_id, "failed", base)
@@ -184,9 +185,9 @@ class Worker:
         fields["seconds"] = time.perf_counter() - started
         return Outcome(job.request_id, "done", fields, run=None if out is not None else run, image=run.image)
 
-    def _generate(self, request: Request) -> tuple[Run | None, str | None]:
+    def _generate(self, request: Request, edits: tuple = ()) -> tuple[Run | None, str | None]:
         """``(run, None)``, or ``(None, the error)`` when generating raised; Ctrl-C propagates."""
-        from workbench.core.generate import generate
+        from workbench.edits.session import generate
         from workbench.core.numerics import torch_threads
 
         step = None if self.on_step is None else (lambda *_: self.on_step())
@@ -197,6 +198,7 @@ class Worker:
                 run = generate(
                     self.pipe,
                     request,
+                    edits=edits,
                     policy=self.policy,
                     progress=False,
                     cancel=self.cancel_event,
