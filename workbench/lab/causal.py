@@ -1,0 +1,260 @@
+"""The causal word-order lab: does attention *cause* the layout? Four curves over seeds, with intervals.
+
+For a caption A ("a red circle left of a blue square") and its object swap B ("a blue square left of a
+red circle"), same seed:
+
+1. ``inject-step``: A's run with B's object-word attention put in (``Edit.replace``) from step k on;
+   y = the fraction of images placed as B says, against k.
+2. ``inject-layers``: the same, at every step, into one resolution (UNet) or block (DiT) at a time.
+3. ``switch``: A's conditioning switched to B from step k on (``Edit.switch``); y as in 1.
+4. ``ablate``: A's first object's colour word ablated from step k on; y = the fraction of images in
+   which that object still has its colour.
+
+On the embedded model the toy world's checker judges placement and colour from the image. On any
+other model placement is judged by where each object word's attention mass is centred (the run's
+recorded maps; a caption's two nouns), which the figure says, and the ablation curve is not judged.
+Intervals: percentile bootstrap over (pair, seed) units.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..analysis.heatmaps import word_maps
+from ..core.adapters import adapter_for
+from ..core.edit import Edit
+from ..core.policy import RecordingPolicy
+from ..core.request import Request
+from ..core.run import Run
+from ..edits.session import generate
+from ..toy.checker import detect
+from ..toy.checker import relation_holds as centres_hold
+
+CURVES = ("inject-step", "inject-layers", "switch", "ablate")
+CAPTION = re.compile(
+    r"(?:an? (?:painting|sketch) of )?an? (?:small |big )?(\w+) (\w+) (left of|right of|above|below) "
+    r"an? (?:small |big )?(\w+) (\w+)"
+)
+PAIRS = (
+    ("a red circle left of a blue square", "a blue square left of a red circle"),
+    ("a green triangle above a yellow circle", "a yellow circle above a green triangle"),
+    ("a green square left of a red triangle", "a red triangle left of a green square"),
+)
+FULL = RecordingPolicy(heads="all", dtype="float32")  # what a replace source must keep
+LIGHT = RecordingPolicy(heads="mean", dtype="float16")
+
+
+@dataclass(frozen=True)
+class Caption:
+    """A two-object caption: (colour, shape) of each object and the relation between them."""
+
+    first: tuple[str, str]
+    relation: str
+    second: tuple[str, str]
+
+    @classmethod
+    def parse(cls, text: str) -> Caption | None:
+        m = CAPTION.fullmatch(text.strip().lower())
+        if m is None:
+            return None
+        c1, s1, relation, c2, s2 = m.groups()
+        return cls((c1, s1), relation, (c2, s2))
+
+
+def relation_holds(run: Run, caption: str | None = None) -> bool | None:
+    """Do the two coloured objects stand in the image as ``caption`` (default: the run's prompt) says?
+    The toy world's colour checker; None when the caption is not a two-object toy caption or the run
+    has no image."""
+    parsed = Caption.parse(caption if caption is not None else run.prompt)
+    if parsed is None or run.image is None:
+        return None
+    found = detect(np.asarray(run.image.convert("RGB")))
+    a, b = parsed.first[0], parsed.second[0]
+    if a not in found or b not in found:
+        return False
+    return bool(centres_hold(found[a].center, found[b].center, parsed.relation))
+
+
+def attention_holds(run: Run, caption: str) -> bool | None:
+    """Placement judged by attention: is the centre of mass of the run's map of the word naming each
+    object (its noun, as ``caption`` names it) placed as ``caption`` says?"""
+    parsed = Caption.parse(caption)
+    if parsed is None or not run.attention.probs:
+        return None
+    maps = word_maps(run, normalize="sum")
+    centres = {}
+    for word, heat in zip(maps.words, maps.maps):
+        h, w = heat.shape
+        total = float(heat.sum())
+        if total > 0 and word.lower() not in centres:
+            ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+            centres[word.lower()] = (float((heat * xs).sum()) / total, float((heat * ys).sum()) / total)
+    a, b = parsed.first[1], parsed.second[1]
+    if a not in centres or b not in centres or a == b:
+        return None
+    return bool(centres_hold(centres[a], centres[b], parsed.relation))
+
+
+def colour_kept(run: Run, colour: str) -> bool | None:
+    """Is ``colour`` found in the run's image (toy checker)?"""
+    if run.image is None:
+        return None
+    return colour in detect(np.asarray(run.image.convert("RGB")))
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    """What the lab runs. ``ks``: the steps each curve starts its edit at (``steps`` = no edit)."""
+
+    pairs: tuple[tuple[str, str], ...] = PAIRS
+    seeds: tuple[int, ...] = tuple(range(4))
+    steps: int = 25
+    ks: tuple[int, ...] = (0, 2, 5, 10, 15, 25)
+    guidance_scale: float | None = None
+    curves: tuple[str, ...] = CURVES
+    n_boot: int = 1000
+
+    def __post_init__(self):
+        unknown = sorted(set(self.curves) - set(CURVES))
+        if unknown:
+            raise ValueError(f"unknown curves {unknown}; the lab draws {list(CURVES)}")
+        for a, b in self.pairs:
+            if Caption.parse(a) is None or Caption.parse(b) is None:
+                raise ValueError(f"lab pairs are two-object captions ('a red circle left of a blue square'); got {(a, b)}")
+        late = [k for k in self.ks if not 0 <= k <= self.steps]
+        if late:
+            raise ValueError(f"ks must lie in 0..steps ({self.steps}); got {late}")
+
+    @property
+    def runs(self) -> int:
+        """How many generations the lab makes (for progress and estimates)."""
+        per = 2  # A and B plain
+        per += len(self.ks) * sum(c in self.curves for c in ("inject-step", "switch", "ablate"))
+        per += 3 * ("inject-layers" in self.curves)  # at most a few resolutions on a UNet
+        return per * len(self.pairs) * len(self.seeds)
+
+
+@dataclass
+class LabResult:
+    """``rows``: one per (curve, x, pair, seed) with ``y`` (0/1) and the judge; ``summary``: per (curve,
+    x) the mean with its bootstrap interval; ``judge``: what decided placement."""
+
+    rows: pd.DataFrame
+    summary: pd.DataFrame
+    judge: str
+    settings: LabSettings = field(default_factory=LabSettings)
+
+
+def object_words(caption: str) -> list[str]:
+    parsed = Caption.parse(caption)
+    return [*parsed.first, *parsed.second]
+
+
+def run_lab(
+    pipe,
+    settings: LabSettings = LabSettings(),
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    cancel=None,
+) -> LabResult:
+    """Run the lab's curves on ``pipe`` (see the module docstring). ``progress(done, total)`` is called
+    after every generation; a set ``cancel`` event stops after the current one, keeping what is done."""
+    judge_by_checker = _is_toy_world(pipe)
+    judge = "the toy world's checker (image)" if judge_by_checker else "centres of the object words' attention mass"
+    total, done, rows = settings.runs, [0], []
+
+    def gen(prompt: str, seed: int, edits=(), sources=None, policy=LIGHT) -> Run:
+        req = Request(prompt, seed=seed, steps=settings.steps, guidance_scale=settings.guidance_scale)
+        run = generate(pipe, req, edits=list(edits), sources=sources, policy=policy, progress=False)
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+        return run
+
+    def placed(run: Run, caption: str) -> bool | None:
+        return relation_holds(run, caption) if judge_by_checker else attention_holds(run, caption)
+
+    for a, b in settings.pairs:
+        for seed in settings.seeds:
+            if cancel is not None and cancel.is_set():
+                break
+            unit = dict(pair=f"{a} / {b}", seed=seed)
+            rows += _unit(pipe, settings, a, b, seed, gen, placed, unit, judge_by_checker, cancel)
+    frame = pd.DataFrame(rows, columns=["curve", "x", "pair", "seed", "y"])
+    return LabResult(frame, summarize(frame, settings.n_boot), judge, settings)
+
+
+def _unit(pipe, settings, a, b, seed, gen, placed, unit, judge_by_checker, cancel) -> list[dict]:
+    """Every curve's points for one caption pair and seed."""
+    out = []
+    source = gen(b, seed, policy=FULL)  # the swap: the replace source
+    plain = gen(a, seed, policy=FULL if not judge_by_checker else LIGHT)
+    words = object_words(a)
+    late = settings.steps
+
+    def add(curve, x, y):
+        if y is not None:
+            out.append(dict(curve=curve, x=x, y=float(y), **unit))
+
+    for k in settings.ks:
+        if cancel is not None and cancel.is_set():
+            return out
+        if "inject-step" in settings.curves:
+            run = plain if k >= late else gen(a, seed, [Edit.replace(b, words, steps=range(k, late))], [source])
+            add("inject-step", k, placed(run, b))
+        if "switch" in settings.curves:
+            run = plain if k >= late else gen(a, seed, [Edit.switch(b, k)])
+            add("switch", k, placed(run, b))
+        if "ablate" in settings.curves and judge_by_checker:
+            colour = Caption.parse(a).first[0]
+            run = plain if k >= late else gen(a, seed, [Edit.ablate(colour, steps=range(k, late))])
+            add("ablate", k, colour_kept(run, colour))
+    if "inject-layers" in settings.curves:
+        for where in _resolutions(adapter_for(pipe), plain):
+            run = gen(a, seed, [Edit.replace(b, words, layers=[where])], [source])
+            add("inject-layers", where, placed(run, b))
+    return out
+
+
+def _resolutions(adapter, run: Run) -> list[str]:
+    """The resolutions (UNet) or blocks (a DiT's layers) a run's layers lie on, in order."""
+    shapes = run.attention.shapes
+    resolutions = list(dict.fromkeys(f"{h}x{w}" for h, w in shapes.values()))
+    if len(resolutions) > 1:
+        return resolutions
+    return [layer.name for layer in adapter.layers()]
+
+
+def _is_toy_world(pipe) -> bool:
+    """Whether the pipeline is the embedded toy model (its images can be judged by the checker)."""
+    from ..toy import WEIGHTS_DIR
+    from ..core.loading import model_source
+
+    source = str(model_source(pipe) or "")
+    return source in ("toy", str(WEIGHTS_DIR)) or source.rstrip("/").endswith("toy/weights")
+
+
+def mean_interval(values: np.ndarray, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (resampled with replacement)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+    low, high = np.quantile(draws, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(low), float(high)
+
+
+def summarize(rows: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """Per (curve, x): n, mean y and its 95% bootstrap interval over (pair, seed) units."""
+    out = []
+    for (curve, x), g in rows.groupby(["curve", "x"], sort=False):
+        low, high = mean_interval(g.y.to_numpy(), n_boot=n_boot)
+        out.append(dict(curve=curve, x=x, n=len(g), mean=float(g.y.mean()), low=low, high=high))
+    return pd.DataFrame(out, columns=["curve", "x", "n", "mean", "low", "high"])
