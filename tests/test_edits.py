@@ -319,10 +319,6 @@ def test_what_cannot_be_edited_is_refused_and_leaves_nothing_installed(tiny_pipe
     with pytest.raises(EditError, match="one prompt switch"):
         with editing(tiny_pipe, [Edit.switch("a blue square", 1), Edit.switch("a red circle", 2)]):
             pass
-    flux = type("FluxPipeline", (), {})()
-    with pytest.raises(NotImplementedError, match="replace edits on Flux"):
-        with editing(flux, Edit.replace("a red circle")):
-            pass
     with pytest.raises(TypeError, match="Edit values"):
         with editing(tiny_pipe, [{"kind": "ablate"}]):
             pass

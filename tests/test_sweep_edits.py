@@ -9,22 +9,32 @@ from workbench import Edit, generate, load_run
 from workbench.sweeps import SpecError, SweepSpec, read_index
 
 PROMPT = "a red circle left of a blue square"
-EDITS = [[], [Edit.ablate("red")], [{"kind": "switch", "prompt": "a blue square left of a red circle", "from_step": 1}]]
+EDITS = [
+    [],
+    [Edit.ablate("red")],
+    [{"kind": "switch", "prompt": "a blue square left of a red circle", "from_step": 1}],
+]
 
 
 def test_edit_lists_are_an_axis_with_their_edits_in_every_row(tiny_folder, tiny_pipe, tmp_path):
-    spec = SweepSpec(model=str(tiny_folder), prompts=[PROMPT], seeds=[0, 1], steps=3, guidance_scales=[4.0], edits=EDITS)
+    spec = SweepSpec(
+        model=str(tiny_folder), prompts=[PROMPT], seeds=[0, 1], steps=3, guidance_scales=[4.0], edits=EDITS
+    )
     assert len(spec.plan()) == 6
     assert SweepSpec.from_dict(spec.to_dict()) == spec
-    result = workbench.sweep(spec, out=tmp_path)
+    workbench.sweep(spec, out=tmp_path)
     index = read_index(tmp_path)
     assert len(index) == 6 and set(index.status) == {"done"}
-    assert sorted(index.edits.unique()) == sorted(["", "ablate 'red'", "switch to 'a blue square left of a red circle' from step 1"])
+    assert sorted(index.edits.unique()) == sorted(
+        ["", "ablate 'red'", "switch to 'a blue square left of a red circle' from step 1"]
+    )
     assert index.request_id.nunique() == 6
     row = index[(index.edits == "ablate 'red'") & (index.seed == 1)].iloc[0]
     run = load_run(tmp_path / row.path)
     assert run.config.edits == (Edit.ablate("red"),)
-    direct = generate(tiny_pipe, PROMPT, seed=1, steps=3, guidance_scale=4.0, edits=[Edit.ablate("red")], progress=False)
+    direct = generate(
+        tiny_pipe, PROMPT, seed=1, steps=3, guidance_scale=4.0, edits=[Edit.ablate("red")], progress=False
+    )
     assert torch.equal(run.latents, direct.latents)
     again = workbench.sweep(spec, out=tmp_path)  # resumed: nothing left to run
     assert len(read_index(tmp_path)) == 6 and again is not None

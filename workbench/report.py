@@ -84,7 +84,7 @@ def _image_tag(run: Run) -> str:
 
 
 def _edited(config) -> str:
-    """" · edited: …" for an edited run (its edits in words), "" otherwise."""
+    """ " · edited: …" for an edited run (its edits in words), "" otherwise."""
     return f" · edited: {escape(config.edit_label)}" if config.edits else ""
 
 

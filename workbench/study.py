@@ -3,7 +3,8 @@
 For every seed it generates the prompt and its swap from the same initial noise, saves every run,
 indexes them, and writes one HTML report with the side-by-side images, per-word maps, the divergence
 of the two orders per step, the seed grid, x0 trajectories and commitment steps, and the full
-provenance and re-run spec of every run.
+provenance and re-run spec of every run. With ``interventions=True`` it also runs the causal word-order
+lab (``workbench.lab``) on the same pair and seeds and adds its four curves to the report.
 
 Example:
     result = run_study("runs/study")
@@ -12,8 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,10 @@ import numpy as np
 import pandas as pd
 
 from workbench import analysis, viz
+from workbench.core.errors import FieldError
 from workbench.core.loading import model_source
 from workbench.core.run import Run
+from workbench.lab.causal import Caption, LabResult, LabSettings, lab_size, relation_holds, run_lab
 from workbench.names import DEFAULT_PROMPT
 from workbench.report import report
 from workbench.store.index import save_index
@@ -33,7 +36,15 @@ from workbench.sweeps.record import save_finished
 from workbench.sweeps.runner import SweepEvents, run_sweep
 from workbench.sweeps.spec import SweepSpec
 
-__all__ = ["DEFAULT_PROMPT", "StudyFailedError", "StudyResult", "relation_holds", "run_study"]
+__all__ = [
+    "DEFAULT_PROMPT",
+    "StudyFailedError",
+    "StudyResult",
+    "default_ks",
+    "lab_lines",
+    "relation_holds",
+    "run_study",
+]
 
 
 class StudyFailedError(RuntimeError):
@@ -60,6 +71,12 @@ class StudyResult:
     report: Path
     index: Path
     summary: pd.DataFrame
+    lab: LabResult | None = None  # the causal word-order lab, when the study ran it
+    lab_table: Path | None = None  # its summary as CSV (rows beside it), when it ran
+
+
+INTERVENTIONS = "Interventions: does attention cause the layout?"  # the report's section on the lab
+LAB_TABLE = "Interventions: the curves' points (mean over (pair, seed) units, 95% bootstrap interval)"
 
 
 def run_study(
@@ -72,6 +89,8 @@ def run_study(
     steps: int = 25,
     guidance_scale: float | None = None,
     device: str | None = "cpu",
+    interventions: bool = False,
+    lab_ks: tuple[int, ...] | None = None,
     log=print,
 ) -> StudyResult:
     """Run the word-order × seed study and write runs, index and report under ``out``.
@@ -83,16 +102,22 @@ def run_study(
         seeds: the seeds; each order runs once per seed, from the same initial noise.
         steps, guidance_scale: generation settings (``guidance_scale`` None: the model's own).
         device: where to run when ``model`` is a source.
+        interventions: also run the causal word-order lab (``workbench.lab.run_lab``) on the prompt and
+            its swap with the same seeds and settings, and add its four curves, their table and how
+            placement was judged to the report (about 16 more generations per seed on the embedded model).
+        lab_ks: the steps the lab's curves start their edit at (default ``default_ks(steps)``).
         log: where progress lines go (``print``; pass ``lambda *_: None`` for silence).
 
     Raises:
         StudyFailedError: runs failed (their latents turned non-finite) or stopped; no report.
+        ValueError: bad settings, checked before the model loads.
     """
     out = Path(out)
     swapped = _swap_of(prompt, swapped)
     if not seeds:
         raise ValueError("seeds must name at least one seed")
     seeds = tuple(dict.fromkeys(seeds))
+    lab = _lab_settings(prompt, swapped, seeds, steps, guidance_scale, lab_ks) if interventions else None
     started = time.perf_counter()
     pipe = _pipeline(model, device)
     shown = model if isinstance(model, (str, os.PathLike)) else type(model).__name__
@@ -109,18 +134,123 @@ def run_study(
     runs, dirs = [by_key[k] for k in order], [folders[k] for k in order]
     index = save_index(out / "runs")
     summary = _per_seed(by_key, prompt, swapped, seeds)
+    lab_result = _run_lab(pipe, lab, log) if lab is not None else None
+    path = _write_report(pipe, out, by_key, (prompt, swapped), seeds, runs, summary, lab_result)
+    lab_table = _save_lab(lab_result, out) if lab_result is not None else None
+    _tell(log, summary, out, len(runs), index, path, started)
+    return StudyResult(
+        out=out,
+        runs=runs,
+        run_dirs=dirs,
+        report=path,
+        index=index,
+        summary=summary,
+        lab=lab_result,
+        lab_table=lab_table,
+    )
+
+
+def _write_report(pipe, out: Path, by_key: dict, orders, seeds, runs, summary, lab: LabResult | None) -> Path:
+    """The study's HTML report; with the lab's result, its section too (the lab's figure comes last
+    among the figures and its table first among the tables, so that the two stand together)."""
+    prompt, swapped = orders
     figures, seed_result = _figures(pipe, by_key, prompt, swapped, seeds, runs)
-    path = report(
+    tables = _tables(summary, seed_result)
+    notes = _notes(runs[0], prompt, swapped, seeds, summary, seed_result)
+    if lab is not None:
+        units = len(lab.settings.pairs) * len(lab.settings.seeds)
+        figures.append((INTERVENTIONS, viz.lab_curves_figure(lab.summary, judge=lab.judge, units=units)))
+        tables.insert(0, (LAB_TABLE, lab.summary.round({"mean": 3, "low": 3, "high": 3})))
+        notes += " " + lab_note(lab)
+    return report(
         runs,
         out / "report.html",
         title=f"Word order and seeds: {prompt}",
         figures=figures,
-        tables=_tables(summary, seed_result),
-        notes=_notes(runs[0], prompt, swapped, seeds, summary, seed_result),
+        tables=tables,
+        notes=notes,
         quiet=True,
     )
-    _tell(log, summary, out, len(runs), index, path, started)
-    return StudyResult(out=out, runs=runs, run_dirs=dirs, report=path, index=index, summary=summary)
+
+
+def default_ks(steps: int) -> tuple[int, ...]:
+    """The lab's default start steps for a study of ``steps`` steps: 0, half way, three quarters, three
+    before the end and ``steps`` (no edit), those in 0..steps, without repeats, in order."""
+    ks = (0, steps // 2, 3 * steps // 4, steps - 3, steps)
+    return tuple(sorted({k for k in ks if 0 <= k <= steps}))
+
+
+def _lab_settings(prompt: str, swapped: str, seeds, steps: int, guidance_scale, lab_ks) -> LabSettings:
+    """The lab's settings for the study's pair and seeds, checked before anything generates."""
+    if Caption.parse(prompt) is None or Caption.parse(swapped) is None:
+        raise ValueError(
+            f"interventions need the prompt and its swap to be two-object captions (like {DEFAULT_PROMPT!r}); "
+            f"got {prompt!r} and {swapped!r}"
+        )
+    if lab_ks is None:
+        ks = default_ks(steps)
+    else:
+        ks = tuple(sorted(set(lab_ks)))
+        if not ks:
+            raise FieldError("lab_ks", "must name at least one step")
+        late = [k for k in ks if not 0 <= k <= steps]
+        if late:
+            raise FieldError("lab_ks", f"must lie in 0..steps ({steps}); got {late}")
+    return LabSettings(
+        pairs=((prompt, swapped),), seeds=seeds, steps=steps, guidance_scale=guidance_scale, ks=ks
+    )
+
+
+def _run_lab(pipe, settings: LabSettings, log) -> LabResult:
+    """The lab on ``pipe``, with a progress line about every eighth of its generations (ten at most)."""
+    started, total = time.perf_counter(), lab_size(pipe, settings)
+    every = max(1, math.ceil(total / 8))
+    log(f"interventions: the causal word-order lab, ks {list(settings.ks)}, {total} generations")
+
+    def progress(done: int, _total: int) -> None:
+        if done % every == 0:
+            log(f"  lab: {done} generations ({time.perf_counter() - started:.1f} s)")
+
+    result = run_lab(pipe, settings, progress=progress)
+    log(f"  lab: done in {time.perf_counter() - started:.1f} s")
+    return result
+
+
+def lab_note(result: LabResult) -> str:
+    """The sentence the report says about the lab: what judged placement and what each point averages."""
+    settings = result.settings
+    units = len(settings.pairs) * len(settings.seeds)
+    unedited = f" ({settings.steps}: no edit)" if settings.steps in settings.ks else ""
+    ablate = (
+        ""
+        if "ablate" in set(result.summary.curve)
+        else " The ablation curve needs the toy world's checker: not judged on this model."
+    )
+    return (
+        f"Interventions: placement was judged by {result.judge}; each point averages {units} (pair, seed) "
+        f"units (the prompt and its swap × {len(settings.seeds)} seeds), with a 95% bootstrap interval over "
+        f"them; edits start at steps {list(settings.ks)} of {settings.steps}{unedited}." + ablate
+    )
+
+
+def _save_lab(result: LabResult, out: Path) -> Path:
+    """The lab's summary as ``OUT/interventions.csv`` and its rows as ``OUT/interventions-rows.csv``."""
+    out.mkdir(parents=True, exist_ok=True)
+    result.rows.to_csv(out / "interventions-rows.csv", index=False)
+    path = out / "interventions.csv"
+    result.summary.to_csv(path, index=False)
+    return path
+
+
+def lab_lines(summary: pd.DataFrame) -> list[str]:
+    """The lab's summary in a line per curve: ``curve: x mean [low, high] · ...``."""
+    lines = []
+    for curve, g in summary.groupby("curve", sort=False):
+        points = " · ".join(
+            f"{x} {m:.2f} [{lo:.2f}, {hi:.2f}]" for x, m, lo, hi in zip(g.x, g["mean"], g.low, g.high)
+        )
+        lines.append(f"{curve}: {points}")
+    return lines
 
 
 def _swap_of(prompt: str, swapped: str | None) -> str:
@@ -254,12 +384,6 @@ class _SaveRuns(SweepEvents):
         self.log(f"  {path}  ({time.perf_counter() - self.t0:.1f} s)")
 
 
-_RELATION = re.compile(
-    r"(?:an? (?:painting|sketch) of )?an? (?:small |big )?(\w+) (\w+) (left of|right of|above|below) "
-    r"an? (?:small |big )?(\w+) (\w+)"
-)
-
-
 def _verdict(summary: pd.DataFrame) -> str:
     a, b = summary["relation as written (prompt)"], summary["relation as written (swap)"]
     if a.isna().any() or b.isna().any():
@@ -269,23 +393,6 @@ def _verdict(summary: pd.DataFrame) -> str:
         f"Placement as written: prompt {int(a.astype(bool).sum())}/{len(a)} seeds, swap {int(b.astype(bool).sum())}/{len(b)}; "
         f"swapping the object words moved the objects in {flips}/{len(a)} seeds."
     )
-
-
-def relation_holds(run: Run) -> bool | None:
-    """For a toy-world caption ("a red circle left of a blue square"): do the two coloured objects
-    stand in the image as the caption says (the toy world's colour checker)? None when the prompt is
-    not such a caption or the image has no final frame."""
-    m = _RELATION.fullmatch(run.prompt.strip().lower())
-    if m is None or run.image is None:
-        return None
-    from workbench.toy.checker import detect
-    from workbench.toy.checker import relation_holds as holds
-
-    first, _, relation, second, _ = m.groups()
-    found = detect(np.asarray(run.image.convert("RGB")))
-    if first not in found or second not in found:
-        return False
-    return bool(holds(found[first].center, found[second].center, relation))
 
 
 def _captioned(prefix: str, panels: list[viz.Panel]) -> list:

@@ -222,7 +222,11 @@ class CrossObserver:
         for branch, rows in self.sink.branches(hidden_states.shape[0]).items():
             if branch not in self.sink.buffers:
                 continue
-            mask = None if attention_mask is None else _mask_rows(attention_mask, rows, hidden_states.shape[0], attn.heads)
+            mask = (
+                None
+                if attention_mask is None
+                else _mask_rows(attention_mask, rows, hidden_states.shape[0], attn.heads)
+            )
             if self.q is not None and self.k is not None:
                 probs = probs_from_projections(attn, self.q[rows], self.k[rows], mask)
             else:

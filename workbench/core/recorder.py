@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 
 from .adapters import adapter_for
 from .attention import AttentionSink, AttentionStore
-from .loading import check_device, model_source, weights_hash
 from .intervening import active_edits
+from .loading import check_device, model_source, weights_hash
 from .memory import check_call, check_size
 from .numerics import numerics
 from .policy import RecordingPolicy, check_budget

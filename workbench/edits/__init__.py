@@ -9,4 +9,13 @@ from ..core.edit import Edit, EditError, EditTypeError
 from .apply import check_edits, editing
 from .session import generate, record, source_runs
 
-__all__ = ["Edit", "EditError", "EditTypeError", "check_edits", "editing", "generate", "record", "source_runs"]
+__all__ = [
+    "Edit",
+    "EditError",
+    "EditTypeError",
+    "check_edits",
+    "editing",
+    "generate",
+    "record",
+    "source_runs",
+]

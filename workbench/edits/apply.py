@@ -60,11 +60,6 @@ def editing(pipe, edits, *, sources: dict | None = None):
     """
     edits = check_edits(edits)
     adapter = adapter_for(pipe)
-    if any(e.kind == "replace" for e in edits) and isinstance(adapter, JointAdapter):
-        raise NotImplementedError(
-            f"replace edits on {adapter.family} (joint attention) are not built yet; reweight, ablate and "
-            "switch are"
-        )
     with ExitStack() as stack:
         stack.enter_context(marked(adapter.denoiser, edits))
         editor = _Editor(pipe, adapter, edits, dict(sources or {}))
@@ -123,10 +118,18 @@ class _Editor:
         for layer in self.adapter.layers():
             attn = denoiser.get_submodule(layer.name)
             # prepended: the bias is in place before any observer's pre-hook reads the call
-            handle = attn.register_forward_pre_hook(self._edit_layer(layer.name), with_kwargs=True, prepend=True)
+            handle = attn.register_forward_pre_hook(
+                self._edit_layer(layer.name), with_kwargs=True, prepend=True
+            )
             self._undo.append(handle.remove)
             site = (
-                JointSite(attn, 0, text_first=self.adapter.text_first, needs_processor=not self.adapter.rotary)
+                JointSite(
+                    attn,
+                    0,
+                    text_first=self.adapter.text_first,
+                    rotary=self.adapter.rotary,
+                    needs_processor=not self.adapter.rotary,
+                )
                 if joint
                 else CrossSite(attn, 0)
             )
@@ -171,7 +174,9 @@ class _Editor:
         grids = {layer.name: layer.grid(*latent_hw) for layer in layers}
         heads = {layer.name: layer.heads for layer in layers}
         if any(e.kind == "replace" for e in self.edits) and len(self.text.prompts) != 1:
-            raise EditError("source", "replace edits take one prompt per call (the source's maps are one image's)")
+            raise EditError(
+                "source", "replace edits take one prompt per call (the source's maps are one image's)"
+            )
         self.plan = [place(e, self.text, grids, heads, self.sources) for e in self.edits]
         for site in self.sites.values():
             site.text_len = self.text.positions
@@ -210,7 +215,9 @@ class _Editor:
 
     def cond_rows(self, rows: int) -> list[int]:
         """The conditional rows of a denoiser batch of ``rows``: [unconditional | conditional] when guided."""
-        guided = not self.adapter.separate_negative and bool(getattr(self.pipe, "do_classifier_free_guidance", False))
+        guided = not self.adapter.separate_negative and bool(
+            getattr(self.pipe, "do_classifier_free_guidance", False)
+        )
         cond = rows // 2 if guided else rows
         return list(range(rows - cond, rows))
 
@@ -221,7 +228,9 @@ class _Editor:
             named.add(self.switch.edit.from_step)
         late = sorted(s for s in named if s >= total)
         if late:
-            raise EditError("steps", f"{late} are past the last step of this call of {total} steps (0..{total - 1})")
+            raise EditError(
+                "steps", f"{late} are past the last step of this call of {total} steps (0..{total - 1})"
+            )
 
     # ------------------------------------------------------------ every edited layer
 

@@ -8,10 +8,12 @@ over all of its keys:
 - replace: with ``p`` the row the layer would compute and ``p'`` the source's probabilities on the
   aligned positions A, the bias is ``log p' − log p`` on A and ``log(1 − Σ_A p') − log(1 − Σ_A p)`` on
   every other key (text and, in a joint softmax, image), so the row becomes exactly ``p'`` on A and
-  ``p`` rescaled to the rest of the mass elsewhere.
+  ``p`` rescaled to the rest of the mass elsewhere. (The rest's term is kept off A: where nearly all
+  of a row's mass is on A, ``1 − Σ_A p`` is mostly rounding, and it then scales only that tiny rest.)
 
-Shapes: ``(rows, heads | 1, queries | 1, text)``: rows are the denoiser batch's rows; only the
-conditional ones get a bias.
+Shapes: ``(rows, heads | 1, queries | 1, text + 1)``: rows are the denoiser batch's rows (only the
+conditional ones get a bias); the last column is the bias of every key that is not text (the image
+keys of a joint softmax; a cross-attention layer has none).
 """
 
 from __future__ import annotations
@@ -43,22 +45,25 @@ def text_bias(
         cond_rows: the denoiser rows that are conditional; ``row_prompt[i]`` is the prompt of
             ``cond_rows[i]``.
         heads, text: the layer's head count and text key positions.
-        log_probs: for replace edits, a callable giving the layer's log-probabilities over its text
-            keys for the conditional rows: (len(cond_rows), heads, queries, text) float32.
+        log_probs: for replace edits, a callable giving the layer's log-probabilities for the
+            conditional rows: (len(cond_rows), heads, queries, text + 1) float32, the last column the
+            log of the mass on every key that is not text (-inf for cross-attention).
         sources: source prompt -> its recorded ``Run``.
     """
     per_head = any(p.edit.heads is not None for p in active)
     replacing = [p for p in active if p.edit.kind == "replace"]
     logp = log_probs() if replacing else None
     queries = logp.shape[2] if logp is not None else 1
-    bias = torch.zeros(rows, heads if (per_head or replacing) else 1, queries, text)
+    if logp is not None and logp.shape[-1] != text + 1:
+        raise RuntimeError(f"log_probs gave {logp.shape[-1]} columns for {text} text keys (+1)")
+    bias = torch.zeros(rows, heads if (per_head or replacing) else 1, queries, text + 1)
     for placed in active:
-        part = torch.zeros(len(cond_rows), bias.shape[1], queries, text)
+        part = torch.zeros(len(cond_rows), bias.shape[1], queries, text + 1)
         if placed.edit.kind == "replace":
             part += _replace(placed, logp, row_prompt, layer, step, sources or {})
         else:
             logw = _fit(placed.log_weights.float(), text)  # (prompts, text)
-            part += logw[row_prompt][:, None, None, :]
+            part[..., :text] += logw[row_prompt][:, None, None, :]
         if placed.edit.heads is not None:
             keep = torch.zeros(bias.shape[1], dtype=torch.bool)
             keep[list(placed.edit.heads)] = True
@@ -72,8 +77,10 @@ def _fit(t: torch.Tensor, n: int) -> torch.Tensor:
     return torch.nn.functional.pad(t, (0, max(n - t.shape[-1], 0)))[..., :n]
 
 
-def _replace(placed: Placed, logp: torch.Tensor, row_prompt: list[int], layer: str, step: int, sources) -> torch.Tensor:
-    """(cond rows, heads, queries, text): the bias that puts the source's probabilities on the pairs."""
+def _replace(
+    placed: Placed, logp: torch.Tensor, row_prompt: list[int], layer: str, step: int, sources
+) -> torch.Tensor:
+    """(cond rows, heads, queries, text + 1): the bias that puts the source's probabilities on the pairs."""
     edit = placed.edit
     run = sources[edit.source]
     store = run.attention
@@ -85,6 +92,7 @@ def _replace(placed: Placed, logp: torch.Tensor, row_prompt: list[int], layer: s
         )
     src = store.probs[layer][store.steps.index(step)].float()  # (heads | 1, queries, source text)
     out = torch.zeros_like(logp)
+    text = logp.shape[-1] - 1
     for i, prompt in enumerate(row_prompt):
         pairs = placed.pairs[prompt]
         if not len(pairs.target):
@@ -93,9 +101,14 @@ def _replace(placed: Placed, logp: torch.Tensor, row_prompt: list[int], layer: s
         if wanted.shape[-2] != logp.shape[2]:
             raise EditError("source", f"the source's grid at {layer} differs from this call's (sizes differ)")
         have = logp[i][..., pairs.target]  # (heads, queries, n)
-        rest_have = (1 - have.exp().sum(-1, keepdim=True)).clamp_min(TINY).log()
-        rest_want = (1 - wanted.sum(-1, keepdim=True)).clamp_min(0).log()
-        row = (rest_want - rest_have).expand(*have.shape[:-1], logp.shape[-1]).clone()
-        row[..., pairs.target] = wanted.log() - have
-        out[i] = row
+        # the mass outside A, summed directly (not 1 − Σ_A p, which is rounding where A holds nearly all)
+        outside = torch.ones(text + 1, dtype=torch.bool)
+        outside[pairs.target] = False
+        rest_have = logp[i][..., outside].logsumexp(-1, keepdim=True)
+        kept = torch.ones(src.shape[-1], dtype=torch.bool)
+        kept[pairs.source] = False
+        beyond = (1 - src.sum(-1, keepdim=True)).clamp_min(0)  # the source's non-text keys (joint)
+        rest_want = (src[..., kept].clamp_min(0).sum(-1, keepdim=True) + beyond).log()  # -inf: A takes all
+        out[i] = (rest_want - rest_have).expand(*have.shape[:-1], text + 1)
+        out[i][..., pairs.target] = wanted.log() - have
     return out

@@ -91,7 +91,9 @@ def _spots(text: CallText, row: int, word: str) -> list[int]:
     spots = [p for g in found if g["word"] == word for p in g["positions"]]
     if not spots:
         named = list(dict.fromkeys(g["word"] for g in found))
-        raise EditError("words", f"{word!r} is not a word of the prompt {text.prompts[row]!r}; its words are {named}")
+        raise EditError(
+            "words", f"{word!r} is not a word of the prompt {text.prompts[row]!r}; its words are {named}"
+        )
     return spots
 
 

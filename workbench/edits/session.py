@@ -85,7 +85,9 @@ def _needs(edits: tuple[Edit, ...]) -> dict[str, dict]:
         have = needs.setdefault(edit.source, {"layers": (), "steps": ()})
         for name in ("layers", "steps"):
             mine = getattr(edit, name)
-            have[name] = None if mine is None or have[name] is None else tuple(dict.fromkeys((*have[name], *mine)))
+            have[name] = (
+                None if mine is None or have[name] is None else tuple(dict.fromkeys((*have[name], *mine)))
+            )
     return needs
 
 
@@ -98,8 +100,12 @@ def _holds(run: Run, request: Request, needs: dict) -> bool:
     )
     policy = run.config.policy
     kept = policy.heads == "all" and policy.dtype == "float32" and run.complete
-    steps_ok = policy.steps is None or (needs["steps"] is not None and set(needs["steps"]) <= set(policy.steps))
-    layers_ok = policy.layers is None or (needs["layers"] is not None and set(needs["layers"]) <= set(policy.layers))
+    steps_ok = policy.steps is None or (
+        needs["steps"] is not None and set(needs["steps"]) <= set(policy.steps)
+    )
+    layers_ok = policy.layers is None or (
+        needs["layers"] is not None and set(needs["layers"]) <= set(policy.layers)
+    )
     return same and kept and steps_ok and layers_ok and not run.config.edits
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.edit import EditError
+from ..core.joint import JointObserver
 
 
 class CrossSite:
@@ -29,8 +30,8 @@ class CrossSite:
         return None if context is None else (given["hidden_states"].shape[0], context.shape[1])
 
     def log_probs(self, given: dict, rows: list[int]) -> torch.Tensor:
-        """log softmax(Q·Kᵀ·scale) of the given rows: (rows, heads, queries, text) float32, computed as the
-        recorder computes the probabilities."""
+        """log softmax(Q·Kᵀ·scale) of the given rows: (rows, heads, queries, text + 1) float32, computed
+        as the recorder computes the probabilities; the last column (the keys that are not text) is -inf."""
         attn = self.attn
         if attn.group_norm is not None or attn.spatial_norm is not None or attn.norm_cross:
             raise EditError("kind", "replace edits need a cross-attention layer without input norms")
@@ -45,12 +46,14 @@ class CrossSite:
         # log of the very probabilities an observer records (so a source that is this call's own maps
         # gives a bias of exactly 0); log_softmax where a probability underflowed to 0
         p = scores.softmax(dim=-1)
-        return torch.where(p > 0, p.log(), scores.log_softmax(dim=-1))
+        logp = torch.where(p > 0, p.log(), scores.log_softmax(dim=-1))
+        return torch.nn.functional.pad(logp, (0, 1), value=-torch.inf)  # no keys but text
 
     def apply(self, given: dict, bias: torch.Tensor) -> dict:
         """``given`` with the bias added to its attention mask."""
         hidden = given["hidden_states"]
         heads = self.attn.heads
+        bias = bias[..., :-1]  # no keys but text here
         rows, _, queries, text = bias.shape
         mask = bias.expand(rows, heads, queries, text).reshape(rows * heads, queries, text)
         mask = mask.to(device=hidden.device, dtype=hidden.dtype)
@@ -67,8 +70,8 @@ class CrossSite:
 class JointSite:
     """A joint-attention layer of SD3 or Flux (dual- or single-stream)."""
 
-    def __init__(self, attn, text_len: int, *, text_first: bool, needs_processor: bool):
-        self.attn, self.text_len, self.text_first = attn, text_len, text_first
+    def __init__(self, attn, text_len: int, *, text_first: bool, rotary: bool, needs_processor: bool):
+        self.attn, self.text_len, self.text_first, self.rotary = attn, text_len, text_first, rotary
         self.stock = None
         if needs_processor:  # SD3: the stock processor ignores masks
             self.stock = attn.processor
@@ -79,20 +82,47 @@ class JointSite:
         return given["hidden_states"].shape[0], (self.text_len if context is None else context.shape[1])
 
     def log_probs(self, given: dict, rows: list[int]) -> torch.Tensor:
-        raise EditError("kind", "replace edits on joint attention (SD3, Flux) are not built yet")
+        """log of the image-query rows of the joint softmax at the text keys, and of their total on the
+        image keys: (rows, heads, image queries, text + 1) float32. Q and K are formed as the processor forms them (projections, q/k norms,
+        and on Flux the rotary embedding), by the same code that records joint attention."""
+        attn = self.attn
+        x = given["hidden_states"][rows]
+        context = given.get("encoder_hidden_states")
+        observer = JointObserver(attn, "", None, text_first=self.text_first, rotary=self.rotary)
+        observer.q, observer.k = attn.to_q(x), attn.to_k(x)
+        if context is not None:
+            observer.text_q, observer.text_k = attn.add_q_proj(context[rows]), attn.add_k_proj(context[rows])
+        observer.text_len = self.text_len
+        observer.rotary_emb = given.get("image_rotary_emb")
+        q, k, text_len, first_image = observer.queries_and_keys()
+        n_image = q.shape[1] - text_len
+        q_image = q[:, first_image : first_image + n_image].float().transpose(1, 2)  # (B, H, N, D)
+        scores = q_image @ k.float().permute(0, 2, 3, 1) * q.shape[-1] ** -0.5  # (B, H, N, S)
+        p = scores.softmax(dim=-1)
+        logp = torch.where(p > 0, p.log(), scores.log_softmax(dim=-1))
+        text = slice(0, text_len) if self.text_first else slice(n_image, n_image + text_len)
+        image = slice(text_len, None) if self.text_first else slice(0, n_image)
+        others = scores[..., image].logsumexp(-1, keepdim=True) - scores.logsumexp(-1, keepdim=True)
+        return torch.cat([logp[..., text], others], dim=-1)
 
     def apply(self, given: dict, bias: torch.Tensor) -> dict:
         hidden = given["hidden_states"]
+        others = bias[..., -1:]  # the bias of the image keys
+        bias = bias[..., :-1]
         rows, heads, queries, text = bias.shape
         context = given.get("encoder_hidden_states")
         total = hidden.shape[1] + (context.shape[1] if context is not None else 0)
         image = total - text
         if given.get("attention_mask") is not None:
-            raise EditError("kind", "this joint-attention call already has an attention mask; it cannot be edited")
+            raise EditError(
+                "kind", "this joint-attention call already has an attention mask; it cannot be edited"
+            )
         mask = torch.zeros(rows, heads, total, total, dtype=torch.float32)
         image_rows = slice(text, total) if self.text_first else slice(0, image)
         text_cols = slice(0, text) if self.text_first else slice(image, total)
+        image_cols = slice(text, total) if self.text_first else slice(0, image)
         mask[:, :, image_rows, text_cols] = bias  # queries | 1 broadcast over the image rows
+        mask[:, :, image_rows, image_cols] = others
         return {**given, "attention_mask": mask.to(device=hidden.device, dtype=hidden.dtype)}
 
     def restore(self) -> None:
@@ -126,7 +156,11 @@ def masked_joint_attention(attn, hidden_states, encoder_hidden_states, attention
     def split(x):  # (B, L, H·D) -> (B, H, L, D)
         return x.unflatten(-1, (attn.heads, -1)).transpose(1, 2)
 
-    q, k, v = split(attn.to_q(hidden_states)), split(attn.to_k(hidden_states)), split(attn.to_v(hidden_states))
+    q, k, v = (
+        split(attn.to_q(hidden_states)),
+        split(attn.to_k(hidden_states)),
+        split(attn.to_v(hidden_states)),
+    )
     if attn.norm_q is not None:
         q = attn.norm_q(q)
     if attn.norm_k is not None:

@@ -26,9 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.perf_counter()
     pipe = load_pipeline(args.model)
-    result = run_lab(pipe, settings, progress=lambda d, t: print(f"\r{d}/{t} generations", end="", flush=True))
-    print(f"\nplacement judged by {result.judge}; {len(settings.pairs)} pairs × {len(settings.seeds)} seeds; "
-          f"{time.perf_counter() - started:.0f} s")
+    result = run_lab(
+        pipe, settings, progress=lambda d, t: print(f"\r{d}/{t} generations", end="", flush=True)
+    )
+    print(
+        f"\nplacement judged by {result.judge}; {len(settings.pairs)} pairs × {len(settings.seeds)} seeds; "
+        f"{time.perf_counter() - started:.0f} s"
+    )
     print(result.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 

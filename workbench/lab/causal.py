@@ -93,7 +93,9 @@ def attention_holds(run: Run, caption: str) -> bool | None:
         h, w = heat.shape
         total = float(heat.sum())
         if total > 0 and word.lower() not in centres:
-            ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+            ys, xs = torch.meshgrid(
+                torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+            )
             centres[word.lower()] = (float((heat * xs).sum()) / total, float((heat * ys).sum()) / total)
     a, b = parsed.first[1], parsed.second[1]
     if a not in centres or b not in centres or a == b:
@@ -126,17 +128,20 @@ class LabSettings:
             raise ValueError(f"unknown curves {unknown}; the lab draws {list(CURVES)}")
         for a, b in self.pairs:
             if Caption.parse(a) is None or Caption.parse(b) is None:
-                raise ValueError(f"lab pairs are two-object captions ('a red circle left of a blue square'); got {(a, b)}")
+                raise ValueError(
+                    f"lab pairs are two-object captions ('a red circle left of a blue square'); got {(a, b)}"
+                )
         late = [k for k in self.ks if not 0 <= k <= self.steps]
         if late:
             raise ValueError(f"ks must lie in 0..steps ({self.steps}); got {late}")
 
-    @property
-    def runs(self) -> int:
-        """How many generations the lab makes (for progress and estimates)."""
-        per = 2  # A and B plain
-        per += len(self.ks) * sum(c in self.curves for c in ("inject-step", "switch", "ablate"))
-        per += 3 * ("inject-layers" in self.curves)  # at most a few resolutions on a UNet
+    def runs(self, places: int, judged_by_checker: bool = True) -> int:
+        """How many generations the lab makes, with ``places`` resolutions or blocks to inject into."""
+        edited = [k for k in self.ks if k < self.steps]
+        kinds = [c for c in ("inject-step", "switch", "ablate") if c in self.curves]
+        if not judged_by_checker and "ablate" in kinds:
+            kinds.remove("ablate")
+        per = 2 + len(edited) * len(kinds) + places * ("inject-layers" in self.curves)
         return per * len(self.pairs) * len(self.seeds)
 
 
@@ -166,8 +171,13 @@ def run_lab(
     """Run the lab's curves on ``pipe`` (see the module docstring). ``progress(done, total)`` is called
     after every generation; a set ``cancel`` event stops after the current one, keeping what is done."""
     judge_by_checker = _is_toy_world(pipe)
-    judge = "the toy world's checker (image)" if judge_by_checker else "centres of the object words' attention mass"
-    total, done, rows = settings.runs, [0], []
+    judge = (
+        "the toy world's checker (image)"
+        if judge_by_checker
+        else "centres of the object words' attention mass"
+    )
+    places = injection_places(pipe)
+    total, done, rows = settings.runs(len(places), judge_by_checker), [0], []
 
     def gen(prompt: str, seed: int, edits=(), sources=None, policy=LIGHT) -> Run:
         req = Request(prompt, seed=seed, steps=settings.steps, guidance_scale=settings.guidance_scale)
@@ -185,12 +195,12 @@ def run_lab(
             if cancel is not None and cancel.is_set():
                 break
             unit = dict(pair=f"{a} / {b}", seed=seed)
-            rows += _unit(pipe, settings, a, b, seed, gen, placed, unit, judge_by_checker, cancel)
+            rows += _unit(settings, a, b, seed, gen, placed, unit, judge_by_checker, places, cancel)
     frame = pd.DataFrame(rows, columns=["curve", "x", "pair", "seed", "y"])
     return LabResult(frame, summarize(frame, settings.n_boot), judge, settings)
 
 
-def _unit(pipe, settings, a, b, seed, gen, placed, unit, judge_by_checker, cancel) -> list[dict]:
+def _unit(settings, a, b, seed, gen, placed, unit, judge_by_checker, places, cancel) -> list[dict]:
     """Every curve's points for one caption pair and seed."""
     out = []
     source = gen(b, seed, policy=FULL)  # the swap: the replace source
@@ -206,7 +216,9 @@ def _unit(pipe, settings, a, b, seed, gen, placed, unit, judge_by_checker, cance
         if cancel is not None and cancel.is_set():
             return out
         if "inject-step" in settings.curves:
-            run = plain if k >= late else gen(a, seed, [Edit.replace(b, words, steps=range(k, late))], [source])
+            run = (
+                plain if k >= late else gen(a, seed, [Edit.replace(b, words, steps=range(k, late))], [source])
+            )
             add("inject-step", k, placed(run, b))
         if "switch" in settings.curves:
             run = plain if k >= late else gen(a, seed, [Edit.switch(b, k)])
@@ -216,31 +228,40 @@ def _unit(pipe, settings, a, b, seed, gen, placed, unit, judge_by_checker, cance
             run = plain if k >= late else gen(a, seed, [Edit.ablate(colour, steps=range(k, late))])
             add("ablate", k, colour_kept(run, colour))
     if "inject-layers" in settings.curves:
-        for where in _resolutions(adapter_for(pipe), plain):
+        for where in places:
             run = gen(a, seed, [Edit.replace(b, words, layers=[where])], [source])
             add("inject-layers", where, placed(run, b))
     return out
 
 
-def _resolutions(adapter, run: Run) -> list[str]:
-    """The resolutions (UNet) or blocks (a DiT's layers) a run's layers lie on, in order."""
-    shapes = run.attention.shapes
-    resolutions = list(dict.fromkeys(f"{h}x{w}" for h, w in shapes.values()))
-    if len(resolutions) > 1:
-        return resolutions
-    return [layer.name for layer in adapter.layers()]
+def lab_size(pipe, settings: LabSettings) -> int:
+    """How many generations ``run_lab(pipe, settings)`` makes."""
+    return settings.runs(len(injection_places(pipe)), _is_toy_world(pipe))
+
+
+def injection_places(pipe) -> list[str]:
+    """Where the inject-layers curve injects: each resolution of a UNet's cross-attention layers (at
+    the model's own size), or each block of a DiT (whose layers share one grid)."""
+    adapter = adapter_for(pipe)
+    size = adapter.default_size
+    hw = adapter.latent_hw(size, size)
+    layers = adapter.layers()
+    resolutions = list(dict.fromkeys(layer.resolution(*hw) for layer in layers))
+    return resolutions if len(resolutions) > 1 else [layer.name for layer in layers]
 
 
 def _is_toy_world(pipe) -> bool:
     """Whether the pipeline is the embedded toy model (its images can be judged by the checker)."""
-    from ..toy import WEIGHTS_DIR
     from ..core.loading import model_source
+    from ..toy import WEIGHTS_DIR
 
     source = str(model_source(pipe) or "")
     return source in ("toy", str(WEIGHTS_DIR)) or source.rstrip("/").endswith("toy/weights")
 
 
-def mean_interval(values: np.ndarray, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def mean_interval(
+    values: np.ndarray, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (resampled with replacement)."""
     values = np.asarray(values, dtype=float)
     if len(values) == 0:

@@ -303,7 +303,8 @@ class SweepSpec:
     def settings_count(self) -> int:
         """Runs per prompt: seeds × sizes × schedulers × steps × guidance scales × edit lists."""
         return math.prod(
-            len(v) for v in (self.seeds, self.sizes, self.schedulers, self.steps, self.guidance_scales, self.edits)
+            len(v)
+            for v in (self.seeds, self.sizes, self.schedulers, self.steps, self.guidance_scales, self.edits)
         )
 
     def _check_runs(self, prompts: int, *, more: bool = False) -> None:
@@ -447,13 +448,17 @@ class SweepSpec:
 def _edit_lists(value) -> tuple[tuple[Edit, ...], ...]:
     """The spec's ``edits``: a list of edit lists, each entry an ``Edit`` or its dict."""
     if not isinstance(value, (list, tuple)) or not value:
-        raise SpecError(f"edits must be a non-empty list of edit lists (e.g. [[]]), got {value!r}"[:300], field="edits")
+        raise SpecError(
+            f"edits must be a non-empty list of edit lists (e.g. [[]]), got {value!r}"[:300], field="edits"
+        )
     if len(value) > 10_000:
         raise SpecError(f"edits names {len(value):,} edit lists; at most 10,000", field="edits")
     out = []
     for i, edits in enumerate(value):
         if not isinstance(edits, (list, tuple)):
-            raise SpecError(f"edits[{i}] must be a list of edits ([] for none), got {type(edits).__name__}", field="edits")
+            raise SpecError(
+                f"edits[{i}] must be a list of edits ([] for none), got {type(edits).__name__}", field="edits"
+            )
         try:
             out.append(tuple(e if isinstance(e, Edit) else Edit.from_dict(e) for e in edits))
         except EditError as err:

@@ -187,8 +187,8 @@ class Worker:
 
     def _generate(self, request: Request, edits: tuple = ()) -> tuple[Run | None, str | None]:
         """``(run, None)``, or ``(None, the error)`` when generating raised; Ctrl-C propagates."""
-        from workbench.edits.session import generate
         from workbench.core.numerics import torch_threads
+        from workbench.edits.session import generate
 
         step = None if self.on_step is None else (lambda *_: self.on_step())
         interrupted = threading.Event()

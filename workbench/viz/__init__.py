@@ -21,6 +21,7 @@ Example:
 
 from .attribution import attribution_bar, attribution_vs_attention_figure
 from .compare import divergence_figure, map_pairs, mass_comparison, side_by_side
+from .interventions import lab_curves_figure
 from .maps import dominant_word_figure, word_layer_matrix, word_overlay, word_step_matrix
 from .panels import Panel, seed_panels, word_order_panels
 from .seeds import seed_grid_figure, trajectory_distance_figure, variance_figure
@@ -34,6 +35,7 @@ __all__ = [
     "divergence_figure",
     "dominant_word_figure",
     "filmstrip_figure",
+    "lab_curves_figure",
     "map_pairs",
     "mass_comparison",
     "seed_grid_figure",

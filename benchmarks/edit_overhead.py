@@ -1,0 +1,99 @@
+"""Cost of an edited call: time(edited call) / time(plain call), both recorded with the same policy.
+
+Measured in one process, alternating the calls and taking medians, on the embedded toy model and on
+SDXL-, SD3- and Flux-architecture pipelines with random weights (``benchmarks/architectures.py``: depth
+reduced to fit two CPU cores). Edits: a reweight of one word on every layer and step, an ablation, a
+prompt switch at the middle step, and (UNet families) a replace of the aligned words from a source run
+given beforehand (the source's own generation is not counted).
+
+    python benchmarks/edit_overhead.py [--repeats 3] [--steps 4] [--only toy SDXL SD3 Flux]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workbench import Edit, RecordingPolicy, Request, generate, load_pipeline  # noqa: E402
+from workbench.core.adapters import JointAdapter, adapter_for  # noqa: E402
+
+PROMPT = "a red circle left of a blue square"
+SWAP = "a blue square left of a red circle"
+
+
+def edits_for(pipe, steps: int) -> dict:
+    out = {
+        "reweight 'red' ×2": [Edit.reweight("red", 2.0)],
+        "ablate 'red'": [Edit.ablate("red")],
+        f"switch at step {steps // 2}": [Edit.switch(SWAP, steps // 2)],
+    }
+    if not isinstance(adapter_for(pipe), JointAdapter):
+        out["replace aligned words"] = [Edit.replace(SWAP)]
+    return out
+
+
+def measure(pipe, request: Request, repeats: int) -> dict[str, float]:
+    """Median time of the plain call and of each edited call, in seconds."""
+    policy = RecordingPolicy()
+    full = RecordingPolicy(heads="all", dtype="float32")
+    source = generate(pipe, request.replace(prompt=SWAP), policy=full, progress=False)
+    calls = {"plain": lambda: generate(pipe, request, policy=policy, progress=False)}
+    for name, edits in edits_for(pipe, request.steps).items():
+        calls[name] = lambda e=edits: generate(
+            pipe, request, edits=e, sources=[source], policy=policy, progress=False
+        )
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():  # warm-up
+        call()
+    for _ in range(repeats):
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=4, help="steps of the random-weight architectures")
+    parser.add_argument("--only", nargs="+", default=None, help="toy SDXL SD3 Flux")
+    args = parser.parse_args()
+    import architectures
+
+    wanted = set(args.only or ["toy", "SDXL", "SD3", "Flux"])
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = []
+        if "toy" in wanted:
+            cases.append(("toy (32x32, 25 steps)", load_pipeline("toy"), Request(PROMPT, seed=0, steps=25)))
+        for name, build in (
+            ("SDXL", architectures.sdxl),
+            ("SD3", architectures.sd3),
+            ("Flux", architectures.flux),
+        ):
+            if name in wanted:
+                pipe = load_pipeline(build(Path(tmp) / name), device="cpu")
+                cases.append(
+                    (
+                        f"{name} (256x256, {args.steps} steps)",
+                        pipe,
+                        Request(PROMPT, seed=0, steps=args.steps, height=256, width=256),
+                    )
+                )
+        for label, pipe, request in cases:
+            pipe.set_progress_bar_config(disable=True)
+            times = measure(pipe, request, args.repeats)
+            plain = times.pop("plain")
+            shown = "  ".join(f"{name}: {t / plain:.3f}" for name, t in times.items())
+            print(f"{label:<26} plain {plain:7.3f} s  edited/plain  {shown}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
