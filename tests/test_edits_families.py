@@ -151,3 +151,22 @@ def test_replace_generates_its_source_when_none_is_given(tiny_pipe):
     given = run(tiny_pipe, req, [Edit.replace(SWAP, ["red"])], sources=[source])
     made = run(tiny_pipe, req, [Edit.replace(source, ["red"])])  # a Run names its prompt
     assert torch.equal(given.latents, made.latents)
+
+
+def test_an_edited_runs_figures_and_report_say_it_was_edited(tiny_pipe, tmp_path):
+    from html import escape
+
+    from workbench import analysis, viz
+    from workbench.report import report
+
+    req = Request(PROMPT, seed=5, steps=3, guidance_scale=4.0)
+    edited = run(tiny_pipe, req, [Edit.ablate("red", steps=[0, 1])])
+    plain = generate(tiny_pipe, req, progress=False)
+    label = "ablate 'red' · steps 0–1"
+    assert edited.config.edit_label == label and "edited: " + label in repr(edited)
+    maps_title = viz.word_overlay(edited.image, analysis.word_maps(edited)).layout.title.text
+    strip_title = viz.filmstrip_figure(analysis.filmstrip(tiny_pipe, edited)).layout.title.text
+    assert f"EDITED RUN: {label}" in maps_title and f"EDITED RUN: {label}" in strip_title
+    assert "EDITED" not in viz.word_overlay(plain.image, analysis.word_maps(plain)).layout.title.text
+    html = report([plain, edited], tmp_path / "r.html", quiet=True).read_text()
+    assert html.count(f"edited: {escape(label)}") == 2  # the run's heading and its entry in the list of runs

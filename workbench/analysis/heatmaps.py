@@ -118,6 +118,7 @@ class WordMaps:
         steps_used, layers_used: what the recipe resolved to on this run.
         occurrences: per map, the word indices merged into it (``None``: one word per map, its
             ``word_indices`` entry); see ``Aggregation.repeats``.
+        edited: the run's edits in words (``RunConfig.edit_label``); "" for an unedited run.
     """
 
     maps: torch.Tensor
@@ -130,6 +131,7 @@ class WordMaps:
     steps_used: list[int]
     layers_used: list[str]
     occurrences: list[list[int]] | None = None
+    edited: str = ""  # what edits changed the run's attention, in words ("" for an unedited run)
 
     def __len__(self) -> int:
         return len(self.words)
@@ -389,6 +391,7 @@ def word_maps(
         steps_used=steps_used,
         layers_used=layers_used,
         occurrences=[g["occurrences"] for g in groups] if merged else None,
+        edited=run.config.edit_label,
     )
 
 

@@ -68,12 +68,14 @@ class Filmstrip:
             decoded latent after step i; the last frame is the run's image.
         steps: the step index of each frame (-1 for the initial noise).
         timesteps: the scheduler timestep of each frame (NaN for the initial noise).
+        edited: the run's edits in words (``RunConfig.edit_label``); "" for an unedited run.
     """
 
     x0: np.ndarray
     latent: np.ndarray
     steps: list[int]
     timesteps: list[float]
+    edited: str = ""
 
 
 def filmstrip(pipe, run: Run, *, batch_size: int = 1) -> Filmstrip:
@@ -100,6 +102,7 @@ def filmstrip(pipe, run: Run, *, batch_size: int = 1) -> Filmstrip:
         latent=np.concatenate([noise, lat]),
         steps=[-1, *range(n)],
         timesteps=ts,
+        edited=run.config.edit_label,
     )
 
 

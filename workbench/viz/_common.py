@@ -68,6 +68,13 @@ def title_text(title: str, subtitle: str | None, width_px: float | None) -> str:
     return text
 
 
+def edited_line(subtitle: str | None, edited: str) -> str | None:
+    """``subtitle``, with "EDITED RUN: …" on top when the run's attention or conditioning was edited."""
+    if not edited:
+        return subtitle
+    return f"EDITED RUN: {edited}" + (f"<br>{subtitle}" if subtitle else "")
+
+
 def titled(fig: go.Figure, title: str, subtitle: str | None = None, *, grow: bool = False) -> go.Figure:
     """Set a title with the aggregation (or other provenance) as smaller lines under it.
 

@@ -15,6 +15,7 @@ from ._common import (
     GLYPH,
     as_image,
     colorbar,
+    edited_line,
     hide_image_axes,
     image_axes,
     normalize_title,
@@ -100,10 +101,13 @@ def word_overlay(
     image_axes(fig)
     what = "word" if isinstance(maps, WordMaps) else "token"
     if len(rows_idx) == 1:
-        return titled(
-            fig, f"Where “{maps.labels[rows_idx[0]]}” looks", recipe_line(maps.aggregation), grow=ours
-        )
-    return titled(fig, f"Where each {what} looks", recipe_line(maps.aggregation), grow=ours)
+        return titled(fig, f"Where “{maps.labels[rows_idx[0]]}” looks", _sub(maps), grow=ours)
+    return titled(fig, f"Where each {what} looks", _sub(maps), grow=ours)
+
+
+def _sub(maps) -> str | None:
+    """The maps' recipe, under a line saying the run was edited when it was."""
+    return edited_line(recipe_line(maps.aggregation), getattr(maps, "edited", ""))
 
 
 def _ordered_labels(df: pd.DataFrame) -> list[str]:
@@ -257,4 +261,4 @@ def dominant_word_figure(
     )
     hide_image_axes(fig)
     image_axes(fig)
-    return titled(fig, "Which word each pixel attends to most", recipe_line(maps.aggregation), grow=ours)
+    return titled(fig, "Which word each pixel attends to most", _sub(maps), grow=ours)

@@ -10,6 +10,7 @@ from workbench.analysis.trajectory import Filmstrip
 
 from ._common import (
     axis_title,
+    edited_line,
     hide_image_axes,
     own,
     panel_size,
@@ -74,7 +75,10 @@ def filmstrip_figure(strip: Filmstrip, *, fig: go.Figure | None = None) -> go.Fi
     return titled(
         fig,
         "How the image forms",
-        "slide through the steps: “noise” is the decoded initial noise, the last step's latent is the final image",
+        edited_line(
+            "slide through the steps: “noise” is the decoded initial noise, the last step's latent is the final image",
+            strip.edited,
+        ),
         grow=ours,
     )
 
