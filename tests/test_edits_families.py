@@ -170,3 +170,54 @@ def test_an_edited_runs_figures_and_report_say_it_was_edited(tiny_pipe, tmp_path
     assert "EDITED" not in viz.word_overlay(plain.image, analysis.word_maps(plain)).layout.title.text
     html = report([plain, edited], tmp_path / "r.html", quiet=True).read_text()
     assert html.count(f"edited: {escape(label)}") == 2  # the run's heading and its entry in the list of runs
+
+
+def test_an_edited_run_saves_loads_and_reruns_with_its_edits(tiny_pipe, tmp_path):
+    from workbench import load_run, save_run
+    from workbench.rerun import rerun
+    from workbench.store.recipe import RerunRecipe
+
+    req = Request(PROMPT, seed=5, steps=3, guidance_scale=4.0)
+    edits = [Edit.reweight("red", 2.5, steps=[1, 2], heads=[0]), Edit.switch(SWAP, 2)]
+    edited = generate(tiny_pipe, req, edits=edits, progress=False)
+    loaded = load_run(save_run(edited, tmp_path / "run"))
+    assert loaded.config.edits == tuple(edits) and loaded.config.to_dict()["edits"][0]["heads"] == [0]
+    result = rerun(RerunRecipe.from_run(loaded), model=tiny_pipe)
+    assert result.match and result.run.config.edits == tuple(edits)
+    plain = generate(tiny_pipe, req, progress=False)
+    assert not torch.equal(plain.latents, result.run.latents)  # the re-run applied the edits
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_every_kind_is_gone_after_an_error_and_ctrl_c(family, error):
+    from workbench.edits import editing
+
+    _, pipe, req, plain = family
+    adapter = adapter_for(pipe)
+    processors = (
+        [pipe.transformer.get_submodule(x.name).processor for x in adapter.layers()]
+        if hasattr(pipe, "transformer")
+        else []
+    )
+    source = generate(pipe, req.replace(prompt=SWAP), policy=FULL, progress=False)
+    edits = [Edit.reweight("red", 2.0), Edit.replace(SWAP, ["square"]), Edit.switch(SWAP, 1)]
+
+    def boom(pipe_, step, t, kwargs):
+        if step == 1:
+            raise error
+        return kwargs
+
+    with pytest.raises(type(error)), editing(pipe, edits, sources={SWAP: source}):
+        pipe(
+            req.prompt,
+            num_inference_steps=req.steps,
+            height=req.height,
+            width=req.width,
+            generator=torch.Generator().manual_seed(req.seed),
+            callback_on_step_end=boom,
+            **adapter.call_arguments(req),
+        )
+    assert not {"check_inputs", "encode_prompt"} & set(vars(pipe))
+    if processors:  # SD3's layers got their stock processor back
+        assert processors == [pipe.transformer.get_submodule(x.name).processor for x in adapter.layers()]
+    assert torch.equal(generate(pipe, req, policy=FULL, progress=False).latents, plain.latents)
