@@ -419,6 +419,124 @@ strips = {family: analysis.filmstrip(pipes[family], run) for family, run in runs
 viz.filmstrip_figure(next(iter(strips.values()))) if strips else None""",
         ),
     ],
+    "08_interventions.ipynb": [
+        (
+            "md",
+            """\
+# Interventions: does attention cause the layout?
+
+Maps show where each word's attention goes; an **edit** changes it during the call and shows what
+follows. An edit is a value (`workbench.Edit`), checked when it is made and kept in the run's config:
+
+| edit | what it does |
+|---|---|
+| `Edit.reweight(words, factor)` | scales the attention every image position pays to `words` (each row renormalised) |
+| `Edit.ablate(words)` | removes the attention to `words` (a reweight by 0) |
+| `Edit.replace(source, words)` | takes the attention of `words` from `source`, the source prompt run with the same seed and settings |
+| `Edit.switch(prompt, from_step)` | conditions on `prompt` from step `from_step` on |
+
+Reweight, ablate and replace can be limited to some `steps=`, `layers=` (module paths or resolutions
+such as `"8x8"`) and `heads=`.""",
+        ),
+        ("code", SETUP),
+        (
+            "code",
+            """\
+from workbench import Edit
+
+prompt = "a red circle left of a blue square"
+swap = "a blue square left of a red circle"  # the same two objects, trading places
+edits = {
+    "no edit": [],
+    "reweight": [Edit.reweight("blue", 3.0, steps=range(0, 10))],
+    "ablate": [Edit.ablate("red")],
+    "replace": [Edit.replace(swap, ["red", "circle", "blue", "square"])],
+    "switch": [Edit.switch(swap, 15)],
+}
+[edit.describe() for chosen in edits.values() for edit in chosen]""",
+        ),
+        (
+            "md",
+            """\
+## One run of each kind
+The same prompt and seed (so the same initial noise) every time; only the edit differs.""",
+        ),
+        (
+            "code",
+            """\
+runs = {
+    name: workbench.generate(pipe, prompt, seed=0, steps=25, edits=chosen, progress=False)
+    for name, chosen in edits.items()
+}
+viz.side_by_side(list(runs.values()), list(runs))""",
+        ),
+        (
+            "md",
+            """\
+A run keeps its edits: `run.config.edits` holds the values, `run.config.edit_label` says what they did
+in one line (saved runs, index rows, report headings and re-runs carry them too).""",
+        ),
+        ("code", 'runs["switch"].config.edits'),
+        ("code", "{name: run.config.edit_label for name, run in runs.items()}"),
+        (
+            "md",
+            """\
+## The causal word-order lab
+One image says little; the lab counts over seeds. For a caption and its object swap, with the same seed:
+
+1. **inject-step**: the swap's object-word attention put into the caption's run (`Edit.replace`) from
+   step k on; y is the fraction of images placed as the swap says.
+2. **inject-layers**: the same at every step, into one resolution (or block) at a time.
+3. **switch**: the prompt switched to the swap from step k on (`Edit.switch`); y as in 1.
+4. **ablate**: the first object's colour word ablated from step k on; y is the fraction of images in
+   which that object keeps its colour.
+
+k = steps is the run without an edit. The bars are 95% bootstrap intervals over (pair, seed) units: with
+two seeds, as here, they say little; the command at the end runs the full lab.""",
+        ),
+        (
+            "code",
+            """\
+from workbench.lab import PAIRS, LabSettings, run_lab
+
+settings = LabSettings(pairs=PAIRS[:1], seeds=(0, 1), steps=25, ks=(0, 15, 21, 25))
+result = run_lab(pipe, settings)
+viz.lab_curves_figure(result.summary, judge=result.judge, units=len(settings.pairs) * len(settings.seeds))""",
+        ),
+        ("code", "result.summary"),
+        (
+            "md",
+            """\
+## The same, as an app
+Type a caption (its swap is suggested), seeds, steps and the ks, tick the curves and press **Run lab**;
+Cancel stops after the current generation and shows the points finished so far. The next cell presses
+Run for you.""",
+        ),
+        (
+            "code",
+            """\
+from workbench.widgets import InterventionLab
+
+lab = InterventionLab(pipe, seeds="0", steps=25, ks="0, 21, 25")
+lab""",
+        ),
+        ("code", "lab.run_sync().summary"),
+        (
+            "md",
+            """\
+## The full lab
+From a terminal, three caption pairs over sixteen seeds (about a thousand generations; the curves and
+their intervals are printed as a table):
+
+```
+python -m workbench.lab --seeds 16 --pairs 3
+```
+
+On the embedded model, placement (and colour, for the ablation curve) is judged from each image by the
+toy world's checker, which finds every coloured object and its centre. On any other model placement is
+judged by where each object word's attention mass is centred, and the ablation curve is not drawn.""",
+        ),
+    ],
 }
 
 

@@ -36,6 +36,7 @@ def test_there_are_notebooks():
     names = {p.name for p in NOTEBOOKS}
     assert {"01_quickstart.ipynb", "02_attention.ipynb", "03_word_order.ipynb", "04_seeds.ipynb"} <= names
     assert {"05_attributions.ipynb", "06_report.ipynb", "07_model_families.ipynb"} <= names
+    assert {"08_interventions.ipynb"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

@@ -87,7 +87,7 @@ def attention_holds(run: Run, caption: str) -> bool | None:
     parsed = Caption.parse(caption)
     if parsed is None or not run.attention.probs:
         return None
-    maps = word_maps(run, normalize="sum")
+    maps = word_maps(run, normalize="unit-sum")
     centres = {}
     for word, heat in zip(maps.words, maps.maps):
         h, w = heat.shape
@@ -180,6 +180,8 @@ def run_lab(
     total, done, rows = settings.runs(len(places), judge_by_checker), [0], []
 
     def gen(prompt: str, seed: int, edits=(), sources=None, policy=LIGHT) -> Run:
+        if cancel is not None and cancel.is_set():
+            raise _Cancelled
         req = Request(prompt, seed=seed, steps=settings.steps, guidance_scale=settings.guidance_scale)
         run = generate(pipe, req, edits=list(edits), sources=sources, policy=policy, progress=False)
         done[0] += 1
@@ -190,19 +192,23 @@ def run_lab(
     def placed(run: Run, caption: str) -> bool | None:
         return relation_holds(run, caption) if judge_by_checker else attention_holds(run, caption)
 
-    for a, b in settings.pairs:
-        for seed in settings.seeds:
-            if cancel is not None and cancel.is_set():
-                break
-            unit = dict(pair=f"{a} / {b}", seed=seed)
-            rows += _unit(settings, a, b, seed, gen, placed, unit, judge_by_checker, places, cancel)
+    try:
+        for a, b in settings.pairs:
+            for seed in settings.seeds:
+                unit = dict(pair=f"{a} / {b}", seed=seed)
+                _unit(settings, a, b, seed, gen, placed, unit, judge_by_checker, places, rows)
+    except _Cancelled:
+        pass  # the points finished so far are kept
     frame = pd.DataFrame(rows, columns=["curve", "x", "pair", "seed", "y"])
     return LabResult(frame, summarize(frame, settings.n_boot), judge, settings)
 
 
-def _unit(settings, a, b, seed, gen, placed, unit, judge_by_checker, places, cancel) -> list[dict]:
-    """Every curve's points for one caption pair and seed."""
-    out = []
+class _Cancelled(Exception):
+    """The lab's cancel event was set: no more generations."""
+
+
+def _unit(settings, a, b, seed, gen, placed, unit, judge_by_checker, places, out: list) -> None:
+    """Every curve's points for one caption pair and seed, appended to ``out`` as they are made."""
     source = gen(b, seed, policy=FULL)  # the swap: the replace source
     plain = gen(a, seed, policy=FULL if not judge_by_checker else LIGHT)
     words = object_words(a)
@@ -213,8 +219,6 @@ def _unit(settings, a, b, seed, gen, placed, unit, judge_by_checker, places, can
             out.append(dict(curve=curve, x=x, y=float(y), **unit))
 
     for k in settings.ks:
-        if cancel is not None and cancel.is_set():
-            return out
         if "inject-step" in settings.curves:
             run = (
                 plain if k >= late else gen(a, seed, [Edit.replace(b, words, steps=range(k, late))], [source])
@@ -231,7 +235,6 @@ def _unit(settings, a, b, seed, gen, placed, unit, judge_by_checker, places, can
         for where in places:
             run = gen(a, seed, [Edit.replace(b, words, layers=[where])], [source])
             add("inject-layers", where, placed(run, b))
-    return out
 
 
 def lab_size(pipe, settings: LabSettings) -> int:

@@ -9,7 +9,16 @@ Show one in a notebook with one line (the app itself, or its ``.widget``)::
 from .browser import ExperimentBrowser
 from .explorer import AttentionExplorer
 from .generate import GenerateApp
+from .interventions import InterventionLab
 from .labs import SeedLab, WordOrderLab
 from .sweep import SweepApp
 
-__all__ = ["AttentionExplorer", "ExperimentBrowser", "GenerateApp", "SeedLab", "SweepApp", "WordOrderLab"]
+__all__ = [
+    "AttentionExplorer",
+    "ExperimentBrowser",
+    "GenerateApp",
+    "InterventionLab",
+    "SeedLab",
+    "SweepApp",
+    "WordOrderLab",
+]

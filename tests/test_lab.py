@@ -1,0 +1,87 @@
+"""The causal word-order lab's judges and statistics against independent answers, and a lab run on a
+model that is not the toy world (placement judged by attention; no ablation curve; Cancel keeps points)."""
+
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from workbench import Request, generate
+from workbench.lab import Caption, LabSettings, attention_holds, lab_size, relation_holds, run_lab, summarize
+from workbench.lab.causal import mean_interval
+from workbench.toy.world import ObjectSpec, SceneSpec, render
+
+A = "a red circle left of a blue square"
+B = "a blue square left of a red circle"
+
+
+def test_captions_parse_and_the_checker_judges_a_drawn_scene():
+    assert Caption.parse("a painting of a big red circle left of a blue square") == Caption(
+        ("red", "circle"), "left of", ("blue", "square")
+    )
+    assert Caption.parse("a painting of a horse") is None
+    spec = SceneSpec((ObjectSpec("red", "circle"), ObjectSpec("blue", "square")), "left of")
+    scene = render(spec, np.random.default_rng(0))  # ground truth: red circle on the left
+    run = SimpleNamespace(image=Image.fromarray(scene.image), prompt=A)
+    assert relation_holds(run) is True and relation_holds(run, B) is False
+    assert relation_holds(run, "a painting of a horse") is None
+
+
+def test_attention_placement_follows_where_each_noun_is_attended(tiny_pipe):
+    run = generate(tiny_pipe, A, seed=0, steps=2, guidance_scale=4.0, progress=False)
+    words = [g for g in run.words]
+    circle, square = (
+        run.tokens[run.tokens.word == "circle"].position,
+        run.tokens[run.tokens.word == "square"].position,
+    )
+    for name, probs in run.attention.probs.items():
+        h, w = run.attention.shapes[name]
+        fake = torch.zeros_like(probs).reshape(*probs.shape[:2], h, w, -1)
+        fake[:, :, :, : w // 2, list(circle)] = 1.0  # "circle" attended on the left half
+        fake[:, :, :, w // 2 :, list(square)] = 1.0  # "square" on the right half
+        run.attention.probs[name] = fake.reshape(probs.shape)
+    assert "circle" in words and attention_holds(run, A) is True and attention_holds(run, B) is False
+
+
+def test_bootstrap_interval_brackets_the_mean_and_is_exact_for_constants():
+    values = np.array([0, 1, 1, 0, 1, 1, 1, 0])
+    low, high = mean_interval(values, n_boot=2000)
+    assert low < values.mean() < high and 0 <= low and high <= 1
+    assert mean_interval(np.ones(5)) == (1.0, 1.0)
+    rows = __import__("pandas").DataFrame(
+        {
+            "curve": ["switch"] * 4,
+            "x": [0, 0, 5, 5],
+            "pair": ["p"] * 4,
+            "seed": [0, 1, 0, 1],
+            "y": [1.0, 1.0, 0.0, 1.0],
+        }
+    )
+    summary = summarize(rows, n_boot=200)
+    assert summary["mean"].tolist() == [1.0, 0.5] and summary["n"].tolist() == [2, 2]
+
+
+def test_the_lab_on_another_model_judges_by_attention_and_cancel_keeps_points(tiny_pipe):
+    settings = LabSettings(pairs=((A, B),), seeds=(0, 1), steps=3, ks=(0, 3))
+    total = lab_size(tiny_pipe, settings)
+    result = run_lab(tiny_pipe, settings)
+    assert "attention" in result.judge and "ablate" not in set(result.summary.curve)
+    assert set(result.summary.curve) == {"inject-step", "switch", "inject-layers"}
+    plain = generate(tiny_pipe, Request(A, seed=1, steps=3), progress=False)  # k = steps: no edit
+    row = result.rows[(result.rows.curve == "switch") & (result.rows.x == 3) & (result.rows.seed == 1)]
+    expected = attention_holds(plain, B)
+    assert (len(row) == 0 and expected is None) or row.y.iloc[0] == float(expected)
+    cancel, seen = threading.Event(), []
+
+    def progress(done, _total):
+        seen.append(done)
+        if done == 3:
+            cancel.set()
+
+    stopped = run_lab(tiny_pipe, settings, progress=progress, cancel=cancel)
+    assert seen[-1] == 3 < total and len(stopped.rows) >= 1  # nothing ran after Cancel; points kept
+    with pytest.raises(ValueError, match="two-object captions"):
+        LabSettings(pairs=(("a painting of a horse", B),))
