@@ -102,3 +102,20 @@ def test_ray_cancel_stops_the_workers_and_the_rest_runs_later(local_ray, tiny_fo
     # the ids do not depend on the executor: the local one finishes the sweep
     rest = workbench.sweep(spec, out=tmp_path, progress=False, log=None)
     assert (rest.skipped, rest.done, rest.sweep_id) == (first.done, 30, first.sweep_id)
+
+
+def test_edit_lists_run_on_ray_as_locally(local_ray, tiny_folder, tmp_path):
+    edits = [
+        [],
+        [{"kind": "ablate", "words": ["red"]}],
+        [{"kind": "replace", "source": PROMPTS[1], "words": ["a"]}],
+    ]
+    spec = spec_for(tiny_folder, prompts=PROMPTS[:1], seeds=[0], edits=edits)
+    local = workbench.sweep(spec, out=tmp_path / "local", progress=False, log=None)
+    on_ray = workbench.sweep(spec, out=tmp_path / "ray", executor="ray", progress=False, log=None)
+    assert on_ray.done == local.done == 3
+    a = read_index(tmp_path / "local").set_index("request_id").sort_index()
+    b = read_index(tmp_path / "ray").set_index("request_id").sort_index()
+    assert list(a.index) == list(b.index) and (a.image_sha256 == b.image_sha256).all()
+    assert sorted(b.edits) == ["", "ablate 'red'", "replace 'a' from 'a painting of a horse'"]
+    assert b.image_sha256.nunique() == 3  # each edit list made its own image
