@@ -191,3 +191,203 @@ def test_explorer_says_what_the_run_lacks(tiny_pipe):
     assert any(w.endswith("below a green circle on the moon") for w in ex.warnings), ex.warnings
     assert "moon" in ex.notes.value
     assert "moon" not in [w for w, _ in ex.words.options]
+
+
+# ----------------------------------------------------------------- every preset it offers, on two families
+
+
+@pytest.fixture(scope="module")
+def toy_run():
+    from workbench import load_pipeline
+
+    pipe = load_pipeline("toy", device="cpu", dtype="float32")
+    return generate(pipe, "a red circle left of a blue square", seed=0, steps=4, progress=False)
+
+
+@pytest.fixture(scope="module")
+def joint_run(tmp_path_factory):
+    from tiny_families import build_sd3_folder
+
+    from workbench import load_pipeline
+
+    pipe = load_pipeline(build_sd3_folder(tmp_path_factory.mktemp("sd3")), dtype="float32")
+    return generate(
+        pipe, "a red circle left of a blue square", seed=0, steps=3, height=32, width=48, progress=False
+    )
+
+
+def expected_map(run, preset, word_index, **kw):
+    """The preset's map of one word as the notebooks draw it: made by the recipe, expanded to the image."""
+    wm = analysis.word_maps(run, preset, normalize="max", **kw)
+    if tuple(wm.maps.shape[-2:]) != (run.config.height, run.config.width):
+        wm = wm.expand(run)
+    return wm.maps[wm.row_of(word_index)].numpy()
+
+
+def check_every_offered_preset(run, offered):
+    ex = AttentionExplorer(run)
+    assert list(ex.preset.options) == offered
+    image = (run.config.height, run.config.width)
+    second_a = [i for w, i in ex.words.options if w == "a"][1]
+    for preset in offered:
+        ex.preset.value = preset
+        own = analysis.PRESETS[preset].steps
+        last = run.attention.steps[-1]
+        assert ex.step_range.value == ((last, last) if own == "last" else (0, last))
+        for word in (2, second_a):  # "circle", and the second "a" (a merged row in daam's maps)
+            ex.words.value = word
+            assert ex.error is None, (preset, ex.error)
+            assert ex.current.shape == image
+            np.testing.assert_allclose(ex.current, expected_map(run, preset, word), rtol=1e-5, atol=1e-7)
+        assert ex.figure.layout.title.text.split("<br>")[1].startswith(f"<sup>{preset}")
+        ex.by_token.value = True
+        assert ex.error is None and ex.current.shape == image
+        ex.by_token.value = False
+    return ex
+
+
+def test_toy_model_offers_the_unet_presets_that_apply_and_draws_each_at_image_size(toy_run):
+    ex = check_every_offered_preset(toy_run, ["all-mean", "daam", "amd"])
+    assert sorted(ex.unavailable) == ["dit-word-share", "p2p"]
+    assert ex.unavailable["dit-word-share"].startswith("not for UNet runs: ")
+    # the toy UNet's grids are the latent (8x8) and its half: p2p's latent/4 grid (2x2) is not among them
+    assert ex.unavailable["p2p"] == (
+        "not for this run: it reads the latent/4 grid (2x2 here); this model's grids are 8x8, 4x4"
+    )
+    assert (
+        "dit-word-share (not for UNet runs" in ex.preset_note.value and "p2p (not for" in ex.preset_note.value
+    )
+    ex.preset.value = "daam"
+    agg = ex.maps.aggregation  # made at the latent (8x8), then expanded as DAAM's expand_as does
+    assert (agg.expand, agg.expanded_to) == (
+        "bicubic",
+        (32, 32),
+    ) and "expanded bicubic" in ex.figure.layout.title.text
+
+
+def test_joint_attention_run_offers_the_transformer_presets(joint_run):
+    ex = check_every_offered_preset(joint_run, ["all-mean", "amd", "dit-word-share"])
+    assert sorted(ex.unavailable) == ["daam", "p2p"]
+    assert all(why.startswith("not for SD3/Flux runs: ") for why in ex.unavailable.values())
+
+
+def test_layer_choices_are_the_recipes_own(toy_run):
+    ex = AttentionExplorer(toy_run)
+    ex.preset.value = "daam"
+    store = toy_run.attention
+    assert not [n for n in ex.layer.options if n.startswith("mid_block")]  # DAAM never hooks the mid block
+    assert len(ex.layer.options) == 1 + len(store.layer_names()) - 1
+    small = store.resolutions()[1]
+    ex.resolution.value = small
+    names = [n for n in store.layer_names(small) if not n.startswith("mid_block")]
+    assert list(ex.layer.options) == ["all", *names] and ex.error is None
+    np.testing.assert_allclose(ex.current, expected_map(toy_run, "daam", 0, layers=names), rtol=1e-5)
+    ex.preset.value = "all-mean"  # all-mean reads the mid block too: the resolution stays, its layers grow
+    assert ex.resolution.value == small and list(ex.layer.options) == ["all", *store.layer_names(small)]
+    np.testing.assert_allclose(ex.current, expected_map(toy_run, "all-mean", 0, layers=small), rtol=1e-5)
+
+
+# ----------------------------------------------------------------- the view kept across runs
+
+
+def test_view_persists_when_following_the_generate_app(tiny_pipe):
+    from workbench.widgets import GenerateApp
+    from workbench.widgets.explorer import map_recipe
+
+    app = GenerateApp(tiny_pipe, prompt="a red circle left of a blue square", seed=1, steps=4)
+    app.run_sync()
+    ex = AttentionExplorer(app)
+    ex.words.value = 5  # the second "a"
+    ex.preset.value = "daam"
+    res = ex.resolution.options[1]
+    ex.resolution.value = res
+    layer = ex.layer.options[1]
+    ex.layer.value = layer
+    ex.step_range.value = (1, 2)
+    app.seed.value = 2
+    app.run_sync()
+    assert ex.run is app.run and ex.run.seed == 2 and ex.error is None
+    assert (ex.words.value, ex.preset.value, ex.resolution.value, ex.layer.value) == (5, "daam", res, layer)
+    assert ex.step_range.value == (1, 2)
+    wm = analysis.word_maps(app.run, **map_recipe(app.run, **ex.selection())).expand(app.run)
+    np.testing.assert_allclose(ex.current, wm.maps[wm.row_of(5)].numpy(), rtol=1e-5)
+    app.prompt.value, app.steps.value = "a yellow triangle", 2  # no second "a"; steps 1..2 not all kept
+    app.run_sync()
+    assert ex.run.prompt == "a yellow triangle" and ex.error is None
+    assert ex.words.value == 0 and ex.preset.value == "daam" and ex.layer.value == layer
+    assert ex.step_range.value == (0, 1)
+
+
+def test_heads_token_and_whole_range_persist_across_runs(tiny_pipe, run_all_heads):
+    ex = AttentionExplorer(run_all_heads)
+    ex.head.value = 1
+    ex.words.value = 2  # "triangle"
+    policy = RecordingPolicy(heads="all")
+    longer = generate(tiny_pipe, "a yellow triangle", seed=5, steps=5, policy=policy, progress=False)
+    ex.set_run(longer)
+    assert ex.head.value == 1 and ex.words.value == 2 and ex.error is None
+    assert ex.step_range.value == (0, 4)  # the whole range stays the whole range
+    expected = analysis.word_maps(longer, heads=[1], normalize="max").get("triangle").numpy()
+    np.testing.assert_allclose(ex.current, expected, rtol=1e-6)
+    ex.by_token.value = True
+    ex.tokens.value = ex.tokens.options[-1][1]  # EOS
+    ex.set_run(run_all_heads)
+    assert ex.by_token.value and ex.tokens.value == ex.tokens.options[-1][1] and ex.error is None
+
+
+def test_a_recipe_own_steps_follow_the_recipe(toy_run):
+    ex = AttentionExplorer(toy_run)
+    ex.preset.value = "amd"  # attention-map-diffusers reads the last step
+    assert ex.step_range.value == (3, 3) and ex.figure.layout.title.text.split("<br>")[1].startswith(
+        "<sup>amd*"
+    )
+    np.testing.assert_allclose(ex.current, expected_map(toy_run, "amd", 0), rtol=1e-5)
+    ex.preset.value = "all-mean"
+    assert ex.step_range.value == (0, 3)
+    ex.step_range.value = (1, 2)
+    ex.preset.value = "amd"  # a range the user chose stays
+    assert ex.step_range.value == (1, 2) and ex.error is None
+
+
+# ----------------------------------------------------------------- messages and long prompts
+
+
+def test_a_previous_runs_warning_does_not_stay_above_the_next_error(tiny_pipe):
+    long = "a red circle left of a blue square and a yellow triangle below a green circle on the moon"
+    with pytest.warns(UserWarning, match="cut off"):
+        cut = generate(tiny_pipe, long, seed=1, steps=2, progress=False)
+    ex = AttentionExplorer(cut)
+    assert "moon" in ex.notes.value and ex.error is None
+    with pytest.warns(UserWarning, match="empty"):
+        empty = generate(tiny_pipe, "", seed=1, steps=2, progress=False)
+    ex.set_run(empty)
+    assert ex.error is not None and "no words to show" in ex.error
+    assert ex.warnings == [] and ex.notes.value == "" and ex.figure is None and ex.current is None
+    ex.set_run(cut)
+    assert ex.error is None and ex.message.value == "" and "moon" in ex.notes.value
+
+
+def test_a_long_prompt_is_shown_once_and_shortened(tiny_pipe):
+    words = "red circle blue square yellow triangle green".split()
+    filler = " ".join(words[i % len(words)] for i in range(1000))
+    prompt = ("a painting of a horse " + filler)[:5000]
+    with pytest.warns(UserWarning, match="cut off"):
+        run = generate(tiny_pipe, prompt, seed=0, steps=2, progress=False)
+    ex = AttentionExplorer(run)
+    assert ex.error is None and len(run.prompt) == 5000
+    assert f"{prompt[:120].rstrip()}… (5,000 characters)" in ex.header.value
+    texts = [ex.header.value, ex.notes.value, ex.message.value, ex.preset_note.value, ex.head_note.value]
+    assert sum(len(t) for t in texts) < 1500
+    assert sum(t.count(prompt[:60]) for t in texts) == 1  # the prompt's start, in the header only
+    assert len(ex.warnings) == 1 and ex.warnings[0].endswith(" words)")
+
+
+def test_a_run_without_head_counts_lists_the_head_summing_presets_with_the_reason(toy_run):
+    from dataclasses import replace
+
+    old = replace(
+        toy_run, attention=replace(toy_run.attention, head_counts={})
+    )  # saved before they were kept
+    ex = AttentionExplorer(old)
+    assert list(ex.preset.options) == ["all-mean", "amd"] and ex.error is None
+    assert "head counts" in ex.unavailable["daam"]

@@ -2,8 +2,14 @@
 
 Everything comes from the recorded run; changing the word, layer, head, steps or opacity updates the
 overlay without running the model again. The controls' values become an explicit heat-map recipe
-(``map_recipe``) for ``analysis.word_maps`` / ``analysis.token_maps``. Given a ``GenerateApp`` instead
-of a run, the explorer follows the app: every run the app finishes replaces the one shown.
+(``map_recipe``) for ``analysis.word_maps`` / ``analysis.token_maps``; maps a recipe makes at a smaller
+size (the latent, the largest layer grid) are expanded to the image by the recipe's own interpolation,
+as ``WordMaps.expand`` does. The recipe menu offers the presets that apply to the run shown; the others
+are listed beside it with the reason (a UNet recipe on an SD3/Flux run, a grid the model does not have).
+
+Given a ``GenerateApp`` instead of a run, the explorer follows the app: every run the app finishes
+replaces the one shown, and the view (word, branch, recipe, resolution, layer, head, steps) is kept
+wherever the new run still has it.
 
 Example:
     AttentionExplorer(run)
@@ -19,6 +25,7 @@ import numpy as np
 import torch
 
 from workbench import analysis
+from workbench.analysis.aggregate import DIT_BLOCKS, UNET_BLOCKS, resolve_layers, resolve_steps
 from workbench.analysis.heatmaps import branch_tokens
 from workbench.core.run import Run
 from workbench.viz.maps import word_overlay
@@ -29,6 +36,20 @@ ALL = "all"
 PRESETS = tuple(analysis.PRESETS)
 NORMALIZATIONS = ("preset", "mass", "minmax", "max", "unit-sum", "share")  # "preset": the recipe's own
 BRANCHES = {"prompt": "cond", "negative prompt": "negative"}
+HEADER_CHARS = 120  # a longer prompt (or list of cut-off words) is shortened to this many characters
+FAMILY_RUNS = {"unet": "UNet", "dit": "SD3/Flux"}  # denoiser family -> how the runs are named
+FAMILY_READS = {  # what a recipe written for a family reads
+    "unet": "it reads the cross-attention layers of a UNet",
+    "dit": "it reads the joint attention of an SD3/Flux transformer",
+}
+
+
+def shorten(text: str, limit: int = HEADER_CHARS, count: str | None = None) -> str:
+    """``text`` as it fits in a header: whole when at most ``limit`` characters, else its first ``limit``
+    characters, "…" and how long it is (``count``, default "N characters")."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit].rstrip()}… ({count or f'{len(text):,} characters'})"
 
 
 def token_labels(run: Run, branch: str = "cond") -> list[tuple[str, int]]:
@@ -54,6 +75,82 @@ def head_count(run: Run, layers: list[str] | None = None) -> int:
     return min(int(store.probs[n].shape[1]) for n in names)
 
 
+def run_family(run: Run) -> str | None:
+    """``"unet"`` or ``"dit"`` (SD3/Flux joint attention) from the recorded layers' names; None if neither."""
+    roots = {name.split(".")[0] for name in run.attention.probs}
+    if roots & set(UNET_BLOCKS):
+        return "unet"
+    if roots & set(DIT_BLOCKS):
+        return "dit"
+    return None
+
+
+def _latent_hw(run: Run) -> tuple[int, int]:
+    return int(run.latents.shape[-2]), int(run.latents.shape[-1])
+
+
+def _grid_reason(run: Run, preset: str) -> str | None:
+    """Why a preset that reads a ``latent/N`` grid finds no layer: the grid it wants and those recorded."""
+    entries = [e for e in analysis.PRESETS[preset].layers or () if str(e).startswith("latent/")]
+    if not entries:
+        return None
+    n = int(entries[0].split("/", 1)[1])
+    h, w = _latent_hw(run)
+    for _ in range(n.bit_length() - 1):  # each halving rounds up, as the model's strided convolutions do
+        h, w = -(-h // 2), -(-w // 2)
+    recorded = ", ".join(run.attention.resolutions())
+    return f"it reads the latent/{n} grid ({h}x{w} here); this model's grids are {recorded}"
+
+
+def preset_problem(run: Run, preset: str) -> str | None:
+    """Why the preset ``preset`` cannot make maps of ``run``, in a few words (None when it can)."""
+    agg = analysis.PRESETS[preset]
+    family = run_family(run)
+    if agg.applies_to is not None and family is not None and family != agg.applies_to:
+        return f"not for {FAMILY_RUNS[family]} runs: {FAMILY_READS[agg.applies_to]}"
+    try:
+        resolve_steps(run.attention, agg.steps)
+        layers = resolve_layers(run.attention, agg, latent_hw=_latent_hw(run))
+    except ValueError as err:
+        return f"not for this run: {_grid_reason(run, preset) or err}"
+    store = run.attention
+    if agg.heads in ("pool", "sum") and store.heads != "all" and not set(layers) <= set(store.head_counts):
+        return (
+            "not for this run: it sums each layer's heads, and this run holds their mean without the "
+            "head counts (saved before they were kept)"
+        )
+    return None
+
+
+def preset_layers(run: Run, preset: str) -> list[str]:
+    """The recorded layers the preset reads on this run, in the store's order."""
+    return resolve_layers(run.attention, analysis.PRESETS[preset], latent_hw=_latent_hw(run))
+
+
+def preset_steps(run: Run, preset: str) -> list[int]:
+    """The recorded steps the preset reads on this run (``"last"``: the last one)."""
+    kept = run.attention.steps
+    return [kept[r] for r in resolve_steps(run.attention, analysis.PRESETS[preset].steps)]
+
+
+def layer_override(
+    run: Run, preset: str, resolution: str | None = None, layer: str | None = None
+) -> tuple[str, ...] | None:
+    """The layers a resolution or a layer (which wins) picks among the preset's own, as a ``layers``
+    override; None when nothing is picked or the pick is all of the preset's layers."""
+    if layer is None and resolution is None:
+        return None
+    own = preset_layers(run, preset)
+    names = [layer] if layer is not None else run.attention.layer_names(resolution)
+    picked = [n for n in own if n in names]
+    if not picked:
+        raise ValueError(
+            f"the {preset!r} recipe reads none of the layers of {layer or resolution!r}; "
+            f"it reads {len(own)} layers, e.g. {own[:2]}"
+        )
+    return None if picked == own else tuple(picked)
+
+
 def map_recipe(
     run: Run,
     *,
@@ -68,7 +165,8 @@ def map_recipe(
     """The explorer's control values as keyword arguments of ``analysis.word_maps`` / ``token_maps``.
 
     ``steps`` is an inclusive (first, last) range of recorded steps; ``layer`` (a module path) wins over
-    ``resolution``; ``normalize="preset"`` keeps the preset's own normalization.
+    ``resolution``; both narrow the preset's own layers; ``normalize="preset"`` keeps the preset's own
+    normalization. A choice that equals the preset's own (its steps, its layers) overrides nothing.
 
     Example:
         >>> analysis.word_maps(run, **map_recipe(run, preset="daam", steps=(5, 9)))  # doctest: +SKIP
@@ -77,10 +175,12 @@ def map_recipe(
     chosen = None if steps is None else [s for s in kept if steps[0] <= s <= steps[1]]
     if chosen is not None and not chosen:
         raise ValueError(f"no recorded step in {steps[0]}..{steps[1]}; recorded steps are {kept}")
+    if chosen is not None and preset in analysis.PRESETS and chosen == preset_steps(run, preset):
+        chosen = None
     return dict(
         aggregation=preset,
         steps=chosen,
-        layers=layer or resolution,
+        layers=layer_override(run, preset, resolution, layer),
         heads=None if head == "mean" else (head if isinstance(head, str) else (int(head),)),
         normalize=None if normalize in (None, "preset") else normalize,
         branch=branch,
@@ -88,9 +188,10 @@ def map_recipe(
 
 
 def single_map(
-    heat: torch.Tensor, label: str, aggregation, steps_used, layers_used, positions
+    heat: torch.Tensor, label: str, aggregation, steps_used, layers_used, positions, edited: str = ""
 ) -> analysis.WordMaps:
-    """One (H, W) map wrapped as a one-row ``WordMaps`` (what the viz overlay takes)."""
+    """One (H, W) map wrapped as a one-row ``WordMaps`` (what the viz overlay takes); ``edited``: the
+    run's edits in words, so the figure says the run was edited."""
     return analysis.WordMaps(
         maps=heat[None],
         words=[label],
@@ -101,7 +202,30 @@ def single_map(
         positions=[list(positions)],
         steps_used=list(steps_used),
         layers_used=list(layers_used),
+        edited=edited,
     )
+
+
+def choice_key(options, value) -> tuple[str, int] | None:
+    """The chosen option of a strip as (label, how many same labels come before it): what names it in
+    another run's strip (the second "a" stays the second "a")."""
+    labels = [label for label, _ in options]
+    for k, (label, v) in enumerate(options):
+        if v == value:
+            return label, labels[:k].count(label)
+    return None
+
+
+def find_choice(options, key: tuple[str, int] | None):
+    """The value of the option ``choice_key`` named (None when this strip has no such option)."""
+    if key is None:
+        return None
+    hits = [v for label, v in options if label == key[0]]
+    return hits[key[1]] if key[1] < len(hits) else None
+
+
+def _span(steps: list[int]) -> tuple[int, int]:
+    return (min(steps), max(steps)) if steps else (0, 0)
 
 
 class AttentionExplorer:
@@ -109,9 +233,14 @@ class AttentionExplorer:
 
     Args:
         run: a recorded ``Run`` (from ``generate`` or ``load_run``), or a ``GenerateApp`` to follow
-            (the explorer shows its last run and every run it finishes after).
+            (the explorer shows its last run and every run it finishes after, keeping its view).
         word: the word to show first (default: the first word).
         opacity: the overlay's starting opacity.
+
+    Attributes:
+        error: the message shown when the map could not be made (None when it was).
+        warnings: the notes shown above the map (about this run and this map only).
+        unavailable: preset -> why it does not apply to the run shown (those are not in the menu).
     """
 
     def __init__(self, run, *, word: str | None = None, opacity: float = 0.55):
@@ -125,7 +254,19 @@ class AttentionExplorer:
         self.run = run
         self.error: str | None = None
         self.warnings: list[str] = []
+        self.unavailable: dict[str, str] = {}
+        self._shown: Run | None = None  # the run whose view the controls hold (None before the first)
+        self.maps: analysis.WordMaps | None = None  # the map shown, as a one-row WordMaps
+        self.current: np.ndarray | None = None  # its (H, W) values
         self._building = False
+        self._make_controls(opacity)
+        self._wire()
+        self.widget = self._layout()
+        self.set_run(run, word=word)
+        if source is not run:
+            source.on_run(self.set_run)
+
+    def _make_controls(self, opacity: float) -> None:
         self.header = W.HTML("")
         self.words = ChoiceStrip(description="word")
         self.words.add_class("wb-word-strip")
@@ -140,6 +281,7 @@ class AttentionExplorer:
         self.head_note = W.HTML("")
         self.branch = W.Dropdown(options=list(BRANCHES.items()), value="cond", description="branch")
         self.preset = W.Dropdown(options=list(PRESETS), value="all-mean", description="recipe")
+        self.preset_note = W.HTML("")
         self.normalize = W.Dropdown(options=list(NORMALIZATIONS), value="max", description="normalize")
         self.step_range = W.IntRangeSlider(
             value=(0, 0), min=0, max=0, description="steps", continuous_update=False
@@ -153,23 +295,25 @@ class AttentionExplorer:
         self.notes.add_class("wb-warning")
         self.view = FigureView("wb-heatmap")
 
+    def _wire(self) -> None:
         for control in (
             self.words,
             self.tokens,
             self.by_token,
             self.head,
             self.step_range,
-            self.preset,
             self.normalize,
             self.opacity,
         ):
             control.observe(lambda _: self.update(), names="value")
+        self.preset.observe(lambda ch: self.set_preset(ch["new"], ch["old"]), names="value")
         self.resolution.observe(lambda ch: self.set_resolution(ch["new"]), names="value")
         self.layer.observe(lambda _: self.set_layer(), names="value")
         self.branch.observe(lambda ch: self.set_branch(ch["new"]), names="value")
 
+    def _layout(self) -> W.VBox:
         self.tokens.layout.display = "none"
-        self.widget = W.VBox(
+        box = W.VBox(
             [
                 self.header,
                 self.branch,
@@ -177,6 +321,7 @@ class AttentionExplorer:
                 self.by_token,
                 self.tokens,
                 W.HBox([self.preset, self.normalize]),
+                self.preset_note,
                 W.HBox([self.resolution, self.head, self.head_note]),
                 self.layer,
                 W.HBox([self.step_range, self.opacity]),
@@ -185,10 +330,8 @@ class AttentionExplorer:
                 self.view.widget,
             ]
         )
-        self.widget.add_class("wb-explorer")
-        self.set_run(run, word=word)
-        if source is not run:
-            source.on_run(self.set_run)
+        box.add_class("wb-explorer")
+        return box
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -200,38 +343,118 @@ class AttentionExplorer:
         """The ``go.Figure`` shown now (None before the first map or after an error)."""
         return self.view.figure
 
-    # ------------------------------------------------------------- handlers (one call each)
+    # ------------------------------------------------------------- a run, and the view kept across runs
 
     def set_run(self, run: Run, *, word: str | None = None) -> None:
-        """Show ``run``: the controls are reset to what it recorded, then its map is drawn."""
+        """Show ``run``: the controls offer what it recorded, keeping the current word, branch, recipe,
+        resolution, layer, head and steps wherever the new run has them; then its map is drawn."""
         if not isinstance(run, Run):
             raise TypeError(f"run must be a workbench Run, got {type(run).__name__}")
+        keep = self._view() if self._shown is not None else {}
+        if word is not None:
+            keep["word"] = (word, 0)
         self.run = run
-        store = run.attention
         self._building = True
         try:
-            done = "" if run.complete else f" · stopped after {run.steps_done} of {run.config.steps} steps"
-            self.header.value = f"<b>Prompt:</b> {escape(run.prompt)} · seed {escape(run.seed)}{done}"
-            self.branch.value = "cond"
-            self.branch.layout.display = "none" if run.negative_attention is None else None
-            words = analysis.prompt_words(run)  # (word as typed, word index)
-            chosen = [i for w, i in words if w == word]
-            self.words.options = words
-            self.words.value = chosen[0] if chosen else (words[0][1] if words else None)
-            self.tokens.options = token_labels(run)
-            self.tokens.value = self.tokens.options[0][1] if self.tokens.options else None
-            self.resolution.options = [ALL, *store.resolutions()]
-            self.resolution.value = ALL
-            self.layer.options = [ALL, *store.layer_names()]
-            self.layer.value = ALL
-            self._set_heads()
-            steps = store.steps or [0]
-            self.step_range.min, self.step_range.max = 0, max(steps)  # min first: the range stays valid
-            self.step_range.min = min(steps)
-            self.step_range.value = (min(steps), max(steps))
+            self.header.value = self._header()
+            self._offer_branch(keep.get("branch", "cond"))
+            self._offer_words(keep.get("word"), keep.get("token"))
+            self._offer_presets(keep.get("preset", "all-mean"))
+            self._offer_layers(keep.get("resolution", ALL), keep.get("layer", ALL))
+            self._offer_steps(keep.get("steps"))
         finally:
             self._building = False
+        self._shown = run
         self.update()
+
+    def _view(self) -> dict:
+        """What the controls show now, to find again in another run. ``steps`` is None when the slider
+        holds the recipe's own steps (the new run's own steps are taken then)."""
+        own = self._own_steps(self._shown)
+        steps = tuple(self.step_range.value)
+        return dict(
+            branch=self.branch.value,
+            word=choice_key(self.words.options, self.words.value),
+            token=choice_key(self.tokens.options, self.tokens.value),
+            preset=self.preset.value,
+            resolution=self.resolution.value,
+            layer=self.layer.value,
+            steps=None if steps == own else steps,
+        )
+
+    def _header(self) -> str:
+        run = self.run
+        done = "" if run.complete else f" · stopped after {run.steps_done} of {run.config.steps} steps"
+        return f"<b>Prompt:</b> {escape(shorten(run.prompt))} · seed {escape(run.seed)}{done}"
+
+    def _offer_branch(self, branch: str) -> None:
+        has_negative = self.run.negative_attention is not None
+        self.branch.layout.display = None if has_negative else "none"
+        self.branch.value = branch if has_negative else "cond"
+
+    def _offer_words(self, word=None, token=None) -> None:
+        """The branch's words and tokens; the ones named (``choice_key``) chosen where present, else the
+        first."""
+        words = analysis.prompt_words(self.run, self.branch.value)  # (word as typed, word index)
+        self.words.options = words
+        found = find_choice(words, word)
+        self.words.value = found if found is not None else (words[0][1] if words else None)
+        tokens = token_labels(self.run, self.branch.value)
+        self.tokens.options = tokens
+        found = find_choice(tokens, token)
+        self.tokens.value = found if found is not None else (tokens[0][1] if tokens else None)
+
+    def _offer_presets(self, preset: str) -> None:
+        """The presets that apply to the run in the menu; the others listed beside it with the reason."""
+        problems = {name: preset_problem(self.run, name) for name in PRESETS}
+        offered = [name for name in PRESETS if problems[name] is None] or ["all-mean"]
+        self.unavailable = {name: why for name, why in problems.items() if why and name not in offered}
+        self.preset.options = offered
+        self.preset.value = preset if preset in offered else offered[0]
+        self.preset_note.value = "".join(
+            f'<div style="color:#555;font-size:90%">{escape(name)} ({escape(why)})</div>'
+            for name, why in self.unavailable.items()
+        )
+
+    def _preset_layers(self) -> list[str]:
+        try:
+            return preset_layers(self.run, self.preset.value)
+        except ValueError:  # no preset applies (nothing recorded): the map's error says why
+            return self.run.attention.layer_names()
+
+    def _offer_layers(self, resolution: str = ALL, layer: str = ALL) -> None:
+        """Resolutions and layers among those the recipe reads (the named ones chosen where offered),
+        then the heads they kept."""
+        store, own = self.run.attention, self._preset_layers()
+        resolutions = [r for r in store.resolutions() if any(n in own for n in store.layer_names(r))]
+        self.resolution.options = [ALL, *resolutions]
+        self.resolution.value = resolution if resolution in resolutions else ALL
+        res = None if self.resolution.value == ALL else self.resolution.value
+        names = [n for n in store.layer_names(res) if n in own]
+        self.layer.options = [ALL, *names]
+        self.layer.value = layer if layer in names else ALL
+        self._set_heads()
+
+    def _own_steps(self, run: Run | None) -> tuple[int, int]:
+        """The (first, last) steps the chosen recipe reads on ``run`` (all recorded ones if it cannot)."""
+        if run is None:
+            return (0, 0)
+        try:
+            return _span(preset_steps(run, self.preset.value))
+        except (ValueError, KeyError):
+            return _span(run.attention.steps)
+
+    def _offer_steps(self, steps: tuple[int, int] | None) -> None:
+        """The slider over the run's recorded steps, at ``steps`` when the run recorded a step in that
+        range, else at the recipe's own steps."""
+        kept = self.run.attention.steps or [0]
+        self.step_range.min, self.step_range.max = 0, max(kept)  # min first: the range stays valid
+        self.step_range.min = min(kept)
+        inside = steps is not None and min(kept) <= steps[0] <= steps[1] <= max(kept)
+        if inside and any(steps[0] <= s <= steps[1] for s in kept):
+            self.step_range.value = steps
+        else:
+            self.step_range.value = self._own_steps(self.run)
 
     def _set_heads(self) -> None:
         """Offer the single heads that every selected layer kept (and say why when there are none)."""
@@ -253,40 +476,49 @@ class AttentionExplorer:
         if self.layer.value != ALL:
             return [self.layer.value]
         res = None if self.resolution.value == ALL else self.resolution.value
-        return self.run.attention.layer_names(res)
+        own = self._preset_layers()
+        return [n for n in self.run.attention.layer_names(res) if n in own]
 
-    def set_resolution(self, resolution: str) -> None:
-        names = self.run.attention.layer_names(None if resolution == ALL else resolution)
+    # ------------------------------------------------------------- handlers (one call each)
+
+    def _rebuild(self, change) -> None:
+        """Run ``change()`` with the controls' own handlers quiet, then draw once."""
         building, self._building = self._building, True
         try:
-            self.layer.options = [ALL, *names]
-            self.layer.value = ALL
-            self._set_heads()
+            change()
         finally:
             self._building = building
         self.update()
+
+    def set_preset(self, preset: str, previous: str | None = None) -> None:
+        """A recipe chosen: offer the layers it reads (keeping the chosen ones where it reads them); a
+        slider left at the previous recipe's own steps moves to this one's."""
+        if self._building:
+            return
+
+        def change():
+            self._offer_layers(self.resolution.value, self.layer.value)
+            if previous is not None and previous in analysis.PRESETS:
+                before = _span(preset_steps(self.run, previous))
+                if tuple(self.step_range.value) == before:
+                    self.step_range.value = self._own_steps(self.run)
+
+        self._rebuild(change)
+
+    def set_resolution(self, resolution: str) -> None:
+        """A resolution chosen: offer its layers (all of them chosen), then draw."""
+        if not self._building:
+            self._rebuild(lambda: self._offer_layers(resolution, ALL))
 
     def set_layer(self) -> None:
         """A layer (or all of them) chosen: offer its heads, then draw."""
-        building, self._building = self._building, True
-        try:
-            self._set_heads()
-        finally:
-            self._building = building
-        self.update()
+        if not self._building:
+            self._rebuild(self._set_heads)
 
     def set_branch(self, branch: str) -> None:
         """Show the prompt's or the negative prompt's words (and their maps)."""
-        building, self._building = self._building, True
-        try:
-            words = analysis.prompt_words(self.run, branch)
-            self.words.options = words
-            self.words.value = words[0][1] if words else None
-            self.tokens.options = token_labels(self.run, branch)
-            self.tokens.value = self.tokens.options[0][1] if self.tokens.options else None
-        finally:
-            self._building = building
-        self.update()
+        if not self._building:
+            self._rebuild(self._offer_words)
 
     def set_opacity(self, opacity: float) -> None:
         self.opacity.value = opacity
@@ -302,12 +534,16 @@ class AttentionExplorer:
             branch=self.branch.value,
         )
 
+    # ------------------------------------------------------------- the map
+
     def update(self) -> None:
-        """Recompute the shown map from the recorded attention (no model call)."""
+        """Recompute the shown map from the recorded attention (no model call). The notes and the error
+        shown are this run's and this map's only."""
         if self._building:
             return
         self.tokens.layout.display = None if self.by_token.value else "none"
         self.words.layout.display = "none" if self.by_token.value else None
+        caught: list = []
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", UserWarning)
@@ -323,21 +559,23 @@ class AttentionExplorer:
         except Exception as err:  # shown in the app, kept in .error
             self.error = f"{type(err).__name__}: {err}"
             self.message.value = f'<span style="color:#a00">{escape(self.error)}</span>'
+            self.maps = self.current = None
             self.view.clear()
-            return
-        self.error = None
-        self.message.value = ""
+        else:
+            self.error = None
+            self.message.value = ""
+            self.current = self.maps.maps[0].numpy()
+            self.view.show(fig)
         self._show_notes([str(w.message) for w in caught if issubclass(w.category, UserWarning)])
-        self.current = self.maps.maps[0].numpy()
-        self.view.show(fig)
 
     def _show_notes(self, messages: list[str]) -> None:
         """Warnings from the maps, and what the run itself lacks (cut-off words, missing steps)."""
         cut = self.run.tokens[self.run.tokens.kind == "cut"]
         if len(cut):
+            words = [str(w) for w in cut.drop_duplicates("word_index").word.tolist()]
+            listed = shorten(" ".join(words), count=f"{len(words):,} words")
             messages = [
-                "words cut off by the text encoder (no attention, not in the strip): "
-                + " ".join(str(w) for w in cut.drop_duplicates("word_index").word.tolist()),
+                "words cut off by the text encoder (no attention, not in the strip): " + listed,
                 *messages,
             ]
         if not self.run.complete:
@@ -352,23 +590,38 @@ class AttentionExplorer:
             for m in self.warnings
         )
 
-    def _maps(self):
-        """The selected word's (or token's) map, as a one-row WordMaps for the viz overlay."""
+    def _maps(self) -> analysis.WordMaps:
+        """The selected word's (or token's) map at the image size, as a one-row WordMaps for the overlay."""
         recipe = map_recipe(self.run, **self.selection())
-        if self.by_token.value:
-            if self.tokens.value is None:
-                raise ValueError("the prompt has no tokens to show")
-            tm = analysis.token_maps(self.run, **recipe)
-            i = tm.positions.index(self.tokens.value)
-            label = next(lbl for lbl, p in self.tokens.options if p == self.tokens.value)
-            return single_map(
-                tm.maps[i], label, tm.aggregation, tm.steps_used, tm.layers_used, [tm.positions[i]]
-            )
+        one = self._token_map(recipe) if self.by_token.value else self._word_map(recipe)
+        image = (int(self.run.config.height), int(self.run.config.width))
+        if tuple(one.maps.shape[-2:]) != image:  # made at the latent or a layer grid: expanded, as
+            one = one.expand(self.run)  # the recipe says (WordMaps.expand)
+        return one
+
+    def _token_map(self, recipe: dict) -> analysis.WordMaps:
+        if self.tokens.value is None:
+            raise ValueError("the prompt has no tokens to show")
+        tm = analysis.token_maps(self.run, **recipe)
+        i = tm.positions.index(self.tokens.value)
+        label = next(lbl for lbl, p in self.tokens.options if p == self.tokens.value)
+        edited = self.run.config.edit_label
+        return single_map(
+            tm.maps[i], label, tm.aggregation, tm.steps_used, tm.layers_used, [tm.positions[i]], edited
+        )
+
+    def _word_map(self, recipe: dict) -> analysis.WordMaps:
         if self.words.value is None:
             which = "negative prompt" if self.branch.value == "negative" else "prompt"
             raise ValueError(f"the {which} has no words to show; tick 'single tokens' for BOS and EOS")
         wm = analysis.word_maps(self.run, **recipe)
-        i = wm.word_indices.index(self.words.value)
+        i = wm.row_of(self.words.value)  # a recipe that merges a repeated word holds it in one row
         return single_map(
-            wm.maps[i], wm.labels[i], wm.aggregation, wm.steps_used, wm.layers_used, wm.positions[i]
+            wm.maps[i],
+            wm.labels[i],
+            wm.aggregation,
+            wm.steps_used,
+            wm.layers_used,
+            wm.positions[i],
+            wm.edited,
         )
