@@ -12,6 +12,8 @@ loads; a re-run that does not match its recorded hashes exits with 1; a run that
 turned non-finite) exits with 3 after saving it; anything unforeseen is one line and exit 4
 (``WORKBENCH_TRACEBACK=1`` shows the stack); Ctrl-C exits with 130 (an interrupted ``generate``
 saves the steps it made first). Building the parser imports no torch, so ``--help`` answers at once.
+The commands that load a model hide the libraries' loading progress bars and notices that ask nothing of
+the user; ``--verbose`` shows them. Warnings that matter (a prompt cut off, missing weights) show always.
 """
 
 from __future__ import annotations
@@ -57,6 +59,15 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 MODEL_HELP = "'toy' (the embedded model), a local diffusers folder or a hub id"
+VERBOSE_HELP = (
+    "show the libraries' model-loading progress bars and notices (hidden by default; warnings that "
+    "matter, like a prompt cut off, show either way)"
+)
+
+
+def _verbose_option(parser: argparse.ArgumentParser) -> None:
+    """``--verbose``, on the commands that load a model."""
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,6 +128,7 @@ def _generate_parser(command) -> None:
     g.add_argument("--out", required=True, help="the run folder to write")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     g.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    _verbose_option(g)
 
 
 def _report_parser(command) -> None:
@@ -136,6 +148,7 @@ def _rerun_parser(command) -> None:
         help="run here (default: the recorded device when this machine has it, else cuda when available, else cpu)",
     )
     rr.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    _verbose_option(rr)
 
 
 def _study_parser(command) -> None:
@@ -163,6 +176,7 @@ def _study_parser(command) -> None:
         "word ablated) to the report: about 16 more generations per seed (8 times the study's own 2); "
         "the prompt and its swap must be two-object captions",
     )
+    _verbose_option(s)
 
 
 def _index_parser(command) -> None:
@@ -221,6 +235,7 @@ def _sweep_parser(command) -> None:
     )
     w.add_argument("--retry-failed", action="store_true", help="run the requests that failed before again")
     w.add_argument("--no-report", action="store_true", help="do not write OUT/report.html")
+    _verbose_option(w)
 
 
 # Request fields as the command line spells them (``RequestError.field`` -> option).
@@ -539,6 +554,17 @@ def _threads(a):
     return torch_threads(threads)
 
 
+def _quiet(a):
+    """The libraries' loading noise hidden for the command unless ``--verbose`` asks for it (commands that
+    load no model have no such flag and nothing to hide). In this process only: Ray workers print as
+    they do."""
+    if not hasattr(a, "verbose"):
+        return contextlib.nullcontext()
+    from workbench.quiet import quiet_loading
+
+    return quiet_loading(verbose=a.verbose)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)  # bad arguments: argparse prints usage and exits with 2
@@ -555,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         "sweep": _sweep,
     }
     try:
-        with _threads(args):
+        with _threads(args), _quiet(args):
             return handlers[args.command](args)
     except _Usage as err:
         fail(str(err))

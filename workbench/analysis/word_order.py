@@ -48,11 +48,17 @@ def permutations(
         kind: ``"all"``: every distinct order when there are at most ``max_orders`` of them, else
             ``max_orders`` distinct orders drawn with ``random.Random(seed)``; ``"swap"``: the two
             ``words`` exchanged (first occurrences); ``"of"``: ``"X of Y"`` -> ``"Y of X"`` around the
-            first ``of``; ``"relation"``: the two phrases around a relation word trade places
-            (see ``relation_swap``), or the prompt alone when it holds none of ``RELATIONS``.
+            first ``of``, for prompts whose relation word is that ``of`` (``"a painting of a horse"``,
+            not ``"a red circle left of a blue square"``, whose ``of`` belongs to ``"left of"``);
+            ``"relation"``: the two phrases around a relation word trade places (see
+            ``relation_swap``), or the prompt alone when it holds none of ``RELATIONS``.
         words: the two words for ``kind="swap"``.
         max_orders: the most orders returned for ``kind="all"`` (the prompt included).
         seed: for sampling orders of long prompts.
+
+    Raises:
+        ValueError: a kind that does not fit the prompt (``"of"`` without ``of`` as its relation word,
+            ``"swap"`` without both words); the message names the kinds that do fit it.
 
     Example:
         >>> permutations("a painting of a horse", kind="of")
@@ -79,8 +85,13 @@ def permutations(
         return [prompt, " ".join(tokens)]
     if kind == "of":
         lower = [t.lower() for t in tokens]
-        if "of" not in lower[1:-1]:
-            raise ValueError(f"kind='of' needs a prompt of the form 'X of Y', got {prompt!r}")
+        relation = _relation_word(prompt)
+        if relation != "of":
+            held = "" if relation is None else f" (its relation word is {relation!r})"
+            raise ValueError(
+                f"kind='of' needs a prompt of the form 'X of Y' with 'of' as its relation word, got "
+                f"{prompt!r}{held}; kinds that fit this prompt: {list(fitting_kinds(prompt)) or 'none'}"
+            )
         k = lower.index("of", 1)
         return [prompt, " ".join(tokens[k + 1 :] + [tokens[k]] + tokens[:k])]
     if kind == "relation":
@@ -102,6 +113,38 @@ def permutations(
         rng.shuffle(shuffled)
         out.setdefault(" ".join(shuffled), None)
     return list(out)
+
+
+def _relation_word(prompt: str) -> str | None:
+    """The relation word that splits ``prompt`` as ``relation_swap`` splits it (the first of
+    ``RELATIONS`` it holds between two words, case ignored), or None."""
+    text = " ".join(prompt.split()).lower()
+    for rel in RELATIONS:
+        if re.search(rf"\S\s+{re.escape(rel)}\s+\S", text):
+            return rel
+    return None
+
+
+def fitting_kinds(prompt: str) -> tuple[str, ...]:
+    """The ``permutations`` kinds that give ``prompt`` another word order, in ``KINDS`` order.
+
+    ``"all"`` and ``"swap"`` need two different words, ``"of"`` needs ``of`` as the prompt's relation
+    word, ``"relation"`` any relation word that ``relation_swap`` can swap around.
+
+    Example:
+        >>> fitting_kinds("a red circle left of a blue square")
+        ('all', 'swap', 'relation')
+        >>> fitting_kinds("a painting of a horse")
+        ('all', 'swap', 'of', 'relation')
+    """
+    distinct = len({w.lower() for w in prompt.split()}) >= 2
+    fits = {
+        "all": distinct,
+        "swap": distinct,
+        "of": _relation_word(prompt) == "of",
+        "relation": relation_swap(prompt) is not None,
+    }
+    return tuple(k for k in KINDS if fits[k])
 
 
 def relation_swap(prompt: str) -> str | None:
