@@ -391,3 +391,17 @@ def test_a_run_without_head_counts_lists_the_head_summing_presets_with_the_reaso
     ex = AttentionExplorer(old)
     assert list(ex.preset.options) == ["all-mean", "amd"] and ex.error is None
     assert "head counts" in ex.unavailable["daam"]
+
+
+def test_experiment_browser_says_which_runs_were_edited(tmp_path, tiny_pipe):
+    from workbench import Edit, generate
+
+    plain = generate(tiny_pipe, "a red circle", seed=0, steps=2, progress=False)
+    edited = generate(tiny_pipe, "a red circle", seed=0, steps=2, edits=[Edit.ablate("red")], progress=False)
+    save_run(plain, tmp_path / "plain")
+    save_run(edited, tmp_path / "edited")
+    br = ExperimentBrowser(tmp_path)
+    texts = {r.children[1].value for r in br.rows.children}
+    assert sum("<b>edited:</b> ablate &#x27;red&#x27;" in t for t in texts) == 1
+    br.open("edited", threaded=False)
+    assert "edited: ablate" in br.task.status.value

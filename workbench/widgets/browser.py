@@ -126,6 +126,9 @@ class ExperimentBrowser:
         size = {"width": f"{w}px", "height": f"{h}px", "min_width": f"{w}px", "border": "1px solid #ddd"}
         thumb = W.Image(value=png, format="png", layout=W.Layout(**size))
         state = "" if r.complete else " · <b>incomplete</b>"
+        edits = getattr(r, "edits", None)  # index files written before edits existed have no column
+        if isinstance(edits, str) and edits:
+            state += f" · <b>edited:</b> {escape(edits)}"
         text = W.HTML(
             f"<b>{escape(r.prompt)}</b><br>seed {escape(r.seed)} · {escape(r.steps)} steps · guidance "
             f"{escape(r.guidance)} · {escape(r.scheduler)} · {escape(r.model)}{state}<br>"
@@ -177,7 +180,8 @@ class ExperimentBrowser:
         self.explorer = AttentionExplorer(run)
         self.opened.children = [self.explorer.widget]
         close_all(old)
-        self.task.status.value = f"opened “{escape(run.prompt)}” · seed {escape(run.seed)}"
+        edited = f" · edited: {escape(run.config.edit_label)}" if run.config.edits else ""
+        self.task.status.value = f"opened “{escape(run.prompt)}” · seed {escape(run.seed)}{edited}"
 
     def wait(self, timeout: float | None = None):
         self.task.wait(timeout)
