@@ -16,7 +16,7 @@ ALLOWED = {
     "store": {"core"},
     "edits": {"core"},
     "sweeps": {"core", "store", "analysis", "edits"},
-    "widgets": {"core", "analysis", "viz", "store", "sweeps", "edits", "lab"},
+    "widgets": {"core", "analysis", "viz", "store", "sweeps", "edits", "lab", "report"},
     "lab": {"core", "analysis", "edits", "toy"},
 }
 
@@ -105,3 +105,14 @@ def test_store_neither_loads_models_nor_generates():
 def test_the_module_finder_sees_names_imported_from_a_package():
     source = "from workbench.core import loading\nfrom ..core.generate import generate\n"
     assert {"workbench.core.loading", "workbench.core.generate"} <= modules_of(source, ("workbench", "store"))
+
+
+def test_report_stays_below_the_widgets_that_write_reports():
+    above = (
+        imports_of((ROOT / "report.py").read_text(), ("workbench",))
+        - {"core", "analysis", "viz", "store"}
+        - LEAVES
+    )
+    assert not above, (
+        f"workbench/report.py may import only core, analysis, viz and store; found {sorted(above)}"
+    )

@@ -197,3 +197,26 @@ def test_a_click_as_soon_as_run_shows_enabled_starts_a_run(tiny_pipe):
     app.task.run_button.click()
     assert app.wait(60) is not None and app.run.complete
     assert busy_when_enabled == [False]
+
+
+def test_the_image_keeps_the_runs_aspect_ratio_during_and_after_the_run(tiny_pipe):
+    app = GenerateApp(tiny_pipe, prompt=PROMPT, seed=1, steps=2)
+    app.height.value, app.width.value = 16, 24  # not square
+    shown = []
+    original = app._show
+
+    def show(image, label):
+        original(image, label)
+        png = Image.open(io.BytesIO(app.preview.value)).size
+        shown.append((label, app.preview.layout.width, app.preview.layout.height, png))
+
+    app._show = show
+    run = app.run_sync()
+    assert app.error is None and run.image.size == (24, 16)
+    assert [label.split(":")[0] for label, *_ in shown[:2]] == ["live preview"] * 2
+    assert shown[-1][0].startswith("final image")
+    app.step_slider.value = 0
+    assert "step 0" in shown[-1][0]
+    for _, width, height, png in shown:  # every preview, the final image, and x0 at a step
+        assert (width, height) == (f"{png[0]}px", f"{png[1]}px") == ("240px", "160px")
+        assert png[0] / png[1] == run.config.width / run.config.height == 1.5

@@ -8,11 +8,11 @@ import pytest
 from ipywidgets.widgets.widget import _instances
 
 from workbench.core.adapters import adapter_for, set_model_defaults
-from workbench.core.request import EMPTY_PROMPT_NOTE, MAX_PROMPT_CHARS
+from workbench.core.request import EMPTY_PROMPT_NOTE, MAX_PROMPT_CHARS, RequestError
 from workbench.names import DEFAULT_PROMPT
 from workbench.viz.render import escape
 from workbench.widgets import SeedLab, WordOrderLab
-from workbench.widgets.labs import LAB_SEEDS, largest_grid
+from workbench.widgets.labs import LAB_SEEDS, check_orders, largest_grid
 
 
 def figures(lab):
@@ -244,3 +244,49 @@ def test_new_run_clears_old_results_and_leaves_no_widget_behind(tiny_pipe):
     lab.wait(60)
     assert len(figures(lab)) == 3
     assert len(_instances) == live  # as many live widgets as after the first batch
+
+
+@pytest.mark.parametrize(
+    ("orders", "message"),
+    [
+        (["a painting of a horse", "a painting of a horse"], "orders give nothing new: every line is"),
+        (["a painting of a horse", "A  painting of a horse"], "orders give nothing new: every line is"),
+        (
+            ["a painting of a horse", "a horse of a painting", "a painting of a horse"],
+            "orders have line 3 (“a painting of a horse”) repeat the word order of line 1",
+        ),
+        (
+            ["a painting of a horse", "a horse of a cow"],
+            "orders have line 2 (“a horse of a cow”) that is no word order of line 1 (“a painting of a "
+            "horse”), so the two cannot be compared: only in line 1: “painting”; only in line 2: “cow”",
+        ),
+    ],
+)
+def test_word_order_lab_refuses_orders_that_give_nothing_new_before_any_generation(
+    tiny_pipe, orders, message
+):
+    lab = WordOrderLab(tiny_pipe, orders=orders, steps=2)
+    batches = []
+    lab._batch = lambda *args: batches.append(args)  # what a started batch would call
+    lab.task.run_button.click()
+    assert batches == [] and not lab.task.busy  # refused at Run: nothing generated
+    assert lab.error.startswith("RequestError: orders ") and message in lab.error
+    assert escape(message) in lab.task.error_area.value.split("<details>")[0]
+    assert lab.task.status.value.startswith("failed") and lab.task.progress.value == 0
+    assert lab.runs == [] and lab.results.children == () and not lab.task.run_button.disabled
+
+
+def test_word_order_lab_with_only_its_prompt_is_refused_naming_the_orders_box(tiny_pipe):
+    lab = WordOrderLab(tiny_pipe, prompt="a red circle", steps=2)  # no relation word: no other order
+    assert lab.orders.value == "a red circle"
+    assert lab.start() is False and not lab.task.busy
+    assert "orders must hold at least two word orders" in lab.error
+
+
+def test_word_orders_are_words_moved_not_white_space_or_punctuation():
+    check_orders(["a horse, a cow", "a cow , a horse"])  # the same words in another order
+    check_orders(["a horse, a cow", "a horse a, cow"])  # the comma moved: another order
+    for orders in (["a horse, a cow", "a horse ,a cow"], ["A horse", "a  HORSE"]):
+        with pytest.raises(RequestError, match="give nothing new") as caught:
+            check_orders(orders)
+        assert caught.value.field == "orders"

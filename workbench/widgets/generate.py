@@ -65,6 +65,7 @@ class GenerateApp:
         guidance = adapter.default_guidance if guidance_scale is None else guidance_scale
         inputs = self._inputs(adapter, prompt, negative_prompt, seed, steps, guidance, scheduler)
         self.task = TaskRunner("Run", "set the inputs and press Run", labels=LABELS, hints=HINTS)
+        # Resized to each image shown (``_show``), so a 48×64 image keeps its shape.
         self.preview = W.Image(format="png", layout=W.Layout(width="256px", height="256px"))
         self.preview.add_class("wb-preview")
         self.preview_label = W.HTML("")
@@ -246,6 +247,11 @@ class GenerateApp:
             follow(run)
 
     def _show(self, image, label: str) -> None:
-        self.preview.value = png_bytes(image, display_scale(image))
+        """Show ``image`` enlarged by a whole number (about 256 px on its longer side), the box sized to
+        it: the image keeps its aspect ratio, during the run and after."""
+        scale = display_scale(image)
+        self.preview.value = png_bytes(image, scale)
+        self.preview.layout.width = f"{image.width * scale}px"
+        self.preview.layout.height = f"{image.height * scale}px"
         self.preview.layout.display = None
         self.preview_label.value = label

@@ -14,6 +14,9 @@ Example:
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+
 import ipywidgets as W
 
 from workbench.analysis.seeds import SeedGrid, seed_study
@@ -88,6 +91,10 @@ class _BatchApp:
     def jobs(self) -> list[tuple[str, int]]:
         raise NotImplementedError
 
+    def check(self, jobs: list[tuple[str, int]]) -> None:
+        """Refuse (with a ``ValueError`` naming the box) jobs whose batch could show nothing; run after
+        every request is checked, before any generation. Nothing to refuse here."""
+
     def prompt_label(self, prompt: str) -> str:
         """The label of the box ``prompt`` came from (named when a request refuses it)."""
         return "prompt"
@@ -102,6 +109,8 @@ class _BatchApp:
             jobs = self.jobs()
             for prompt, seed in jobs:  # every request checked before the first run
                 Request(prompt, seed=seed, steps=steps, guidance_scale=guidance)
+            prompt = None
+            self.check(jobs)
         except (ValueError, TypeError) as err:
             self.clear_results()
             named = isinstance(err, RequestError) and err.field == "prompt" and prompt is not None
@@ -218,6 +227,55 @@ def largest_grid(runs: list[Run]) -> list[Run]:
     return [done[(p, s)] for p in ps for s in ss]
 
 
+def order_words(order: str) -> list[str]:
+    """The words of a word order as the lab compares them, in order: lowercased runs of letters, single
+    digits and single other marks (white space only separates). Prompts with the same words hold the
+    same of these (the comparison aligns the tokenizer's words, lowercased, by identity)."""
+    return re.findall(r"[^\W\d_]+|\d|[^\w\s]|_", order.lower())
+
+
+def _quoted(order: str, limit: int = 60) -> str:
+    return f"“{order if len(order) <= limit else order[: limit - 1] + '…'}”"
+
+
+def check_orders(orders: list[str]) -> None:
+    """Refuse word orders that would give nothing new, before any of them is generated.
+
+    Raises ``RequestError`` (field ``"orders"``) when every order is the first one again (white space
+    and case aside), when a line repeats an earlier order, or when a line does not hold the first
+    line's words (so it is no word order of it and cannot be compared with it).
+
+    Example:
+        >>> check_orders(["a painting of a horse", "a horse of a painting"])
+    """
+    keys = [tuple(order_words(o)) for o in orders]
+    if len(set(keys)) < 2:
+        raise RequestError(
+            "orders",
+            f"give nothing new: every line is the word order of line 1 ({_quoted(orders[0])}); give at "
+            "least two different word orders, one per line (or press 'suggest orders')",
+        )
+    first = Counter(keys[0])
+    for i, key in enumerate(keys[1:], start=1):
+        if key in keys[:i]:
+            j = keys.index(key)
+            raise RequestError(
+                "orders",
+                f"have line {i + 1} ({_quoted(orders[i])}) repeat the word order of line {j + 1} "
+                f"({_quoted(orders[j])}): it gives nothing new; give each word order once",
+            )
+        words = Counter(key)
+        if words != first:
+            only_first = ", ".join(_quoted(w, 20) for w in (first - words).elements()) or "nothing"
+            only_here = ", ".join(_quoted(w, 20) for w in (words - first).elements()) or "nothing"
+            raise RequestError(
+                "orders",
+                f"have line {i + 1} ({_quoted(orders[i])}) that is no word order of line 1 "
+                f"({_quoted(orders[0])}), so the two cannot be compared: only in line 1: {only_first}; "
+                f"only in line {i + 1}: {only_here}",
+            )
+
+
 def _suggested_orders(prompt: str) -> list[str]:
     """The prompt and its relation swap (nothing for an empty prompt)."""
     return permutations(prompt, kind="relation") if prompt.strip() else []
@@ -225,6 +283,9 @@ def _suggested_orders(prompt: str) -> list[str]:
 
 class WordOrderLab(_BatchApp):
     """One seed, a prompt in several word orders: images side by side, map pairs, divergence per step.
+
+    The orders are checked at Run, before anything is generated (``check_orders``): each line must be
+    another order of the first line's words; a list that gives nothing new is refused, naming the box.
 
     Args:
         pipe: a pipeline from ``load_pipeline``.
@@ -275,8 +336,14 @@ class WordOrderLab(_BatchApp):
     def jobs(self) -> list[tuple[str, int]]:
         orders = [line.strip() for line in self.orders.value.splitlines() if line.strip()]
         if len(orders) < 2:
-            raise ValueError("give at least two word orders, one per line (or press 'suggest orders')")
+            raise RequestError(
+                "orders", "must hold at least two word orders, one per line (or press 'suggest orders')"
+            )
         return [(o, self.seed.value) for o in orders]  # the seed is checked with each request
+
+    def check(self, jobs: list[tuple[str, int]]) -> None:
+        """The orders must compare: each a new order of the first one's words (see ``check_orders``)."""
+        check_orders([prompt for prompt, _ in jobs])
 
     def prompt_label(self, prompt: str) -> str:
         return "orders"  # what runs are the orders, not the base prompt

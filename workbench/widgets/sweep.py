@@ -1,5 +1,9 @@
 """SweepApp: run a sweep from JupyterLab with an overall bar, each worker's status, the latest images and
-Cancel (the runs finished so far stay; running the app again finishes the rest).
+Cancel (the runs finished so far stay; running the app again finishes the rest), and its HTML report.
+
+Each image is captioned with its prompt, its seed and every setting the sweep varies (guidance, steps,
+scheduler, size, edits). A sweep keeps only finished runs: the run Cancel stops midway is dropped, and
+the app says so. A Run with nothing left to do keeps the images on show.
 
 Example:
     SweepApp("sweep.json", out="runs/sweep")                                   # this kernel
@@ -9,13 +13,59 @@ Example:
 from __future__ import annotations
 
 import os
+import re
+import warnings
+from pathlib import Path
 
 import ipywidgets as W
+import pandas as pd
+from PIL import Image
 
+from workbench.store.runs import IMAGE
+from workbench.sweeps.folder import read_index
 from workbench.sweeps.runner import SweepEvents, SweepResult, run_sweep
 from workbench.sweeps.spec import SweepSpec, as_spec
 from workbench.viz.render import display_scale, escape, png_bytes
-from workbench.widgets.base import TaskRunner
+from workbench.widgets.base import TaskRunner, close_all
+
+# the report's name in the sweep's output folder (where ``workbench sweep`` writes it too)
+REPORT_FILE = "report.html"
+
+# generate's warning for a run stopped midway; a sweep drops such a run, so the app says that instead
+_STOPPED = re.compile(r"generation stopped after (\d+) of (\d+) steps; the run keeps those steps")
+
+
+def image_caption(spec: SweepSpec, row) -> str:
+    """A run's caption: its prompt and seed, then every setting that varies in ``spec`` (its value in
+    ``row``, the run's index row), so two images of one prompt and seed never look alike.
+
+    Example:
+        >>> image_caption(spec, row)  # doctest: +SKIP
+        'a red circle · seed 5 · guidance 4'
+    """
+    parts = [f"{row['prompt']} · seed {row['seed']}"]
+    if len(spec.guidance_scales) > 1:
+        parts.append(f"guidance {float(row['guidance']):g}")
+    if len(spec.steps) > 1:
+        parts.append(f"{row['steps']} steps")
+    if len(spec.schedulers) > 1:
+        parts.append(f"scheduler {row['scheduler']}")
+    if len(spec.sizes) > 1:
+        parts.append(f"{row['width']}×{row['height']}")
+    if len(spec.edits) > 1:
+        parts.append(f"edits: {row['edits']}" if row["edits"] else "unedited")
+    return " · ".join(parts)
+
+
+def _stopped_message(message: str) -> str:
+    """generate's 'the run keeps those steps' in a sweep's words (the sweep drops that run)."""
+    m = _STOPPED.match(message)
+    if m is None:
+        return message
+    return (
+        f"Cancel stopped a run after {m.group(1)} of {m.group(2)} steps; a sweep keeps only finished runs, "
+        "so that run was dropped (Run sweep again makes it anew)"
+    )
 
 
 class _AppEvents(SweepEvents):
@@ -63,7 +113,7 @@ class _AppEvents(SweepEvents):
             state["now"] = f"idle (last run {outcome.status}{took})"
             app.counts[outcome.status] = app.counts.get(outcome.status, 0) + 1
             if outcome.image is not None and row is not None:
-                app.add_image(outcome.image, f"{row['prompt']} · seed {row['seed']}")
+                app.add_image(outcome.image, image_caption(app.spec, row))
         app.show_workers()
 
 
@@ -76,6 +126,9 @@ class SweepApp:
         latest: how many of the latest images to show.
         sweep_options: passed to ``workbench.sweep`` (``executor="ray"``, ``num_cpus=``, ``threads=``,
             ``disk_budget=``, ``retry_failed=``, ...).
+
+    Attributes:
+        report_path: the HTML report the Report button wrote last (None before).
     """
 
     def __init__(
@@ -94,16 +147,28 @@ class SweepApp:
         self.sweep_id: str | None = None
         self.worker_state: dict[str, dict] = {}
         self.counts: dict[str, int] = {}
+        self.report_path: Path | None = None
         planned = len(self.spec.plan())
         self.task = TaskRunner("Run sweep", description=f"{planned} runs planned; finished ones are skipped")
         self.header = W.HTML(self._header(planned))
         self.workers_html = W.HTML("")
         self.images = W.HBox([], layout=W.Layout(flex_flow="row wrap"))
+        self.report_button = W.Button(
+            description="Report", icon="file-text-o", tooltip="write the HTML report"
+        )
+        self.report_button.add_class("wb-report-button")
+        self.report_link = W.HTML("")
         self.task.run_button.on_click(lambda _: self.start())
+        self.report_button.on_click(lambda _: self.write_report())
+        # one job at a time: the Report button is off while a sweep (or a report) is going
+        self.task.run_button.observe(
+            lambda ch: setattr(self.report_button, "disabled", ch["new"]), "disabled"
+        )
         self.widget = W.VBox(
             [
                 self.header,
                 self.task.controls(),
+                W.HBox([self.report_button, self.report_link]),
                 self.workers_html,
                 W.HTML("<b>latest images</b>"),
                 self.images,
@@ -114,8 +179,9 @@ class SweepApp:
     def _header(self, planned: int) -> str:
         s = self.spec
         prompts = len(s.prompt_list())
-        settings = len(s.steps) * len(s.guidance_scales) * len(s.schedulers) * len(s.sizes)
-        where = self.options.get("executor", "local")
+        settings = len(s.steps) * len(s.guidance_scales) * len(s.schedulers) * len(s.sizes) * len(s.edits)
+        executor = self.options.get("executor", "local")
+        where = executor if isinstance(executor, str) else getattr(executor, "name", type(executor).__name__)
         return (
             f"<b>Sweep</b> of {escape(s.model)}: {prompts} prompts × {len(s.seeds)} seeds × {settings} "
             f"settings = {planned} runs, into {escape(self.out)} ({escape(where)})"
@@ -131,9 +197,11 @@ class SweepApp:
         return self.task.error
 
     def start(self, *, threaded: bool = True) -> bool:
-        """Start the sweep (in a thread unless ``threaded=False``); False when one is already running."""
+        """Start the sweep (in a thread unless ``threaded=False``); False when one is already running.
+        The images on show stay until new ones come."""
+        if self.task.busy:
+            return False
         self.counts = {}
-        self.images.children = []
         return self.task.start(self._work, len(self.spec.plan()), self._finish, threaded=threaded)
 
     def run_sync(self) -> SweepResult | None:
@@ -145,22 +213,50 @@ class SweepApp:
         return self.result
 
     def _work(self) -> SweepResult:
-        return run_sweep(
-            self.spec,
-            self.out,
-            events=_AppEvents(self),
-            cancel=self.task.cancel_event,
-            progress=False,
-            log=None,
-            **self.options,
-        )
+        """The sweep, in the task's thread; generate's warnings passed on in a sweep's words."""
+        caught: list = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                return run_sweep(
+                    self.spec,
+                    self.out,
+                    events=_AppEvents(self),
+                    cancel=self.task.cancel_event,
+                    progress=False,
+                    log=None,
+                    **self.options,
+                )
+        finally:  # outside the recording block, so the app's own recording shows them
+            for w in caught:
+                warnings.warn_explicit(_stopped_message(str(w.message)), w.category, w.filename, w.lineno)
 
     def _finish(self, result: SweepResult) -> None:
         self.result = result
-        self.task.status.value = escape(result.summary())
+        self.task.status.value = escape(self._status(result))
         for state in self.worker_state.values():
             state["now"] = "done"
         self.show_workers()
+        if result.ran == 0 and not self.images.children:
+            self.show_finished(result.index)
+
+    def _status(self, result: SweepResult) -> str:
+        """The status line after a Run: what is left, what Cancel kept, or the sweep's summary."""
+        left = result.planned - result.done - result.failed
+        if result.ran == 0 and left == 0:
+            if result.failed:
+                return (
+                    f"nothing left to run: all {result.planned} runs have ended ({result.done} done, "
+                    f"{result.failed} failed; SweepApp(..., retry_failed=True) runs the failed ones again)"
+                )
+            return f"nothing left to run: all {result.planned} runs are done · sweep {result.sweep_id}"
+        if self.task.cancelled:
+            return (
+                f"cancelled with {result.done} of {result.planned} runs finished, and kept; a sweep keeps only "
+                f"finished runs, so a run stopped midway is dropped; Run sweep again to run the other {left} · "
+                + result.summary()
+            )
+        return result.summary()
 
     def show_workers(self) -> None:
         rows = "".join(
@@ -176,10 +272,71 @@ class SweepApp:
         )
 
     def add_image(self, image, caption: str) -> None:
+        """Put ``image`` first in the strip (the oldest past ``latest`` leave it, closed)."""
         tile = W.VBox(
             [
                 W.Image(value=png_bytes(image, display_scale(image, 128)), format="png"),
                 W.HTML(f'<div style="max-width:140px;font-size:80%">{escape(caption)}</div>'),
             ]
         )
-        self.images.children = (tile, *self.images.children)[: self.latest]
+        shown = (tile, *self.images.children)
+        self.images.children = shown[: self.latest]
+        close_all(shown[self.latest :])
+
+    def show_finished(self, index: pd.DataFrame) -> None:
+        """Fill the strip with the latest finished runs of ``index`` (a sweep's rows), read from their
+        folders in ``out``, the newest first; runs whose image cannot be read are left out."""
+        done = index[index.status == "done"].sort_values("finished", ascending=False)
+        for row in reversed(done.head(self.latest).to_dict("records")):
+            try:
+                with Image.open(Path(self.out) / str(row["path"]) / IMAGE) as im:
+                    image = im.convert("RGB")
+            except OSError:
+                continue
+            self.add_image(image, image_caption(self.spec, row))
+
+    # ------------------------------------------------------------- the report
+
+    def write_report(self, *, threaded: bool = True) -> bool:
+        """Write the sweep's HTML report (``report.html`` in the output folder: counts, thumbnails, the
+        seed-vs-prompt and word-order analyses, the failures) and show a link to it; False when refused
+        (a sweep or a report is going)."""
+        return self.task.start(
+            self._report, 1, self._reported, threaded=threaded, status="writing the sweep's report…"
+        )
+
+    def _report(self) -> Path:
+        from workbench.report import report
+
+        index = self.result.index if self.result is not None else read_index(self.out)
+        if index.empty:
+            raise ValueError("the sweep has no finished runs yet: press Run sweep first, then Report")
+        ids = sorted(set(index.sweep_id))
+        if len(ids) > 1:  # the folder's index, before this app ran: which sweep is this app's is not known
+            raise ValueError(
+                f"{self.out} holds {len(ids)} sweeps ({', '.join(ids)}): press Run sweep first (finished "
+                "runs are skipped), then Report, so the report shows this spec's sweep"
+            )
+        title = f"Sweep {ids[0]}" + (f" · {self.spec.name}" if self.spec.name else "")
+        return report([], Path(self.out) / REPORT_FILE, title=title, sweep=index, quiet=True)
+
+    def _reported(self, path: Path) -> None:
+        self.task.step()
+        self.report_path = path
+        self.report_link.value = _link(path)
+        self.task.status.value = escape(f"report written to {path} · open it in a web browser")
+
+
+def _link(path: Path) -> str:
+    """A link to ``path`` (relative to the kernel's folder, as JupyterLab resolves it when it lies
+    below) with its path, and how to see its figures in JupyterLab."""
+    try:
+        href = Path(os.path.relpath(path)).as_posix()
+    except ValueError:  # another drive
+        href = path.resolve().as_uri()
+    if href.startswith("../"):
+        href = path.resolve().as_uri()
+    return (
+        f'<a href="{escape(href)}" target="_blank" rel="noopener">{escape(path.name)}</a> '
+        f'<span style="color:#666">({escape(path)}; in JupyterLab press “Trust HTML” to see its figures)</span>'
+    )
