@@ -5,7 +5,13 @@ beside the report and shared by every report in that folder); each figure is a `
 ``to_html(full_html=False, include_plotlyjs=False)``, whose data goes through plotly's own JSON
 serializer (which escapes ``<``); animated figures (the filmstrip) wait for their slider, they do not
 play on load. Every piece of user text (prompts, words, config values) is passed
-through ``viz.render.escape``. MathJax stays off.
+through ``viz.render.escape``. MathJax stays off. Tables sit in a container that scrolls sideways
+when they are wider than the page, and long cells wrap.
+
+A report of two or more runs opens with a "Compare" section (``compare_section``): the final images
+side by side, the words the runs share mapped on one colour scale, the absolute difference of the
+final images, and the request fields that differ. A sweep's report (``sweep=``) holds its counts, a
+contact sheet per settings group and its analyses (``sweep_section``).
 
 Example:
     report([run_a, run_b], "report.html", figures=[("divergence", fig)])
@@ -23,14 +29,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from PIL import Image
 from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from workbench._version import __version__
 from workbench.analysis import sweeps as sweep_analysis
 from workbench.analysis.heatmaps import word_maps
+from workbench.analysis.word_order import align_words
 from workbench.core.run import Run
 from workbench.store.recipe import RerunRecipe
+from workbench.viz import side_by_side
 from workbench.viz import sweeps as sweep_figures
+from workbench.viz._common import (
+    COLORBAR,
+    colorbar,
+    hide_image_axes,
+    image_axes,
+    normalize_title,
+    panel_size,
+    plot_height,
+    recipe_line,
+    sized_grid,
+    titled,
+)
 from workbench.viz.maps import word_overlay
 from workbench.viz.render import escape, png_bytes, run_image, table_html
 
@@ -40,12 +61,23 @@ UNTRUSTED_NOTE = (
 )
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
 h1 { font-size: 1.6em; } h2 { border-top: 1px solid #ccc; padding-top: .8em; }
 pre { background: #f6f6f6; padding: .6em; overflow-x: auto; font-size: .85em; }
 img.run-image { width: 256px; image-rendering: pixelated; border: 1px solid #ccc; }
-table.wb-table { border-collapse: collapse; font-size: .85em; }
-table.wb-table td, table.wb-table th { border: 1px solid #ddd; padding: 2px 6px; }
+.wb-scroll { max-width: 100%; overflow-x: auto; }
+table.wb-table { border-collapse: collapse; font-size: .85em; table-layout: auto; max-width: 100%; }
+table.wb-table td, table.wb-table th { border: 1px solid #ddd; padding: 2px 6px; vertical-align: top;
+  overflow-wrap: anywhere; }
+table.wb-table tr.differs td { background: #fff1a8; font-weight: 600; }
+table.contact-sheet { border-collapse: separate; border-spacing: 4px; font-size: .8em; }
+table.contact-sheet th { font-weight: normal; text-align: right; max-width: 18em; overflow-wrap: anywhere; }
+table.contact-sheet thead th { text-align: center; }
+table.contact-sheet img, table.contact-sheet .not-done { width: 64px; height: 64px; display: block;
+  image-rendering: pixelated; }
+table.contact-sheet .not-done { background: #888; }
+.images { display: flex; flex-wrap: wrap; gap: 1em; }
+.images figure { margin: 0; } .images figcaption { font-size: .85em; max-width: 256px; }
 details { margin: .5em 0; } summary { cursor: pointer; font-weight: 600; }
 .note { color: #555; font-size: .9em; }
 """
@@ -59,6 +91,16 @@ def _figure(fig: go.Figure, div_id: str) -> str:
     return fig.to_html(
         full_html=False, include_plotlyjs=False, include_mathjax=False, div_id=div_id, auto_play=False
     )
+
+
+def _table(df: pd.DataFrame) -> str:
+    """An escaped table in a container that scrolls sideways when the table is wider than the page."""
+    return f'<div class="wb-scroll">{table_html(df)}</div>'
+
+
+def _png(image: Image.Image) -> str:
+    """A ``data:`` URL of ``image`` as PNG."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
 
 
 PLOTLYJS_MODES = ("inline", "beside")
@@ -78,9 +120,8 @@ def _plotlyjs_tag(mode: str, folder: Path) -> str:
 
 
 def _image_tag(run: Run) -> str:
-    data = base64.b64encode(png_bytes(run_image(run))).decode()
     alt = escape(f"final image of {run.prompt!r}, seed {run.seed}")
-    return f'<img class="run-image" alt="{alt}" src="data:image/png;base64,{data}">'
+    return f'<img class="run-image" alt="{alt}" src="{_png(run_image(run))}">'
 
 
 def _edited(config) -> str:
@@ -105,7 +146,7 @@ def _run_section(run: Run, i: int) -> str:
     spec = recipe.to_dict()
     tokens = run.tokens[run.tokens.kind != "pad"]
     parts += [
-        "<details open><summary>Token table</summary>" + table_html(tokens) + "</details>",
+        "<details open><summary>Token table</summary>" + _table(tokens) + "</details>",
         "<details><summary>Full configuration and provenance</summary>" + _pre(vars(cfg)) + "</details>",
         "<details><summary>Recorded hashes</summary>" + _pre(recipe.expected.to_dict()) + "</details>",
         "<details><summary>Re-run spec (save as spec.json, then <code>workbench rerun spec.json</code>)</summary>"
@@ -115,6 +156,242 @@ def _run_section(run: Run, i: int) -> str:
         + '">download spec</a></details>',
     ]
     return "\n".join(parts)
+
+
+# ------------------------------------------------------------------ comparing runs
+
+COMPARE_WORDS = 6  # the most shared words the compare section maps
+
+
+def _model_label(model: dict) -> str:
+    """The model's source, with the start of its weights' hash when it was recorded."""
+    sha = model.get("weights_sha256")
+    source = model.get("source", "unknown")
+    return f"{source} (weights {sha[:12]})" if sha else str(source)
+
+
+_REQUEST_FIELDS = {  # field -> its value in a run's config, in words
+    "prompt": lambda c: c.prompt,
+    "negative prompt": lambda c: c.negative_prompt or "none",
+    "seed": lambda c: c.seed,
+    "steps": lambda c: c.steps,
+    "guidance": lambda c: "model default" if c.guidance_scale is None else c.guidance_scale,
+    "scheduler": lambda c: c.scheduler,
+    "size (width×height)": lambda c: f"{c.width}×{c.height}",
+    "model": lambda c: _model_label(c.model),
+    "edits": lambda c: c.edit_label or "none",
+}
+
+
+def request_differences(runs: Sequence[Run]) -> pd.DataFrame:
+    """Each run's request fields in words, and which of them differ between the runs.
+
+    Returns:
+        DataFrame indexed by field (prompt, negative prompt, seed, steps, guidance, scheduler, size,
+        model, edits): a column per run (``run 1``, ``run 2``, ...) holding the value as text, and
+        ``differs`` (bool).
+
+    Example:
+        >>> request_differences([run_a, run_b]).query("differs")  # doctest: +SKIP
+    """
+    columns = [f"run {i + 1}" for i in range(len(runs))]
+    values = {f: [str(get(r.config)) for r in runs] for f, get in _REQUEST_FIELDS.items()}
+    df = pd.DataFrame.from_dict(values, orient="index", columns=columns)
+    df["differs"] = df[columns].nunique(axis=1) > 1
+    return df
+
+
+def _differences_html(diff: pd.DataFrame) -> str:
+    """The fields table, differing rows highlighted (class ``differs``), and a line naming them."""
+    runs = [c for c in diff.columns if c != "differs"]
+    head = "<tr><th>field</th>" + "".join(f"<th>{escape(c)}</th>" for c in runs) + "<th></th></tr>"
+    rows = []
+    for field, row in diff.iterrows():
+        mark = ' class="differs"' if row.differs else ""
+        cells = "".join(f"<td>{escape(row[c])}</td>" for c in runs)
+        rows.append(
+            f"<tr{mark}><td>{escape(field)}</td>{cells}<td>{'differs' if row.differs else 'same'}</td></tr>"
+        )
+    differ = [escape(f) for f in diff.index[diff.differs]]
+    same = [escape(f) for f in diff.index[~diff.differs]]
+    line = (
+        f"<p>Differ: {', '.join(differ) or 'nothing'}. "
+        f"The same in every run: {', '.join(same) or 'nothing'}.</p>"
+    )
+    table = (
+        f'<table class="wb-table compare-fields"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    )
+    return line + f'<div class="wb-scroll">{table}</div>'
+
+
+def _word_label(word: str, occurrence: int) -> str:
+    return word if occurrence == 0 else f"{word} ({occurrence + 1})"
+
+
+def shared_words(runs: Sequence[Run]) -> tuple[list[tuple[str, int, list[int]]], list[str]]:
+    """The words every run's prompt holds, matched by identity (``analysis.align_words``: lowercased,
+    a repeated word by occurrence), and the words only some prompts hold.
+
+    Returns:
+        ``[(word, occurrence, [its word index in each run])]`` in the first run's word order, and the
+        labels of the words missing from some run.
+    """
+    aligned = [align_words(runs[0], r) for r in runs[1:]]
+    in_others = [
+        {(w, o): b for w, o, b in zip(al.word, al.occurrence, al.index_b) if not pd.isna(b)} for al in aligned
+    ]
+    shared, partial = [], []
+    for w, o, a in zip(aligned[0].word, aligned[0].occurrence, aligned[0].index_a):
+        others = [found.get((w, o)) for found in in_others]
+        if pd.isna(a) or any(i is None for i in others):
+            partial.append(_word_label(w, o))
+        else:
+            shared.append((w, int(o), [int(a), *(int(i) for i in others)]))
+    for al in aligned[1:]:
+        partial += [_word_label(w, o) for w, o, a in zip(al.word, al.occurrence, al.index_a) if pd.isna(a)]
+    return shared, list(dict.fromkeys(partial))
+
+
+def _heatmap_grid(z: list[list[np.ndarray]], titles: list[str], scale_title: str) -> go.Figure:
+    """Rows × columns of heat maps sharing one colour scale (the lowest to the highest value of all),
+    one colour bar, square pixels."""
+    zmin = float(min(m.min() for row in z for m in row))
+    zmax = float(max(m.max() for row in z for m in row))
+    cols = len(z[0])
+    fig = sized_grid(len(z), cols, panel=panel_size(*z[0][0].shape, short=128), titles=titles, right=COLORBAR)
+    for k, row in enumerate(z):
+        for j, m in enumerate(row):
+            label = titles[k * cols + j]
+            fig.add_trace(
+                go.Heatmap(
+                    z=m,
+                    zmin=zmin,
+                    zmax=zmax,
+                    colorscale="Inferno",
+                    showscale=k == 0 and j == 0,
+                    colorbar=colorbar(scale_title, plot_height(fig)),
+                    name=label,
+                    hovertemplate="x %{x} px, y %{y} px: %{z:.3g}<extra>" + label + "</extra>",
+                ),
+                row=k + 1,
+                col=j + 1,
+            )
+    hide_image_axes(fig)
+    image_axes(fig)
+    return fig
+
+
+def compare_maps_figure(runs: Sequence[Run], *, max_words: int = COMPARE_WORDS) -> go.Figure:
+    """Each word the runs share, mapped in every run on ONE colour scale: rows are runs, columns words.
+
+    The maps are ``word_maps(run)`` (the ``"all-mean"`` recipe: attention probability at the image
+    size), so a brighter panel is more attention, whichever run it is in.
+
+    Args:
+        runs: two or more runs that recorded attention.
+        max_words: the most shared words shown (the first ones of the first run's prompt).
+
+    Raises:
+        ValueError: fewer than 2 runs, a run without recorded attention, no shared word, or a bad
+            ``max_words``.
+    """
+    if len(runs) < 2:
+        raise ValueError(f"comparing maps needs 2 or more runs, got {len(runs)}")
+    if not isinstance(max_words, int) or max_words < 1:
+        raise ValueError(f"max_words must be a positive int, got {max_words!r}")
+    silent = [i + 1 for i, r in enumerate(runs) if not r.attention.probs]
+    if silent:
+        raise ValueError(f"run(s) {silent} recorded no attention, so there are no maps to compare")
+    shared, partial = shared_words(runs)
+    if not shared:
+        raise ValueError("the runs' prompts share no word")
+    shown = shared[:max_words]
+    maps = [word_maps(r) for r in runs]
+    z = [[maps[k].maps[maps[k].row_of(idx[k])].numpy() for _, _, idx in shown] for k in range(len(runs))]
+    titles = [f"run {k + 1}: {_word_label(w, o)}" for k in range(len(runs)) for w, o, _ in shown]
+    agg = maps[0].aggregation
+    fig = _heatmap_grid(z, titles, normalize_title(agg))
+    sub = f"one colour scale for every panel; {recipe_line(agg)}"
+    if len(shared) > len(shown):
+        sub += f"; the first {len(shown)} of {len(shared)} shared words"
+    if partial:
+        sub += f"; not in every prompt (not shown): {', '.join(partial)}"
+    return titled(fig, "The words the runs share, mapped in every run", sub, grow=True)
+
+
+def final_image_difference(run_a: Run, run_b: Run) -> tuple[np.ndarray, str]:
+    """``|a − b|`` of two runs' final images, per pixel and channel (uint8, 0–255).
+
+    Images of different sizes are both resized (area average) to the smaller width and height first.
+
+    Returns:
+        The (H, W, 3) difference, and a note saying what was resized ("" when nothing was).
+
+    Raises:
+        ValueError: a run has no final image (it was interrupted).
+    """
+    for name, run in (("run_a", run_a), ("run_b", run_b)):
+        if run.image is None:
+            raise ValueError(f"{name} has no final image (it was interrupted)")
+    a, b = run_a.image.convert("RGB"), run_b.image.convert("RGB")
+    note = ""
+    if a.size != b.size:
+        size = (min(a.width, b.width), min(a.height, b.height))
+        note = (
+            f"the images are {a.width}×{a.height} and {b.width}×{b.height}: both resized to "
+            f"{size[0]}×{size[1]} (area average) for the difference"
+        )
+        a, b = a.resize(size, Image.BOX), b.resize(size, Image.BOX)
+    diff = np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).astype(np.uint8)
+    return diff, note
+
+
+def _difference_images(runs: Sequence[Run]) -> str:
+    """Each later run's final image minus the first run's, as an image with its mean and largest value."""
+    parts = []
+    for k in range(1, len(runs)):
+        what = f"|run {k + 1} − run 1|"
+        try:
+            diff, note = final_image_difference(runs[k], runs[0])
+        except ValueError as err:
+            parts.append(f"<figure><figcaption>{escape(what)}: {escape(err)}</figcaption></figure>")
+            continue
+        caption = f"{what}: mean {diff.mean():.2f}, largest {int(diff.max())} of 255" + (
+            f"; {note}" if note else ""
+        )
+        parts.append(
+            f'<figure><img class="run-image diff-image" alt="{escape(what)}" src="{_png(Image.fromarray(diff))}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>"
+        )
+    return (
+        "<h3>Absolute difference of the final images</h3>"
+        '<p class="note">Per pixel and channel, on the 0–255 scale: black where the images agree.</p>'
+        f'<div class="images">{"".join(parts)}</div>'
+    )
+
+
+def compare_section(runs: Sequence[Run]) -> list[str]:
+    """HTML comparing two or more runs: the request fields (those that differ highlighted), the final
+    images side by side, the shared words' maps on one colour scale, and the images' difference."""
+    titles = [
+        f"run {i + 1}: {r.prompt} · seed {r.seed}" + ("" if r.image is not None else " (no final image)")
+        for i, r in enumerate(runs)
+    ]
+    parts = [
+        '<h2 id="compare">Compare</h2>',
+        "<h3>Request fields</h3>" + _differences_html(request_differences(runs)),
+        "<h3>Final images</h3>"
+        + _figure(side_by_side([np.asarray(run_image(r)) for r in runs], titles), "compare-images"),
+        "<h3>Shared words' maps, one colour scale</h3>",
+    ]
+    try:
+        parts.append(_figure(compare_maps_figure(runs), "compare-maps"))
+    except ValueError as err:
+        parts.append(f"<p>Not shown: {escape(err)}</p>")
+    return parts + [_difference_images(runs)]
+
+
+# ------------------------------------------------------------------ the page
 
 
 def _runs_of(run_or_runs, sweep, plotlyjs: str) -> list[Run]:
@@ -127,27 +404,70 @@ def _runs_of(run_or_runs, sweep, plotlyjs: str) -> list[Run]:
     return runs
 
 
-def _head(title: str, runs: list[Run], notes: str) -> list[str]:
-    """The title, when and by what the page was written, the notes and the list of runs."""
+def _sweep_of(sweep) -> tuple[pd.DataFrame | None, int | None]:
+    """The index, and how many runs were planned (None: not known), of what ``report`` got as ``sweep``."""
+    if sweep is None:
+        return None, None
+    if isinstance(sweep, pd.DataFrame):
+        return sweep, sweep.attrs.get("planned")
+    index = getattr(sweep, "index", None)  # a SweepResult
+    if isinstance(index, pd.DataFrame):
+        return index, getattr(sweep, "planned", None)
+    raise TypeError(
+        f"sweep must be a sweep's index (a DataFrame) or a SweepResult, got {type(sweep).__name__}"
+    )
+
+
+def _planned_beside(folder: Path, index: pd.DataFrame) -> int | None:
+    """How many runs the index's sweeps planned, from the plan records in ``folder/sweeps/`` (a sweep's
+    folder, where ``workbench sweep`` writes its report); None when a record is missing or unreadable."""
+    from workbench.store.runs import read_small_file
+    from workbench.sweeps.folder import SWEEPS_DIR
+
+    ids = sorted(set(index.sweep_id.dropna())) if "sweep_id" in index.columns else []
+    total = 0
+    for sweep_id in ids:
+        name = str(sweep_id)
+        if not name or name.startswith(".") or not all(ch.isalnum() or ch in "-_." for ch in name):
+            return None
+        try:
+            record = json.loads(read_small_file(folder / SWEEPS_DIR / f"{name}.json"))
+            total += len(record["requests"])
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            return None
+    return total if ids else None
+
+
+def _head(
+    title: str, runs: list[Run], notes: str, index: pd.DataFrame | None, planned: int | None
+) -> list[str]:
+    """The title, when and by what the page was written, what it holds, the notes and the contents."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     version = runs[0].config.versions.get("workbench", "") if runs else __version__
+    held = []
+    if runs or index is None:
+        held.append(f"{len(runs)} run{'' if len(runs) == 1 else 's'}")
+    if index is not None:
+        held.append(_sweep_line(index, planned))
     parts = [
         f"<h1>{escape(title)}</h1>",
         f'<p class="note">Written {now} by workbench {escape(version)}; '
-        f"{len(runs)} run(s). {escape(UNTRUSTED_NOTE)}</p>",
+        f"{escape('; '.join(held))}. {escape(UNTRUSTED_NOTE)}</p>",
     ]
     if notes:
         parts.append(f"<p>{escape(notes)}</p>")
-    links = "".join(
+    links = '<li><a href="#compare">Compare</a></li>' if len(runs) >= 2 else ""
+    links += "".join(
         f'<li><a href="#run-{i}">{escape(r.prompt)} · seed {r.seed}{_edited(r.config)}</a></li>'
         for i, r in enumerate(runs)
     )
-    return parts + [f"<ul>{links}</ul>"]
+    return parts + ([f"<ul>{links}</ul>"] if links else [])
 
 
 def _page(title: str, body: list[str], plotlyjs: str) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)}</title><style>{_STYLE}</style>"
         f"{plotlyjs}</head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
@@ -162,21 +482,24 @@ def report(
     tables: Iterable[tuple[str, pd.DataFrame]] = (),
     notes: str = "",
     quiet: bool = False,
-    sweep: pd.DataFrame | None = None,
+    sweep=None,
     plotlyjs: str = "inline",
 ) -> Path:
     """Write one self-contained HTML report of one or more runs, or of a sweep.
 
     Args:
-        run_or_runs: a ``Run`` or a list of runs.
+        run_or_runs: a ``Run`` or a list of runs; with two or more the page opens with a "Compare"
+            section (``compare_section``).
         path: the HTML file to write.
         title: the page title (escaped).
         figures: extra ``(caption, figure)`` pairs shown before the runs (e.g. a divergence curve).
         tables: extra ``(caption, DataFrame)`` pairs shown after the figures (cells escaped).
         notes: a paragraph of plain text shown under the title (escaped).
         quiet: do not print where the report went.
-        sweep: a sweep's index (``workbench.sweeps.read_index(out)``): adds the sweep section (see
-            ``sweep_section``); ``run_or_runs`` may then be an empty list.
+        sweep: a sweep's index (``workbench.sweeps.read_index(out)``) or the ``SweepResult`` of
+            ``workbench.sweep``: adds the sweep section (see ``sweep_section``); ``run_or_runs`` may
+            then be an empty list. The planned count comes from the result, or from the plan records
+            in the report's folder when it is the sweep's folder.
         plotlyjs: ``"inline"`` (the page holds plotly.js, ~4.8 MB, and works alone) or ``"beside"``
             (one ``plotly-<version>.min.js`` in the report's folder, shared by every report there;
             keep it with the reports when moving them).
@@ -185,14 +508,19 @@ def report(
         The path written.
     """
     runs = _runs_of(run_or_runs, sweep, plotlyjs)
+    index, planned = _sweep_of(sweep)
     path = Path(path)
-    body = _head(title, runs, notes)
+    if index is not None and planned is None:
+        planned = _planned_beside(path.parent, index)
+    body = _head(title, runs, notes, index, planned)
+    if len(runs) >= 2:
+        body += compare_section(runs)
     for j, (caption, fig) in enumerate(figures):
         body.append(f"<h2>{escape(caption)}</h2>" + _figure(fig, f"figure-{j}"))
     for caption, df in tables:
-        body.append(f"<h2>{escape(caption)}</h2>" + table_html(df))
-    if sweep is not None:
-        body += sweep_section(sweep)
+        body.append(f"<h2>{escape(caption)}</h2>" + _table(df))
+    if index is not None:
+        body += sweep_section(index, planned=planned)
     body += [_run_section(run, i) for i, run in enumerate(runs)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_page(title, body, _plotlyjs_tag(plotlyjs, path.parent)), encoding="utf-8")
@@ -206,6 +534,45 @@ def report(
 SWEEP_TABLE_ROWS = 40  # longer tables are cut in the page (the index holds them all)
 
 
+def sweep_counts(index: pd.DataFrame, planned: int | None = None) -> dict:
+    """How many of a sweep's runs are done and failed (one count per sweep and request id), how many
+    ended in all, and how many were planned (``planned``, None when not known: the index lists ended
+    runs only)."""
+    ended = index.drop_duplicates(["sweep_id", "request_id"])
+    counts = ended.status.value_counts()
+    return {
+        "done": int(counts.get("done", 0)),
+        "failed": int(counts.get("failed", 0)),
+        "ended": len(ended),
+        "planned": planned,
+    }
+
+
+def _sweep_line(index: pd.DataFrame, planned: int | None) -> str:
+    """``sweep ab12: 46 done · 2 failed · 48 planned`` (plain text)."""
+    c = sweep_counts(index, planned)
+    ids = ", ".join(sorted(str(i) for i in set(index.sweep_id.dropna()))) or "(no runs yet)"
+    text = f"sweep {ids}: {c['done']} done · {c['failed']} failed · "
+    if planned is None:
+        return (
+            text
+            + f"{c['ended']} ended (the index lists ended runs only; the planned count is not known here)"
+        )
+    rest = planned - c["ended"]
+    return text + f"{planned} planned" + (f" ({rest} not ended)" if rest > 0 else "")
+
+
+def _scalar(value):
+    """A cell as plain Python: missing as None, whole floats as ints."""
+    if isinstance(value, (list, tuple, np.ndarray, bytes)):
+        return value
+    if pd.isna(value):
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _short(df: pd.DataFrame) -> pd.DataFrame:
     """A table for the page: lists and bytes dropped, floats rounded, at most ``SWEEP_TABLE_ROWS`` rows."""
     keep = [c for c in df.columns if c not in ("thumb", "words", "word_mass")]
@@ -216,17 +583,76 @@ def _short(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def constant_columns(df: pd.DataFrame) -> list[str]:
+    """The columns that hold one value in every row (missing counts as a value); of a one-row table,
+    the settings columns only (``analysis.sweeps.SETTINGS``)."""
+    if len(df) < 2:
+        return [c for c in df.columns if c in sweep_analysis.SETTINGS]
+    return [c for c in df.columns if df[c].map(_scalar).nunique(dropna=False) == 1]
+
+
+def _same_line(df: pd.DataFrame, columns: list[str]) -> str:
+    """The constant columns as one line: ``steps 6 · scheduler default · size 32×32 · negative prompt none``."""
+    values = {c: _scalar(df[c].iloc[0]) for c in columns}
+    items = []
+    for c, v in values.items():
+        if c in ("height", "width") and {"height", "width"} <= set(values):
+            if c == "height":
+                items.append(f"size {v}×{values['width']}")
+            continue
+        items.append(f"{c.replace('_', ' ')} {'none' if v is None else v}")
+    return f'<p class="note">The same in every row: {escape(" · ".join(items))}</p>'
+
+
+def _sweep_table(df: pd.DataFrame) -> str:
+    """A sweep table for the page: the columns that are the same in every row as a line above it."""
+    short = _short(df)
+    same = constant_columns(short)
+    line = _same_line(short, same) if same else ""
+    cut = (
+        f'<p class="note">The first {SWEEP_TABLE_ROWS} of {len(df)} rows.</p>' if len(df) > len(short) else ""
+    )
+    return line + _table(short.drop(columns=same)) + cut
+
+
+def _sheet_html(sheet) -> str:
+    """One settings group's contact sheet as a table: its settings above, prompts down, seeds across."""
+    shown = (
+        f"{len(sheet.prompts)} of {sheet.n_prompts} prompts" if sheet.n_prompts > len(sheet.prompts) else ""
+    )
+    if sheet.n_seeds > len(sheet.seeds):
+        shown += (", " if shown else "") + f"the lowest {len(sheet.seeds)} of {sheet.n_seeds} seeds"
+    head = "<tr><th>prompt</th>" + "".join(f"<th>seed {escape(s)}</th>" for s in sheet.seeds) + "</tr>"
+    rows = []
+    for p in sheet.prompts:
+        cells = []
+        for s in sheet.seeds:
+            t, what = sheet.cells[(p, s)], escape(f"{p} · seed {s}")
+            cells.append(
+                f'<td><div class="not-done" title="{what}: not done"></div></td>'
+                if t is None
+                else f'<td><img alt="{what}" title="{what}" src="{_png(Image.fromarray(t))}"></td>'
+            )
+        rows.append(f'<tr><th scope="row">{escape(p)}</th>{"".join(cells)}</tr>')
+    return (
+        f'<h4 class="sheet-label">{escape(sheet.label)}</h4>'
+        + (f'<p class="note">Showing {escape(shown)}.</p>' if shown else "")
+        + f'<div class="wb-scroll"><table class="contact-sheet"><thead>{head}</thead>'
+        + f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
 def _thumbnails(index: pd.DataFrame) -> str:
-    """The contact sheet of the sweep's final images, or why there is none."""
+    """A contact sheet of the final images per settings group, or why there is none."""
     try:
-        sheet, prompts, seeds = sweep_figures.thumbnail_sheet(index)
-        data = base64.b64encode(png_bytes(sheet)).decode()
+        sheets = sweep_figures.contact_sheets(index)
     except ValueError as err:
         return f"<p>{escape(err)}</p>"
+    side = sweep_analysis.THUMB
     return (
-        "<h3>Final images (16×16 thumbnails)</h3>"
-        f'<p class="note">rows: {escape(" | ".join(prompts))}; columns: seeds {escape(seeds)}</p>'
-        f'<img class="run-image" style="width:auto" alt="thumbnails of the sweep" src="data:image/png;base64,{data}">'
+        f"<h3>Final images ({side}×{side} thumbnails), one sheet per settings group</h3>"
+        f'<p class="note">{len(sheets)} settings group(s); in each, rows are prompts and columns seeds; '
+        "grey: that run is not done.</p>" + "".join(_sheet_html(s) for s in sheets)
     )
 
 
@@ -269,30 +695,36 @@ def _analyses(index: pd.DataFrame, n_boot: int) -> list[str]:
         if df.empty:
             parts.append("<p>Not shown: the sweep has no prompts that are word orders of each other.</p>")
             continue
-        parts.append(_figure(draw(df), f"sweep-{j}") + table_html(_short(df)))
+        parts.append(_figure(draw(df), f"sweep-{j}") + _sweep_table(df))
     return parts
 
 
-def sweep_section(index: pd.DataFrame, *, n_boot: int = 1000) -> list[str]:
-    """HTML of a sweep from its index alone: counts, a contact sheet of thumbnails, the seed-vs-prompt
-    variance split and the word-order effects with bootstrap intervals over seeds, and the failures.
+def sweep_section(index: pd.DataFrame, *, n_boot: int = 1000, planned: int | None = None) -> list[str]:
+    """HTML of a sweep from its index alone: counts, a contact sheet of thumbnails per settings group,
+    the seed-vs-prompt variance split and the word-order effects with bootstrap intervals over seeds,
+    and the failures.
 
     Analyses that the sweep's shape does not allow (one prompt, one seed, no word orders) say so.
+    Settings that are the same in every row of a table stand in one line above it.
+
+    Args:
+        index: the sweep's index.
+        n_boot: bootstrap draws of the intervals.
+        planned: how many runs the sweep planned (None: not known; the index lists ended runs only).
     """
     parts = ["<h2>Sweep</h2>"]
     if index.empty:
         return parts + ["<p>The sweep's index holds no runs yet.</p>"]
-    ids = sorted(set(index.sweep_id))
-    counts = index.drop_duplicates(["sweep_id", "request_id"]).status.value_counts()
+    done = index.loc[index.status == "done", sweep_analysis.SETTINGS].astype(object)
+    groups = done.where(done.notna(), None).drop_duplicates()
     parts.append(
-        f"<p>sweep {escape(', '.join(ids))} · {escape(int(counts.get('done', 0)))} runs done · "
-        f"{escape(int(counts.get('failed', 0)))} failed · "
-        f"{escape(index.prompt.nunique())} prompts · {escape(index.seed.nunique())} seeds. "
+        f"<p>{escape(_sweep_line(index, planned))} · {escape(index.prompt.nunique())} prompts · "
+        f"{escape(index.seed.nunique())} seeds · {escape(len(groups))} settings group(s). "
         "Everything below is computed from the index (thumbnails and per-word attention mass kept per run).</p>"
     )
     parts.append(_thumbnails(index))
     parts += _analyses(index, n_boot)
     failed = index[index.status == "failed"]
     if len(failed):
-        parts.append("<h3>Failed runs</h3>" + table_html(_short(failed[_FAILED_COLUMNS])))
+        parts.append("<h3>Failed runs</h3>" + _sweep_table(failed[_FAILED_COLUMNS]))
     return parts

@@ -1,5 +1,5 @@
 """Figures of a sweep's analyses (``analysis.sweeps``): variance split and word-order effects with their
-bootstrap intervals, and a contact sheet of the index's thumbnails.
+bootstrap intervals, and contact sheets of the index's thumbnails (one per settings group).
 
 Example:
     sweep_variance_figure(sweep_variance(index))
@@ -7,6 +7,8 @@ Example:
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -127,6 +129,107 @@ def word_order_effect_figure(effects: pd.DataFrame, *, fig: go.Figure | None = N
     return titled(fig, "How each word's attention moves with word order", sub)
 
 
+@dataclass(frozen=True)
+class ContactSheet:
+    """One settings group's final images (the index's thumbnails): prompts down, seeds across.
+
+    Attributes:
+        settings: the group's ``SETTINGS`` values.
+        label: the settings in words (``settings_label``).
+        prompts: the rows shown, in the sweep's prompt order (at most ``max_prompts``).
+        seeds: the columns shown, ascending (at most ``max_seeds``).
+        cells: (prompt, seed) -> the thumbnail, (size, size, 3) uint8; None where that run is not done.
+        image: the sheet as one picture: each cell ``scale`` times the thumbnail's size, ``gap`` white
+            pixels between cells and around them, grey where a run is not done.
+        n_prompts, n_seeds: how many prompts and seeds the group has (more than shown when cut).
+    """
+
+    settings: dict
+    label: str
+    prompts: list[str]
+    seeds: list[int]
+    cells: dict
+    image: Image.Image
+    n_prompts: int
+    n_seeds: int
+
+
+def _sheet_image(
+    sheet_cells: dict, prompts: list, seeds: list, side: int, scale: int, gap: int
+) -> Image.Image:
+    """The cells drawn on white, ``gap`` pixels apart; a missing cell is grey."""
+    size = side * scale
+    sheet = Image.new("RGB", (len(seeds) * (size + gap) + gap, len(prompts) * (size + gap) + gap), "white")
+    for i, p in enumerate(prompts):
+        for j, s in enumerate(seeds):
+            t = sheet_cells.get((p, s))
+            tile = (
+                Image.fromarray(t).resize((size, size), Image.NEAREST)
+                if t is not None
+                else Image.new("RGB", (size, size), (128, 128, 128))
+            )
+            sheet.paste(tile, (gap + j * (size + gap), gap + i * (size + gap)))
+    return sheet
+
+
+def _group_sheet(g: pd.DataFrame, max_prompts: int, max_seeds: int, scale: int, gap: int) -> ContactSheet:
+    """The contact sheet of one settings group's finished runs."""
+    settings = {k: _plain(g.iloc[0][k]) for k in SETTINGS}
+    prompts = list(dict.fromkeys(g.sort_values("prompt_index", kind="stable").prompt))
+    seeds = sorted({int(s) for s in g.seed})
+    thumbs = (thumbnails(g) * 255).round().astype(np.uint8)  # (runs, size, size, 3)
+    every = {(p, int(s)): t for p, s, t in zip(g.prompt, g.seed, thumbs)}
+    shown_p, shown_s = prompts[:max_prompts], seeds[:max_seeds]
+    cells = {(p, s): every.get((p, s)) for p in shown_p for s in shown_s}
+    return ContactSheet(
+        settings=settings,
+        label=settings_label(settings),
+        prompts=shown_p,
+        seeds=shown_s,
+        cells=cells,
+        image=_sheet_image(cells, shown_p, shown_s, thumbs.shape[1], scale, gap),
+        n_prompts=len(prompts),
+        n_seeds=len(seeds),
+    )
+
+
+def contact_sheets(
+    index: pd.DataFrame,
+    *,
+    sweep_id: str | None = None,
+    max_prompts: int = 12,
+    max_seeds: int = 16,
+    scale: int = 4,
+    gap: int = 4,
+) -> list[ContactSheet]:
+    """A contact sheet per settings group of the index's finished runs, in the order the groups first
+    appear in the index.
+
+    Args:
+        index: a sweep's index (``workbench.sweeps.read_index``).
+        sweep_id: only this sweep's runs (default every sweep in the index).
+        max_prompts, max_seeds: the most rows and columns a sheet shows (the first prompts, the lowest seeds).
+        scale: each thumbnail enlarged this many times (nearest neighbour) in ``image``.
+        gap: white pixels between cells in ``image``.
+
+    Raises:
+        ValueError: the index holds no finished runs, or a limit is not a positive int.
+
+    Example:
+        >>> [s.label for s in contact_sheets(read_index("runs/sweep"))]  # doctest: +SKIP
+    """
+    for name, value in (("max_prompts", max_prompts), ("max_seeds", max_seeds), ("scale", scale)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not isinstance(gap, int) or gap < 0:
+        raise ValueError(f"gap must be an int of 0 or more, got {gap!r}")
+    df = done_runs(index, sweep_id)
+    if df.empty:
+        raise ValueError("the index holds no finished runs")
+    labels = df.apply(_label, axis=1)
+    return [_group_sheet(g, max_prompts, max_seeds, scale, gap) for _, g in df.groupby(labels, sort=False)]
+
+
 def thumbnail_sheet(
     index: pd.DataFrame,
     *,
@@ -135,33 +238,14 @@ def thumbnail_sheet(
     max_seeds: int = 16,
     scale: int = 4,
 ) -> tuple[Image.Image, list[str], list[int]]:
-    """The index's thumbnails of the first settings group: prompts down, seeds across (grey: not done).
+    """The first settings group's contact sheet, one white pixel between cells (``contact_sheets``
+    gives every group, labelled).
 
     Returns:
         The sheet (a PIL image: ``scale`` times the thumbnails' size, one white pixel between cells),
         its prompts (rows) and its seeds (columns).
     """
-    df = done_runs(index, sweep_id)
-    if df.empty:
-        raise ValueError("the index holds no finished runs")
-    first = df.iloc[0]
-    same = np.ones(len(df), dtype=bool)
-    for c in SETTINGS:
-        same &= (df[c].isna() & pd.isna(first[c])) | (df[c] == first[c]).fillna(False).to_numpy(dtype=bool)
-    g = df[same]
-    prompts = list(dict.fromkeys(g.sort_values("prompt_index", kind="stable").prompt))[:max_prompts]
-    seeds = sorted(set(g.seed))[:max_seeds]
-    thumbs = thumbnails(g)
-    size = thumbs.shape[1] * scale
-    sheet = Image.new("RGB", (len(seeds) * (size + 1) + 1, len(prompts) * (size + 1) + 1), "white")
-    cells = {(p, s): t for p, s, t in zip(g.prompt, g.seed, thumbs)}
-    for i, p in enumerate(prompts):
-        for j, s in enumerate(seeds):
-            t = cells.get((p, s))
-            tile = (
-                Image.fromarray((t * 255).round().astype(np.uint8)).resize((size, size), Image.NEAREST)
-                if t is not None
-                else Image.new("RGB", (size, size), (128, 128, 128))
-            )
-            sheet.paste(tile, (1 + j * (size + 1), 1 + i * (size + 1)))
-    return sheet, prompts, [int(s) for s in seeds]
+    first = contact_sheets(
+        index, sweep_id=sweep_id, max_prompts=max_prompts, max_seeds=max_seeds, scale=scale, gap=1
+    )[0]
+    return first.image, first.prompts, first.seeds
