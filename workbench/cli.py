@@ -533,7 +533,7 @@ def _sweep(a) -> int:
     print(f"index:  {out / 'index.parquet'} (runs in {out / 'runs'})")
     if not a.no_report:
         path = report(
-            [], out / "report.html", title=f"Sweep {result.sweep_id}", sweep=result.index, quiet=True
+            [], out / "report.html", title=f"Sweep {result.sweep_id}", sweep=result, quiet=True
         )
         print(f"report: {path}  — open it in a web browser (JupyterLab: press 'Trust HTML')")
     return 0
