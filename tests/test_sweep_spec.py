@@ -129,7 +129,7 @@ def test_request_ids_are_stable_and_cover_request_policy_and_weights():
         ({"schedulers": ["nope"]}, "schedulers: scheduler 'nope' is not known"),
         ({"sizes": [[32]]}, "sizes entries must be"),
         ({"word_orders": "backwards"}, "word_orders must be one of"),
-        ({"word_orders": "of"}, "word_orders for 'no relation here': kind='of' needs"),
+        ({"word_orders": "of"}, "word_orders for 'a red circle left of a blue square': kind='of' needs"),
         ({"policy": {"heads": "some"}}, "policy: policy heads must be"),
         ({"disk_budget": "lots"}, "disk_budget must be a positive size"),
     ],

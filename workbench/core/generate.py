@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import threading
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 
 from .adapters import adapter_for
 from .policy import RecordingPolicy
-from .recorder import StepCallback, record, silenced_progress, using
+from .recorder import StepCallback, record, silenced_progress, using, warn_at_caller
 from .request import MAX_SEED, SIZE_LIMIT, Request
 from .run import Run, RunConfig
 from .schedulers import build_scheduler
@@ -167,7 +166,7 @@ def _generate(pipe, requests: list[Request], policy, progress, cancel, on_step, 
         raise ValueError(f"generate needs a seed for every request; none for {missing}")
     first = requests[0]
     for note in dict.fromkeys(n for r in requests for n in r.notes):
-        warnings.warn(note, stacklevel=3)
+        warn_at_caller(note)
     scheduler = build_scheduler(first.scheduler, pipe.scheduler.config)
     generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
     single = len(requests) == 1

@@ -113,16 +113,16 @@ def _fresh_seed(generator) -> int | None:
     )
 
 
-_INTERNAL = (  # code between the caller and a warning: this package, diffusers, torch, contextlib
-    str(Path(__file__).parent),
+_INTERNAL = (  # code between the caller and a warning: the workbench package, diffusers, torch, contextlib
+    str(Path(__file__).parent.parent),
     str(Path(diffusers.__file__).parent),
     str(Path(torch.__file__).parent),
     contextlib.__file__,
 )
 
 
-def _warn(message: str) -> None:
-    """Warn at the first frame outside the workbench core, diffusers and torch: the caller's line."""
+def warn_at_caller(message: str) -> None:
+    """Warn at the first frame outside the workbench, diffusers and torch: the caller's line."""
     frame, level = inspect.currentframe(), 1
     while frame is not None and (frame.f_code.co_filename.startswith(_INTERNAL) or level == 1):
         frame, level = frame.f_back, level + 1
@@ -306,9 +306,9 @@ class Recording:
         labelled = [("prompt", t) for t in texts(prompt)] + [("negative_prompt", t) for t in texts(negative)]
         for label, text in dict.fromkeys(labelled):
             for message in self.adapter.cut_messages(text, self.lengths):
-                _warn(message.replace("prompt", label, 1))
+                warn_at_caller(message.replace("prompt", label, 1))
             for message in self.adapter.unknown_messages(text, self.lengths):
-                _warn(message.replace("prompt", label, 1))
+                warn_at_caller(message.replace("prompt", label, 1))
 
     def _prepare_latents(self, original):
         signature = inspect.signature(original)
@@ -384,7 +384,9 @@ class Recording:
         # before any denoising: the whole call against the memory each part lives in
         check_call(adapter, *self.size, batch, self.total_steps, store, self.policy.device)
         if self.policy.negative and not self._guided() and not adapter.separate_negative:
-            _warn("policy.negative is set but guidance is off: there is no negative branch to record")
+            warn_at_caller(
+                "policy.negative is set but guidance is off: there is no negative branch to record"
+            )
         if self.policy.record_attention:
             self.sink = AttentionSink(
                 self.policy, kept, latent_hw, self.text_len, self.total_steps, batch=batch
@@ -478,9 +480,11 @@ class Recording:
 
     def _warn_state(self) -> None:
         if self.failure is not None:
-            _warn(f"generation failed: {self.failure}; the run is kept, marked failed and incomplete")
+            warn_at_caller(
+                f"generation failed: {self.failure}; the run is kept, marked failed and incomplete"
+            )
         elif not self.complete:
-            _warn(
+            warn_at_caller(
                 f"generation stopped after {self.steps_done} of {self.total_steps} steps; the run keeps "
                 "those steps and is marked incomplete"
             )
