@@ -532,9 +532,7 @@ def _sweep(a) -> int:
             raise _Usage(str(err)) from None
     print(f"index:  {out / 'index.parquet'} (runs in {out / 'runs'})")
     if not a.no_report:
-        path = report(
-            [], out / "report.html", title=f"Sweep {result.sweep_id}", sweep=result, quiet=True
-        )
+        path = report([], out / "report.html", title=f"Sweep {result.sweep_id}", sweep=result, quiet=True)
         print(f"report: {path}  — open it in a web browser (JupyterLab: press 'Trust HTML')")
     return 0
 
