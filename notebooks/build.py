@@ -117,9 +117,19 @@ viz.word_overlay(run, maps)""",
             """\
 DAAM's maps as its code makes them: every head of every layer but the mid block's, steps summed,
 upsampled bicubically to the latent's size and averaged; one map per word (a repeated word's
-occurrences averaged). Expanding them to the image is a separate step, bicubic as DAAM's `expand_as`.""",
+occurrences averaged). Expanding them to the image is a separate step, bicubic as DAAM's `expand_as`.
+
+Summed over steps, these maps are unnormalised and their ranges differ several-fold from word to word,
+so each word gets its own colour scale, from 0 to its maximum (written over its panel).
+`scale="shared"` puts every word on one scale, to compare their values.""",
         ),
-        ("code", 'viz.word_overlay(run, analysis.word_maps(run, "daam").expand(run))'),
+        (
+            "code",
+            """\
+daam = analysis.word_maps(run, "daam").expand(run)
+viz.word_overlay(run, daam)""",
+        ),
+        ("code", 'viz.word_overlay(run, daam, scale="shared")'),
         ("md", "Late steps only, one resolution: the recipe is yours to choose."),
         (
             "code",
@@ -127,14 +137,28 @@ occurrences averaged). Expanding them to the image is a separate step, bicubic a
 late = analysis.word_maps(run, steps=range(10, 20), layers=run.attention.resolutions()[0], normalize="max")
 viz.word_overlay(run, late, words=["yellow", "triangle", "green", "square"])""",
         ),
-        ("md", "## Single tokens, and the special positions (BOS, EOS, padding)"),
+        (
+            "md",
+            """\
+## Single tokens, and the special positions (BOS, EOS, padding)
+One map per encoder position, labelled `position:token`: the start token, each sub-word token of the
+prompt, the end token and the first padding position (the others look like it). Each map is divided by
+its own maximum.""",
+        ),
         (
             "code",
             """\
 tokens = analysis.token_maps(run, normalize="max")
-list(zip(tokens.positions, tokens.tokens, tokens.kinds))[:12]""",
+shown = tokens.positions[: tokens.kinds.index("pad") + 1] if "pad" in tokens.kinds else tokens.positions
+viz.word_overlay(run, tokens, words=shown, cols=5)""",
         ),
-        ("md", "## How much attention each word gets, per step and per layer"),
+        (
+            "md",
+            """\
+## How much attention each word gets, per step and per layer
+A word's mass is the attention probability its tokens receive, averaged over a layer's pixels; the
+subtitle says how steps, layers and heads were combined.""",
+        ),
         ("code", "viz.word_step_matrix(analysis.word_step_mass(run))"),
         ("code", "viz.word_layer_matrix(analysis.word_layer_mass(run))"),
         ("md", "## Explore"),
@@ -258,14 +282,22 @@ viz.attribution_bar(ig)""",
 occ = analysis.occlusion(pipe, run, target="x0", step=4)
 viz.attribution_bar(occ, include_special=False)""",
         ),
-        ("md", "## Attribution against attention: do the rankings agree?"),
+        (
+            "md",
+            """\
+## Attribution against attention: do the rankings agree?
+Integrated Gradients attributions are signed: a negative one is a word that pulls the prediction back
+towards the empty prompt's. Words are ranked by the size of their attribution, `|attribution|` (rank 1
+the largest), so a large negative attribution ranks high; `by="signed"` ranks the signed values.""",
+        ),
         (
             "code",
             """\
-table = analysis.attribution_vs_attention(ig, run)
-print("Spearman rank correlation:", round(table.attrs["spearman"], 3))
+table = analysis.attribution_vs_attention(ig, run)  # by="signed" ranks the signed values instead
+print("words ranked by", table.attrs["ranked_by"], "| Spearman rank correlation:", round(table.attrs["spearman"], 3))
 viz.attribution_vs_attention_figure(table)""",
         ),
+        ("code", 'table[["label", "attribution", "rank_attribution", "attention", "rank_attention"]]'),
     ],
     "06_report.ipynb": [
         (

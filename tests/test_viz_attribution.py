@@ -67,6 +67,23 @@ def test_rank_agreement_by_hand_and_figures():
     assert list(words_only.data[0].x) == ["a", "red", "circle"]
 
 
+def test_ranks_are_by_magnitude_unless_signed_is_asked():
+    run, attr = hand_attribution([3.0, -2.5, 1.0])  # 'red' pulls back hard: second by size, last by sign
+    table = attribution_vs_attention(attr, run)
+    assert table.rank_attribution.tolist() == [1, 2, 3] and table.attrs["ranked_by"] == "|attribution|"
+    fig = attribution_vs_attention_figure(table)
+    assert list(fig.data[1].y) == [1, 2, 3] and list(fig.data[1].customdata) == [3.0, -2.5, 1.0]
+    assert "largest |attribution|" in fig.layout.yaxis.title.text.replace("<br>", " ")
+    assert "words ranked by |attribution|" in fig.layout.title.text
+    signed = attribution_vs_attention(attr, run, by="signed")
+    assert signed.rank_attribution.tolist() == [1, 3, 2] and signed.attrs["ranked_by"] == "signed attribution"
+    sfig = attribution_vs_attention_figure(signed)
+    assert "most positive" in sfig.layout.yaxis.title.text.replace("<br>", " ")
+    assert "words ranked by signed attribution" in sfig.layout.title.text
+    with pytest.raises(ValueError, match="by must be"):
+        attribution_vs_attention(attr, run, by="size")
+
+
 def test_mass_comparison_figure():
     a, b = word_order_pair()
     cmp = compare_word_order(a, b)

@@ -14,7 +14,7 @@ from test_analysis_word_order import word_order_pair
 
 from workbench.analysis import Filmstrip, SeedGrid, compare_word_order, word_maps
 from workbench.viz import filmstrip_figure, map_pairs, seed_grid_figure, side_by_side, word_overlay
-from workbench.viz._common import FONT, GLYPH, MIN_PANEL, wrap
+from workbench.viz._common import AXIS_FONT, FONT, GLYPH, LINE, MIN_PANEL, MODEBAR, TITLE_FONT, wrap
 
 
 def panels(fig) -> list[tuple[float, float]]:
@@ -101,6 +101,28 @@ def test_wrap_breaks_long_text_and_keeps_breaks():
     assert "<br>" in text and text.replace("<br>", " ") == "a red circle left of a blue square"
     assert all(len(line) * FONT * GLYPH <= 100 for line in text.split("<br>"))
     assert wrap("one<br>two", 500) == "one<br>two"
+
+
+def test_wrap_never_breaks_inside_brackets_that_fit_a_line():
+    title = "RMS to final image ([0, 1] intensity)"
+    for width in range(90, 400, 10):  # from 10 characters a line: no word is longer than a line
+        lines = wrap(title, width, AXIS_FONT).split("<br>")
+        assert " ".join(lines) == title
+        assert any("[0, 1]" in line for line in lines)  # the brackets are never split
+        chars = int(width / (AXIS_FONT * GLYPH))
+        if chars >= len("([0, 1] intensity)"):
+            assert any(line.endswith("([0, 1] intensity)") for line in lines)
+    assert wrap("a b (c d)", 60, FONT) == "a b<br>(c d)"  # 8 characters a line
+
+
+def test_the_title_starts_under_the_toolbar_band():
+    run = image_run()
+    fig = word_overlay(run, word_maps(run))
+    lines = fig.layout.title.text.count("<br>") + 1
+    assert fig.layout.title.pad.t == 22 + MODEBAR and fig.layout.title.yanchor == "top"
+    # the first line's top edge is about 15 px above its anchor: it still clears the toolbar's band
+    assert fig.layout.title.pad.t - 15 >= MODEBAR
+    assert fig.layout.margin.t >= MODEBAR + lines * TITLE_FONT * LINE
 
 
 def test_titles_wrap_to_the_figure_and_the_top_margin_holds_them():

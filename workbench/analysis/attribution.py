@@ -38,6 +38,7 @@ from .checks import check_pipe
 from .heatmaps import TEXT_KINDS, attention_mass, unique_labels, word_groups, word_maps
 
 BASELINE = 'the empty prompt "" through the text encoder'
+RANKED_BY = {"abs": "|attribution|", "signed": "signed attribution"}  # what attribution ranks are of
 
 
 def region_weights(region, run: Run, latent_hw: tuple[int, int]) -> torch.Tensor:
@@ -322,7 +323,7 @@ def attribution_vs_attention(
     run: Run,
     aggregation: Aggregation | str | None = None,
     *,
-    by: str = "signed",
+    by: str = "abs",
     region=None,
     **overrides,
 ) -> pd.DataFrame:
@@ -334,12 +335,15 @@ def attribution_vs_attention(
     Args:
         attribution: from ``integrated_gradients`` or ``occlusion``.
         run: the same run.
-        by: ``"signed"`` ranks attributions as they are, ``"abs"`` by magnitude.
+        by: ``"abs"`` (default) ranks attributions by magnitude, so a large negative attribution (a
+            word that pulls the prediction back) ranks as high as a large positive one; ``"signed"``
+            ranks them as they are (most positive first, most negative last).
 
     Returns:
         DataFrame per word (special positions left out): ``word``, ``label``, ``attribution``,
         ``attention``, ``rank_attribution``, ``rank_attention`` (1 = largest), ``rank_diff``;
-        ``attrs["spearman"]`` is the rank correlation (Pearson of the ranks, ties averaged).
+        ``attrs["spearman"]`` is the rank correlation (Pearson of the ranks, ties averaged),
+        ``attrs["ranked_by"]`` what the attribution ranks are of (``RANKED_BY``).
 
     Example:
         >>> attribution_vs_attention(integrated_gradients(pipe, run, step=3), run)  # doctest: +SKIP
@@ -382,4 +386,5 @@ def attribution_vs_attention(
     df.attrs["spearman"] = float((ra * rb).sum() / den) if den > 0 else float("nan")
     df.attrs["aggregation"] = agg.describe()
     df.attrs["attribution"] = attribution.describe()
+    df.attrs["ranked_by"] = RANKED_BY[by]
     return df

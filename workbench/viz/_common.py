@@ -9,6 +9,7 @@ font size (``GLYPH``), a little generously; the browser test measures what is re
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 
 import numpy as np
@@ -23,6 +24,7 @@ TITLE_FONT = 17  # px: plotly's default title font
 LINE = 1.3  # plotly's line spacing: a line of text takes 1.3 × its font size
 GLYPH = 0.6  # average glyph width per px of font size (Open Sans; a little generous)
 COLORBAR = 110  # px: right margin that holds a colour bar with a two-line title
+MODEBAR = 28  # px: the band at a figure's top right where plotly shows its toolbar (on hover)
 
 
 def as_image(image) -> np.ndarray:
@@ -39,15 +41,37 @@ def as_image(image) -> np.ndarray:
     return arr
 
 
+_KEEP = "\x00"  # stands for a space that must not become a line break
+_BRACKETED = (re.compile(r"\[[^\[\]]*\]"), re.compile(r"\([^()]*\)"))  # [...] groups, then (...) ones
+
+
+def _bind_brackets(text: str, chars: int) -> str:
+    """``text`` with the spaces inside each bracketed group of at most ``chars`` characters bound
+    (``_KEEP``), so that a unit such as "([0, 1] intensity)" is never broken inside its brackets: the
+    square brackets are bound first, so "[0, 1]" stays whole even where its round ones do not fit."""
+
+    def bind(match: re.Match) -> str:
+        group = match.group(0)
+        return group.replace(" ", _KEEP) if len(group) <= chars else group
+
+    for pattern in _BRACKETED:
+        text = pattern.sub(bind, text)
+    return text
+
+
 def wrap(text: str, width_px: float, font_px: float = FONT) -> str:
     """``text`` with ``<br>`` line breaks so that no line is wider than ``width_px`` (estimated).
 
-    Existing ``<br>`` breaks are kept. Example: ``wrap("a red circle left of a blue square", 100)``.
+    Existing ``<br>`` breaks are kept, and a bracketed group that fits on a line is never broken
+    inside. Example: ``wrap("a red circle left of a blue square", 100)``.
     """
     chars = max(6, int(width_px / (font_px * GLYPH)))
     lines = []
     for part in str(text).split("<br>"):
-        lines += textwrap.wrap(part, chars, break_on_hyphens=False) or [""]
+        bound = _bind_brackets(part, chars)
+        lines += [
+            line.replace(_KEEP, " ") for line in textwrap.wrap(bound, chars, break_on_hyphens=False)
+        ] or [""]
     return "<br>".join(lines)
 
 
@@ -79,19 +103,21 @@ def titled(fig: go.Figure, title: str, subtitle: str | None = None, *, grow: boo
     """Set a title with the aggregation (or other provenance) as smaller lines under it.
 
     With ``grow`` (a builder's own, sized figure) the text is wrapped to the figure's width and the
-    figure grows at the top to hold it, above whatever the builder reserved there; a caller's figure
-    keeps its layout.
+    figure grows at the top to hold it, above whatever the builder reserved there; the title starts
+    under a ``MODEBAR`` band, where plotly's toolbar shows, so the toolbar never covers it. A caller's
+    figure keeps its layout.
     """
     width = fig.layout.width if grow else None
     text = title_text(title, subtitle, width - 20 if width else None)
     fig.update_layout(title={"text": text})
     if width and fig.layout.height:
-        block = math.ceil(lines(text) * TITLE_FONT * LINE) + 16
+        block = math.ceil(lines(text) * TITLE_FONT * LINE) + 16 + MODEBAR
         top = fig.layout.margin.t or 0
         height = fig.layout.height + block
         fig.update_layout(
             # plotly draws a top-anchored title's first line about 15 px above its anchor: a 22 px
-            # pad puts the text's top edge some 7 px under the figure's.
+            # pad puts the text's top edge some 7 px under the band that holds the toolbar.
+            modebar={"orientation": "h"},
             title={
                 "x": 0,
                 "xref": "container",
@@ -99,7 +125,7 @@ def titled(fig: go.Figure, title: str, subtitle: str | None = None, *, grow: boo
                 "y": 1,
                 "yref": "container",
                 "yanchor": "top",
-                "pad": {"l": 10, "t": 22},
+                "pad": {"l": 10, "t": 22 + MODEBAR},
             },
             margin={"t": top + block},
             height=height,

@@ -58,7 +58,9 @@ def attribution_bar(
 def attribution_vs_attention_figure(table: pd.DataFrame, *, fig: go.Figure | None = None) -> go.Figure:
     """Scatter of each word's attribution rank against its attention-mass rank (1 = largest).
 
-    Points on the diagonal are words where attribution and attention agree.
+    Points on the diagonal are words where attribution and attention agree. What the attribution
+    ranks are of (``table.attrs["ranked_by"]``: ``|attribution|`` by default, or signed) is written
+    on the y axis and in the subtitle; hovering a point shows its attribution.
 
     Args:
         table: from ``attribution_vs_attention``.
@@ -70,6 +72,7 @@ def attribution_vs_attention_figure(table: pd.DataFrame, *, fig: go.Figure | Non
     if not need <= set(table.columns):
         raise ValueError(f"table must come from attribution_vs_attention (columns {sorted(need)})")
     n = len(table)
+    ranked_by = table.attrs.get("ranked_by")
     ours = own(fig)
     if ours:
         fig = sized_chart(go.Figure(), width=640, plot_height=400)
@@ -83,19 +86,32 @@ def attribution_vs_attention_figure(table: pd.DataFrame, *, fig: go.Figure | Non
             x=table.rank_attention.tolist(),
             y=table.rank_attribution.tolist(),
             text=table.label.tolist(),
+            customdata=table.attribution.tolist() if "attribution" in table.columns else None,
             mode="markers+text",
             # Neighbouring ranks alternate above and below their points, so their labels do not meet.
             textposition=["top center" if i % 2 == 0 else "bottom center" for i in range(n)],
+            hovertemplate="%{text}: attribution rank %{y}, attention rank %{x}"
+            + (", attribution %{customdata:.3g}" if "attribution" in table.columns else "")
+            + "<extra></extra>",
             name="words",
         )
     )
     fig.update_xaxes(title_text="attention-mass rank (1 = most attended)", autorange="reversed")
-    fig.update_yaxes(
-        title_text=axis_title("attribution rank (1 = most attributed)", 400), autorange="reversed"
-    )
+    fig.update_yaxes(title_text=axis_title(_rank_title(ranked_by), 400), autorange="reversed")
     sub = f"Spearman rank correlation {table.attrs.get('spearman', float('nan')):.2f}"
+    if ranked_by:
+        sub += f", words ranked by {ranked_by}"
     if "attribution" in table.attrs:
         sub += f" | {table.attrs['attribution']}"
     if "aggregation" in table.attrs:
         sub += f"<br>attention: {table.attrs['aggregation']}"
     return titled(fig, "Attribution vs attention, per word", sub, grow=ours)
+
+
+def _rank_title(ranked_by: str | None) -> str:
+    """The attribution-rank axis title: what rank 1 is."""
+    if ranked_by == "signed attribution":
+        return "attribution rank (1 = most positive)"
+    if ranked_by:
+        return f"attribution rank (1 = largest {ranked_by})"
+    return "attribution rank (1 = most attributed)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -28,6 +29,8 @@ from ._common import (
     titled,
 )
 
+SCALES = ("auto", "per-word", "shared")
+
 
 def word_overlay(
     image,
@@ -37,6 +40,7 @@ def word_overlay(
     opacity: float = 0.5,
     cols: int = 4,
     colorscale: str = "Inferno",
+    scale: str = "auto",
     panel: int | None = None,
     fig: go.Figure | None = None,
 ) -> go.Figure:
@@ -48,16 +52,21 @@ def word_overlay(
         words: which words (or labels; positions for token maps) to show; default all.
         opacity: of the heat map over the image.
         cols: panels per row.
+        scale: the colour scale: ``"per-word"`` (each map from 0 to its own maximum, which is written
+            in its panel's title), ``"shared"`` (one scale, the shown maps' minimum to maximum, for all
+            panels) or ``"auto"``: per word for unnormalised maps (``normalize="mass"``, whose ranges
+            differ from word to word, tenfold after a sum over steps), shared for normalised ones.
         panel: px of a panel's shorter side (default ``PANEL``; at least ``MIN_PANEL``).
         fig: a figure to draw into (with a matching subplot grid); default a new one, sized to its grid.
 
     Returns:
-        ``go.Figure``: per panel a ``go.Image`` trace then a ``go.Heatmap`` whose ``z`` is the map;
-        one colour scale shared by all panels (its title says what the values are); the recipe in
-        the subtitle.
+        ``go.Figure``: per panel a ``go.Image`` trace then a ``go.Heatmap`` whose ``z`` is the map and
+        whose ``zmin`` / ``zmax`` are its colour scale; one colour bar (its title says what the values
+        are; per word its ticks read 0, ½ max, max); the recipe and the scale in the subtitle.
 
     Example:
         >>> word_overlay(run, word_maps(run, "daam"))  # doctest: +SKIP
+        >>> word_overlay(run, word_maps(run, "daam"), scale="shared")  # compare words' values  # doctest: +SKIP
     """
     img = as_image(image)
     if tuple(maps.maps.shape[-2:]) != img.shape[:2]:
@@ -68,41 +77,79 @@ def word_overlay(
     rows_idx = [maps.index(w) for w in words] if words is not None else list(range(len(maps)))
     if not 0 <= opacity <= 1:
         raise ValueError(f"opacity must be in [0, 1], got {opacity!r}")
+    per_word = _per_word(maps, scale)
+    ranges = _ranges(maps, rows_idx, per_word)
     cols = max(1, min(cols, len(rows_idx)))
     nrows = math.ceil(len(rows_idx) / cols)
-    titles = (
-        [maps.labels[i] for i in rows_idx] if len(rows_idx) > 1 else None
-    )  # one panel: the title names it
+    titles = None  # one panel: the figure's title names it
+    if len(rows_idx) > 1:
+        titles = [_panel_title(maps.labels[i], float(maps.maps[i].max()), per_word) for i in rows_idx]
     ours = own(fig)
     if ours:
         size = panel_size(*img.shape[:2], **({"short": panel} if panel else {}))
         fig = sized_grid(nrows, cols, panel=size, titles=titles, right=COLORBAR)
-    sel = maps.maps[rows_idx]
-    zmin, zmax = float(sel.min()), float(sel.max())
-    for k, i in enumerate(rows_idx):
+    bar = colorbar(normalize_title(maps.aggregation), plot_height(fig))
+    if per_word and len(rows_idx) > 1:  # every panel's own range: the bar reads in fractions of a max
+        bar.update(tickvals=[0, ranges[0][1] / 2, ranges[0][1]], ticktext=["0", "½ max", "max"])
+    for k, (i, (lo, hi)) in enumerate(zip(rows_idx, ranges)):
         r, c = k // cols + 1, k % cols + 1
         fig.add_trace(go.Image(z=img, name=f"image {maps.labels[i]}", hoverinfo="skip"), row=r, col=c)
-        fig.add_trace(
-            go.Heatmap(
-                z=maps.maps[i].numpy(),
-                zmin=zmin,
-                zmax=zmax,
-                opacity=opacity,
-                colorscale=colorscale,
-                showscale=k == 0,
-                colorbar=colorbar(normalize_title(maps.aggregation), plot_height(fig)),
-                name=maps.labels[i],
-                hovertemplate="x %{x} px, y %{y} px: %{z:.3g}<extra>" + maps.labels[i] + "</extra>",
-            ),
-            row=r,
-            col=c,
-        )
+        heat = _heat(maps.maps[i].numpy(), maps.labels[i], (lo, hi), opacity, colorscale)
+        fig.add_trace(heat.update(showscale=k == 0, colorbar=bar), row=r, col=c)
     hide_image_axes(fig)
     image_axes(fig)
     what = "word" if isinstance(maps, WordMaps) else "token"
+    recipe = f"{recipe_line(maps.aggregation)}<br>colour: {scale_line(what, per_word)}"
+    sub = edited_line(recipe, getattr(maps, "edited", ""))
     if len(rows_idx) == 1:
-        return titled(fig, f"Where “{maps.labels[rows_idx[0]]}” looks", _sub(maps), grow=ours)
-    return titled(fig, f"Where each {what} looks", _sub(maps), grow=ours)
+        return titled(fig, f"Where “{maps.labels[rows_idx[0]]}” looks", sub, grow=ours)
+    return titled(fig, f"Where each {what} looks", sub, grow=ours)
+
+
+def _heat(z, label: str, zrange: tuple[float, float], opacity: float, colorscale: str) -> go.Heatmap:
+    """One panel's heat map, coloured from ``zrange[0]`` to ``zrange[1]``, its value on hover."""
+    return go.Heatmap(
+        z=z,
+        zmin=zrange[0],
+        zmax=zrange[1],
+        opacity=opacity,
+        colorscale=colorscale,
+        name=label,
+        hovertemplate="x %{x} px, y %{y} px: %{z:.3g}<extra>" + label + "</extra>",
+    )
+
+
+def _per_word(maps: WordMaps | TokenMaps, scale: str) -> bool:
+    """Whether ``word_overlay`` gives each map its own colour scale (``scale``: one of ``SCALES``)."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if scale == "auto":
+        return maps.aggregation.normalize == "mass"
+    return scale == "per-word"
+
+
+def _ranges(maps: WordMaps | TokenMaps, rows_idx: list[int], per_word: bool) -> list[tuple[float, float]]:
+    """(zmin, zmax) of each shown map: 0 (or a lower minimum) to its own maximum, or one shared range."""
+    sel = maps.maps[rows_idx]  # (shown, H, W)
+    if not per_word:
+        lo, hi = float(sel.min()), float(sel.max())
+        return [(lo, hi if hi > lo else lo + 1.0)] * len(rows_idx)
+    out = []
+    for m in sel:
+        lo, hi = min(0.0, float(m.min())), float(m.max())
+        out.append((lo, hi if hi > lo else lo + 1.0))  # an all-zero map still gets a scale
+    return out
+
+
+def _panel_title(label: str, top: float, per_word: bool) -> str:
+    """A panel's title: the label, and its scale's maximum when each panel has its own scale."""
+    return f"{label} (max {top:.3g})" if per_word else label
+
+
+def scale_line(what: str, per_word: bool) -> str:
+    """The colour scale in words, for a subtitle: ``"each word on its own scale (0 to its max)"`` or
+    ``"one scale for all words"``."""
+    return f"each {what} on its own scale (0 to its max)" if per_word else f"one scale for all {what}s"
 
 
 def _sub(maps) -> str | None:
@@ -148,10 +195,52 @@ def word_step_matrix(
     )
     fig.update_xaxes(title_text="denoising step (index)")
     fig.update_yaxes(title_text="word", autorange="reversed")
-    return titled(fig, "Attention mass per word and step", mass.attrs.get("aggregation"), grow=ours)
+    sub = mass_line(mass.attrs.get("aggregation"), by="step")
+    return titled(fig, "Attention mass per word and step", sub, grow=ours)
 
 
 MASS_TITLE = "mean attention probability"
+
+# The parts of a recipe's description (``Aggregation.describe``) that are about maps, not masses: a
+# mass is a mean over a layer's own query grid, so nothing is upsampled, expanded, normalised per map
+# or thresholded.
+_MAP_ONLY = (
+    re.compile(
+        r", (nearest|bilinear|bicubic) to (the image|the latent|the largest layer grid|\d+x\d+)"
+        r"(, clipped at 0 per map)?"
+    ),
+    re.compile(r", threshold \S+ [^,]+"),
+    re.compile(r", expanded \S+ to \d+x\d+"),
+)
+_NORMALIZE = re.compile(r", normalize (\S+)")
+_KEPT_APART = {  # the reduction a table keeps apart, one column per step or per layer
+    "step": (re.compile(r": steps (.+?) \((averaged|summed)\)"), r": steps \1 (a column each)"),
+    "layer": (re.compile(r", layers (.+?) \((averaged|summed)\)"), r", layers \1 (a column each)"),
+}
+_POOLED = re.compile(r", layers (.+?), every \(layer, head\) map (averaged|summed)")
+
+
+def mass_line(description: str | None, by: str) -> str | None:
+    """A recipe's description (``mass.attrs["aggregation"]``) cut to what an attention-mass table
+    uses: its steps, layers and heads, the kept-apart ``by`` (``"step"`` or ``"layer"``) as one column
+    each, and how a word's tokens (and repeats) are combined; a share of the words when normalised so.
+
+    Example: ``"all-mean: steps all (a column each), layers all (averaged), heads mean, a word's
+    tokens summed"``.
+    """
+    if not description:
+        return description
+    if by not in _KEPT_APART:
+        raise ValueError(f"by must be 'step' or 'layer', got {by!r}")
+    text = description
+    for pattern in _MAP_ONLY:
+        text = pattern.sub("", text)
+    share = ", each word's mass as a share of the words'"
+    text = _NORMALIZE.sub(lambda m: share if m.group(1) == "share" else "", text)
+    if by == "layer" and _POOLED.search(text):  # a layer's own mass is its heads' mean
+        return _POOLED.sub(r", layers \1 (a column each), heads averaged", text, count=1)
+    pattern, replacement = _KEPT_APART[by]
+    return pattern.sub(replacement, text, count=1)
 
 
 def _matrix_figure(fig: go.Figure | None, rows: int, bottom: int = 60) -> go.Figure:
@@ -201,7 +290,8 @@ def word_layer_matrix(
     )
     fig.update_xaxes(title_text="layer (execution order: grid rows×cols, block)")
     fig.update_yaxes(title_text="word", autorange="reversed")
-    return titled(fig, "Attention mass per word and layer", mass.attrs.get("aggregation"), grow=ours)
+    sub = mass_line(mass.attrs.get("aggregation"), by="layer")
+    return titled(fig, "Attention mass per word and layer", sub, grow=ours)
 
 
 def dominant_word_figure(
