@@ -74,7 +74,8 @@ class StableDiffusionAdapter:
 
     @property
     def default_size(self) -> int:
-        return int(self.denoiser.config.sample_size) * self.vae_scale_factor
+        declared = _MODEL_DEFAULTS.get(self.pipe, {}).get("size")
+        return int(declared) if declared else int(self.denoiser.config.sample_size) * self.vae_scale_factor
 
     @property
     def latent_channels(self) -> int:
@@ -201,7 +202,8 @@ class JointAdapter(StableDiffusionAdapter):
 
     @property
     def default_size(self) -> int:
-        return int(self.pipe.default_sample_size) * self.vae_scale_factor
+        declared = _MODEL_DEFAULTS.get(self.pipe, {}).get("size")
+        return int(declared) if declared else int(self.pipe.default_sample_size) * self.vae_scale_factor
 
     @property
     def latent_channels(self) -> int:
@@ -376,6 +378,9 @@ class FluxAdapter(JointAdapter):
         args = {"guidance_scale": request.guidance_scale}
         if request.negative_prompt is not None and request.true_cfg_scale > 1:
             args.update(negative_prompt=request.negative_prompt, true_cfg_scale=request.true_cfg_scale)
+        length = _MODEL_DEFAULTS.get(self.pipe, {}).get("max_sequence_length")
+        if length:  # the T5 length the model folder declares it was made for (the pipeline pads to 512)
+            args["max_sequence_length"] = int(length)
         return args
 
 

@@ -334,8 +334,13 @@ def _check_all_weights_loaded(pipe, folder: Path) -> None:
             )
 
 
+DEFAULT_KEYS = ("guidance_scale", "size", "max_sequence_length")  # what a model folder may declare
+
+
 def _model_defaults(folder: Path) -> dict:
-    """The generation defaults a model folder declares (``workbench_defaults.json``), checked."""
+    """The generation defaults a model folder declares (``workbench_defaults.json``), checked:
+    ``guidance_scale`` (a number, checked as a request checks it), ``size`` (the native image side in
+    pixels, 8..4096) and ``max_sequence_length`` (the T5 length the model was made for, 1..512)."""
     from .request import _check_guidance
 
     file = folder / MODEL_DEFAULTS_FILE
@@ -343,10 +348,16 @@ def _model_defaults(folder: Path) -> dict:
         return {}
     data = _read_json(file)
     try:
-        if set(data) - {"guidance_scale"}:
-            raise ValueError('it may hold only {"guidance_scale": <number>}')
+        if not isinstance(data, dict) or set(data) - set(DEFAULT_KEYS):
+            raise ValueError(f"it may hold only the keys {list(DEFAULT_KEYS)}")
         if "guidance_scale" in data:
             _check_guidance(data["guidance_scale"])  # the value checked as a request checks it
+        for key, low, high in (("size", 8, 4096), ("max_sequence_length", 1, 512)):
+            value = data.get(key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high
+            ):
+                raise ValueError(f"{key} must be an int in {low}..{high}, got {value!r}")
     except (ValueError, TypeError) as err:
         raise ValueError(f"{file} cannot be used ({err})") from None
     return data
