@@ -405,3 +405,126 @@ def test_experiment_browser_says_which_runs_were_edited(tmp_path, tiny_pipe):
     assert sum("<b>edited:</b> ablate &#x27;red&#x27;" in t for t in texts) == 1
     br.open("edited", threaded=False)
     assert "edited: ablate" in br.task.status.value
+
+
+# ----------------------------------------------------------------- comparing saved runs in the browser
+
+PAIR_PROMPT = "a red circle left of a blue square"
+
+
+@pytest.fixture(scope="module")
+def pair_folder(tmp_path_factory, run, tiny_pipe):
+    """Two saved runs that differ only in their seed (0 and 1)."""
+    folder = tmp_path_factory.mktemp("pair")
+    other = generate(tiny_pipe, PAIR_PROMPT, seed=1, steps=4, progress=False)
+    save_run(run, folder / "seed0")
+    save_run(other, folder / "seed1")
+    return folder
+
+
+def tick_rows(br, *paths):
+    """Tick the compare box of each run's row, as a click does."""
+    listed = br.view.path.tolist()
+    for path in paths:
+        br.ticks.children[listed.index(path)].value = True
+
+
+def field_rows(html):
+    """field -> (highlighted, [its value in each run]) of the compare table."""
+    out = {}
+    for mark, field, cells in re.findall(r"<tr([^>]*)><td[^>]*>([^<]*)</td>(.*?)</tr>", html):
+        out[field] = ('class="differs"' in mark, re.findall(r"<td[^>]*>([^<]*)</td>", cells))
+    return out
+
+
+def final_image(folder, path):
+    from workbench.store.runs import IMAGE
+
+    return np.asarray(Image.open(folder / path / IMAGE).convert("RGB"), dtype=np.int16)
+
+
+def test_browser_compares_two_ticked_runs(pair_folder):
+    from workbench.viz.render import display_scale
+
+    br = ExperimentBrowser(pair_folder)
+    tick_rows(br, "seed0", "seed1")
+    assert br.ticked == ["seed0", "seed1"] and "2 runs ticked: seed0, seed1" in br.ticked_note.value
+    br.compare_button.click()
+    br.task.wait(120)
+    assert br.error is None and br.compared_paths == ["seed0", "seed1"]
+    assert [r.seed for r in br.compared] == [0, 1] and not br.save_button.disabled
+    fields = field_rows(br.compare_fields.value)
+    assert fields["seed"] == (True, ["0", "1"])
+    assert fields["prompt"] == (False, [PAIR_PROMPT, PAIR_PROMPT])
+    assert [f for f, (hi, _) in fields.items() if hi] == ["seed"]
+    a, b = final_image(pair_folder, "seed0"), final_image(pair_folder, "seed1")
+    images = [t for t in br.compare_images.figure.data if t.type == "image"]
+    assert len(images) == 2
+    np.testing.assert_array_equal(np.asarray(images[0].z), a)
+    np.testing.assert_array_equal(np.asarray(images[1].z), b)
+    heat = [t for t in br.compare_maps.figure.data if t.type == "heatmap"]
+    assert len(heat) == 2 * 6  # both runs x the first 6 of the 8 shared words
+    lows = [float(np.min(t.z)) for t in heat]
+    highs = [float(np.max(t.z)) for t in heat]
+    assert {(t.zmin, t.zmax) for t in heat} == {(min(lows), max(highs))} and max(highs) > min(lows)
+    wm = analysis.word_maps(br.compared[1])
+    np.testing.assert_allclose(np.asarray(heat[6 + 2].z), wm.maps[wm.row_of(2)].numpy(), rtol=1e-6)
+    expected = np.abs(a - b)
+    assert expected.max() > 0  # the seeds draw different images
+    np.testing.assert_array_equal(br.differences[0], expected)
+    shown, caption = br.compare_diffs.children[0].children
+    png = np.asarray(Image.open(io.BytesIO(shown.value)).convert("RGB"))
+    s = display_scale(Image.fromarray(expected.astype(np.uint8)), 192)
+    np.testing.assert_array_equal(png[::s, ::s], expected)
+    assert f"mean {expected.mean():.2f}, largest {int(expected.max())} of 255" in caption.value
+    br.filter.value = "nothing matches this"  # the ticks outlive the filter
+    br.filter.value = ""
+    assert [t.value for t in br.ticks.children] == [True, True]
+
+
+def test_browser_refuses_to_compare_fewer_than_two_runs(pair_folder, monkeypatch):
+    import workbench.widgets.browser as browser
+
+    loaded = []
+    monkeypatch.setattr(browser, "load_run", lambda path: loaded.append(path))
+    br = ExperimentBrowser(pair_folder)
+    assert br.compare() is False and "none is ticked" in br.error
+    tick_rows(br, "seed1")
+    br.compare_button.click()
+    br.task.wait(30)
+    assert not br.task.busy and loaded == [] and br.compared == [] and br.comparison.children == ()
+    assert "2 or more runs and only seed1 is ticked" in br.error
+    assert "tick the compare box of two or more runs, then press Compare" in br.error
+    assert br.task.progress.value == 0 and br.save_button.disabled
+
+
+def test_browser_saves_the_comparison_as_a_page(pair_folder):
+    br = ExperimentBrowser(pair_folder)
+    assert br.save_comparison() is False and "press Compare first" in br.error
+    tick_rows(br, "seed0", "seed1")
+    assert br.compare(threaded=False) and br.error is None
+    br.save_button.click()
+    br.task.wait(120)
+    assert br.error is None and br.saved is not None
+    assert br.saved.parent == pair_folder and br.saved.name.startswith("comparison-")
+    assert br.saved.name.endswith(".html") and str(br.saved) in br.task.status.value
+    assert br.saved.name in br.saved_link.value
+    page = br.saved.read_text(encoding="utf-8")
+    assert '<tr class="differs"><td>seed</td><td>0</td><td>1</td><td>differs</td></tr>' in page
+    assert "seed 0" in page and "seed 1" in page and "seed0, seed1" in page
+
+
+def test_browser_compares_runs_of_different_sizes(tmp_path, run, tiny_pipe):
+    tall = generate(tiny_pipe, "a red circle", seed=3, steps=2, height=32, width=16, progress=False)
+    save_run(run, tmp_path / "square")
+    save_run(tall, tmp_path / "tall")
+    br = ExperimentBrowser(tmp_path)
+    tick_rows(br, "square", "tall")
+    assert br.compare(threaded=False) and br.error is None
+    fields = field_rows(br.compare_fields.value)
+    assert fields["size (width×height)"] == (True, ["16×16", "16×32"])
+    assert br.differences[0].shape == (16, 16, 3)
+    caption = br.compare_diffs.children[0].children[1].value
+    assert "the images are 16×32 and 16×16: both resized to 16×16" in caption
+    heat = [t for t in br.compare_maps.figure.data if t.type == "heatmap"]
+    assert len(heat) == 2 * 3 and len({(t.zmin, t.zmax) for t in heat}) == 1
