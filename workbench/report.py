@@ -34,7 +34,9 @@ from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from workbench._version import __version__
 from workbench.analysis import sweeps as sweep_analysis
-from workbench.analysis.heatmaps import word_maps
+from workbench.analysis.heatmaps import prompt_words, word_maps
+from workbench.analysis.layout import spread_steps, word_layer_grid, word_step_grid
+from workbench.analysis.trajectory import COMMIT_THRESHOLD, change_curves, commit_step
 from workbench.analysis.word_order import align_words
 from workbench.core.run import Run
 from workbench.store.recipe import RerunRecipe
@@ -52,6 +54,7 @@ from workbench.viz._common import (
     sized_grid,
     titled,
 )
+from workbench.viz.layout import word_grid_figure
 from workbench.viz.maps import word_overlay
 from workbench.viz.render import escape, png_bytes, run_image, table_html
 
@@ -142,6 +145,7 @@ def _run_section(run: Run, i: int) -> str:
         maps = word_maps(run, normalize="max")
         overlay = word_overlay(np.asarray(run_image(run)), maps, opacity=0.6, cols=4)
         parts.append(_figure(overlay, f"maps-{i}"))
+        parts.append(_layout_block(run, i))
     recipe = RerunRecipe.from_run(run)
     spec = recipe.to_dict()
     tokens = run.tokens[run.tokens.kind != "pad"]
@@ -156,6 +160,53 @@ def _run_section(run: Run, i: int) -> str:
         + '">download spec</a></details>',
     ]
     return "\n".join(parts)
+
+
+LAYOUT_WORDS = 8  # the most words the "when and where" grids show (the prompt's first ones)
+
+
+def _commitment(run: Run) -> tuple[int | None, str]:
+    """The run's commitment step from its latents (no decoding needed), and a sentence about it."""
+    if not run.complete:
+        return None, (
+            f"The run stopped after {run.steps_done} of {run.config.steps} steps, so its last latent is "
+            "not the final image and no commitment step is marked."
+        )
+    commit = commit_step(change_curves(run))
+    rule = (
+        "the first step from which the predicted clean latent (x0) stays within "
+        f"{COMMIT_THRESHOLD:g} of the initial noise's distance from the final latent"
+    )
+    if commit is None:
+        never = f"The layout does not commit within the {run.steps_done} steps ({rule}); no step is framed."
+        return None, never
+    return commit, f"The framed column is the commitment step, step {commit}: {rule}."
+
+
+def _layout_block(run: Run, i: int) -> str:
+    """The block "When and where the layout is decided": word × step maps (the commitment step framed)
+    and word × layer maps of the prompt's first ``LAYOUT_WORDS`` words."""
+    commit, sentence = _commitment(run)
+    words = [index for _, index in prompt_words(run)][:LAYOUT_WORDS]
+    if not words:
+        return ""
+    kept = run.attention.steps
+    steps = spread_steps(kept, include=[] if commit is None else [commit])
+    if commit is not None and commit not in kept:
+        sentence += " That step's attention was not recorded; the first recorded step after it is framed."
+    by_step = word_grid_figure(word_step_grid(run, words, steps), commit_step=commit)
+    by_layer = word_grid_figure(word_layer_grid(run, words))
+    shown = len(prompt_words(run))
+    cut = f" The prompt's first {len(words)} of {shown} words are shown." if shown > len(words) else ""
+    return "\n".join(
+        [
+            "<h3>When and where the layout is decided</h3>",
+            f'<p class="note">{escape(sentence + cut)} Each panel is one word\'s map from one step (or one '
+            "resolution / block) only, normalised on its own so that every panel is readable.</p>",
+            f'<div class="wb-scroll">{_figure(by_step, f"layout-steps-{i}")}</div>',
+            f'<div class="wb-scroll">{_figure(by_layer, f"layout-layers-{i}")}</div>',
+        ]
+    )
 
 
 # ------------------------------------------------------------------ comparing runs

@@ -6,6 +6,7 @@ One line each, from a notebook (``pipe`` only where the model must run again or 
                commit_steps(runs)
     Tokens     word_maps(run, "daam").expand(run); token_maps(run, steps=range(5, 10), layers="16x16")
                word_step_mass(run); word_layer_mass(run); token_mass(run); prompt_words(run)
+    Layout     word_step_grid(run, ["circle"]); word_layer_grid(run): each word's map per step / per layer
     Scoring    score_maps(word_maps(run), {"circle": mask}); iou(a, b); miou(preds, truths); binarize(m)
     Word order permutations(prompt, kind="relation"); word_order_runs(pipe, prompts, seed=0)
                (word_order_requests(...): the same runs as a plan of Requests any executor can run)
@@ -46,6 +47,7 @@ from .heatmaps import (
     word_step_mass,
 )
 from .joint import over_text, text_share
+from .layout import WordGrid, block_groups, spread_steps, word_layer_grid, word_step_grid
 from .scoring import binarize, iou, miou, score_maps
 from .seeds import (
     SeedGrid,
@@ -95,10 +97,12 @@ __all__ = [
     "SeedStudy",
     "TokenMaps",
     "WordMaps",
+    "WordGrid",
     "WordOrderComparison",
     "align_words",
     "attention_mass",
     "attribution_vs_attention",
+    "block_groups",
     "binarize",
     "change_curves",
     "check_same",
@@ -126,15 +130,18 @@ __all__ = [
     "seed_grid",
     "seed_grid_requests",
     "seed_study",
+    "spread_steps",
     "step_variance",
     "token_maps",
     "token_mass",
     "trajectory_distances",
     "trajectory_divergence",
     "variance_split",
+    "word_layer_grid",
     "word_layer_mass",
     "word_maps",
     "word_order_requests",
     "word_order_runs",
+    "word_step_grid",
     "word_step_mass",
 ]

@@ -3,6 +3,7 @@
     Steps      filmstrip_figure(strip); change_curve_figure(curves)
     Tokens     word_overlay(run, word_maps(run)); word_step_matrix(word_step_mass(run));
                word_layer_matrix(word_layer_mass(run))
+    Layout     word_grid_figure(word_step_grid(run), commit_step=commit_step(change_curves(run)))
     Word order side_by_side(cmp); map_pairs(cmp); divergence_figure(cmp); mass_comparison(cmp)
     Seeds      seed_grid_figure(grid); trajectory_distance_figure(trajectory_distances(grid));
                variance_figure(step_variance(grid))
@@ -22,6 +23,7 @@ Example:
 from .attribution import attribution_bar, attribution_vs_attention_figure
 from .compare import divergence_figure, map_pairs, mass_comparison, side_by_side
 from .interventions import lab_curves_figure
+from .layout import word_grid_figure
 from .maps import dominant_word_figure, word_layer_matrix, word_overlay, word_step_matrix
 from .panels import Panel, seed_panels, word_order_panels
 from .seeds import seed_grid_figure, trajectory_distance_figure, variance_figure
@@ -43,6 +45,7 @@ __all__ = [
     "side_by_side",
     "trajectory_distance_figure",
     "variance_figure",
+    "word_grid_figure",
     "word_layer_matrix",
     "word_order_panels",
     "word_overlay",

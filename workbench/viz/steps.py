@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -20,17 +21,31 @@ from ._common import (
 )
 
 SLIDER = 96  # px under the images for the step slider and its value
+COMMIT_COLOR = "#00b7ff"  # the commitment step's marks (a line, a frame), apart from Inferno and the curves
 
 
 def _frame_name(strip: Filmstrip, k: int) -> str:
     return "noise" if strip.steps[k] < 0 else f"step {strip.steps[k]}"
 
 
-def filmstrip_figure(strip: Filmstrip, *, fig: go.Figure | None = None) -> go.Figure:
+def _check_commit(commit_step, steps) -> int:
+    """``commit_step`` as an int among ``steps`` (the steps a figure shows); anything else raises."""
+    if isinstance(commit_step, bool) or not isinstance(commit_step, (int, np.integer)):
+        raise TypeError(f"commit_step must be a step index (int) or None, got {commit_step!r}")
+    shown = [int(s) for s in steps if int(s) >= 0]
+    if int(commit_step) not in shown:
+        raise ValueError(f"commit_step {commit_step} is not a step shown here; the steps are {shown}")
+    return int(commit_step)
+
+
+def filmstrip_figure(
+    strip: Filmstrip, *, commit_step: int | None = None, fig: go.Figure | None = None
+) -> go.Figure:
     """Predicted clean image (x0) and current latent, side by side, with a step slider.
 
     The slider starts at the initial noise; its last position shows the final latent, which is the
-    run's image.
+    run's image. With ``commit_step`` (e.g. ``commit_step(change_curves(run))``) that step's slider
+    label reads "N (commits)" and the subtitle says where the layout commits.
 
     Returns:
         ``go.Figure`` with two ``go.Image`` traces and one frame per slider position:
@@ -60,6 +75,11 @@ def filmstrip_figure(strip: Filmstrip, *, fig: go.Figure | None = None) -> go.Fi
         for k in range(len(names))
     ]
     labels = ["noise" if strip.steps[k] < 0 else str(strip.steps[k]) for k in range(len(names))]
+    sub = "slide through the steps: “noise” is the decoded initial noise, the last step's latent is the final image"
+    if commit_step is not None:
+        commit = _check_commit(commit_step, strip.steps)
+        labels[strip.steps.index(commit)] = f"{commit} (commits)"
+        sub += f"; the layout commits at step {commit} (slider label “{commit} (commits)”)"
     steps = [
         {
             "method": "animate",
@@ -75,19 +95,19 @@ def filmstrip_figure(strip: Filmstrip, *, fig: go.Figure | None = None) -> go.Fi
     return titled(
         fig,
         "How the image forms",
-        edited_line(
-            "slide through the steps: “noise” is the decoded initial noise, the last step's latent is the final image",
-            strip.edited,
-        ),
+        edited_line(sub, strip.edited),
         grow=ours,
     )
 
 
-def change_curve_figure(curves: pd.DataFrame, *, fig: go.Figure | None = None) -> go.Figure:
+def change_curve_figure(
+    curves: pd.DataFrame, *, commit_step: int | None = None, fig: go.Figure | None = None
+) -> go.Figure:
     """Distance of each step's x0 (and current latent) to the final result, per step.
 
     Top: latent space (RMS, latent units). Bottom, when the curves have pixel columns: image space
-    (RMS of [0, 1] intensities).
+    (RMS of [0, 1] intensities). With ``commit_step`` a dashed vertical line (shape ``name="commit"``)
+    marks that step in every panel, labelled "commits (step N)" in the top one.
 
     Example:
         >>> change_curve_figure(change_curves(run, pipe))  # doctest: +SKIP
@@ -111,4 +131,20 @@ def change_curve_figure(curves: pd.DataFrame, *, fig: go.Figure | None = None) -
     if pixel:
         fig.update_yaxes(title_text=axis_title("RMS to final image ([0, 1] intensity)", row_px), row=2, col=1)
     fig.update_xaxes(title_text="denoising step (index)", row=2 if pixel else 1, col=1)
+    if commit_step is not None:
+        _commit_line(fig, _check_commit(commit_step, curves.step), rows=2 if pixel else 1)
     return titled(fig, "When the image commits: distance to the final result per step", grow=ours)
+
+
+def _commit_line(fig: go.Figure, step: int, rows: int) -> None:
+    """A dashed vertical line at ``step`` in each of ``rows`` panels, labelled in the top one."""
+    for row in range(1, rows + 1):
+        label = {"annotation_text": f"commits (step {step})", "annotation_font_color": COMMIT_COLOR}
+        fig.add_vline(
+            x=step,
+            line={"color": COMMIT_COLOR, "dash": "dash", "width": 2},
+            name="commit",
+            row=row,
+            col=1,
+            **(label if row == 1 else {}),
+        )

@@ -28,6 +28,7 @@ from workbench import analysis
 from workbench.analysis.aggregate import DIT_BLOCKS, UNET_BLOCKS, resolve_layers, resolve_steps
 from workbench.analysis.heatmaps import branch_tokens
 from workbench.core.run import Run
+from workbench.viz.layout import word_grid_figure
 from workbench.viz.maps import word_overlay
 from workbench.viz.render import escape, run_image
 from workbench.widgets.base import ChoiceStrip, FigureView
@@ -241,6 +242,8 @@ class AttentionExplorer:
         error: the message shown when the map could not be made (None when it was).
         warnings: the notes shown above the map (about this run and this map only).
         unavailable: preset -> why it does not apply to the run shown (those are not in the menu).
+        layout_error: why the "layout" grids (the toggle under the map) could not be made (None when
+            they were or are hidden).
     """
 
     def __init__(self, run, *, word: str | None = None, opacity: float = 0.55):
@@ -294,6 +297,7 @@ class AttentionExplorer:
         self.notes = W.HTML("")
         self.notes.add_class("wb-warning")
         self.view = FigureView("wb-heatmap")
+        self._make_layout_controls()
 
     def _wire(self) -> None:
         for control in (
@@ -310,6 +314,7 @@ class AttentionExplorer:
         self.resolution.observe(lambda ch: self.set_resolution(ch["new"]), names="value")
         self.layer.observe(lambda _: self.set_layer(), names="value")
         self.branch.observe(lambda ch: self.set_branch(ch["new"]), names="value")
+        self.show_layout.observe(lambda _: self.update_layout(), names="value")
 
     def _layout(self) -> W.VBox:
         self.tokens.layout.display = "none"
@@ -328,6 +333,8 @@ class AttentionExplorer:
                 self.notes,
                 self.message,
                 self.view.widget,
+                self.show_layout,
+                self.layout_box,
             ]
         )
         box.add_class("wb-explorer")
@@ -567,6 +574,7 @@ class AttentionExplorer:
             self.current = self.maps.maps[0].numpy()
             self.view.show(fig)
         self._show_notes([str(w.message) for w in caught if issubclass(w.category, UserWarning)])
+        self.update_layout()
 
     def _show_notes(self, messages: list[str]) -> None:
         """Warnings from the maps, and what the run itself lacks (cut-off words, missing steps)."""
@@ -625,3 +633,65 @@ class AttentionExplorer:
             wm.positions[i],
             wm.edited,
         )
+
+    # ------------------------------------------------------------- the layout grids (a toggle)
+
+    def _make_layout_controls(self) -> None:
+        """The "layout" toggle and, under it, the chosen word's word × step and word × layer grids."""
+        self.show_layout = W.ToggleButton(
+            value=False,
+            description="layout: when and where",
+            tooltip="the chosen word's map at a few steps and per layer, the commitment step framed",
+        )
+        self.layout_note = W.HTML("")
+        self.layout_steps = FigureView("wb-layout-steps")
+        self.layout_layers = FigureView("wb-layout-layers")
+        self.layout_box = W.VBox([self.layout_note, self.layout_steps.widget, self.layout_layers.widget])
+        self.layout_box.layout.display = "none"
+        self.layout_error: str | None = None  # why the grids could not be made (None when they were)
+        self._layout_drawn: tuple | None = None  # what the grids shown were made of (run, word, recipe)
+
+    def _commitment(self) -> int | None:
+        """The run's commitment step from its latents (None for a run that stopped early or never commits)."""
+        if not self.run.complete:
+            return None
+        return analysis.commit_step(analysis.change_curves(self.run))
+
+    def update_layout(self) -> None:
+        """With the toggle on, draw the chosen word's grids from the recorded attention (no model call):
+        its map at a few steps (the commitment step framed) and per resolution or block, by the chosen
+        recipe, each panel normalised on its own."""
+        if self._building:
+            return
+        self.layout_box.layout.display = None if self.show_layout.value else "none"
+        if not self.show_layout.value:
+            return
+        key = (id(self.run), self.words.value, self.preset.value, self.branch.value)
+        if key == self._layout_drawn:  # the opacity, a token or the overlay's steps changed: same grids
+            return
+        self._layout_drawn = None
+        try:
+            if self.words.value is None:
+                raise ValueError("the prompt has no words to show")
+            commit = self._commitment()
+            kept = self.run.attention.steps
+            steps = analysis.spread_steps(kept, include=[] if commit is None else [commit])
+            recipe = dict(aggregation=self.preset.value, branch=self.branch.value)
+            by_step = analysis.word_step_grid(self.run, [self.words.value], steps, **recipe)
+            by_layer = analysis.word_layer_grid(self.run, [self.words.value], **recipe)
+            figures = word_grid_figure(by_step, commit_step=commit), word_grid_figure(by_layer)
+        except Exception as err:  # shown in the app, kept in .layout_error
+            self.layout_error = f"{type(err).__name__}: {err}"
+            self.layout_note.value = f'<span style="color:#a00">{escape(self.layout_error)}</span>'
+            self.layout_steps.clear()
+            self.layout_layers.clear()
+            return
+        self.layout_error = None
+        when = "" if commit is not None else " (no commitment step: the run stopped early or never commits)"
+        self.layout_note.value = (
+            f'<span style="color:#555">“{escape(by_step.words[0])}” per step and per layer{escape(when)}; '
+            "from the recorded attention, the word strip's word</span>"
+        )
+        self.layout_steps.show(figures[0])
+        self.layout_layers.show(figures[1])
+        self._layout_drawn = key
