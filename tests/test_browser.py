@@ -408,9 +408,11 @@ def test_report_shows_markup_as_text(tmp_path, chromium, tiny_pipe):
         page.goto(path.as_uri())
         page.wait_for_function(ALL_DRAWN, timeout=60_000)
         assert not errors and not dialogs
-        assert page.locator(".plotly-graph-div").count() == 2  # one word-map figure per run
-        assert prompt in page.locator("h2").first.inner_text()  # the markup shows as text
+        figures = path.read_text().count('class="plotly-graph-div"')
+        assert figures >= 2 and page.locator(".plotly-graph-div").count() == figures  # every figure drawn
+        assert prompt in page.locator("h2#run-0").inner_text()  # the markup shows as text
         assert page.locator("h2 b").count() == 0
+        assert page.get_by_text("<b>circle</b>").count() >= 2  # the heading and the comparison table
     finally:
         page.close()
 

@@ -257,7 +257,9 @@ def test_ctrl_c_that_makes_a_run_raise_stops_the_sweep_not_a_failed_row(tiny_pip
 
     from workbench.sweeps.worker import Job, Worker
 
-    core_generate = importlib.import_module("workbench.core.generate")  # the module, not the function
+    core_generate = importlib.import_module(
+        "workbench.edits.session"
+    )  # the module the worker calls core through
 
     def interrupted_then_raises(*args, **kwargs):  # a Ctrl-C caught inside, and turned into another error
         try:
@@ -266,7 +268,7 @@ def test_ctrl_c_that_makes_a_run_raise_stops_the_sweep_not_a_failed_row(tiny_pip
             raise IndexError("list index out of range") from None
 
     worker = Worker("tiny", pipe=tiny_pipe)
-    monkeypatch.setattr(core_generate, "generate", interrupted_then_raises)
+    monkeypatch.setattr(core_generate, "core_generate", interrupted_then_raises)
     with pytest.raises(KeyboardInterrupt):
         worker.run(Job("r1", Request("a red circle", seed=0, steps=2)))
     monkeypatch.setattr(core_generate, "generate", lambda *a, **k: [][0])  # no Ctrl-C: a failed row
@@ -317,14 +319,14 @@ def test_every_run_has_one_torch_thread_whatever_the_callers_count(tiny_folder, 
 
     if machine_cores() < 2:
         pytest.skip("needs two cores to differ from one thread")
-    core_generate = importlib.import_module("workbench.core.generate")
-    real, seen = core_generate.generate, []
+    core_generate = importlib.import_module("workbench.edits.session")  # the worker calls core through it
+    real, seen = core_generate.core_generate, []
 
     def counting(*args, **kwargs):
         seen.append(torch.get_num_threads())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(core_generate, "generate", counting)
+    monkeypatch.setattr(core_generate, "core_generate", counting)
     spec = spec_for(tiny_folder, prompts=PROMPTS[:1], seeds=[0, 1])
     torch.set_num_threads(2)  # the caller's own count, as a notebook's default would be
     try:

@@ -442,7 +442,7 @@ def _study(a) -> int:
         except StudyFailedError as err:  # runs failed: not a bad option, and not a result
             print(f"workbench study: failed: {err}", file=sys.stderr)
             return EXIT_FAILED
-    if result.lab is not None:
+    if getattr(result, "lab", None) is not None:  # a study without --interventions has no lab
         _tell_lab(result)
     return 0
 

@@ -7,7 +7,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ._common import titled
+from ._common import FONT, axis_title, titled, wrap
+
+PANEL_W, PANEL_H = 280, 220  # px of one curve's plot area
 
 TITLES = {
     "inject-step": ("swap's object-word attention injected from step k", "k (first injected step)"),
@@ -24,7 +26,7 @@ Y_TITLES = {
 
 
 def lab_curves_figure(summary: pd.DataFrame, *, judge: str, units: int | None = None) -> go.Figure:
-    """The lab's curves (``workbench.lab.run_lab(...).summary``), one panel per curve.
+    """The lab's curves (``workbench.lab.run_lab(...).summary``), one panel per curve, two to a row.
 
     Args:
         summary: columns ``curve``, ``x``, ``n``, ``mean``, ``low``, ``high``.
@@ -33,49 +35,58 @@ def lab_curves_figure(summary: pd.DataFrame, *, judge: str, units: int | None = 
     """
     if not {"curve", "x", "mean", "low", "high"} <= set(summary.columns):
         raise ValueError("summary must come from workbench.lab.run_lab(...).summary")
-    curves = list(dict.fromkeys(summary.curve))
+    curves = list(dict.fromkeys(summary.curve)) or ["inject-step"]
+    cols = min(2, len(curves))
+    rows = -(-len(curves) // cols)
+    titles = [wrap(TITLES.get(c, (c,))[0], PANEL_W - 10) for c in curves]
     fig = make_subplots(
-        rows=1,
-        cols=max(len(curves), 1),
-        subplot_titles=[TITLES.get(c, (c,))[0] for c in curves],
-        horizontal_spacing=0.08,
+        rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.2, vertical_spacing=0.5 / rows
     )
-    for i, curve in enumerate(curves, start=1):
-        g = summary[summary.curve == curve]
-        categorical = curve == "inject-layers"
-        x = [str(v) for v in g.x] if categorical else [int(v) for v in g.x]
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=g["mean"].tolist(),
-                mode="markers" if categorical else "lines+markers",
-                name=curve,
-                showlegend=False,
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": (g["high"] - g["mean"]).tolist(),
-                    "arrayminus": (g["mean"] - g["low"]).tolist(),
-                },
-            ),
-            row=1,
-            col=i,
-        )
-        fig.update_xaxes(
-            title_text=TITLES.get(curve, (curve, "x"))[1],
-            row=1,
-            col=i,
-            type="category" if categorical else "linear",
-        )
-        fig.update_yaxes(
-            title_text=f"{Y_TITLES.get(curve, 'fraction')} (fraction)", range=[-0.05, 1.05], row=1, col=i
-        )
-    fig.update_annotations(font_size=12)
-    fig.update_layout(width=max(360 * len(curves), 420), height=420, margin={"t": 60})
+    for i, curve in enumerate(curves):
+        _panel(fig, summary[summary.curve == curve], curve, row=i // cols + 1, col=i % cols + 1)
+    fig.update_annotations(font_size=FONT)
+    fig.update_layout(
+        width=760, height=rows * (PANEL_H + 120) + 40, margin={"t": 60, "l": 70, "r": 20, "b": 60}
+    )
     n = f"{units} (pair, seed) units per point; " if units else ""
     return titled(
         fig,
         "Does attention cause the layout? (causal word-order lab)",
         f"placement judged by {judge}; {n}bars: 95% bootstrap interval",
         grow=True,
+    )
+
+
+def _panel(fig: go.Figure, g: pd.DataFrame, curve: str, *, row: int, col: int) -> None:
+    """One curve: the mean per x with its interval as error bars."""
+    categorical = curve == "inject-layers"
+    x = [str(v) for v in g.x] if categorical else [int(v) for v in g.x]
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=g["mean"].tolist(),
+            mode="markers" if categorical else "lines+markers",
+            name=curve,
+            showlegend=False,
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": (g["high"] - g["mean"]).tolist(),
+                "arrayminus": (g["mean"] - g["low"]).tolist(),
+            },
+        ),
+        row=row,
+        col=col,
+    )
+    fig.update_xaxes(
+        title_text=axis_title(TITLES.get(curve, (curve, "x"))[1], PANEL_W),
+        type="category" if categorical else "linear",
+        row=row,
+        col=col,
+    )
+    fig.update_yaxes(
+        title_text=axis_title(f"{Y_TITLES.get(curve, 'fraction')} (fraction)", PANEL_H),
+        range=[-0.05, 1.05],
+        row=row,
+        col=col,
     )
