@@ -3,8 +3,8 @@
 Measured in one process, alternating the calls and taking medians, on the embedded toy model and on
 SDXL-, SD3- and Flux-architecture pipelines with random weights (``benchmarks/architectures.py``: depth
 reduced to fit two CPU cores). Edits: a reweight of one word on every layer and step, an ablation, a
-prompt switch at the middle step, and (UNet families) a replace of the aligned words from a source run
-given beforehand (the source's own generation is not counted).
+prompt switch at the middle step, and a replace of the aligned words from a source run given beforehand
+(the source's own generation is not counted).
 
     python benchmarks/edit_overhead.py [--repeats 3] [--steps 4] [--only toy SDXL SD3 Flux]
 """
@@ -22,21 +22,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from workbench import Edit, RecordingPolicy, Request, generate, load_pipeline  # noqa: E402
-from workbench.core.adapters import JointAdapter, adapter_for  # noqa: E402
 
 PROMPT = "a red circle left of a blue square"
 SWAP = "a blue square left of a red circle"
 
 
 def edits_for(pipe, steps: int) -> dict:
-    out = {
+    return {
         "reweight 'red' ×2": [Edit.reweight("red", 2.0)],
         "ablate 'red'": [Edit.ablate("red")],
         f"switch at step {steps // 2}": [Edit.switch(SWAP, steps // 2)],
+        "replace aligned words": [Edit.replace(SWAP)],
     }
-    if not isinstance(adapter_for(pipe), JointAdapter):
-        out["replace aligned words"] = [Edit.replace(SWAP)]
-    return out
 
 
 def measure(pipe, request: Request, repeats: int) -> dict[str, float]:
