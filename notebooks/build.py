@@ -150,7 +150,7 @@ its own maximum.""",
             """\
 tokens = analysis.token_maps(run, normalize="max")
 shown = tokens.positions[: tokens.kinds.index("pad") + 1] if "pad" in tokens.kinds else tokens.positions
-viz.word_overlay(run, tokens, words=shown, cols=5)""",
+viz.word_overlay(run, tokens, words=shown, cols=4)""",
         ),
         (
             "md",
