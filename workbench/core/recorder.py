@@ -121,6 +121,15 @@ _INTERNAL = (  # code between the caller and a warning: the workbench package, d
 )
 
 
+def wrap_attribute(owner, name: str, make) -> Callable[[], None]:
+    """Put ``make(original)`` on ``owner.name`` as an instance attribute; returns what puts back what
+    was there (the instance's own attribute, or none)."""
+    original = getattr(owner, name)
+    had = name in owner.__dict__
+    setattr(owner, name, functools.wraps(original)(make(original)))
+    return (lambda: setattr(owner, name, original)) if had else (lambda: owner.__dict__.pop(name, None))
+
+
 def warn_at_caller(message: str) -> None:
     """Warn at the first frame outside the workbench, diffusers and torch: the caller's line."""
     frame, level = inspect.currentframe(), 1
@@ -207,13 +216,7 @@ class Recording:
     # ------------------------------------------------------------ installing observers
 
     def _wrap(self, owner, name: str, make) -> None:
-        """Put a wrapper on ``owner.name`` (an instance attribute); undo puts back what was there."""
-        original = getattr(owner, name)
-        had = name in owner.__dict__
-        setattr(owner, name, functools.wraps(original)(make(original)))
-        self._undo.append(
-            (lambda: setattr(owner, name, original)) if had else (lambda: owner.__dict__.pop(name, None))
-        )
+        self._undo.append(wrap_attribute(owner, name, make))
 
     def install(self) -> None:
         pipe = self.pipe

@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import inspect
 import threading
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from contextlib import ExitStack, contextmanager
 from ..core.adapters import JointAdapter, adapter_for
 from ..core.edit import Edit, EditError
 from ..core.intervening import marked
+from ..core.recorder import wrap_attribute
 from .bias import text_bias
 from .plan import CallText, Placed, call_text, place
 from .sites import CrossSite, JointSite
@@ -137,12 +137,7 @@ class _Editor:
             self._undo.append(site.restore)
 
     def _wrap(self, owner, name: str, make) -> None:
-        original = getattr(owner, name)
-        had = name in owner.__dict__
-        setattr(owner, name, functools.wraps(original)(make(original)))
-        self._undo.append(
-            (lambda: setattr(owner, name, original)) if had else (lambda: owner.__dict__.pop(name, None))
-        )
+        self._undo.append(wrap_attribute(owner, name, make))
 
     def remove(self) -> None:
         for undo in reversed(self._undo):

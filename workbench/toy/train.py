@@ -409,9 +409,20 @@ def export_pipeline(
     return out
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line as a namespace; ``--threads`` bounded by the machine's cores (one argparse error)."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(
+    argv: list[str] | None = None,
+    *,
+    description: str | None = __doc__,
+    out: Path = WEIGHTS_DIR,
+    home: Path = TOY_DIR,
+) -> argparse.Namespace:
+    """The command line as a namespace; ``--threads`` bounded by the machine's cores (one argparse error).
+
+    ``out`` is the default weights folder, ``home`` the folder the default ``_ckpt`` and ``_logs`` go in
+    (another embedded model's trainer passes its own)."""
+    ap = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--minutes", type=float, default=None, help="wall-time budget for the whole run")
     ap.add_argument("--steps", type=int, default=None, help="cap on diffusion steps")
     ap.add_argument("--vae-steps", type=int, default=None, help="autoencoder training steps")
@@ -419,9 +430,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--tiny", action="store_true", help="tiny config smoke run")
     ap.add_argument("--export", action="store_true", help="only export the latest checkpoint's EMA")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
-    ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
-    ap.add_argument("--ckpt-dir", type=Path, default=TOY_DIR / "_ckpt")
-    ap.add_argument("--log-dir", type=Path, default=TOY_DIR / "_logs")
+    ap.add_argument("--out", type=Path, default=out)
+    ap.add_argument("--ckpt-dir", type=Path, default=home / "_ckpt")
+    ap.add_argument("--log-dir", type=Path, default=home / "_logs")
     ap.add_argument(
         "--threads",
         type=int,

@@ -40,7 +40,7 @@ from workbench.analysis.scoring import binarize, iou
 from workbench.core.adapters import MODEL_DEFAULTS_FILE
 from workbench.core.joint import JointObserver
 from workbench.core.layers import CrossAttentionLayer
-from workbench.core.numerics import check_threads, machine_cores, torch_threads
+from workbench.core.numerics import torch_threads
 
 from .. import WEIGHTS_DIR as TOY_WEIGHTS_DIR
 from ..checkpoint import save_checkpoint
@@ -60,6 +60,7 @@ from ..train import (
     resume,
     train_vae,
 )
+from ..train import parse_args as toy_parse_args
 from ..world import Scene, sample_scene, training_batch
 from . import WEIGHTS_DIR
 from .models import (
@@ -611,30 +612,8 @@ def checkpoint_with_probe(t: DitTraining) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line as a namespace; ``--threads`` bounded by the machine's cores (one argparse error)."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=None, help="wall-time budget for the whole run")
-    ap.add_argument("--steps", type=int, default=None, help="cap on diffusion steps")
-    ap.add_argument("--vae-steps", type=int, default=None, help="autoencoder training steps")
-    ap.add_argument("--vae-decoder-steps", type=int, default=None, help="cap on decoder fine-tune steps")
-    ap.add_argument("--tiny", action="store_true", help="tiny config smoke run")
-    ap.add_argument("--export", action="store_true", help="only export the latest checkpoint's EMA")
-    ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
-    ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
-    ap.add_argument("--ckpt-dir", type=Path, default=DIT_DIR / "_ckpt")
-    ap.add_argument("--log-dir", type=Path, default=DIT_DIR / "_logs")
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=min(2, machine_cores()),
-        help="torch CPU threads, 1..the machine's cores (default: 2, or 1 on a one-core machine)",
-    )
-    args = ap.parse_args(argv)
-    try:
-        check_threads(args.threads, "--threads")
-    except ValueError as err:
-        ap.error(str(err))
-    return args
+    """The command line: the embedded UNet trainer's options, with this model's folders as defaults."""
+    return toy_parse_args(argv, description=__doc__, out=WEIGHTS_DIR, home=DIT_DIR)
 
 
 def train_config(args: argparse.Namespace) -> DitTrainConfig:
