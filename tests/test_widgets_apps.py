@@ -220,3 +220,13 @@ def test_the_image_keeps_the_runs_aspect_ratio_during_and_after_the_run(tiny_pip
     for _, width, height, png in shown:  # every preview, the final image, and x0 at a step
         assert (width, height) == (f"{png[0]}px", f"{png[1]}px") == ("240px", "160px")
         assert png[0] / png[1] == run.config.width / run.config.height == 1.5
+
+
+def test_the_step_slider_shows_only_with_a_runs_steps(tiny_pipe):
+    app = GenerateApp(tiny_pipe, prompt=PROMPT, seed=1, steps=2)
+    assert app.step_slider.layout.display == "none"  # no run yet
+    app.run_sync()
+    assert app.step_slider.layout.display is None and app.step_slider.max == 1
+    app.guidance.value = -2.0  # the next run is refused: no slider is left over from the last one
+    assert app.run_sync() is None and app.error
+    assert app.step_slider.layout.display == "none"

@@ -72,6 +72,7 @@ class GenerateApp:
         self.step_slider = W.IntSlider(
             value=0, min=0, max=0, description="step", disabled=True, continuous_update=True
         )
+        self.step_slider.layout.display = "none"  # shown with a run's steps, never alone
 
         self.new_seed.on_click(lambda _: self.draw_seed())
         self.task.run_button.on_click(lambda _: self.start())
@@ -147,6 +148,7 @@ class GenerateApp:
         params = self.params()
         self.run, self.frames, self.strip = None, [], None
         self.step_slider.disabled = True
+        self.step_slider.layout.display = "none"
         self.preview.layout.display = "none"
         self.preview_label.value = ""
         return self.task.start(
@@ -228,6 +230,7 @@ class GenerateApp:
             self.step_slider.max = len(self.frames) - 1
             self.step_slider.value = len(self.frames) - 1
             self.step_slider.disabled = False
+            self.step_slider.layout.display = None
             self.show_step(len(self.frames) - 1)
         if run.image is not None:
             self._show(run.image, f"final image · seed {run.seed} · slide to see x0 at every step")
