@@ -1,6 +1,7 @@
 """Cost of an edited call: time(edited call) / time(plain call), both recorded with the same policy.
 
-Measured in one process, alternating the calls and taking medians, on the embedded toy model and on
+Measured in one process, alternating the calls and taking medians (a second plain call, timed the
+same way, prints the noise floor beside the ratios), on the embedded toy model and on
 SDXL-, SD3- and Flux-architecture pipelines with random weights (``benchmarks/architectures.py``: depth
 reduced to fit two CPU cores). Edits: a reweight of one word on every layer and step, an ablation, a
 prompt switch at the middle step, and a replace of the aligned words from a source run given beforehand
@@ -12,6 +13,7 @@ prompt switch at the middle step, and a replace of the aligned words from a sour
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -20,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
 
 from workbench import Edit, RecordingPolicy, Request, generate, load_pipeline  # noqa: E402
 
@@ -41,7 +45,8 @@ def measure(pipe, request: Request, repeats: int) -> dict[str, float]:
     policy = RecordingPolicy()
     full = RecordingPolicy(heads="all", dtype="float32")
     source = generate(pipe, request.replace(prompt=SWAP), policy=full, progress=False)
-    calls = {"plain": lambda: generate(pipe, request, policy=policy, progress=False)}
+    plain = lambda: generate(pipe, request, policy=policy, progress=False)  # noqa: E731
+    calls = {"plain": plain, "plain again (noise floor)": plain}
     for name, edits in edits_for(pipe, request.steps).items():
         calls[name] = lambda e=edits: generate(
             pipe, request, edits=e, sources=[source], policy=policy, progress=False
@@ -90,6 +95,9 @@ def main() -> None:
             plain = times.pop("plain")
             shown = "  ".join(f"{name}: {t / plain:.3f}" for name, t in times.items())
             print(f"{label:<26} plain {plain:7.3f} s  edited/plain  {shown}", flush=True)
+        print(
+            f"torch threads {torch.get_num_threads()} · OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+        )
 
 
 if __name__ == "__main__":
