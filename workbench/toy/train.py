@@ -57,8 +57,10 @@ TOY_DIR = Path(__file__).resolve().parent
 
 
 @dataclass
-class TrainConfig:
-    """Everything that decides a training run (saved into training.json)."""
+class TrainSchedule:
+    """What every embedded model's training run shares: the seed, the autoencoder phase, the optimiser
+    and its schedule, the time budget, checkpoints and logging (saved into training.json). A model's
+    own config adds its loss settings and ``model``, and says its tiny model (``tiny_model``)."""
 
     seed: int = 0
     batch_size: int = 64
@@ -76,17 +78,20 @@ class TrainConfig:
     minutes: float = 85.0  # wall-time budget for the whole run (both phases)
     steps: int = 1_000_000  # diffusion step cap
     cond_dropout: float = 0.1
-    snr_gamma: float = 5.0
     attn_weight: float = 0.1
     ema_decay: float = 0.999
     ckpt_every_s: float = 180.0
     log_every: int = 20
     p_single: float = 0.2
     tiny: bool = False
-    model: ModelConfig = field(default_factory=ModelConfig)
 
     @classmethod
-    def tiny_config(cls) -> TrainConfig:
+    def tiny_model(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def tiny_config(cls):
+        """A few steps of everything on the tiny model: a smoke run."""
         return cls(
             batch_size=4,
             vae_batch_size=4,
@@ -98,8 +103,20 @@ class TrainConfig:
             ckpt_every_s=1e9,
             log_every=1,
             tiny=True,
-            model=ModelConfig.tiny(),
+            model=cls.tiny_model(),
         )
+
+
+@dataclass
+class TrainConfig(TrainSchedule):
+    """Everything that decides the embedded UNet model's training run (saved into training.json)."""
+
+    snr_gamma: float = 5.0
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    @classmethod
+    def tiny_model(cls) -> ModelConfig:
+        return ModelConfig.tiny()
 
 
 class Logger:
@@ -451,9 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     return train(parse_args(argv))
 
 
-def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The tiny or full config with the command line's overrides."""
-    cfg = TrainConfig.tiny_config() if args.tiny else TrainConfig()
+def train_config(args: argparse.Namespace, config: type[TrainSchedule] = TrainConfig) -> TrainSchedule:
+    """The tiny or full ``config`` with the command line's overrides."""
+    cfg = config.tiny_config() if args.tiny else config()
     for name in ("minutes", "steps", "vae_steps", "vae_decoder_steps"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))

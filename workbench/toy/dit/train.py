@@ -50,6 +50,7 @@ from ..train import (
     Batch,
     Logger,
     Training,
+    TrainSchedule,
     attention_loss,
     copy_params,
     ema_update,
@@ -58,6 +59,7 @@ from ..train import (
     learning_rate,
     probe_word_maps,
     resume,
+    train_config,
     train_vae,
 )
 from ..train import parse_args as toy_parse_args
@@ -78,56 +80,23 @@ IMAGE_SIZE = 32
 
 
 @dataclass
-class DitTrainConfig:
-    """Everything that decides a toy-dit training run (saved into training.json).
+class DitTrainConfig(TrainSchedule):
+    """Everything that decides a toy-dit training run (saved into training.json): the shared schedule
+    (``workbench.toy.train.TrainSchedule``, which ``train_vae`` and ``learning_rate`` read) with this
+    model's rate, warm-up and budget, its flow-matching and probe settings, and its model."""
 
-    The ``vae_*``, ``p_single`` and ``log_every`` fields are the ones ``workbench.toy.train.train_vae``
-    reads; ``lr``, ``warmup`` and ``min_lr_frac`` the ones ``learning_rate`` reads.
-    """
-
-    seed: int = 0
-    batch_size: int = 64
-    vae_batch_size: int = 32
-    vae_steps: int = 1000
-    vae_lr: float = 2e-3
-    vae_kl: float = 1e-6
-    vae_decoder_steps: int = 1200  # at most; stops early once the colour check passes
-    vae_check_every: int = 150
-    vae_pass: float = 0.98
     lr: float = 6e-4
-    weight_decay: float = 0.01
     warmup: int = 200
-    min_lr_frac: float = 0.1
     minutes: float = 270.0  # wall-time budget for the whole run (both phases)
-    steps: int = 1_000_000  # diffusion step cap
-    cond_dropout: float = 0.1
     sigma_mean: float = 0.0  # logit-normal sigma: sigmoid(mean + std * N(0, 1))
     sigma_std: float = 1.0
-    attn_weight: float = 0.1
-    ema_decay: float = 0.999
-    ckpt_every_s: float = 180.0
-    log_every: int = 20
-    p_single: float = 0.2
     probe_sigma: float = 0.5
     true_cfg_scale: float = 3.0  # suggested for sampling (with negative_prompt=""); not tuned
-    tiny: bool = False
     model: DitConfig = field(default_factory=DitConfig)
 
     @classmethod
-    def tiny_config(cls) -> DitTrainConfig:
-        return cls(
-            batch_size=4,
-            vae_batch_size=4,
-            vae_steps=3,
-            vae_decoder_steps=2,
-            vae_check_every=2,
-            steps=3,
-            warmup=1,
-            ckpt_every_s=1e9,
-            log_every=1,
-            tiny=True,
-            model=DitConfig.tiny(),
-        )
+    def tiny_model(cls) -> DitConfig:
+        return DitConfig.tiny()
 
 
 # ----------------------------------------------------------------------------- joint attention
@@ -616,18 +585,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return toy_parse_args(argv, description=__doc__, out=WEIGHTS_DIR, home=DIT_DIR)
 
 
-def train_config(args: argparse.Namespace) -> DitTrainConfig:
-    """The tiny or full config with the command line's overrides."""
-    cfg = DitTrainConfig.tiny_config() if args.tiny else DitTrainConfig()
-    for name in ("minutes", "steps", "vae_steps", "vae_decoder_steps"):
-        if getattr(args, name) is not None:
-            setattr(cfg, name, getattr(args, name))
-    return cfg
-
-
 def train(args: argparse.Namespace) -> int:
     """Run (or resume) training as the parsed command line says, on ``args.threads`` torch threads."""
-    cfg = train_config(args)
+    cfg = train_config(args, DitTrainConfig)
     with torch_threads(args.threads):
         t = set_up(args, cfg)
         if args.export:
