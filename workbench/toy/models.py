@@ -42,17 +42,24 @@ class ModelConfig:
 
 def build_vae(cfg: ModelConfig) -> AutoencoderKL:
     """A small KL autoencoder: (B, 3, 32, 32) <-> (B, 4, 8, 8)."""
-    n = len(cfg.vae_channels)
+    return small_autoencoder(cfg.vae_channels, cfg.vae_groups)
+
+
+def small_autoencoder(channels, groups: int, latent_channels: int = 4, **config) -> AutoencoderKL:
+    """A KL autoencoder of 32×32 images with one block (and one layer) per entry of ``channels``: it
+    halves the image once per block after the first. ``config``: more AutoencoderKL settings."""
+    n = len(channels)
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * n,
         up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=cfg.vae_channels,
+        block_out_channels=channels,
         layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=cfg.vae_groups,
+        latent_channels=latent_channels,
+        norm_num_groups=groups,
         sample_size=32,
+        **config,
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 from transformers import CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
 
-from ..models import ModelConfig, build_text_encoder
+from ..models import ModelConfig, build_text_encoder, small_autoencoder
 from ..world import all_words, caption_corpus
 
 T5_CORPUS_SIZE = 4000  # captions whose word counts score the Unigram pieces
@@ -83,19 +83,7 @@ def build_vae(cfg: DitConfig) -> AutoencoderKL:
     ``shift_factor`` is 0 (FluxPipeline adds it when decoding); the scaling factor is measured after
     training (``workbench.toy.train.train_vae``).
     """
-    n = len(cfg.vae_channels)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=cfg.vae_channels,
-        layers_per_block=1,
-        latent_channels=cfg.latent_channels,
-        norm_num_groups=cfg.vae_groups,
-        sample_size=32,
-        shift_factor=0.0,
-    )
+    return small_autoencoder(cfg.vae_channels, cfg.vae_groups, cfg.latent_channels, shift_factor=0.0)
 
 
 def build_clip(cfg: DitConfig, tokenizer: CLIPTokenizer):
