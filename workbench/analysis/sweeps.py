@@ -149,7 +149,7 @@ def _shares(y: np.ndarray) -> np.ndarray:
     return np.array([ss_p, ss_s, total - ss_p - ss_s]) / total
 
 
-def _mean_interval(values: np.ndarray, rng, n_boot: int, level: float) -> tuple[float, float]:
+def mean_interval(values: np.ndarray, rng, n_boot: int, level: float) -> tuple[float, float]:
     """Bootstrap interval of the mean over the first axis (seeds)."""
     draws = rng.integers(0, len(values), size=(n_boot, len(values)))  # (n_boot, seeds)
     return _interval(values[draws].mean(axis=1), level)
@@ -263,7 +263,7 @@ def word_order_distances(
                     if pairs
                     else np.nan
                 )
-                low, high = _mean_interval(d, rng, n_boot, level)
+                low, high = mean_interval(d, rng, n_boot, level)
                 rows.append(
                     {
                         **settings,
@@ -343,7 +343,7 @@ def word_order_effects(
                 for key in [k for k in ref[0] if k in other[0]]:
                     a = np.array([m[key] for m in ref])  # (seeds,)
                     b = np.array([m[key] for m in other])  # (seeds,)
-                    low, high = _mean_interval(b - a, rng, n_boot, level)
+                    low, high = mean_interval(b - a, rng, n_boot, level)
                     rows.append(
                         {
                             **settings,

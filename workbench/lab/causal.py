@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from ..analysis.heatmaps import word_maps
+from ..analysis.sweeps import mean_interval as bootstrap_mean
 from ..core.adapters import adapter_for
 from ..core.edit import Edit
 from ..core.policy import RecordingPolicy
@@ -265,14 +266,12 @@ def _is_toy_world(pipe) -> bool:
 def mean_interval(
     values: np.ndarray, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (resampled with replacement)."""
+    """Percentile bootstrap interval of the mean of ``values`` (resampled with replacement): the sweep
+    analyses' own (``analysis.sweeps.mean_interval``) with a seeded generator; NaN for no values."""
     values = np.asarray(values, dtype=float)
     if len(values) == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    draws = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
-    low, high = np.quantile(draws, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(low), float(high)
+    return bootstrap_mean(values, np.random.default_rng(seed), n_boot, level)
 
 
 def summarize(rows: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
