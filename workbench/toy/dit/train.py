@@ -37,7 +37,7 @@ from diffusers import FluxPipeline
 from transformers import CLIPTokenizer, T5TokenizerFast
 
 from workbench.analysis.scoring import binarize, iou
-from workbench.core.adapters import MODEL_DEFAULTS_FILE
+from workbench.core.adapters import MODEL_DEFAULTS_FILE, FluxAdapter
 from workbench.core.joint import JointObserver
 from workbench.core.layers import CrossAttentionLayer
 from workbench.core.numerics import torch_threads
@@ -103,19 +103,9 @@ class DitTrainConfig(TrainSchedule):
 
 
 def joint_layers(transformer) -> list[CrossAttentionLayer]:
-    """Every joint-attention layer of a Flux transformer, dual-stream first, as the workbench names them.
-
-    Image tokens are 2x2 latent patches, so each layer's grid is the latent halved once (``factor=1``).
-    """
-    dual = [
-        CrossAttentionLayer(f"transformer_blocks.{i}.attn", heads=int(b.attn.heads), factor=1)
-        for i, b in enumerate(transformer.transformer_blocks)
-    ]
-    single = [
-        CrossAttentionLayer(f"single_transformer_blocks.{i}.attn", heads=int(b.attn.heads), factor=1)
-        for i, b in enumerate(transformer.single_transformer_blocks)
-    ]
-    return dual + single
+    """Every joint-attention layer of a Flux transformer, dual-stream first, as the workbench names them
+    (the Flux adapter's own list: its names and grids are what recording uses)."""
+    return FluxAdapter(SimpleNamespace(transformer=transformer)).layers()
 
 
 class JointProbs:
