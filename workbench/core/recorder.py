@@ -178,7 +178,7 @@ class Recording:
         self.noise_kind = "seed"
         self.size: tuple[int, int] | None = None  # (height, width) in pixels
         self.sink: AttentionSink | None = None
-        self.edits = active_edits(self.adapter.denoiser)  # read again when a call starts
+        self.edits: tuple = ()  # the edits acting on the call: read when it starts (``check_inputs``)
         self.total_steps = 0
         self.latents: list[torch.Tensor] = []
         self.x0: list[torch.Tensor] = []

@@ -125,13 +125,12 @@ class _Editor:
             site = (
                 JointSite(
                     attn,
-                    0,
                     text_first=self.adapter.text_first,
                     rotary=self.adapter.rotary,
                     needs_processor=not self.adapter.rotary,
                 )
                 if joint
-                else CrossSite(attn, 0)
+                else CrossSite(attn)
             )
             self.sites[layer.name] = site
             self._undo.append(site.restore)
@@ -174,7 +173,8 @@ class _Editor:
             )
         self.plan = [place(e, self.text, grids, heads, self.sources) for e in self.edits]
         for site in self.sites.values():
-            site.text_len = self.text.positions
+            if isinstance(site, JointSite):
+                site.text_len = self.text.positions
         if self.switch is not None:
             self.switch.start(self.text)
         self._reset_steps()

@@ -21,7 +21,7 @@ from ..core.joint import JointObserver
 class CrossSite:
     """A UNet cross-attention layer (``attn2``)."""
 
-    def __init__(self, attn, text_len: int):
+    def __init__(self, attn):
         self.attn = attn
 
     def sizes(self, given: dict) -> tuple[int, int] | None:
@@ -70,8 +70,9 @@ class CrossSite:
 class JointSite:
     """A joint-attention layer of SD3 or Flux (dual- or single-stream)."""
 
-    def __init__(self, attn, text_len: int, *, text_first: bool, rotary: bool, needs_processor: bool):
-        self.attn, self.text_len, self.text_first, self.rotary = attn, text_len, text_first, rotary
+    def __init__(self, attn, *, text_first: bool, rotary: bool, needs_processor: bool):
+        self.attn, self.text_first, self.rotary = attn, text_first, rotary
+        self.text_len = 0  # the call's text positions: set when a call starts
         self.stock = None
         if needs_processor:  # SD3: the stock processor ignores masks
             self.stock = attn.processor
