@@ -196,17 +196,13 @@ class _Editor:
             self.call_in_step += 1
         self._last = (t, latent)
         if self.switch is not None and self.conditional:
-            return self.switch.apply(args, kwargs, self.step, self.cond_rows(self._rows(args, kwargs)))
+            return self.switch.apply(args, kwargs, self.step, self.cond_rows(int(latent.shape[0])))
         return None
 
     @property
     def conditional(self) -> bool:
         """Whether the denoiser call under way carries the conditional rows (not a separate negative call)."""
         return self.call_in_step == 0
-
-    def _rows(self, args, kwargs) -> int:
-        latent = kwargs.get("hidden_states", kwargs.get("sample", args[0] if args else None))
-        return int(latent.shape[0])
 
     def cond_rows(self, rows: int) -> list[int]:
         """The conditional rows of a denoiser batch of ``rows``: [unconditional | conditional] when guided."""

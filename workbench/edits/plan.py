@@ -51,7 +51,6 @@ class CallText:
     """What a call's text looks like to the denoiser: its prompts and their token tables."""
 
     prompts: tuple[str, ...]
-    lengths: dict
     positions: int  # text key positions the denoiser sees
     groups: tuple[list[dict], ...]  # per prompt: word groups (``core.tokens.word_groups``)
 
@@ -64,7 +63,7 @@ def call_text(adapter, prompt, lengths: dict) -> CallText:
         )
     prompts = (prompt,) if isinstance(prompt, str) else tuple(prompt)
     groups = tuple(word_groups(adapter.table(p, lengths), include_special=False) for p in prompts)
-    return CallText(prompts, lengths, max(sum(lengths.values()), 1), groups)
+    return CallText(prompts, max(sum(lengths.values()), 1), groups)
 
 
 def place(edit: Edit, text: CallText, grids: dict, heads: dict, sources: dict) -> Placed:
