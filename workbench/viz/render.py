@@ -24,9 +24,18 @@ def escape(text) -> str:
     return html.escape(str(text), quote=True)
 
 
+# How every table reads wherever it is shown (an app's HTML widget has no page stylesheet): columns
+# apart, headers over their columns.
+TABLE_STYLE = (
+    "<style>table.wb-table{border-collapse:collapse}"
+    "table.wb-table th,table.wb-table td{padding:2px 8px;text-align:left;vertical-align:top}"
+    "table.wb-table thead th{border-bottom:1px solid #bbb}</style>"
+)
+
+
 def table_html(df: pd.DataFrame) -> str:
-    """A DataFrame as an HTML table (class ``wb-table``, no index); every cell escaped."""
-    return df.to_html(index=False, escape=True, border=0, classes="wb-table")
+    """A DataFrame as an HTML table (class ``wb-table``, no index, with its style); every cell escaped."""
+    return TABLE_STYLE + df.to_html(index=False, escape=True, border=0, classes="wb-table")
 
 
 def png_bytes(image: Image.Image, scale: int = 1) -> bytes:
