@@ -35,7 +35,7 @@ TABLE_STYLE = (
 
 def table_html(df: pd.DataFrame) -> str:
     """A DataFrame as an HTML table (class ``wb-table``, no index, with its style); every cell escaped."""
-    return TABLE_STYLE + df.to_html(index=False, escape=True, border=0, classes="wb-table")
+    return df.to_html(index=False, escape=True, border=0, classes="wb-table") + TABLE_STYLE
 
 
 def png_bytes(image: Image.Image, scale: int = 1) -> bytes:
