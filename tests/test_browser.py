@@ -126,6 +126,10 @@ PROGRESS_ABOVE = """([css, above]) => {
   const bar = document.querySelector(css + ' .wb-progress .progress-bar');
   return !!bar && parseFloat(bar.style.width || '0') > above;
 }"""
+PROGRESS_BELOW = """([css, below]) => {
+  const bar = document.querySelector(css + ' .wb-progress .progress-bar');
+  return !!bar && parseFloat(bar.style.width || '0') < below;
+}"""
 # Every child widget view under ``css`` created (a box shows a bare placeholder until its child's view is
 # made) and every plotly figure there drawn; at least one figure.
 FIGURES_DRAWN = """(css) => {
@@ -256,6 +260,8 @@ def click_through_lab(
     lab.locator(".wb-run-button").click()
     # the last results are gone as soon as a new batch starts
     until(page, NO_FIGURES, css + " .wb-results", "the last results to be cleared", css)
+    # the bar is reset before it can pass the mark: the last batch's full bar is not this one's progress
+    until(page, PROGRESS_BELOW, [css, cancel_above], "the progress bar to start again", css)
     until(page, PROGRESS_ABOVE, [css, cancel_above], f"the batch to pass {cancel_above}%", css)
     lab.get_by_role("button", name="Cancel").click()
     until_app(
