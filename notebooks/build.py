@@ -20,10 +20,10 @@ import workbench
 from workbench import analysis, viz
 from workbench.notebook import quiet_loading
 
-MODEL = os.environ.get("WORKBENCH_MODEL", "toy")  # "toy": the embedded model; or a diffusers folder / hub id
+MODEL = os.environ.get("WORKBENCH_MODEL", "toy")  # "toy" (UNet) or "toy-dit" (MM-DiT); or a diffusers folder / hub id
 with quiet_loading():  # no loading progress bars or notices; quiet_loading(verbose=True) shows them
     pipe = workbench.load_pipeline(MODEL, device="cpu")
-pipe.unet.config.sample_size * pipe.vae_scale_factor, pipe.tokenizer.model_max_length  # image size, token limit"""
+type(pipe).__name__  # StableDiffusionPipeline ("toy") or FluxPipeline ("toy-dit")"""
 
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "01_quickstart.ipynb": [
@@ -369,87 +369,162 @@ assert result.match""",
         (
             "md",
             """\
-# Model families: SDXL, SD3/SD3.5 and Flux.1
+# Architectures: a UNet and an MM-DiT side by side (and SDXL, SD3/SD3.5, Flux.1)
 
-The same recording, maps and figures on today's families. Each family has an adapter in
+The same recording, maps and figures on every family. Each family has an adapter in
 `workbench/core/adapters.py` that says where its text attention is and how to observe it; nothing
 below branches on the family.
 
 | family | pipeline | text attention recorded | text keys |
 |---|---|---|---|
-| SD 1.x/2.x | `StableDiffusionPipeline` | UNet `attn2` | CLIP (77) |
+| SD 1.x/2.x (and the embedded `toy`) | `StableDiffusionPipeline` | UNet `attn2` | CLIP (77; `toy`: 20) |
 | SDXL | `StableDiffusionXLPipeline` | UNet `attn2` | CLIP-L and CLIP-G joined on features (77) |
 | SD3/SD3.5 | `StableDiffusion3Pipeline` | joint `transformer_blocks.N.attn` | CLIP (77) then T5 (`max_sequence_length`) |
-| Flux.1 | `FluxPipeline` | dual `transformer_blocks.N.attn` and single `single_transformer_blocks.N.attn` | T5 (`max_sequence_length`) |
+| Flux.1 (and the embedded `toy-dit`) | `FluxPipeline` | dual `transformer_blocks.N.attn` and single `single_transformer_blocks.N.attn` | T5 (`max_sequence_length`; `toy-dit`: 24) |
 
 For the joint-attention models the recorded quantity is the image-query × text-key block **of the
-joint softmax** (what the model computed). Point the variables below at real checkpoints (a folder or
-a hub id; they need a GPU and many GB); the test suite points them at tiny random-weight pipelines,
-whose pictures are noise but whose recordings are exact.""",
+joint softmax** (what the model computed). Two models run offline here: **`toy`**, a UNet with
+cross-attention, and **`toy-dit`**, a Flux.1-architecture MM-DiT (dual- and single-stream blocks, flow
+matching) trained on the same toy world — so the questions below have a known answer (both are
+calibration models whose attention was supervised; see their model cards). Set `WORKBENCH_SDXL`,
+`WORKBENCH_SD3` or `WORKBENCH_FLUX` to a diffusers folder or hub id to add real checkpoints (they
+need a GPU and many GB).""",
         ),
         (
             "code",
             """\
 import os
 
+import pandas as pd
+from IPython.display import display
+
 import workbench
 from workbench import analysis, viz
 from workbench.core.adapters import adapter_for
+from workbench.crossmodel import mask_ious
 from workbench.notebook import quiet_loading
 
-SOURCES = {  # family -> a diffusers folder or hub id (unset: skipped)
-    "SDXL": os.environ.get("WORKBENCH_SDXL"),
-    "SD3": os.environ.get("WORKBENCH_SD3"),
-    "Flux": os.environ.get("WORKBENCH_FLUX"),
-}
-SOURCES = {k: v for k, v in SOURCES.items() if v}
-SOURCES or print("set WORKBENCH_SDXL / WORKBENCH_SD3 / WORKBENCH_FLUX to a diffusers folder or hub id")""",
-        ),
-        ("md", "## Load each family and record one non-square image"),
-        (
-            "code",
-            """\
-pipes, runs = {}, {}
-for family, source in SOURCES.items():
-    with quiet_loading():  # no loading progress bars or notices
-        pipes[family] = pipe = workbench.load_pipeline(source)
-    adapter = adapter_for(pipe)
-    height = adapter.default_size
-    width = height + 2 * adapter.size_multiple  # wider than tall: grids follow the latent's own shape
-    request = workbench.Request(
-        "a red circle left of a blue square", seed=0, steps=4, guidance_scale=4.0, height=height, width=width
-    )
-    runs[family] = workbench.generate(pipe, request, policy=workbench.RecordingPolicy(heads="all"), progress=False)
-    print(f"{family:5s}", runs[family])""",
+PROMPT = "a red circle left of a blue square"
+SOURCES = {"toy": "toy", "toy-dit": "toy-dit"}  # the embedded UNet and MM-DiT
+for family in ("SDXL", "SD3", "FLUX"):  # real checkpoints when their variables are set
+    if os.environ.get(f"WORKBENCH_{family}"):
+        SOURCES[family] = os.environ[f"WORKBENCH_{family}"]
+list(SOURCES)""",
         ),
         (
             "md",
             """\
+## Load each model and record one image
+The embedded models run 25 steps at their native 32×32 with their own guidance (the UNet's
+classifier-free guidance; `toy-dit`'s true CFG against the empty caption, which its folder declares).
+Added checkpoints run 4 steps on a non-square size: every grid follows the latent's own shape.""",
+        ),
+        (
+            "code",
+            """\
+pipes, runs = {}, {}
+for name, source in SOURCES.items():
+    with quiet_loading():  # no loading progress bars or notices
+        pipes[name] = pipe = workbench.load_pipeline(source)
+    if name in ("toy", "toy-dit"):
+        request = workbench.Request(PROMPT, seed=0, steps=25)
+    else:
+        adapter = adapter_for(pipe)
+        height = adapter.default_size
+        width = height + 2 * adapter.size_multiple  # wider than tall
+        request = workbench.Request(PROMPT, seed=0, steps=4, guidance_scale=4.0, height=height, width=width)
+    runs[name] = workbench.generate(pipe, request, policy=workbench.RecordingPolicy(heads="all"), progress=False)
+    print(f"{name:8s}", runs[name])""",
+        ),
+        ("code", 'viz.side_by_side(list(runs.values()), [f"{name}: {PROMPT}" for name in runs])'),
+        (
+            "md",
+            """\
 ## Attention sites and token tables
-Layer paths are the module paths inside each denoiser; every grid follows the latent's height and
-width. SD3's table lists the CLIP positions, then the T5 positions (its `encoder` column); the words
-are aligned in both.""",
+Layer paths are the module paths inside each denoiser. The UNet's cross-attention sits at two
+resolutions; the MM-DiT's joint attention in every block. `toy-dit`'s table lists its T5 positions
+(one token per word); SD3's lists the CLIP positions, then the T5 positions (its `encoder` column).""",
         ),
         (
             "code",
             """\
-for family, run in runs.items():
-    print(family, {layer: run.attention.shapes[layer] for layer in list(run.attention.probs)[:3]}, "...")""",
+for name, run in runs.items():
+    print(name, {layer: run.attention.shapes[layer] for layer in list(run.attention.probs)[:3]}, "...")""",
         ),
-        ("code", "[runs[f].tokens.head(12) for f in runs][-1:]  # the last family's token table"),
-        ("md", "## Word maps, the same call for every family"),
+        ("code", 'runs["toy-dit"].tokens.head(12)'),
+        ("md", "## Word maps, the same call for every model"),
         (
             "code",
             """\
-figures = {family: viz.word_overlay(run, analysis.word_maps(run, normalize="max")) for family, run in runs.items()}
-next(iter(figures.values()), None)""",
+for name, run in runs.items():
+    display(viz.word_overlay(run, analysis.word_maps(run, normalize="max")).update_layout(title_text=name))""",
+        ),
+        (
+            "md",
+            """\
+## Where each architecture localises words
+Each word's map per block (the MM-DiT's dual- and single-stream blocks) or resolution (the UNet's),
+and its IoU against the mask of the object the model drew (the toy evaluation's rule: min-max,
+threshold 0.5, the checker's segmentation). The embedded models' whole evaluation, eight seeds of
+48 captions each, is in their model cards.""",
+        ),
+        ("code", 'viz.word_grid_figure(analysis.word_layer_grid(runs["toy-dit"]))'),
+        (
+            "code",
+            """\
+ious = pd.concat([mask_ious(runs[m]).assign(model=m) for m in ("toy", "toy-dit")])
+ious.pivot_table(index=["model", "layers"], columns="role", values="iou", sort=False).round(2)""",
+        ),
+        (
+            "md",
+            """\
+## When the layout commits: a DDIM schedule against a flow-matching one
+The commitment step is the first step from which the predicted clean latent stays within a quarter
+of the initial noise's distance from the final latent; as a fraction of the steps it compares the
+two schedules.""",
         ),
         (
             "code",
             """\
-strips = {family: analysis.filmstrip(pipes[family], run) for family, run in runs.items()}
-viz.filmstrip_figure(next(iter(strips.values()))) if strips else None""",
+commits = {name: analysis.commit_step(analysis.change_curves(run)) for name, run in runs.items()}
+pd.DataFrame(
+    {
+        "commitment step": commits,
+        "of steps": {n: r.config.steps for n, r in runs.items()},
+        "fraction": {n: None if c is None else round(c / runs[n].config.steps, 2) for n, c in commits.items()},
+    }
+)""",
         ),
+        (
+            "code",
+            """\
+strips = {name: analysis.filmstrip(pipes[name], run) for name, run in runs.items()}
+viz.filmstrip_figure(strips["toy-dit"])""",
+        ),
+        (
+            "md",
+            """\
+## Word order on both architectures
+`workbench study --model toy toy-dit` (the main job) runs the prompt and its swap with the same seeds
+on both models and writes one report comparing them; here the same call from Python.""",
+        ),
+        (
+            "code",
+            """\
+from pathlib import Path
+
+from workbench.crossmodel import placement_table
+from workbench.study import run_study
+
+OUT = Path(os.environ.get("WORKBENCH_OUT", "runs/notebooks"))
+study = run_study(OUT / "architectures", model=["toy", "toy-dit"], seeds=(0, 1), steps=25, log=lambda *_: None)
+placement_table(study.studies, (PROMPT, analysis.permutations(PROMPT, kind="relation")[1]))""",
+        ),
+        (
+            "code",
+            'viz.block_iou_figure(study.ious[study.ious.layers != "all"].groupby(["model", "layers", "role"], sort=False).iou.mean().reset_index())',
+        ),
+        ("code", "study.report  # the side-by-side report: open it in a browser"),
     ],
     "08_interventions.ipynb": [
         (

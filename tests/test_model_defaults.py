@@ -43,7 +43,17 @@ def test_declared_size_and_t5_length_reach_the_call(flux_folder, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "bad", [{"size": 0}, {"size": True}, {"max_sequence_length": 513}, {"steps": 4}, [1]]
+    "bad",
+    [
+        {"size": 0},
+        {"size": True},
+        {"max_sequence_length": 513},
+        {"steps": 4},
+        [1],
+        {"true_cfg_scale": -1},
+        {"true_cfg_scale": "2"},
+        {"negative_prompt": 3},
+    ],
 )
 def test_bad_declared_defaults_are_refused_naming_the_file(flux_folder, tmp_path, bad):
     folder = tmp_path / "bad"

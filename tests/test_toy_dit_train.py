@@ -194,7 +194,13 @@ def _check_export(out, ckpt, steps):
     assert info["generation"]["max_sequence_length"] == DitConfig.tiny().t5_length
     meta = json.loads((ckpt / "ckpt.json").read_text())
     assert meta["step"] == steps and meta["phase"] == "diffusion"
-    assert json.loads((out / MODEL_DEFAULTS_FILE).read_text()) == {"guidance_scale": 1.0}
+    assert json.loads((out / MODEL_DEFAULTS_FILE).read_text()) == {
+        "guidance_scale": 1.0,
+        "size": 32,
+        "max_sequence_length": DitConfig.tiny().t5_length,
+        "true_cfg_scale": 2.0,
+        "negative_prompt": "",
+    }
     shipped = load_file(str(out / "transformer" / "diffusion_pytorch_model.safetensors"))
     saved = load_file(str(ckpt / "ckpt.safetensors"))
     assert all(torch.equal(v, saved[f"ema_transformer.{k}"]) for k, v in shipped.items())  # EMA, bit for bit

@@ -32,7 +32,7 @@ if "OMP_WAIT_POLICY" not in os.environ:
 
 from ._version import __version__  # noqa: F401  (the package version)
 from .names import register_model
-from .toy import WEIGHTS_DIR as _TOY_WEIGHTS
+from .toy.catalog import EMBEDDED as _EMBEDDED
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for readers and type checkers
     from .core import (
@@ -53,11 +53,9 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for readers and type 
     from .sweeps import SweepSpec
     from .sweeps import run_sweep as sweep
 
-register_model(
-    "toy",
-    _TOY_WEIGHTS,
-    missing_hint="train them with `python -m workbench.toy.train` or reinstall the package",
-)
+for _model in _EMBEDDED.values():  # "toy" (UNet) and "toy-dit" (Flux-architecture MM-DiT)
+    register_model(_model.name, _model.weights, missing_hint=_model.missing_hint)
+del _model
 
 # public name -> the module that defines it
 _LAZY = {

@@ -58,7 +58,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-MODEL_HELP = "'toy' (the embedded model), a local diffusers folder or a hub id"
+MODEL_HELP = "'toy' or 'toy-dit' (the embedded UNet and MM-DiT models), a local diffusers folder or a hub id"
 VERBOSE_HELP = (
     "show the libraries' model-loading progress bars and notices (hidden by default; warnings that "
     "matter, like a prompt cut off, show either way)"
@@ -152,9 +152,19 @@ def _rerun_parser(command) -> None:
 
 
 def _study_parser(command) -> None:
-    s = command("study", "the main job: a word-order and seed study on the embedded model, with a report")
+    s = command(
+        "study",
+        "the main job: a word-order and seed study on both embedded models (the UNet and the MM-DiT), "
+        "with one report comparing them",
+    )
     s.add_argument("--out", required=True, help="the folder to write runs, index and report into")
-    s.add_argument("--model", default="toy", help=MODEL_HELP)
+    s.add_argument(
+        "--model",
+        nargs="+",
+        default=["toy", "toy-dit"],
+        help="the model(s): one runs the study on it alone; two or more run the same study on each and "
+        "compare them side by side (default: toy toy-dit, the two embedded models). " + MODEL_HELP,
+    )
     s.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt, two objects in a relation")
     s.add_argument(
         "--swapped",
@@ -430,7 +440,7 @@ def _study(a) -> int:
         try:
             result = run_study(
                 out,
-                model=a.model,
+                model=a.model[0] if len(a.model) == 1 else list(a.model),
                 prompt=a.prompt,
                 swapped=a.swapped,
                 seeds=seeds,

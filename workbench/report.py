@@ -39,6 +39,7 @@ from workbench.analysis.layout import spread_steps, word_layer_grid, word_step_g
 from workbench.analysis.trajectory import COMMIT_THRESHOLD, change_curves, commit_step
 from workbench.analysis.word_order import align_words
 from workbench.core.run import Run
+from workbench.names import NAMED_MODELS
 from workbench.store.recipe import RerunRecipe
 from workbench.viz import side_by_side
 from workbench.viz import sweeps as sweep_figures
@@ -122,8 +123,8 @@ def _plotlyjs_tag(mode: str, folder: Path) -> str:
     return f'<script type="text/javascript" src="{escape(name)}"></script>'
 
 
-def _image_tag(run: Run) -> str:
-    alt = escape(f"final image of {run.prompt!r}, seed {run.seed}")
+def _image_tag(run: Run, model: str = "") -> str:
+    alt = escape(f"final image of {run.prompt!r}, seed {run.seed}" + (f", model {model}" if model else ""))
     return f'<img class="run-image" alt="{alt}" src="{_png(run_image(run))}">'
 
 
@@ -132,14 +133,16 @@ def _edited(config) -> str:
     return f" · edited: {escape(config.edit_label)}" if config.edits else ""
 
 
-def _run_section(run: Run, i: int) -> str:
+def _run_section(run: Run, i: int, model: str = "") -> str:
+    """One run's section; ``model``: its model's name, given when the report holds several models."""
     cfg = run.config
+    by = f" · model {escape(model)}" if model else ""
     parts = [
-        f'<h2 id="run-{i}">Run {i + 1}: “{escape(cfg.prompt)}”{_edited(cfg)}</h2>',
-        f"<p>seed {escape(cfg.seed)} · {escape(cfg.steps)} steps · guidance {escape(cfg.guidance_scale)} · "
+        f'<h2 id="run-{i}">Run {i + 1}: “{escape(cfg.prompt)}”{_edited(cfg)}{by}</h2>',
+        f"<p>seed {escape(cfg.seed)} · {escape(cfg.steps)} steps · {escape(guidance_text(cfg))} · "
         f"{escape(cfg.scheduler)} · {escape(cfg.width)}×{escape(cfg.height)} · "
         f"{'complete' if run.complete else escape(f'incomplete ({run.steps_done} steps done)')}</p>",
-        _image_tag(run),
+        _image_tag(run, model),
     ]
     if run.attention.probs:
         maps = word_maps(run, normalize="max")
@@ -214,6 +217,41 @@ def _layout_block(run: Run, i: int) -> str:
 COMPARE_WORDS = 6  # the most shared words the compare section maps
 
 
+def guidance_text(config) -> str:
+    """A run's guidance in words: ``guidance 2.5``, or, where the negative branch ran as a separate
+    call (Flux's true CFG), ``true CFG 2 against “…” · guidance_scale 1.0``."""
+    g = "model default" if config.guidance_scale is None else f"{config.guidance_scale:g}"
+    true_cfg = config.request.true_cfg_scale
+    if true_cfg is not None and true_cfg > 1 and config.negative_prompt is not None:
+        return f"true CFG {true_cfg:g} against “{config.negative_prompt}” · guidance_scale {g}"
+    return f"guidance {g}"
+
+
+def model_name(model: dict) -> str:
+    """A run's model in a word: its registered name (``"toy"``, ``"toy-dit"``) when it was loaded by
+    one or from a registered folder, a folder's last part, else the source as given (a hub id)."""
+    source = str(model.get("source") or "unknown")
+    if source in NAMED_MODELS:
+        return source
+    path = Path(source)
+    for name, (folder, _) in NAMED_MODELS.items():
+        if path.is_absolute() and path.resolve() == folder.resolve():
+            return name
+    return path.name if path.is_absolute() and path.name else source
+
+
+def model_names(runs: Sequence[Run]) -> list[str]:
+    """Each run's model name (``model_name``) when the runs come from more than one model (told apart
+    by source and weights hash), else ``""`` for each: one model needs no label."""
+    models = {_model_label(r.config.model) for r in runs}
+    if len(models) < 2:
+        return [""] * len(runs)
+    names = [model_name(r.config.model) for r in runs]
+    if len(set(names)) < len(models):  # two models share a name: label them by source and hash
+        names = [_model_label(r.config.model) for r in runs]
+    return names
+
+
 def _model_label(model: dict) -> str:
     """The model's source, with the start of its weights' hash when it was recorded."""
     sha = model.get("weights_sha256")
@@ -226,7 +264,7 @@ _REQUEST_FIELDS = {  # field -> its value in a run's config, in words
     "negative prompt": lambda c: c.negative_prompt or "none",
     "seed": lambda c: c.seed,
     "steps": lambda c: c.steps,
-    "guidance": lambda c: "model default" if c.guidance_scale is None else c.guidance_scale,
+    "guidance": lambda c: guidance_text(c),
     "scheduler": lambda c: c.scheduler,
     "size (width×height)": lambda c: f"{c.width}×{c.height}",
     "model": lambda c: _model_label(c.model),
@@ -332,7 +370,9 @@ def _heatmap_grid(z: list[list[np.ndarray]], titles: list[str], scale_title: str
     return fig
 
 
-def compare_maps_figure(runs: Sequence[Run], *, max_words: int = COMPARE_WORDS) -> go.Figure:
+def compare_maps_figure(
+    runs: Sequence[Run], *, max_words: int = COMPARE_WORDS, scale: str = "shared"
+) -> go.Figure:
     """Each word the runs share, mapped in every run on ONE colour scale: rows are runs, columns words.
 
     The maps are ``word_maps(run)`` (the ``"all-mean"`` recipe: attention probability at the image
@@ -341,6 +381,9 @@ def compare_maps_figure(runs: Sequence[Run], *, max_words: int = COMPARE_WORDS) 
     Args:
         runs: two or more runs that recorded attention.
         max_words: the most shared words shown (the first ones of the first run's prompt).
+        scale: ``"shared"`` (default: probabilities on one scale) or ``"panel"``: each map divided by
+            its own peak, for runs whose probabilities do not share a scale (a UNet's cross-attention
+            sums to 1 over the text; an MM-DiT's joint softmax shares it with the image tokens).
 
     Raises:
         ValueError: fewer than 2 runs, a run without recorded attention, no shared word, or a bad
@@ -350,6 +393,8 @@ def compare_maps_figure(runs: Sequence[Run], *, max_words: int = COMPARE_WORDS) 
         raise ValueError(f"comparing maps needs 2 or more runs, got {len(runs)}")
     if not isinstance(max_words, int) or max_words < 1:
         raise ValueError(f"max_words must be a positive int, got {max_words!r}")
+    if scale not in ("shared", "panel"):
+        raise ValueError(f"scale must be 'shared' or 'panel', got {scale!r}")
     silent = [i + 1 for i, r in enumerate(runs) if not r.attention.probs]
     if silent:
         raise ValueError(f"run(s) {silent} recorded no attention, so there are no maps to compare")
@@ -359,10 +404,16 @@ def compare_maps_figure(runs: Sequence[Run], *, max_words: int = COMPARE_WORDS) 
     shown = shared[:max_words]
     maps = [word_maps(r) for r in runs]
     z = [[maps[k].maps[maps[k].row_of(idx[k])].numpy() for _, _, idx in shown] for k in range(len(runs))]
-    titles = [f"run {k + 1}: {_word_label(w, o)}" for k in range(len(runs)) for w, o, _ in shown]
+    models = [f" · {m}" if m else "" for m in model_names(runs)]
+    titles = [f"run {k + 1}{models[k]}: {_word_label(w, o)}" for k in range(len(runs)) for w, o, _ in shown]
     agg = maps[0].aggregation
-    fig = _heatmap_grid(z, titles, normalize_title(agg))
-    sub = f"one colour scale for every panel; {recipe_line(agg)}"
+    if scale == "panel":
+        z = [[m / m.max() if m.max() > 0 else m for m in row] for row in z]
+        fig = _heatmap_grid(z, titles, "fraction of the panel's peak")
+        sub = f"each panel divided by its own peak; {recipe_line(agg)}"
+    else:
+        fig = _heatmap_grid(z, titles, normalize_title(agg))
+        sub = f"one colour scale for every panel; {recipe_line(agg)}"
     if len(shared) > len(shown):
         sub += f"; the first {len(shown)} of {len(shared)} shared words"
     if partial:
@@ -424,8 +475,10 @@ def _difference_images(runs: Sequence[Run]) -> str:
 def compare_section(runs: Sequence[Run]) -> list[str]:
     """HTML comparing two or more runs: the request fields (those that differ highlighted), the final
     images side by side, the shared words' maps on one colour scale, and the images' difference."""
+    models = [f" · {m}" if m else "" for m in model_names(runs)]
     titles = [
-        f"run {i + 1}: {r.prompt} · seed {r.seed}" + ("" if r.image is not None else " (no final image)")
+        f"run {i + 1}{models[i]}: {r.prompt} · seed {r.seed}"
+        + ("" if r.image is not None else " (no final image)")
         for i, r in enumerate(runs)
     ]
     parts = [
@@ -508,8 +561,9 @@ def _head(
     if notes:
         parts.append(f"<p>{escape(notes)}</p>")
     links = '<li><a href="#compare">Compare</a></li>' if len(runs) >= 2 else ""
+    models = [f" · model {escape(m)}" if m else "" for m in model_names(runs)]
     links += "".join(
-        f'<li><a href="#run-{i}">{escape(r.prompt)} · seed {r.seed}{_edited(r.config)}</a></li>'
+        f'<li><a href="#run-{i}">{escape(r.prompt)} · seed {r.seed}{_edited(r.config)}{models[i]}</a></li>'
         for i, r in enumerate(runs)
     )
     return parts + ([f"<ul>{links}</ul>"] if links else [])
@@ -572,7 +626,7 @@ def report(
         body.append(f"<h2>{escape(caption)}</h2>" + _table(df))
     if index is not None:
         body += sweep_section(index, planned=planned)
-    body += [_run_section(run, i) for i, run in enumerate(runs)]
+    body += [_run_section(run, i, m) for i, (run, m) in enumerate(zip(runs, model_names(runs)))]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_page(title, body, _plotlyjs_tag(plotlyjs, path.parent)), encoding="utf-8")
     if not quiet:

@@ -97,7 +97,9 @@ def run_study(
 
     Args:
         out: output folder (created; an existing study there is replaced run by run).
-        model: a pipeline, or a source for ``load_pipeline`` (default the embedded model).
+        model: a pipeline, or a source for ``load_pipeline`` (default the embedded UNet model); a list
+            of them runs the same study on each and writes one report comparing them side by side
+            (``workbench.crossmodel.compare_models``: each model's runs in ``out/<model>/``).
         prompt: the prompt; ``swapped`` its other word order (default: the suggested swap).
         seeds: the seeds; each order runs once per seed, from the same initial noise.
         steps, guidance_scale: generation settings (``guidance_scale`` None: the model's own).
@@ -118,10 +120,52 @@ def run_study(
         raise ValueError("seeds must name at least one seed")
     seeds = tuple(dict.fromkeys(seeds))
     lab = _lab_settings(prompt, swapped, seeds, steps, guidance_scale, lab_ks) if interventions else None
+    if isinstance(model, (list, tuple)):  # several models: the same study on each, one report
+        from workbench.crossmodel import compare_models
+
+        return compare_models(
+            out, list(model), (prompt, swapped), seeds, steps, guidance_scale, device, lab, log
+        )
     started = time.perf_counter()
     pipe = _pipeline(model, device)
     shown = model if isinstance(model, (str, os.PathLike)) else type(model).__name__
     log(f"model: {shown} · prompt “{prompt}” · swap “{swapped}” · seeds {list(seeds)}")
+    m = study_model(pipe, out, (prompt, swapped), seeds, steps, guidance_scale, lab, started, log)
+    path = _write_report(pipe, out, m.by_key, (prompt, swapped), seeds, m.runs, m.summary, m.lab)
+    lab_table = _save_lab(m.lab, out) if m.lab is not None else None
+    _tell(log, m.summary, out, len(m.runs), m.index, path, started)
+    return StudyResult(
+        out=out,
+        runs=m.runs,
+        run_dirs=m.dirs,
+        report=path,
+        index=m.index,
+        summary=m.summary,
+        lab=m.lab,
+        lab_table=lab_table,
+    )
+
+
+@dataclass
+class ModelStudy:
+    """One model's part of a study: its runs by (prompt, seed), in order, their folders, the index, the
+    per-seed summary and, when asked for, the lab's result."""
+
+    pipe: object
+    by_key: dict
+    runs: list[Run]
+    dirs: list[Path]
+    index: Path
+    summary: pd.DataFrame
+    lab: LabResult | None
+
+
+def study_model(
+    pipe, out: Path, orders: tuple[str, str], seeds, steps: int, guidance_scale, lab, started: float, log
+) -> ModelStudy:
+    """Run the prompt and its swap with every seed on ``pipe`` into ``out/runs``, index them, summarise
+    each seed and, with ``lab`` settings, run the causal lab on the same pair."""
+    prompt, swapped = orders
     spec = SweepSpec(
         model=model_source(pipe),
         prompts=[prompt, swapped],
@@ -135,19 +179,7 @@ def run_study(
     index = save_index(out / "runs")
     summary = _per_seed(by_key, prompt, swapped, seeds)
     lab_result = _run_lab(pipe, lab, log) if lab is not None else None
-    path = _write_report(pipe, out, by_key, (prompt, swapped), seeds, runs, summary, lab_result)
-    lab_table = _save_lab(lab_result, out) if lab_result is not None else None
-    _tell(log, summary, out, len(runs), index, path, started)
-    return StudyResult(
-        out=out,
-        runs=runs,
-        run_dirs=dirs,
-        report=path,
-        index=index,
-        summary=summary,
-        lab=lab_result,
-        lab_table=lab_table,
-    )
+    return ModelStudy(pipe, by_key, runs, dirs, index, summary, lab_result)
 
 
 def _write_report(pipe, out: Path, by_key: dict, orders, seeds, runs, summary, lab: LabResult | None) -> Path:

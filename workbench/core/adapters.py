@@ -27,7 +27,7 @@ from .tokens import cut_message, joined_table, sentencepiece_table, token_table,
 
 _LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _MODEL_DEFAULTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # pipe -> its folder's own defaults
-MODEL_DEFAULTS_FILE = "workbench_defaults.json"  # in a model folder: {"guidance_scale": 4.0}
+MODEL_DEFAULTS_FILE = "workbench_defaults.json"  # in a model folder: {"guidance_scale": 4.0}, see loading
 
 
 def set_model_defaults(pipe, defaults: dict) -> None:
@@ -85,6 +85,17 @@ class StableDiffusionAdapter:
     def default_guidance(self) -> float:
         """The guidance a request without one gets: the model folder's own, else the family's."""
         return float(_MODEL_DEFAULTS.get(self.pipe, {}).get("guidance_scale", self.family_guidance))
+
+    @property
+    def default_true_cfg(self) -> float:
+        """The true-CFG scale a request without one gets (pipelines with a separate negative call):
+        the model folder's own, else 1.0 (off)."""
+        return float(_MODEL_DEFAULTS.get(self.pipe, {}).get("true_cfg_scale", 1.0))
+
+    @property
+    def default_negative_prompt(self) -> str | None:
+        """The negative prompt the model folder declares for its true CFG (``None``: none declared)."""
+        return _MODEL_DEFAULTS.get(self.pipe, {}).get("negative_prompt")
 
     @property
     def text_limit(self) -> int:
@@ -376,7 +387,7 @@ class FluxAdapter(JointAdapter):
 
     def call_arguments(self, request) -> dict:
         args = {"guidance_scale": request.guidance_scale}
-        if request.negative_prompt is not None and request.true_cfg_scale > 1:
+        if request.negative_prompt is not None and (request.true_cfg_scale or 1.0) > 1:
             args.update(negative_prompt=request.negative_prompt, true_cfg_scale=request.true_cfg_scale)
         length = _MODEL_DEFAULTS.get(self.pipe, {}).get("max_sequence_length")
         if length:  # the T5 length the model folder declares it was made for (the pipeline pads to 512)

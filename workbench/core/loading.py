@@ -334,14 +334,16 @@ def _check_all_weights_loaded(pipe, folder: Path) -> None:
             )
 
 
-DEFAULT_KEYS = ("guidance_scale", "size", "max_sequence_length")  # what a model folder may declare
+DEFAULT_KEYS = ("guidance_scale", "size", "max_sequence_length", "true_cfg_scale", "negative_prompt")
 
 
 def _model_defaults(folder: Path) -> dict:
     """The generation defaults a model folder declares (``workbench_defaults.json``), checked:
     ``guidance_scale`` (a number, checked as a request checks it), ``size`` (the native image side in
-    pixels, 8..4096) and ``max_sequence_length`` (the T5 length the model was made for, 1..512)."""
-    from .request import _check_guidance
+    pixels, 8..4096), ``max_sequence_length`` (the T5 length the model was made for, 1..512) and, for
+    pipelines whose negative branch is a separate call (Flux), ``true_cfg_scale`` with the
+    ``negative_prompt`` it was trained for (both checked as a request checks them)."""
+    from .request import Request, _check_guidance
 
     file = folder / MODEL_DEFAULTS_FILE
     if not file.exists():
@@ -352,6 +354,9 @@ def _model_defaults(folder: Path) -> dict:
             raise ValueError(f"it may hold only the keys {list(DEFAULT_KEYS)}")
         if "guidance_scale" in data:
             _check_guidance(data["guidance_scale"])  # the value checked as a request checks it
+        Request(  # the true-CFG pair checked as a request checks it
+            "", 0, true_cfg_scale=data.get("true_cfg_scale"), negative_prompt=data.get("negative_prompt")
+        )
         for key, low, high in (("size", 8, 4096), ("max_sequence_length", 1, 512)):
             value = data.get(key)
             if value is not None and (

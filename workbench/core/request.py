@@ -137,7 +137,9 @@ class Request:
         height, width: image size in pixels; ``None``: the model's native size.
         true_cfg_scale: Flux only: above 1 with a negative prompt, the negative branch runs as a second
             denoiser call per step ("true" classifier-free guidance); ``guidance_scale`` is then Flux's
-            embedded guidance. ``None`` in a recorded run: not known from the call.
+            embedded guidance. ``None``: the model's own, filled in by ``for_model`` (1.0, i.e. off,
+            unless the model folder declares one, with the negative prompt it was trained for); in a
+            recorded run, ``None`` means not known from the call.
         scheduler: ``None`` (the pipeline's own), a name from ``workbench.core.schedulers.SCHEDULERS``
             (``"ddim"``, ``"euler"``, ``"dpm++"``, ...), a diffusers scheduler (kept as its class and
             config) or ``{"class": "DDIMScheduler", "config": {...}}`` (scheduler classes only).
@@ -153,7 +155,7 @@ class Request:
     height: int | None = None
     width: int | None = None
     scheduler: str | dict | None = None
-    true_cfg_scale: float | None = 1.0
+    true_cfg_scale: float | None = None
 
     def __post_init__(self):
         check_prompt("prompt", self.prompt)
@@ -207,6 +209,7 @@ class Request:
                 "true_cfg_scale",
                 f"applies to Flux pipelines only; {adapter.family} guides with guidance_scale",
             )
+        true_cfg, negative = self._true_guidance(adapter)
         m = adapter.size_multiple
         height = check_size("height", self.height or adapter.default_size, m)
         width = check_size("width", self.width or adapter.default_size, m)
@@ -220,7 +223,25 @@ class Request:
                 hint="pass size_limit=None to lift the bound",
             )
         guidance = self.guidance_scale if self.guidance_scale is not None else adapter.default_guidance
-        return self.replace(height=height, width=width, guidance_scale=guidance)
+        return self.replace(
+            height=height,
+            width=width,
+            guidance_scale=guidance,
+            true_cfg_scale=true_cfg,
+            negative_prompt=negative,
+        )
+
+    def _true_guidance(self, adapter) -> tuple[float, str | None]:
+        """The true-CFG scale and negative prompt: the request's, else the model's declared ones (a
+        declared negative prompt fills in only where true CFG is on and the request names none)."""
+        if self.true_cfg_scale is not None:
+            true_cfg = self.true_cfg_scale
+        else:
+            true_cfg = adapter.default_true_cfg if adapter.separate_negative else 1.0
+        negative = self.negative_prompt
+        if negative is None and true_cfg > 1:
+            negative = adapter.default_negative_prompt
+        return true_cfg, negative
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,8 +1,10 @@
-"""Evaluate the embedded toy model with the world's own checker.
+"""Evaluate an embedded model ("toy", the UNet, or "toy-dit", the Flux-architecture MM-DiT) with the
+world's own checker; both are measured by the same code, captions, seeds and map recipe.
 
-    OMP_WAIT_POLICY=PASSIVE python -m workbench.toy.evaluate            # shipped weights, prints the table
+    OMP_WAIT_POLICY=PASSIVE python -m workbench.toy.evaluate            # shipped UNet weights, prints the table
+    python -m workbench.toy.evaluate --model toy-dit                    # the MM-DiT, with its per-block IoU
     python -m workbench.toy.evaluate --weights DIR --seeds 2 --no-write
-    python -m workbench.toy.evaluate --card --grid workbench/toy/samples.png  # also update MODEL_CARD.md
+    python -m workbench.toy.evaluate --card --grid workbench/toy/samples.png  # also update the model card
 
 (On a shared 2-core machine set OMP_WAIT_POLICY=PASSIVE in the shell: busy-waiting OpenMP threads make
 every step several times slower when another process holds a core, which also skews the speed figure.)
@@ -10,7 +12,8 @@ every step several times slower when another process holds a core, which also sk
 Caption sets (fixed, documented in MODEL_CARD.md): held-in = 12 two-object layouts seen in training
 (6 swap pairs, 3 horizontal + 3 vertical), held-out = the 12 layouts of `world.HELD_OUT`; each layout
 in both phrasings ("A left of B" and "B right of A"), so 24 captions per set. Every caption is drawn
-with seeds 0..N-1 and 25 guided DDIM steps at 32x32.
+with seeds 0..N-1 and 25 guided steps of the model's own sampler at 32x32 (the UNet: DDIM with
+classifier-free guidance; the MM-DiT: flow-matching Euler with true CFG against the empty caption).
 
 Metrics, per image unless said otherwise:
     object accuracy: exactly the two named colours are found, each with the named shape;
@@ -21,7 +24,9 @@ Metrics, per image unless said otherwise:
         and heads, bilinearly upsampled to 32x32, sub-word tokens summed (`word_maps(run, "all-mean")`),
         min-max normalised and thresholded at 0.5 (`analysis.scoring.binarize(..., 0.5, rule="minmax")`);
         IoU (`analysis.scoring.iou`) with the generated object's segmented mask (objects the checker
-        found), for colour words and shape words.
+        found), for colour words and shape words; "per block" repeats it with one group of layers in
+        place of all (UNet: one resolution's cross-attention layers; MM-DiT: one dual- or single-stream
+        block).
 
 Images are generated and recorded by the workbench core (`workbench.core.generate_batch`, stock
 processors with the probabilities computed beside them); the maps and scores come from
@@ -33,7 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,18 +47,20 @@ import torch
 from PIL import Image
 
 from workbench.analysis.heatmaps import word_maps
+from workbench.analysis.layout import block_groups
 from workbench.analysis.scoring import binarize, iou
-from workbench.core import generate_batch, load_pipeline
+from workbench.core import Request, generate_batch, load_pipeline
+from workbench.core.adapters import adapter_for
 from workbench.core.numerics import machine_cores, torch_threads
 
-from . import WEIGHTS_DIR
+from .catalog import EMBEDDED, EmbeddedModel
 from .checker import detect, score_spec
 from .world import HELD_OUT, SHAPES, ObjectSpec, SceneSpec, word_indices
 
 STEPS = 25
+SPEED_PROMPT = "a red circle left of a blue square"
 MAPS = "all-mean"  # the word-map recipe (workbench.analysis.PRESETS)
 IOU_THRESHOLD, IOU_RULE = 0.5, "minmax"  # min-max normalise, then threshold (analysis.scoring.binarize)
-GUIDANCE = 2.5  # chosen on held-in captions with seeds 100-101 (not the evaluation seeds); see MODEL_CARD.md
 HELD_IN: tuple[tuple[str, str, str, str, str], ...] = (
     ("red", "circle", "h", "green", "triangle"),
     ("green", "triangle", "h", "red", "circle"),
@@ -88,26 +95,68 @@ class Sample:
     seed: int
     image: np.ndarray  # (32, 32, 3) uint8
     word_maps: torch.Tensor  # (words, 32, 32)
+    layer_maps: dict[str, torch.Tensor] = field(default_factory=dict)  # block/resolution -> (words, 32, 32)
 
 
-def generate_samples(pipe, specs: list[SceneSpec], seeds: list[int], guidance: float) -> list[Sample]:
-    """Generate every caption with every seed, recorded by the core; word maps by the `MAPS` recipe."""
+def generate_samples(
+    pipe, specs: list[SceneSpec], seeds: list[int], fields: dict, per_layer: bool = False
+) -> list[Sample]:
+    """Generate every caption with every seed, recorded by the core; word maps by the `MAPS` recipe
+    (with ``per_layer``, also each block's or resolution's own: ``analysis.block_groups``).
+    ``fields``: the requests' guidance fields."""
     out = []
     for spec in specs:
         runs = generate_batch(
-            pipe,
-            [spec.caption()] * len(seeds),
-            seeds=seeds,
-            steps=STEPS,
-            guidance_scale=guidance,
-            progress=False,
+            pipe, [spec.caption()] * len(seeds), seeds=seeds, steps=STEPS, progress=False, **fields
         )
         for seed, run in zip(seeds, runs):
             wm = word_maps(run, MAPS, size=(32, 32))
             if wm.words != spec.caption().split():
                 raise RuntimeError(f"word alignment differs: {wm.words} vs {spec.caption().split()}")
-            out.append(Sample(spec, seed, np.asarray(run.image.convert("RGB")), wm.maps.float()))
+            layers = {}
+            if per_layer:
+                store = run.attention
+                for label, names in block_groups(store.layer_names(), store.shapes):
+                    layers[label] = word_maps(run, MAPS, layers=names, size=(32, 32)).maps.float()
+            out.append(Sample(spec, seed, np.asarray(run.image.convert("RGB")), wm.maps.float(), layers))
     return out
+
+
+def _word_ious(sample: Sample, maps: torch.Tensor, found: dict) -> dict[str, list[float]]:
+    """IoU of each found object's colour and shape word maps (rows of ``maps``) with its mask."""
+    ious: dict[str, list[float]] = {"color": [], "shape": []}
+    for obj, idx in zip(sample.spec.objects, word_indices(sample.spec)):
+        det = found.get(obj.color)
+        if det is None:
+            continue  # no segmented mask to compare with
+        for role in ("color", "shape"):
+            ious[role].append(iou(binarize(maps[idx[role]], IOU_THRESHOLD, rule=IOU_RULE), det.mask))
+    return ious
+
+
+def layer_iou(samples: list[Sample]) -> pd.DataFrame:
+    """Word-map IoU per block or resolution (samples made with ``per_layer``): one row per group of
+    layers (``analysis.block_groups``: a UNet's resolutions, an MM-DiT's dual- and single-stream
+    blocks), in the recording's order, with the colour- and shape-word IoU and how many maps each
+    averages."""
+    per: dict[str, dict[str, list[float]]] = {}
+    for s in samples:
+        found = detect(s.image)
+        for name, maps in s.layer_maps.items():
+            got = _word_ious(s, maps, found)
+            slot = per.setdefault(name, {"color": [], "shape": []})
+            for role in slot:
+                slot[role] += got[role]
+    rows = [
+        {
+            "layer": name,
+            "iou_color": float(np.mean(v["color"])) if v["color"] else float("nan"),
+            "iou_shape": float(np.mean(v["shape"])) if v["shape"] else float("nan"),
+            "maps": len(v["color"]) + len(v["shape"]),
+        }
+        for name, v in per.items()
+    ]
+    return pd.DataFrame(rows, columns=["layer", "iou_color", "iou_shape", "maps"])
 
 
 def score(samples: list[Sample]) -> dict:
@@ -121,13 +170,8 @@ def score(samples: list[Sample]) -> dict:
         objects.append(r["objects"])
         relations.append(r["relation"])
         styles.append(r["style"])
-        for obj, idx in zip(s.spec.objects, word_indices(s.spec)):
-            det = found.get(obj.color)
-            if det is None:
-                continue  # no segmented mask to compare with
-            for role in ("color", "shape"):
-                mask = binarize(s.word_maps[idx[role]], IOU_THRESHOLD, rule=IOU_RULE)
-                ious[role].append(iou(mask, det.mask))
+        for role, values in _word_ious(s, s.word_maps, found).items():
+            ious[role] += values
     flips = []
     for s in samples:
         other = by_key.get((s.spec.swapped().caption(), s.seed))
@@ -150,15 +194,22 @@ def score(samples: list[Sample]) -> dict:
     }
 
 
-def speed(pipe, guidance: float, n: int = 5) -> float:
-    """Seconds per image for 25 guided steps at 32x32, batch 1, no recording (after one warm-up)."""
+def speed(pipe, fields: dict, n: int = 5) -> float:
+    """Seconds per image for 25 guided steps at the model's size, batch 1, no recording (after one
+    warm-up): the stock pipeline called with the keywords the workbench would pass for ``fields``."""
+    adapter = adapter_for(pipe)
+    request = Request(SPEED_PROMPT, 0, steps=STEPS, **fields).for_model(adapter)
+    kwargs = dict(
+        num_inference_steps=STEPS,
+        height=request.height,
+        width=request.width,
+        **adapter.call_arguments(request),
+    )
     pipe.set_progress_bar_config(disable=True)
-    pipe("a red circle", num_inference_steps=STEPS, guidance_scale=guidance, height=32, width=32)
+    pipe("a red circle", **kwargs)
     t0 = time.perf_counter()
     for i in range(n):
-        gen = torch.Generator().manual_seed(i)
-        pipe("a red circle left of a blue square", num_inference_steps=STEPS, guidance_scale=guidance,
-             height=32, width=32, generator=gen)  # fmt: skip
+        pipe(SPEED_PROMPT, generator=torch.Generator().manual_seed(i), **kwargs)
     return (time.perf_counter() - t0) / n
 
 
@@ -173,38 +224,51 @@ def sample_grid(samples: dict[str, list[Sample]], scale: int = 3) -> Image.Image
 
 
 def evaluate(
-    weights: Path, seeds: int, guidance: float, grid: Path | None = None
+    model: EmbeddedModel,
+    weights: Path | None = None,
+    seeds: int = 8,
+    guidance: float | None = None,
+    grid: Path | None = None,
 ) -> tuple[pd.DataFrame, dict]:
-    """Score both caption sets; returns the table and a JSON-able record (optionally saves a grid)."""
-    with torch_threads(min(2, machine_cores())):  # the figures in the model card are on 2 threads
-        return _evaluate(weights, seeds, guidance, grid)
+    """Score both caption sets on ``model`` (its shipped weights unless ``weights``; its evaluation
+    guidance unless ``guidance``); returns the table and a JSON-able record, with the per-layer IoU of
+    the held-in set (optionally saves a grid)."""
+    with torch_threads(min(2, machine_cores())):  # the figures in the model cards are on 2 threads
+        return _evaluate(model, Path(weights or model.weights), seeds, guidance, grid)
 
 
-def _evaluate(weights: Path, seeds: int, guidance: float, grid: Path | None) -> tuple[pd.DataFrame, dict]:
+def _evaluate(model: EmbeddedModel, weights: Path, seeds: int, guidance, grid) -> tuple[pd.DataFrame, dict]:
     pipe = load_pipeline(str(weights), device="cpu")
     pipe.set_progress_bar_config(disable=True)
+    fields = {model.guidance_field: model.guidance if guidance is None else float(guidance)}
     seed_list = list(range(seeds))
     rows, samples = {}, {}
     t0 = time.perf_counter()
     for name, layouts in (("held-in", HELD_IN), ("held-out", HELD_OUT)):
-        samples[name] = generate_samples(pipe, specs_for(layouts), seed_list, guidance)
+        samples[name] = generate_samples(
+            pipe, specs_for(layouts), seed_list, fields, per_layer=name == "held-in"
+        )
         rows[name] = score(samples[name])
     if grid is not None:
         sample_grid(samples).save(grid)
     eval_seconds = time.perf_counter() - t0
-    sec = speed(pipe, guidance)
+    sec = speed(pipe, fields)
     table = pd.DataFrame(rows).T[
         ["images", "object_acc", "relation_acc", "swap_flip", "iou_color", "iou_shape", "style_acc"]
     ]
     record = {
+        "model": model.name,
+        "architecture": model.architecture,
         "weights": str(weights),
         "loader": "workbench.load_pipeline",
         "recorder": f"workbench.generate_batch + analysis.word_maps({MAPS!r})",
         "seeds": seed_list,
         "steps": STEPS,
-        "guidance_scale": guidance,
+        "sampler": model.sampler,
+        "guidance": fields,
         "iou_rule": f"all steps/layers/heads mean, bilinear to 32x32, min-max, threshold {IOU_THRESHOLD}",
         "results": rows,
+        "per_layer_iou_held_in": layer_iou(samples["held-in"]).to_dict(orient="records"),
         "seconds_per_image_25_guided_steps": sec,
         "eval_seconds": eval_seconds,
         "torch_threads": torch.get_num_threads(),
@@ -213,7 +277,6 @@ def _evaluate(weights: Path, seeds: int, guidance: float, grid: Path | None) -> 
     return table, record
 
 
-CARD = Path(__file__).resolve().parent / "MODEL_CARD.md"
 CARD_START, CARD_END = "<!-- evaluation:start -->", "<!-- evaluation:end -->"
 
 
@@ -228,17 +291,26 @@ def card_section(table: pd.DataFrame, record: dict) -> str:
             f"| {name} | {int(r.images)} | {r.object_acc:.3f} | {r.relation_acc:.3f} | {r.swap_flip:.3f} | "
             f"{r.iou_color:.3f} | {r.iou_shape:.3f} | {r.style_acc:.3f} |"
         )
+    guidance = ", ".join(f"{k} {v:g}" for k, v in record["guidance"].items())
     lines += [
         "",
-        f"Seeds {record['seeds'][0]}..{record['seeds'][-1]}, {record['steps']} DDIM steps, guidance "
-        f"{record['guidance_scale']}, recorded with {record['recorder']}; IoU rule: {record['iou_rule']}.",
+        f"Seeds {record['seeds'][0]}..{record['seeds'][-1]}, {record['steps']} {record['sampler']} steps, "
+        f"{guidance}, recorded with {record['recorder']}; IoU rule: {record['iou_rule']}.",
         f"Speed: {record['seconds_per_image_25_guided_steps']:.2f} s per image for 25 guided steps at 32x32 "
         f"(batch 1, {record['torch_threads']} CPU threads, no recording).",
+        "",
+        "Word-map IoU per block or resolution (held-in captions; the same recipe restricted to that "
+        "group's layers):",
+        "",
+        "| layers | IoU colour words | IoU shape words | maps |",
+        "|---|---|---|---|",
     ]
+    for r in record["per_layer_iou_held_in"]:
+        lines.append(f"| {r['layer']} | {r['iou_color']:.3f} | {r['iou_shape']:.3f} | {r['maps']} |")
     return "\n".join(lines)
 
 
-def write_card(table: pd.DataFrame, record: dict, card: Path = CARD) -> None:
+def write_card(table: pd.DataFrame, record: dict, card: Path) -> None:
     """Replace the results block between the markers in the model card."""
     text = card.read_text()
     head, rest = text.split(CARD_START, 1)
@@ -248,26 +320,35 @@ def write_card(table: pd.DataFrame, record: dict, card: Path = CARD) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    ap.add_argument("--model", choices=sorted(EMBEDDED), default="toy", help="the embedded model")
+    ap.add_argument("--weights", type=Path, default=None, help="its weights (default: the shipped ones)")
     ap.add_argument("--seeds", type=int, default=8)
-    ap.add_argument("--guidance", type=float, default=GUIDANCE)
+    ap.add_argument(
+        "--guidance", type=float, default=None,
+        help="the model's guidance: guidance_scale (toy) or true_cfg_scale (toy-dit); default its card's",
+    )  # fmt: skip
     ap.add_argument("--no-write", action="store_true", help="do not write evaluation.json")
     ap.add_argument("--grid", type=Path, default=None, help="save seed-0 samples of every caption here")
-    ap.add_argument("--card", action="store_true", help="write the results block into MODEL_CARD.md")
+    ap.add_argument("--card", action="store_true", help="write the results block into the model card")
     args = ap.parse_args(argv)
-    if not (args.weights / "model_index.json").exists():
-        ap.error(f"no exported weights in {args.weights}; run `python -m workbench.toy.train` first")
-    table, record = evaluate(args.weights, args.seeds, args.guidance, args.grid)
+    model = EMBEDDED[args.model]
+    weights = args.weights or model.weights
+    if not (weights / "model_index.json").exists():
+        ap.error(f"no exported weights in {weights}; run `{model.train}` first")
+    table, record = evaluate(model, weights, args.seeds, args.guidance, args.grid)
     with pd.option_context("display.float_format", "{:.3f}".format):
+        print(f"{model.name}: {model.architecture}")
         print(table.to_string())
+        print("word-map IoU per block / resolution (held-in):")
+        print(pd.DataFrame(record["per_layer_iou_held_in"]).to_string(index=False))
     print(
         f"speed: {record['seconds_per_image_25_guided_steps']:.2f} s per image (25 guided steps, 32x32, CPU)"
     )
-    print(f"recorder: {record['recorder']}; guidance {args.guidance}; seeds {args.seeds}")
+    print(f"recorder: {record['recorder']}; guidance {record['guidance']}; seeds {args.seeds}")
     if not args.no_write:
-        (args.weights / "evaluation.json").write_text(json.dumps(record, indent=1) + "\n")
+        (weights / "evaluation.json").write_text(json.dumps(record, indent=1) + "\n")
     if args.card:
-        write_card(table, record)
+        write_card(table, record, model.card)
     return 0
 
 

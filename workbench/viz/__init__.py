@@ -21,7 +21,7 @@ Example:
 """
 
 from .attribution import attribution_bar, attribution_vs_attention_figure
-from .compare import divergence_figure, map_pairs, mass_comparison, side_by_side
+from .compare import block_iou_figure, divergence_figure, map_pairs, mass_comparison, side_by_side
 from .interventions import lab_curves_figure
 from .layout import word_grid_figure
 from .maps import dominant_word_figure, word_layer_matrix, word_overlay, word_step_matrix
@@ -33,6 +33,7 @@ __all__ = [
     "Panel",
     "attribution_bar",
     "attribution_vs_attention_figure",
+    "block_iou_figure",
     "change_curve_figure",
     "divergence_figure",
     "dominant_word_figure",

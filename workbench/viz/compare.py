@@ -201,3 +201,33 @@ def mass_comparison(cmp: WordOrderComparison, *, by: str = "word", fig: go.Figur
     return titled(
         fig, f"Attention mass per {by} in both word orders", recipe_line(cmp.aggregation), grow=ours
     )
+
+
+def block_iou_figure(table: pd.DataFrame, *, fig: go.Figure | None = None) -> go.Figure:
+    """Word-map IoU per block or resolution, one bar group per model: where each model localises words.
+
+    Args:
+        table: one row per (model, layers) with ``model``, ``layers`` (a block / resolution label, in
+            depth order per model), ``iou`` and ``role`` (``"colour"`` / ``"shape"``).
+    """
+    ours = own(fig)
+    if ours:
+        fig = sized_chart(go.Figure(), width=760, plot_height=300, bottom=90)
+    for (model, role), g in table.groupby(["model", "role"], sort=False):
+        fig.add_trace(
+            go.Bar(
+                x=[f"{model} · {layer}" for layer in g["layers"]],
+                y=g["iou"],
+                name=f"{model}: {role} words",
+                hovertemplate="%{x}: IoU %{y:.2f}<extra>" + f"{role} words</extra>",
+            )
+        )
+    fig.update_layout(barmode="group", legend_orientation="h", legend_y=-0.35)
+    fig.update_yaxes(range=[0, 1], title_text=axis_title("IoU with the object's mask", plot_height(fig)))
+    return titled(
+        fig,
+        "Where each model localises words: IoU per block / resolution",
+        "each bar: that group of layers' word maps alone (all steps and heads), min-max, threshold 0.5, "
+        "against the generated object's segmented mask",
+        grow=ours,
+    )

@@ -91,7 +91,9 @@ class DitTrainConfig(TrainSchedule):
     sigma_mean: float = 0.0  # logit-normal sigma: sigmoid(mean + std * N(0, 1))
     sigma_std: float = 1.0
     probe_sigma: float = 0.5
-    true_cfg_scale: float = 3.0  # suggested for sampling (with negative_prompt=""); not tuned
+    true_cfg_scale: float = (
+        2.0  # for sampling, with negative_prompt="": chosen on held-in seeds 100-101 (model card)
+    )
     model: DitConfig = field(default_factory=DitConfig)
 
     @classmethod
@@ -307,13 +309,7 @@ class DitTraining(Training):
             "diffusion_seconds": meta["diff_seconds"],
             "probe": meta.get("probe"),
             "parameters": {k: n_params(self.modules[k]) for k in ("vae", "clip", "t5", "transformer")},
-            "generation": {
-                "height": IMAGE_SIZE,
-                "width": IMAGE_SIZE,
-                "max_sequence_length": cfg.model.t5_length,
-                "negative_prompt": "",
-                "true_cfg_scale": cfg.true_cfg_scale,
-            },
+            "generation": generation_defaults(cfg),
             "device": str(self.device),
             "torch": torch.__version__,
         }
@@ -418,12 +414,24 @@ def build_pipeline(t: DitTraining, prefix: str = "ema_") -> FluxPipeline:
     )
 
 
+def generation_defaults(cfg) -> dict:
+    """The model folder's generation defaults (``MODEL_DEFAULTS_FILE``): native size, the T5 length it
+    was trained at, and true CFG against the empty caption it saw under caption dropout. The
+    transformer has no embedded guidance, so ``guidance_scale`` is not used (1.0 says so)."""
+    return {
+        "guidance_scale": 1.0,
+        "size": IMAGE_SIZE,
+        "max_sequence_length": cfg.model.t5_length,
+        "true_cfg_scale": cfg.true_cfg_scale,
+        "negative_prompt": "",
+    }
+
+
 def export_pipeline(t: DitTraining, out: Path) -> Path:
     """Save the EMA weights as a stock FluxPipeline folder in ``out`` (safetensors), replacing it.
 
     The evaluation records and generation defaults (``MODEL_DEFAULTS_FILE``) already in ``out`` are kept;
-    a new folder gets ``{"guidance_scale": 1.0}`` (the transformer has no embedded guidance, so the
-    value is not used). The CLIP tokenizer folder holds the vocab.json + merges.txt the run trained on.
+    a new folder gets ``generation_defaults``. The CLIP tokenizer folder holds the vocab.json + merges.txt the run trained on.
     """
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
@@ -436,7 +444,7 @@ def export_pipeline(t: DitTraining, out: Path) -> Path:
     for p in keep:
         shutil.copy2(p, tmp / p.name)
     if not (tmp / MODEL_DEFAULTS_FILE).exists():
-        (tmp / MODEL_DEFAULTS_FILE).write_text(json.dumps({"guidance_scale": 1.0}) + "\n")
+        (tmp / MODEL_DEFAULTS_FILE).write_text(json.dumps(generation_defaults(t.cfg)) + "\n")
     (tmp / "training.json").write_text(json.dumps(t.info(), indent=1) + "\n")
     if out.exists():
         shutil.rmtree(out)
