@@ -517,7 +517,8 @@ from workbench.crossmodel import placement_table
 from workbench.study import run_study
 
 OUT = Path(os.environ.get("WORKBENCH_OUT", "runs/notebooks"))
-study = run_study(OUT / "architectures", model=["toy", "toy-dit"], seeds=(0, 1), steps=25, log=lambda *_: None)
+with quiet_loading():  # the study loads each model itself
+    study = run_study(OUT / "architectures", model=["toy", "toy-dit"], seeds=(0, 1), steps=25, log=lambda *_: None)
 placement_table(study.studies, (PROMPT, analysis.permutations(PROMPT, kind="relation")[1]))""",
         ),
         (

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job: set up .venv, then run a small study on the embedded model and write its report.
+# The main job: set up .venv, then run a small study on both embedded models (toy: UNet, toy-dit: MM-DiT)
+# and write one report comparing them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

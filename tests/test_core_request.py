@@ -73,7 +73,9 @@ def test_model_sizes(tiny_pipe):
 def test_generate_takes_a_request_and_keeps_it(tiny_pipe):
     req = Request("a red circle", seed=5, steps=3, guidance_scale=3.0, scheduler="euler")
     run = generate(tiny_pipe, req, progress=False)
-    assert run.config.request == req.replace(height=16, width=16, true_cfg_scale=1.0)  # the defaults filled in
+    assert run.config.request == req.replace(
+        height=16, width=16, true_cfg_scale=1.0
+    )  # the defaults filled in
     assert run.config.scheduler == "EulerDiscreteScheduler"  # the class that ran
     same = generate(
         tiny_pipe, "a red circle", seed=5, steps=3, guidance_scale=3.0, scheduler="euler", progress=False

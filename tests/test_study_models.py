@@ -42,10 +42,16 @@ def test_the_report_labels_every_run_figure_and_table_by_model(compared):
     assert len(headings) == 8
     assert [h.rsplit(" · model ", 1)[1] for h in headings] == ["toy"] * 4 + ["toy-dit"] * 4
     captions = re.findall(r"<h2>(.*?)</h2>", page)
-    per_model = [c for c in captions if not c.startswith(("Models side by side", "Placement", "Word-map IoU"))]
+    per_model = [
+        c for c in captions if not c.startswith(("Models side by side", "Placement", "Word-map IoU"))
+    ]
     assert per_model and all(c.startswith(("toy · ", "toy-dit · ")) for c in per_model), per_model
     assert sum(c.startswith("toy-dit · ") for c in captions) == sum(c.startswith("toy · ") for c in captions)
-    for shared in ("Models side by side: final images", "Placement and commitment, per model", "IoU per block"):
+    for shared in (
+        "Models side by side: final images",
+        "Placement and commitment, per model",
+        "IoU per block",
+    ):
         assert shared in page
 
 
@@ -58,7 +64,9 @@ def test_placement_and_commitment_per_model(compared):
     for name, study in compared.studies.items():
         s = study.summary
         commits = [*s["commitment step (prompt)"], *s["commitment step (swap)"]]
-        assert table.set_index("model").loc[name, "commitment step (median, both orders)"] == np.median(commits)
+        assert table.set_index("model").loc[name, "commitment step (median, both orders)"] == np.median(
+            commits
+        )
 
 
 def test_ious_per_word_and_block_match_the_evaluation(compared):
