@@ -90,3 +90,20 @@ def test_declared_true_cfg_fills_a_request_and_reaches_the_stock_call(dit):
         output_type="np",
     ).images[0]
     assert np.array_equal(np.asarray(run.image), (stock * 255).round().astype("uint8"))
+
+
+def test_the_apps_take_toy_dit_and_show_its_true_cfg(dit):
+    from workbench.widgets import AttentionExplorer, GenerateApp
+
+    app = GenerateApp(dit, steps=3)
+    assert app.true_cfg.layout.display is None and app.true_cfg.value == 2.0  # shown, at the folder's value
+    run = app.run_sync()
+    assert app.error is None and run.config.request.true_cfg_scale == 2.0 and run.config.negative_prompt == ""
+    app.true_cfg.value = 1.0  # off: one transformer call per step, no negative branch
+    off = app.run_sync()
+    assert off.config.request.true_cfg_scale == 1.0 and off.config.negative_prompt is None
+    explorer = AttentionExplorer(run)
+    assert explorer.error is None  # the joint-attention run's maps draw
+    unet = GenerateApp(load_pipeline("toy"), steps=2)
+    assert unet.true_cfg.layout.display == "none"  # a UNet guides with guidance_scale alone
+    assert unet.params()["true_cfg_scale"] is None

@@ -28,7 +28,12 @@ from workbench.widgets.base import TaskRunner
 DEFAULT_SCHEDULER = "(model default)"
 
 # Request field -> the label of the box it comes from (the rest are labelled with the field's own name)
-LABELS = {"negative_prompt": "negative prompt", "guidance_scale": "guidance", "size": "width/height"}
+LABELS = {
+    "negative_prompt": "negative prompt",
+    "guidance_scale": "guidance",
+    "true_cfg_scale": "true CFG",
+    "size": "width/height",
+}
 HINTS = {"size": "the app keeps this bound; workbench.generate(pipe, request, size_limit=None) lifts it"}
 
 
@@ -105,6 +110,15 @@ class GenerateApp:
             style=style,
             layout=W.Layout(width="220px"),
         )
+        # Flux-family pipelines guide with a second call against the negative prompt ("true CFG"); their
+        # guidance box is the embedded guidance. The box starts at the model's own (its folder may declare one).
+        self.true_cfg = W.FloatText(
+            value=adapter.default_true_cfg,
+            step=0.5,
+            description="true CFG",
+            style=style,
+            layout=W.Layout(width="220px", display=None if adapter.separate_negative else "none"),
+        )
         self.scheduler = W.Dropdown(
             options=[DEFAULT_SCHEDULER, *SCHEDULERS],
             value=scheduler or DEFAULT_SCHEDULER,
@@ -121,7 +135,7 @@ class GenerateApp:
             [
                 self.prompt,
                 self.negative_prompt,
-                W.HBox([self.seed, self.new_seed, self.steps, self.guidance]),
+                W.HBox([self.seed, self.new_seed, self.steps, self.guidance, self.true_cfg]),
                 W.HBox([self.scheduler, self.height, self.width]),
             ]
         )
@@ -174,6 +188,7 @@ class GenerateApp:
             height=self.height.value,
             width=self.width.value,
             scheduler=None if sched == DEFAULT_SCHEDULER else sched,
+            true_cfg_scale=self.true_cfg.value if self.true_cfg.layout.display != "none" else None,
         )
 
     def show_step(self, step: int) -> None:
