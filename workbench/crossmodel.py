@@ -22,15 +22,11 @@ import pandas as pd
 
 from workbench import viz
 from workbench.analysis.heatmaps import word_maps
-from workbench.analysis.layout import block_groups
-from workbench.analysis.scoring import binarize, iou
 from workbench.core.loading import model_source
 from workbench.core.run import Run
 from workbench.lab.causal import Caption
 from workbench.report import compare_maps_figure, guidance_text, model_name, report
 from workbench.study import (
-    INTERVENTIONS,
-    LAB_TABLE,
     ModelStudy,
     _figures,
     _pipeline,
@@ -38,10 +34,11 @@ from workbench.study import (
     _tables,
     _verdict,
     lab_note,
+    lab_parts,
     study_model,
 )
 from workbench.toy.checker import detect
-from workbench.toy.evaluate import IOU_RULE, IOU_THRESHOLD, MAPS
+from workbench.toy.evaluate import MAPS, block_maps, mask_iou
 
 IOU_COLUMNS = ["model", "prompt", "seed", "layers", "word", "role", "iou"]
 
@@ -56,8 +53,7 @@ class ComparisonResult:
     studies: dict[str, ModelStudy]
     report: Path
     summary: pd.DataFrame
-    ious: pd.DataFrame
-    lab = None  # a comparison's labs are per model: ``studies[name].lab``
+    ious: pd.DataFrame  # a comparison's labs are per model: ``studies[name].lab``
 
     @property
     def runs(self) -> list[Run]:
@@ -79,19 +75,17 @@ def mask_ious(run: Run) -> pd.DataFrame:
     found = detect(np.asarray(run.image.convert("RGB")))
     second_shape = 1 if parsed.second[1] == parsed.first[1] else 0  # a repeated shape word: its 2nd use
     words = [(parsed.first, 0), (parsed.second, second_shape)]
-    store = run.attention
-    groups = [("all", None), *block_groups(store.layer_names(), store.shapes)]
     size = (run.image.height, run.image.width)
+    groups = {"all": word_maps(run, MAPS, size=size), **block_maps(run, size)}
     rows = []
-    for label, layers in groups:
-        maps = word_maps(run, MAPS, layers=layers, size=size)
+    for label, maps in groups.items():
         for (colour, shape), occurrence in words:
             obj = found.get(colour)
             if obj is None:
                 continue  # nothing drawn in that colour: no mask to compare with
             for role, word, k in (("colour", colour, 0), ("shape", shape, occurrence)):
-                mask = binarize(maps.get(word, k).float(), IOU_THRESHOLD, rule=IOU_RULE)
-                rows.append({"layers": label, "word": word, "role": role, "iou": iou(mask, obj.mask)})
+                value = mask_iou(maps.get(word, k).float(), obj.mask)
+                rows.append({"layers": label, "word": word, "role": role, "iou": value})
     return pd.DataFrame(rows, columns=["layers", "word", "role", "iou"])
 
 
@@ -192,12 +186,9 @@ def _write(out: Path, studies, orders, seeds, summary: pd.DataFrame, ious: pd.Da
         figures += [(f"{name} · {caption}", fig) for caption, fig in by_model]
         tables += [(f"{name} · {caption}", df) for caption, df in _tables(study.summary, seed_result)]
         if study.lab is not None:
-            units = len(study.lab.settings.pairs) * len(study.lab.settings.seeds)
-            curves = viz.lab_curves_figure(study.lab.summary, judge=study.lab.judge, units=units)
-            figures.append((f"{name} · {INTERVENTIONS}", curves))
-            tables.append(
-                (f"{name} · {LAB_TABLE}", study.lab.summary.round({"mean": 3, "low": 3, "high": 3}))
-            )
+            (figure_caption, figure), (table_caption, table) = lab_parts(study.lab)
+            figures.append((f"{name} · {figure_caption}", figure))
+            tables.append((f"{name} · {table_caption}", table))
     runs = [run for study in studies.values() for run in study.runs]
     return report(
         runs,
@@ -252,7 +243,7 @@ def _notes(studies, orders, seeds, ious: pd.DataFrame) -> str:
     labs = " ".join(lab_note(s.lab) for s in studies.values() if s.lab is not None)
     return (
         f"The same study on {len(studies)} models: “{orders[0]}” against its word-order swap “{orders[1]}”, "
-        f"seeds {list(seeds)}, {studies[next(iter(studies))].runs[0].config.steps} steps; each pair shares "
+        f"seeds {list(seeds)}, {next(iter(studies.values())).runs[0].config.steps} steps; each pair shares "
         f"its initial noise within a model. Models — {models}. "
         + " ".join(f"{name}: {_verdict(s.summary)}" for name, s in studies.items())
         + iou_note

@@ -190,9 +190,9 @@ def _write_report(pipe, out: Path, by_key: dict, orders, seeds, runs, summary, l
     tables = _tables(summary, seed_result)
     notes = _notes(runs[0], prompt, swapped, seeds, summary, seed_result)
     if lab is not None:
-        units = len(lab.settings.pairs) * len(lab.settings.seeds)
-        figures.append((INTERVENTIONS, viz.lab_curves_figure(lab.summary, judge=lab.judge, units=units)))
-        tables.insert(0, (LAB_TABLE, lab.summary.round({"mean": 3, "low": 3, "high": 3})))
+        figure, table = lab_parts(lab)
+        figures.append(figure)
+        tables.insert(0, table)
         notes += " " + lab_note(lab)
     return report(
         runs,
@@ -203,6 +203,13 @@ def _write_report(pipe, out: Path, by_key: dict, orders, seeds, runs, summary, l
         notes=notes,
         quiet=True,
     )
+
+
+def lab_parts(lab: LabResult) -> tuple[tuple[str, object], tuple[str, pd.DataFrame]]:
+    """The lab's (caption, figure) of its four curves and (caption, table) of their points."""
+    units = len(lab.settings.pairs) * len(lab.settings.seeds)
+    figure = viz.lab_curves_figure(lab.summary, judge=lab.judge, units=units)
+    return (INTERVENTIONS, figure), (LAB_TABLE, lab.summary.round({"mean": 3, "low": 3, "high": 3}))
 
 
 def default_ks(steps: int) -> tuple[int, ...]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from . import WEIGHTS_DIR as UNET_WEIGHTS
+from .dit import WEIGHTS_DIR as DIT_WEIGHTS
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ class EmbeddedModel:
 EMBEDDED: dict[str, EmbeddedModel] = {
     "toy": EmbeddedModel(
         name="toy",
-        weights=HERE / "weights",
-        card=HERE / "MODEL_CARD.md",
+        weights=UNET_WEIGHTS,
+        card=UNET_WEIGHTS.parent / "MODEL_CARD.md",
         train="python -m workbench.toy.train",
         architecture="UNet, cross-attention (Stable Diffusion 1.x layout)",
         guidance_field="guidance_scale",
@@ -61,8 +62,8 @@ EMBEDDED: dict[str, EmbeddedModel] = {
     ),
     "toy-dit": EmbeddedModel(
         name="toy-dit",
-        weights=HERE / "dit" / "weights",
-        card=HERE / "dit" / "MODEL_CARD.md",
+        weights=DIT_WEIGHTS,
+        card=DIT_WEIGHTS.parent / "MODEL_CARD.md",
         train="python -m workbench.toy.dit.train",
         architecture="MM-DiT, joint attention (Flux.1 layout: dual- and single-stream blocks)",
         guidance_field="true_cfg_scale",

@@ -113,13 +113,24 @@ def generate_samples(
             wm = word_maps(run, MAPS, size=(32, 32))
             if wm.words != spec.caption().split():
                 raise RuntimeError(f"word alignment differs: {wm.words} vs {spec.caption().split()}")
-            layers = {}
-            if per_layer:
-                store = run.attention
-                for label, names in block_groups(store.layer_names(), store.shapes):
-                    layers[label] = word_maps(run, MAPS, layers=names, size=(32, 32)).maps.float()
+            layers = {k: m.maps.float() for k, m in block_maps(run, (32, 32)).items()} if per_layer else {}
             out.append(Sample(spec, seed, np.asarray(run.image.convert("RGB")), wm.maps.float(), layers))
     return out
+
+
+def block_maps(run, size: tuple[int, int]) -> dict:
+    """Each block's or resolution's own word maps (``analysis.block_groups``: a UNet's resolutions, an
+    MM-DiT's dual- and single-stream blocks), by the `MAPS` recipe at ``size``, in depth order."""
+    store = run.attention
+    return {
+        label: word_maps(run, MAPS, layers=names, size=size)
+        for label, names in block_groups(store.layer_names(), store.shapes)
+    }
+
+
+def mask_iou(heat: torch.Tensor, mask: np.ndarray) -> float:
+    """A word map's IoU with an object's mask by the evaluation's rule (min-max, threshold 0.5)."""
+    return iou(binarize(heat, IOU_THRESHOLD, rule=IOU_RULE), mask)
 
 
 def _word_ious(sample: Sample, maps: torch.Tensor, found: dict) -> dict[str, list[float]]:
@@ -130,7 +141,7 @@ def _word_ious(sample: Sample, maps: torch.Tensor, found: dict) -> dict[str, lis
         if det is None:
             continue  # no segmented mask to compare with
         for role in ("color", "shape"):
-            ious[role].append(iou(binarize(maps[idx[role]], IOU_THRESHOLD, rule=IOU_RULE), det.mask))
+            ious[role].append(mask_iou(maps[idx[role]], det.mask))
     return ious
 
 

@@ -91,9 +91,8 @@ class DitTrainConfig(TrainSchedule):
     sigma_mean: float = 0.0  # logit-normal sigma: sigmoid(mean + std * N(0, 1))
     sigma_std: float = 1.0
     probe_sigma: float = 0.5
-    true_cfg_scale: float = (
-        2.0  # for sampling, with negative_prompt="": chosen on held-in seeds 100-101 (model card)
-    )
+    # for sampling, with negative_prompt="": chosen on held-in seeds 100-101 (model card)
+    true_cfg_scale: float = 2.0
     model: DitConfig = field(default_factory=DitConfig)
 
     @classmethod
@@ -431,7 +430,8 @@ def export_pipeline(t: DitTraining, out: Path) -> Path:
     """Save the EMA weights as a stock FluxPipeline folder in ``out`` (safetensors), replacing it.
 
     The evaluation records and generation defaults (``MODEL_DEFAULTS_FILE``) already in ``out`` are kept;
-    a new folder gets ``generation_defaults``. The CLIP tokenizer folder holds the vocab.json + merges.txt the run trained on.
+    a new folder gets ``generation_defaults``. The CLIP tokenizer folder holds the vocab.json +
+    merges.txt the run trained on.
     """
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
