@@ -98,3 +98,9 @@ def test_a_prompt_outside_the_toy_world_has_no_mask_ious(compared):
     horse = run.config.request.replace(prompt="a painting of a horse")
     other = dataclasses.replace(run, config=dataclasses.replace(run.config, request=horse))
     assert len(mask_ious(run)) > 0 and len(mask_ious(other)) == 0
+
+
+def test_a_bad_model_is_refused_before_any_model_runs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder or named model.*nosuchmodel"):
+        run_study(tmp_path / "s", model=["toy", "nosuchmodel"], seeds=(0,), steps=2, log=lambda *_: None)
+    assert not (tmp_path / "s").exists()  # nothing ran, nothing written

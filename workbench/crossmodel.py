@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import pandas as pd
 
 from workbench import viz
 from workbench.analysis.heatmaps import word_maps
-from workbench.core.loading import model_source
+from workbench.core.loading import check_source, model_source
 from workbench.core.run import Run
 from workbench.lab.causal import Caption
 from workbench.report import compare_maps_figure, guidance_text, model_name, report
@@ -95,6 +96,9 @@ def compare_models(
     """The study on each model (loaded in turn), then one report comparing them (see the module)."""
     if len(models) < 2:
         raise ValueError(f"comparing models needs two or more, got {len(models)}")
+    for model in models:  # every source checked before any model runs (a bad last one wastes nothing)
+        if isinstance(model, (str, os.PathLike)):
+            check_source(model)
     started = time.perf_counter()
     studies: dict[str, ModelStudy] = {}
     for model in models:

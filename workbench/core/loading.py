@@ -215,6 +215,23 @@ def _check_folder_configs(folder: Path, index: dict) -> None:
             )
 
 
+def check_source(source) -> tuple[Path | str, dict | None]:
+    """What ``load_pipeline`` checks of a source before loading anything: it names a registered model,
+    an existing folder or a hub id, and a folder holds a supported pipeline with safetensors weights
+    and readable configs. Returns the resolved folder (or hub id) and the folder's model index (None
+    for a hub id); raises as ``load_pipeline`` does."""
+    path = _resolve_source(source)
+    if not isinstance(path, Path):
+        return path, None
+    index = _model_index(path)
+    cls_name = index["_class_name"]
+    if cls_name not in SUPPORTED:
+        raise NotImplementedError(f"{cls_name} pipelines are not supported; supported: {sorted(SUPPORTED)}")
+    _check_safetensors(path, index)
+    _check_folder_configs(path, index)
+    return path, index
+
+
 def load_pipeline(source: str | os.PathLike = "toy", device: str | None = None, dtype=None):
     """Load a stock diffusers pipeline the workbench can record.
 
@@ -240,24 +257,17 @@ def load_pipeline(source: str | os.PathLike = "toy", device: str | None = None, 
     """
     from diffusers import DiffusionPipeline
 
-    path = _resolve_source(source)
-    device = check_device(device)
+    _resolve_source(source)  # the source first (a named model's folder, an existing one or a hub id),
+    device = check_device(device)  # then the device, before any file of the model is read
+    path, index = check_source(source)
     torch_dtype = _resolve_dtype(dtype, device)
     label = os.fspath(source)
-    if isinstance(path, Path):
-        index = _model_index(path)
-        cls_name = index["_class_name"]
-        if cls_name not in SUPPORTED:
-            raise NotImplementedError(
-                f"{cls_name} pipelines are not supported; supported: {sorted(SUPPORTED)}"
-            )
-        _check_safetensors(path, index)
-        _check_folder_configs(path, index)
     kwargs = dict(dtype=torch_dtype, use_safetensors=True)
     try:
         if isinstance(path, Path):
             import diffusers
 
+            cls_name = index["_class_name"]
             if cls_name == "StableDiffusionPipeline":
                 kwargs.update(safety_checker=None, requires_safety_checker=False)
             pipe = getattr(diffusers, cls_name).from_pretrained(path, **kwargs)
