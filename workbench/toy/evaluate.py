@@ -4,6 +4,7 @@ world's own checker; both are measured by the same code, captions, seeds and map
     OMP_WAIT_POLICY=PASSIVE python -m workbench.toy.evaluate            # shipped UNet weights, prints the table
     python -m workbench.toy.evaluate --model toy-dit                    # the MM-DiT, with its per-block IoU
     python -m workbench.toy.evaluate --weights DIR --seeds 2 --no-write
+    python -m workbench.toy.evaluate --model toy-dit --first-seed 100 --seeds 2 --guidance 1 --no-write  # tuning
     python -m workbench.toy.evaluate --card --grid workbench/toy/samples.png  # also update the model card
 
 (On a shared 2-core machine set OMP_WAIT_POLICY=PASSIVE in the shell: busy-waiting OpenMP threads make
@@ -240,19 +241,22 @@ def evaluate(
     seeds: int = 8,
     guidance: float | None = None,
     grid: Path | None = None,
+    first_seed: int = 0,
 ) -> tuple[pd.DataFrame, dict]:
     """Score both caption sets on ``model`` (its shipped weights unless ``weights``; its evaluation
     guidance unless ``guidance``); returns the table and a JSON-able record, with the per-layer IoU of
     the held-in set (optionally saves a grid)."""
     with torch_threads(min(2, machine_cores())):  # the figures in the model cards are on 2 threads
-        return _evaluate(model, Path(weights or model.weights), seeds, guidance, grid)
+        seed_list = list(range(first_seed, first_seed + seeds))
+        return _evaluate(model, Path(weights or model.weights), seed_list, guidance, grid)
 
 
-def _evaluate(model: EmbeddedModel, weights: Path, seeds: int, guidance, grid) -> tuple[pd.DataFrame, dict]:
+def _evaluate(
+    model: EmbeddedModel, weights: Path, seed_list: list[int], guidance, grid
+) -> tuple[pd.DataFrame, dict]:
     pipe = load_pipeline(str(weights), device="cpu")
     pipe.set_progress_bar_config(disable=True)
     fields = {model.guidance_field: model.guidance if guidance is None else float(guidance)}
-    seed_list = list(range(seeds))
     rows, samples = {}, {}
     t0 = time.perf_counter()
     for name, layouts in (("held-in", HELD_IN), ("held-out", HELD_OUT)):
@@ -333,7 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=sorted(EMBEDDED), default="toy", help="the embedded model")
     ap.add_argument("--weights", type=Path, default=None, help="its weights (default: the shipped ones)")
-    ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--seeds", type=int, default=8, help="how many seeds per caption")
+    ap.add_argument(
+        "--first-seed", type=int, default=0,
+        help="the first seed (guidance is chosen on seeds 100-101, never the evaluation's 0..N-1)",
+    )  # fmt: skip
     ap.add_argument(
         "--guidance", type=float, default=None,
         help="the model's guidance: guidance_scale (toy) or true_cfg_scale (toy-dit); default its card's",
@@ -342,11 +350,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", type=Path, default=None, help="save seed-0 samples of every caption here")
     ap.add_argument("--card", action="store_true", help="write the results block into the model card")
     args = ap.parse_args(argv)
+    if args.seeds < 1 or args.first_seed < 0:
+        ap.error(f"--seeds must be >= 1 and --first-seed >= 0, got {args.seeds} and {args.first_seed}")
     model = EMBEDDED[args.model]
     weights = args.weights or model.weights
     if not (weights / "model_index.json").exists():
         ap.error(f"no exported weights in {weights}; run `{model.train}` first")
-    table, record = evaluate(model, weights, args.seeds, args.guidance, args.grid)
+    table, record = evaluate(model, weights, args.seeds, args.guidance, args.grid, args.first_seed)
     with pd.option_context("display.float_format", "{:.3f}".format):
         print(f"{model.name}: {model.architecture}")
         print(table.to_string())
@@ -355,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"speed: {record['seconds_per_image_25_guided_steps']:.2f} s per image (25 guided steps, 32x32, CPU)"
     )
-    print(f"recorder: {record['recorder']}; guidance {record['guidance']}; seeds {args.seeds}")
+    seeds = record["seeds"]
+    print(f"recorder: {record['recorder']}; guidance {record['guidance']}; seeds {seeds[0]}..{seeds[-1]}")
     if not args.no_write:
         (weights / "evaluation.json").write_text(json.dumps(record, indent=1) + "\n")
     if args.card:
