@@ -153,8 +153,8 @@ def placement_table(studies: dict[str, ModelStudy], orders: tuple[str, str]) -> 
                 "model": name,
                 "pipeline": run.config.model.get("pipeline", ""),
                 "guidance": guidance_text(run.config),
-                f"placed as written: “{orders[0]}”": f"{int(a.sum())}/{len(a)}" if known else "n/a",
-                f"placed as written: “{orders[1]}”": f"{int(b.sum())}/{len(b)}" if known else "n/a",
+                "placed as written: prompt": f"{int(a.sum())}/{len(a)}" if known else "n/a",
+                "placed as written: swap": f"{int(b.sum())}/{len(b)}" if known else "n/a",
                 "the swap moved the objects": f"{int((a.astype(bool) & b.astype(bool)).sum())}/{len(a)}"
                 if known
                 else "n/a",
@@ -214,10 +214,11 @@ def _side_by_side(studies, orders, seeds, ious: pd.DataFrame) -> tuple[list, lis
         (f"Models side by side: final images (seed {seeds[0]})", viz.side_by_side(first, titles)),
         (
             f"Models side by side: each word's map (seed {seeds[0]}; rows: the runs above, in order)",
-            compare_maps_figure(first, scale="panel"),
+            compare_maps_figure(first, scale="panel", max_words=max(len(r.words) for r in first)),
         ),
     ]
-    tables = [("Placement and commitment, per model", placement_table(studies, orders))]
+    placement = f"Placement and commitment, per model (prompt “{orders[0]}”, swap “{orders[1]}”)"
+    tables = [(placement, placement_table(studies, orders))]
     if len(ious):
         blocks = block_iou_table(ious)
         figures.append(

@@ -621,7 +621,9 @@ def report(
     if len(runs) >= 2:
         body += compare_section(runs)
     for j, (caption, fig) in enumerate(figures):
-        body.append(f"<h2>{escape(caption)}</h2>" + _figure(fig, f"figure-{j}"))
+        body.append(  # a figure wider than the page scrolls in its own box
+            f"<h2>{escape(caption)}</h2>" + f'<div class="wb-scroll">{_figure(fig, f"figure-{j}")}</div>'
+        )
     for caption, df in tables:
         body.append(f"<h2>{escape(caption)}</h2>" + _table(df))
     if index is not None:

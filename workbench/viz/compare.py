@@ -219,6 +219,7 @@ def block_iou_figure(table: pd.DataFrame, *, fig: go.Figure | None = None) -> go
                 x=[f"{model} · {layer}" for layer in g["layers"]],
                 y=g["iou"],
                 name=f"{model}: {role} words",
+                offsetgroup=role,  # one slot per role: each model's bars sit under its own labels
                 hovertemplate="%{x}: IoU %{y:.2f}<extra>" + f"{role} words</extra>",
             )
         )
