@@ -118,6 +118,9 @@ viz.word_overlay(run, maps)""",
 DAAM's maps as its code makes them: every head of every layer but the mid block's, steps summed,
 upsampled bicubically to the latent's size and averaged; one map per word (a repeated word's
 occurrences averaged). Expanding them to the image is a separate step, bicubic as DAAM's `expand_as`.
+DAAM reads a UNet's cross-attention; on a joint-attention model (`toy-dit`, SD3, Flux) the cell uses
+`dit-word-share` instead (each image token's attention shared out over the words, averaged over steps
+and the dual-stream blocks, normalised to unit mass) and says so; the scale notes below are DAAM's.
 
 Summed over steps, these maps are unnormalised and their ranges differ several-fold from word to word,
 so each word gets its own colour scale, from 0 to its maximum (written over its panel).
@@ -126,7 +129,11 @@ so each word gets its own colour scale, from 0 to its maximum (written over its 
         (
             "code",
             """\
-daam = analysis.word_maps(run, "daam").expand(run)
+from workbench.widgets.explorer import preset_problem
+
+summed = "daam" if preset_problem(run, "daam") is None else "dit-word-share"  # the one that applies here
+print("preset:", summed, "-", analysis.SOURCES.get(summed, ""))
+daam = analysis.word_maps(run, summed).expand(run)
 viz.word_overlay(run, daam)""",
         ),
         ("code", 'viz.word_overlay(run, daam, scale="shared")'),
@@ -279,8 +286,11 @@ viz.attribution_bar(ig)""",
         (
             "code",
             """\
-occ = analysis.occlusion(pipe, run, target="x0", step=4)
-viz.attribution_bar(occ, include_special=False)""",
+try:  # occlusion re-encodes token ids with one CLIP encoder: Stable Diffusion 1.x/2.x and the UNet toy
+    occ = analysis.occlusion(pipe, run, target="x0", step=4)
+except NotImplementedError as err:
+    occ = print("occlusion:", err)
+viz.attribution_bar(occ, include_special=False) if occ is not None else None""",
         ),
         (
             "md",
