@@ -2,7 +2,8 @@
 
 They run on the embedded model. While its weights are absent (a checkout without them), they run on
 the tiny random test pipeline instead, which still checks every call; set WORKBENCH_NOTEBOOKS_REQUIRE_TOY=1
-to make that a skip instead.
+to make that a skip instead. WORKBENCH_NOTEBOOKS_MODEL names another model to run them on (e.g. toy-dit);
+the notebooks whose cells depend on the architecture run on toy-dit in every run of the suite.
 """
 
 import os
@@ -23,8 +24,8 @@ def _toy_available() -> bool:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> str:
-    if _toy_available():
-        return "toy"
+    if _toy_available():  # WORKBENCH_NOTEBOOKS_MODEL=toy-dit runs every notebook on the MM-DiT instead
+        return os.environ.get("WORKBENCH_NOTEBOOKS_MODEL", "toy")
     if os.environ.get("WORKBENCH_NOTEBOOKS_REQUIRE_TOY"):
         pytest.skip("the embedded model's weights (workbench/toy/weights/) are absent")
     from tiny import build_pipeline_folder
