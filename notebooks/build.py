@@ -523,7 +523,7 @@ on both models and writes one report comparing them; here the same call from Pyt
             """\
 from pathlib import Path
 
-from workbench.crossmodel import placement_table
+from workbench.crossmodel import block_iou_table, placement_table
 from workbench.study import run_study
 
 OUT = Path(os.environ.get("WORKBENCH_OUT", "runs/notebooks"))
@@ -531,10 +531,7 @@ with quiet_loading():  # the study loads each model itself
     study = run_study(OUT / "architectures", model=["toy", "toy-dit"], seeds=(0, 1), steps=25, log=lambda *_: None)
 placement_table(study.studies, (PROMPT, analysis.permutations(PROMPT, kind="relation")[1]))""",
         ),
-        (
-            "code",
-            'viz.block_iou_figure(study.ious[study.ious.layers != "all"].groupby(["model", "layers", "role"], sort=False).iou.mean().reset_index())',
-        ),
+        ("code", "viz.block_iou_figure(block_iou_table(study.ious))  # mean IoU per model, block and role"),
         ("code", "study.report  # the side-by-side report: open it in a browser"),
     ],
     "08_interventions.ipynb": [
