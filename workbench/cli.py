@@ -136,6 +136,12 @@ def _report_parser(command) -> None:
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders to put in the report")
     r.add_argument("-o", "--output", required=True, help="the HTML file to write (not a folder)")
     r.add_argument("--title", default="Workbench report", help="the report's title")
+    r.add_argument(
+        "--filmstrips",
+        action="store_true",
+        help="load the runs' models (each source once) to show their x0 filmstrips side by side",
+    )
+    _verbose_option(r)
 
 
 def _rerun_parser(command) -> None:
@@ -383,8 +389,23 @@ def _report(a) -> int:
             runs.append(load_run(d))
         except RunLoadError as err:
             raise _Usage(str(err)) from None
-    report(runs, out, title=a.title)
+    report(runs, out, title=a.title, pipes=_report_pipes(runs) if a.filmstrips else ())
     return 0
+
+
+def _report_pipes(runs) -> list:
+    """The pipelines of the runs' model sources (each loaded once, on the CPU); a source that cannot be
+    loaded here is said and left out (its runs' filmstrips are then not shown)."""
+    from workbench.core.errors import first_line
+    from workbench.core.loading import load_pipeline
+
+    pipes = []
+    for source in dict.fromkeys(str(r.config.model.get("source", "")) for r in runs):
+        try:
+            pipes.append(load_pipeline(source, device="cpu"))
+        except Exception as err:  # a hub model not cached here, a folder moved: the report still comes
+            print(f"--filmstrips: model {source!r} not loaded ({first_line(err)})", file=sys.stderr)
+    return pipes
 
 
 def _rerun(a) -> int:

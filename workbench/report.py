@@ -36,7 +36,15 @@ from workbench._version import __version__
 from workbench.analysis import sweeps as sweep_analysis
 from workbench.analysis.heatmaps import prompt_words, word_maps
 from workbench.analysis.layout import spread_steps, word_layer_grid, word_step_grid
-from workbench.analysis.trajectory import COMMIT_THRESHOLD, change_curves, commit_step
+from workbench.analysis.trajectory import (
+    COMMIT_THRESHOLD,
+    STRIP_COLUMNS,
+    change_curves,
+    commit_step,
+    pipe_for,
+    strip_steps,
+    x0_frames,
+)
 from workbench.analysis.word_order import align_words
 from workbench.core.run import Run
 from workbench.names import NAMED_MODELS
@@ -58,6 +66,7 @@ from workbench.viz._common import (
 from workbench.viz.layout import word_grid_figure
 from workbench.viz.maps import word_overlay
 from workbench.viz.render import escape, png_bytes, run_image, table_html
+from workbench.viz.steps import filmstrip_rows_figure
 
 UNTRUSTED_NOTE = (
     "JupyterLab opens HTML files untrusted, so the interactive figures stay blank there until you "
@@ -84,6 +93,7 @@ table.contact-sheet .not-done { background: #888; }
 .images figure { margin: 0; } .images figcaption { font-size: .85em; max-width: 256px; }
 details { margin: .5em 0; } summary { cursor: pointer; font-weight: 600; }
 .note { color: #555; font-size: .9em; }
+.wb-save { font-size: .8em; color: #555; margin: .2em 0 .8em; }
 """
 
 
@@ -92,14 +102,28 @@ def _pre(obj) -> str:
 
 
 def _figure(fig: go.Figure, div_id: str) -> str:
-    return fig.to_html(
+    """The figure's div, then links that save it as PNG or SVG (drawn by the page's own plotly.js, so
+    they work offline), at the figure's own size."""
+    html = fig.to_html(
         full_html=False, include_plotlyjs=False, include_mathjax=False, div_id=div_id, auto_play=False
     )
+    links = " · ".join(
+        f'<a href="#" class="wb-save-{fmt}" onclick="Plotly.downloadImage(\'{div_id}\','
+        f"{{format:'{fmt}',filename:'{div_id}'}});return false\">{fmt.upper()}</a>"
+        for fmt in ("png", "svg")
+    )
+    return html + f'<div class="wb-save">save figure: {links}</div>'
 
 
-def _table(df: pd.DataFrame) -> str:
-    """An escaped table in a container that scrolls sideways when the table is wider than the page."""
-    return f'<div class="wb-scroll">{table_html(df)}</div>'
+def _table(df: pd.DataFrame, name: str = "table", whole: pd.DataFrame | None = None) -> str:
+    """An escaped table in a container that scrolls sideways when the table is wider than the page,
+    with a link that saves it (or ``whole``, the table it was cut from) as CSV."""
+    csv = base64.b64encode((df if whole is None else whole).to_csv(index=False).encode()).decode()
+    link = (
+        f'<div class="wb-save"><a class="wb-save-csv" download="{escape(name)}.csv" '
+        f'href="data:text/csv;base64,{csv}">save table as CSV</a></div>'
+    )
+    return f'<div class="wb-scroll">{table_html(df)}</div>{link}'
 
 
 def _png(image: Image.Image) -> str:
@@ -153,7 +177,7 @@ def _run_section(run: Run, i: int, model: str = "") -> str:
     spec = recipe.to_dict()
     tokens = run.tokens[run.tokens.kind != "pad"]
     parts += [
-        "<details open><summary>Token table</summary>" + _table(tokens) + "</details>",
+        "<details open><summary>Token table</summary>" + _table(tokens, f"tokens-run-{i + 1}") + "</details>",
         "<details><summary>Full configuration and provenance</summary>" + _pre(vars(cfg)) + "</details>",
         "<details><summary>Recorded hashes</summary>" + _pre(recipe.expected.to_dict()) + "</details>",
         "<details><summary>Re-run spec (save as spec.json, then <code>workbench rerun spec.json</code>)</summary>"
@@ -472,9 +496,41 @@ def _difference_images(runs: Sequence[Run]) -> str:
     )
 
 
-def compare_section(runs: Sequence[Run]) -> list[str]:
+STRIPS_HINT = "report(..., pipes=[pipe]); workbench report --filmstrips"
+
+
+def compare_strips(
+    runs: Sequence[Run], pipes: Sequence, titles: list[str], hint: str = STRIPS_HINT
+) -> tuple[go.Figure | None, str]:
+    """The runs' x0 filmstrips side by side (``viz.steps.filmstrip_rows_figure``), each run decoded by
+    the one of ``pipes`` that holds its weights, and a note on what is not shown (a run whose model is
+    not among ``pipes``, a run with no finished step). (None, why) when no run can be shown."""
+    pipes = list(pipes) if isinstance(pipes, (list, tuple)) else [pipes]
+    if not pipes:
+        return None, (f"Not shown: decoding the steps needs the runs' model ({hint}).")
+    shown, missing = [], []
+    for k, run in enumerate(runs):
+        pipe = pipe_for(run, pipes) if run.steps_done else None
+        (shown if pipe is not None else missing).append((k, run, pipe))
+    if not shown:
+        return None, "Not shown: no run's model is among the pipelines given, so no step can be decoded."
+    columns = min(STRIP_COLUMNS, *(r.steps_done for _, r, _ in shown))
+    commits = [commit_step(change_curves(r)) if r.complete else None for _, r, _ in shown]
+    steps = [strip_steps(r, columns, c) for (_, r, _), c in zip(shown, commits)]
+    frames = [x0_frames(p, r, st) for (_, r, p), st in zip(shown, steps)]
+    fig = filmstrip_rows_figure(frames, steps, [titles[k] for k, _, _ in shown], commits)
+    note = (
+        f"Not shown (model not loaded, or no finished step): runs {', '.join(str(k + 1) for k, _, _ in missing)}."
+        if missing
+        else ""
+    )
+    return fig, note
+
+
+def compare_section(runs: Sequence[Run], pipes: Sequence = ()) -> list[str]:
     """HTML comparing two or more runs: the request fields (those that differ highlighted), the final
-    images side by side, the shared words' maps on one colour scale, and the images' difference."""
+    images side by side, the x0 filmstrips side by side (with ``pipes`` to decode them), the shared
+    words' maps on one colour scale, and the images' difference."""
     models = [f" · {m}" if m else "" for m in model_names(runs)]
     titles = [
         f"run {i + 1}{models[i]}: {r.prompt} · seed {r.seed}"
@@ -486,8 +542,14 @@ def compare_section(runs: Sequence[Run]) -> list[str]:
         "<h3>Request fields</h3>" + _differences_html(request_differences(runs)),
         "<h3>Final images</h3>"
         + _figure(side_by_side([np.asarray(run_image(r)) for r in runs], titles), "compare-images"),
-        "<h3>Shared words' maps, one colour scale</h3>",
     ]
+    strips, note = compare_strips(runs, pipes, titles)
+    parts.append(
+        "<h3>x0 filmstrips, side by side</h3>" + (f'<p class="note">{escape(note)}</p>' if note else "")
+    )
+    if strips is not None:
+        parts.append(f'<div class="wb-scroll">{_figure(strips, "compare-strips")}</div>')
+    parts.append("<h3>Shared words' maps, one colour scale</h3>")
     try:
         parts.append(_figure(compare_maps_figure(runs), "compare-maps"))
     except ValueError as err:
@@ -589,6 +651,7 @@ def report(
     quiet: bool = False,
     sweep=None,
     plotlyjs: str = "inline",
+    pipes: Sequence = (),
 ) -> Path:
     """Write one self-contained HTML report of one or more runs, or of a sweep.
 
@@ -608,6 +671,8 @@ def report(
         plotlyjs: ``"inline"`` (the page holds plotly.js, ~4.8 MB, and works alone) or ``"beside"``
             (one ``plotly-<version>.min.js`` in the report's folder, shared by every report there;
             keep it with the reports when moving them).
+        pipes: pipelines to decode the compared runs' steps with (each run is decoded by the one holding
+            its weights); without, the Compare section says its filmstrips need them.
 
     Returns:
         The path written.
@@ -619,13 +684,13 @@ def report(
         planned = _planned_beside(path.parent, index)
     body = _head(title, runs, notes, index, planned)
     if len(runs) >= 2:
-        body += compare_section(runs)
+        body += compare_section(runs, pipes)
     for j, (caption, fig) in enumerate(figures):
         body.append(  # a figure wider than the page scrolls in its own box
             f"<h2>{escape(caption)}</h2>" + f'<div class="wb-scroll">{_figure(fig, f"figure-{j}")}</div>'
         )
-    for caption, df in tables:
-        body.append(f"<h2>{escape(caption)}</h2>" + _table(df))
+    for j, (caption, df) in enumerate(tables):
+        body.append(f"<h2>{escape(caption)}</h2>" + _table(df, f"table-{j + 1}"))
     if index is not None:
         body += sweep_section(index, planned=planned)
     body += [_run_section(run, i, m) for i, (run, m) in enumerate(zip(runs, model_names(runs)))]
@@ -711,15 +776,16 @@ def _same_line(df: pd.DataFrame, columns: list[str]) -> str:
     return f'<p class="note">The same in every row: {escape(" · ".join(items))}</p>'
 
 
-def _sweep_table(df: pd.DataFrame) -> str:
-    """A sweep table for the page: the columns that are the same in every row as a line above it."""
+def _sweep_table(df: pd.DataFrame, name: str) -> str:
+    """A sweep table for the page: the columns that are the same in every row as a line above it; its
+    CSV link saves every row and column."""
     short = _short(df)
     same = constant_columns(short)
     line = _same_line(short, same) if same else ""
     cut = (
         f'<p class="note">The first {SWEEP_TABLE_ROWS} of {len(df)} rows.</p>' if len(df) > len(short) else ""
     )
-    return line + _table(short.drop(columns=same)) + cut
+    return line + _table(short.drop(columns=same), name, whole=df) + cut
 
 
 def _sheet_html(sheet) -> str:
@@ -802,7 +868,7 @@ def _analyses(index: pd.DataFrame, n_boot: int) -> list[str]:
         if df.empty:
             parts.append("<p>Not shown: the sweep has no prompts that are word orders of each other.</p>")
             continue
-        parts.append(_figure(draw(df), f"sweep-{j}") + _sweep_table(df))
+        parts.append(_figure(draw(df), f"sweep-{j}") + _sweep_table(df, f"sweep-{j}"))
     return parts
 
 
@@ -833,5 +899,5 @@ def sweep_section(index: pd.DataFrame, *, n_boot: int = 1000, planned: int | Non
     parts += _analyses(index, n_boot)
     failed = index[index.status == "failed"]
     if len(failed):
-        parts.append("<h3>Failed runs</h3>" + _sweep_table(failed[_FAILED_COLUMNS]))
+        parts.append("<h3>Failed runs</h3>" + _sweep_table(failed[_FAILED_COLUMNS], "failed-runs"))
     return parts

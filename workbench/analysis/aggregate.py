@@ -124,7 +124,8 @@ def resolve_steps(store: AttentionStore, steps: tuple[int, ...] | str | None) ->
     return [row_of[s] for s in steps]
 
 
-def _family(names: Iterable[str]) -> str | None:
+def layer_family(names: Iterable[str]) -> str | None:
+    """``"unet"`` or ``"dit"`` (SD3/Flux joint attention) from recorded layers' names; None if neither."""
     roots = {n.split(".")[0] for n in names}
     if roots & set(UNET_BLOCKS):
         return "unet"
@@ -221,7 +222,7 @@ def resolve_layers(
 
 
 def _check_family(agg: Aggregation, names: list[str]) -> None:
-    family = _family(names)
+    family = layer_family(names)
     if family is None or family == agg.applies_to:
         return
     source = SOURCES.get(agg.name.rstrip("*"), "code written for another family of denoisers")

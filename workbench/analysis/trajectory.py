@@ -202,3 +202,40 @@ def commit_steps(runs: Sequence[Run], threshold: float = COMMIT_THRESHOLD) -> pd
     df = pd.DataFrame(rows)
     df.attrs["threshold"] = threshold
     return df
+
+
+STRIP_COLUMNS = 6  # the steps a side-by-side filmstrip shows per run
+
+
+def strip_steps(run: Run, columns: int = STRIP_COLUMNS, commit: int | None = None) -> list[int]:
+    """``columns`` of the run's finished steps at the same fractions of its schedule (the first and last
+    step included), with ``commit`` (its commitment step) in place of the nearest one when given; runs of
+    different lengths are so shown at the same points of their schedules."""
+    n = run.steps_done
+    if n == 0:
+        raise ValueError("the run has no completed steps to show")
+    steps = sorted({int(round(f * (n - 1))) for f in np.linspace(0.0, 1.0, min(columns, n))})
+    if commit is not None and 0 <= commit < n and commit not in steps:
+        nearest = min(range(len(steps)), key=lambda k: abs(steps[k] - commit))
+        steps[nearest] = int(commit)
+    return sorted(set(steps))
+
+
+def x0_frames(pipe, run: Run, steps: Sequence[int]) -> np.ndarray:
+    """The predicted clean image (x0) at each of ``steps``, decoded as the pipeline decodes: (k, H, W, 3)."""
+    _check_pipe_matches(pipe, run)
+    bad = [s for s in steps if not 0 <= int(s) < run.steps_done]
+    if bad:
+        raise ValueError(f"steps {bad} are not among the run's {run.steps_done} finished steps")
+    return decode_latents(pipe, run.x0[[int(s) for s in steps]])
+
+
+def pipe_for(run: Run, pipes: Sequence) -> object | None:
+    """The first of ``pipes`` that holds the weights ``run`` was made with (None when none does)."""
+    for pipe in pipes:
+        try:
+            _check_pipe_matches(pipe, run)
+        except ValueError:
+            continue
+        return pipe
+    return None

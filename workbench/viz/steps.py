@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.analysis.trajectory import Filmstrip
+from workbench.analysis.trajectory import COMMIT_THRESHOLD, Filmstrip
 
 from ._common import (
     axis_title,
@@ -148,3 +148,43 @@ def _commit_line(fig: go.Figure, step: int, rows: int) -> None:
             col=1,
             **(label if row == 1 else {}),
         )
+
+
+def filmstrip_rows_figure(
+    frames: list[np.ndarray],
+    steps: list[list[int]],
+    titles: list[str],
+    commits: list[int | None] | None = None,
+) -> go.Figure:
+    """Several runs' x0 filmstrips side by side: one row per run, one column per shown step.
+
+    Args:
+        frames: per run, its decoded x0 frames (k, H, W, 3) at ``steps[i]`` (all runs the same k).
+        steps: per run, the step of each frame.
+        titles: per run, what it is (``"run 2: a red circle · seed 0"``), shown over its first panel.
+        commits: per run, its commitment step (its panel's title says "commits"), or None.
+    """
+    if not frames or len({len(s) for s in steps}) != 1:
+        raise ValueError("every run needs the same number of frames")
+    commits = commits or [None] * len(frames)
+    cols = len(steps[0])
+    panel_titles = [
+        (f"{titles[k]}<br>" if j == 0 else "<br>") + f"step {s}" + (" (commits)" if commits[k] == s else "")
+        for k in range(len(frames))
+        for j, s in enumerate(steps[k])
+    ]
+    fig = sized_grid(
+        len(frames),
+        cols,
+        panel=panel_size(*frames[0].shape[1:3], short=128),
+        titles=panel_titles,
+        hgap=12,
+    )
+    for k, row in enumerate(frames):
+        for j, frame in enumerate(row):
+            fig.add_trace(go.Image(z=frame, name=panel_titles[k * cols + j]), row=k + 1, col=j + 1)
+    hide_image_axes(fig)
+    sub = "predicted clean image (x0) at the same fractions of each run's schedule"
+    if any(c is not None for c in commits):
+        sub += f"; “commits”: the step the layout commits at (x0 within {COMMIT_THRESHOLD:g} of the noise's distance)"
+    return titled(fig, "How each run's image forms", sub, grow=True)

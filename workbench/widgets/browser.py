@@ -20,12 +20,20 @@ import pandas as pd
 from PIL import Image
 
 from workbench.core.run import Run
-from workbench.report import compare_maps_figure, final_image_difference, report, request_differences
+from workbench.report import (
+    compare_maps_figure,
+    compare_strips,
+    final_image_difference,
+    report,
+    request_differences,
+)
 from workbench.store.index import COLUMNS, filter_index, load_index
 from workbench.store.runs import IMAGE, load_run
 from workbench.viz import side_by_side
+from workbench.viz.export import Exportable, MapExport
 from workbench.viz.render import display_scale, escape, png_bytes, run_image
 from workbench.widgets.base import FigureView, TaskRunner, close_all
+from workbench.widgets.export import ExportBar
 from workbench.widgets.sweep import _link
 
 SHOWN_ROWS = 40  # rows listed at once; the filter narrows the rest
@@ -33,6 +41,9 @@ THUMB = 64  # px of a thumbnail's longer side
 DIFF_SIDE = 192  # px of a difference image's longer side, about (whole-number enlargements only)
 _DIFFERS = "background:#fff1a8;font-weight:600"  # a request field that differs between compared runs
 _CELL = "border:1px solid #ddd;padding:2px 6px;vertical-align:top;overflow-wrap:anywhere"
+
+
+STRIPS_HINT = "ExperimentBrowser(folder, pipes=[pipe]) with the runs' pipeline"
 
 
 def _when(value) -> str:
@@ -109,8 +120,9 @@ class ExperimentBrowser:
         saved: the last comparison page written (None before one).
     """
 
-    def __init__(self, root: str | Path = "runs"):
+    def __init__(self, root: str | Path = "runs", *, pipes=()):
         self.root = Path(root)
+        self.pipes = list(pipes) if isinstance(pipes, (list, tuple)) else [pipes]
         self.index = None
         self.view = None
         self.explorer = None
@@ -141,6 +153,7 @@ class ExperimentBrowser:
                 # Each row has its own open button: the task shows only progress, status and errors.
                 W.VBox([self.task.progress, self.task.status, self.task.warning_area, self.task.error_area]),
                 self.comparison,
+                self.export.widget,
                 self.opened,
             ]
         )
@@ -174,11 +187,14 @@ class ExperimentBrowser:
         self.compare_fields = W.HTML("")
         self.compare_images = FigureView("wb-compare-images")
         self.compare_maps = FigureView("wb-compare-maps")
+        self.compare_strips = FigureView("wb-compare-strips")
+        self.strips_note = W.HTML("")
         self.maps_note = W.HTML("")
         self.compare_diffs = W.HBox([], layout=W.Layout(flex_flow="row wrap"))
         self.saved_link = W.HTML("")
         self.comparison = W.VBox([])
         self.comparison.add_class("wb-comparison")
+        self.export = ExportBar(self.exportable, "comparison", ("png", "svg", "npy", "csv"))
         self.compare_button.on_click(lambda _: self.compare())
         self.save_button.on_click(lambda _: self.save_comparison())
         self._note_ticked()
@@ -380,6 +396,7 @@ class ExperimentBrowser:
             maps, why = compare_maps_figure(runs), ""
         except ValueError as err:
             maps, why = None, f"<p>Not shown: {escape(err)}</p>"
+        strips, strips_note = compare_strips(runs, self.pipes, titles, STRIPS_HINT)
         diffs = [_difference_view(r, runs[0], f"|run {k + 1} − run 1|") for k, r in enumerate(runs[1:], 1)]
         self.compared, self.compared_paths = runs, paths
         self.differences = [d for d, _ in diffs]
@@ -390,6 +407,11 @@ class ExperimentBrowser:
         else:
             self.compare_maps.show(maps)
         self.maps_note.value = why
+        if strips is None:
+            self.compare_strips.clear()
+        else:
+            self.compare_strips.show(strips)
+        self.strips_note.value = f"<p>{escape(strips_note)}</p>" if strips_note else ""
         old = self.compare_diffs.children
         self.compare_diffs.children = [w for _, w in diffs]
         close_all(old)
@@ -411,6 +433,9 @@ class ExperimentBrowser:
             self.compare_fields,
             head("Final images"),
             self.compare_images.widget,
+            head("x0 filmstrips, side by side"),
+            self.strips_note,
+            self.compare_strips.widget,
             head("Shared words' maps, one colour scale"),
             self.maps_note,
             self.compare_maps.widget,
@@ -419,6 +444,30 @@ class ExperimentBrowser:
             self.compare_diffs,
             self.saved_link,
         ]
+
+    def exportable(self) -> Exportable:
+        """For the export row: the comparison's figures, each run's shared-word maps as arrays (the
+        values the maps figure draws), and the index as listed (filter and sort applied)."""
+        what = Exportable(tables={"index": self.view} if self.view is not None else {})
+        if not self.compared:
+            return what
+        what.figures["images"] = self.compare_images.figure
+        if self.compare_strips.figure is not None:
+            what.figures["filmstrips"] = self.compare_strips.figure
+        maps = self.compare_maps.figure
+        if maps is not None:
+            what.figures["maps"] = maps
+            heat = [t for t in maps.data if t.type == "heatmap"]
+            per_run = len(heat) // len(self.compared)
+            for k, path in enumerate(self.compared_paths):
+                panels = heat[k * per_run : (k + 1) * per_run]
+                meta = {"run": path, "scale": "one colour scale across runs", "title": maps.layout.title.text}
+                what.maps[f"run-{k + 1}"] = MapExport(
+                    np.stack([np.asarray(t.z, dtype=np.float32) for t in panels]),
+                    [t.name for t in panels],
+                    meta,
+                )
+        return what
 
     def save_comparison(self, *, threaded: bool = True) -> bool:
         """Write the comparison shown as an HTML report (``workbench.report.report``) into the browsed
@@ -442,9 +491,8 @@ class ExperimentBrowser:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         notes = f"The runs {', '.join(paths)} of the folder {self.root}, compared side by side."
         title = f"Comparison of {len(runs)} runs"
-        return report(
-            runs, _free_path(self.root, f"comparison-{stamp}"), title=title, notes=notes, quiet=True
-        )
+        path = _free_path(self.root, f"comparison-{stamp}")
+        return report(runs, path, title=title, notes=notes, quiet=True, pipes=self.pipes)
 
     def _written(self, path: Path) -> None:
         self.task.step()

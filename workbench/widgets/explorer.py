@@ -25,13 +25,15 @@ import numpy as np
 import torch
 
 from workbench import analysis
-from workbench.analysis.aggregate import DIT_BLOCKS, UNET_BLOCKS, resolve_layers, resolve_steps
+from workbench.analysis.aggregate import layer_family, resolve_layers, resolve_steps
 from workbench.analysis.heatmaps import branch_tokens
 from workbench.core.run import Run
+from workbench.viz.export import Exportable, MapExport
 from workbench.viz.layout import word_grid_figure
 from workbench.viz.maps import word_overlay
 from workbench.viz.render import escape, run_image
 from workbench.widgets.base import ChoiceStrip, FigureView
+from workbench.widgets.export import ExportBar
 
 ALL = "all"
 PRESETS = tuple(analysis.PRESETS)
@@ -77,13 +79,8 @@ def head_count(run: Run, layers: list[str] | None = None) -> int:
 
 
 def run_family(run: Run) -> str | None:
-    """``"unet"`` or ``"dit"`` (SD3/Flux joint attention) from the recorded layers' names; None if neither."""
-    roots = {name.split(".")[0] for name in run.attention.probs}
-    if roots & set(UNET_BLOCKS):
-        return "unet"
-    if roots & set(DIT_BLOCKS):
-        return "dit"
-    return None
+    """``"unet"`` or ``"dit"`` (SD3/Flux joint attention) from the run's recorded layers; None if neither."""
+    return layer_family(run.attention.probs)
 
 
 def _latent_hw(run: Run) -> tuple[int, int]:
@@ -298,6 +295,7 @@ class AttentionExplorer:
         self.notes.add_class("wb-warning")
         self.view = FigureView("wb-heatmap")
         self._make_layout_controls()
+        self.export = ExportBar(self.exportable, "explorer", ("png", "svg", "npy"))
 
     def _wire(self) -> None:
         for control in (
@@ -335,6 +333,7 @@ class AttentionExplorer:
                 self.view.widget,
                 self.show_layout,
                 self.layout_box,
+                self.export.widget,
             ]
         )
         box.add_class("wb-explorer")
@@ -633,6 +632,43 @@ class AttentionExplorer:
             wm.positions[i],
             wm.edited,
         )
+
+    # ------------------------------------------------------------- export
+
+    def exportable(self) -> Exportable:
+        """What the explorer shows now, for its export row: the map figure (and the layout grids when
+        shown); the shown map and every word's map by the same recipe at the image size, as arrays."""
+        figures = {"map": self.view.figure} if self.view.figure is not None else {}
+        if self.show_layout.value and self._layout_drawn is not None:
+            figures.update({"by-step": self.layout_steps.figure, "by-layer": self.layout_layers.figure})
+        maps = {}
+        if self.maps is not None:
+            meta = self._export_meta()
+            maps["map"] = MapExport(self.maps.maps.numpy(), list(self.maps.labels), meta)
+            if not self.by_token.value:
+                every = analysis.word_maps(self.run, **map_recipe(self.run, **self.selection()))
+                every = (
+                    every.expand(self.run) if tuple(every.maps.shape[-2:]) != self.current.shape else every
+                )
+                maps["all-words"] = MapExport(every.maps.numpy(), list(every.labels), meta)
+        return Exportable(figures=figures, maps=maps)
+
+    def _export_meta(self) -> dict:
+        cfg = self.run.config
+        return {
+            "prompt": cfg.prompt,
+            "seed": cfg.seed,
+            "steps": cfg.steps,
+            "model": cfg.model.get("source", ""),
+            "edits": cfg.edit_label,
+            "controls": {
+                k: v if isinstance(v, (str, int, type(None))) else list(v)
+                for k, v in self.selection().items()
+            },
+            "recipe": str(self.maps.aggregation),
+            "steps_used": list(self.maps.steps_used),
+            "layers_used": list(self.maps.layers_used),
+        }
 
     # ------------------------------------------------------------- the layout grids (a toggle)
 

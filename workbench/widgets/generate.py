@@ -22,8 +22,10 @@ from workbench.core.request import Request
 from workbench.core.run import Run
 from workbench.core.schedulers import SCHEDULERS
 from workbench.names import DEFAULT_PROMPT
+from workbench.viz.export import Exportable
 from workbench.viz.render import display_scale, png_bytes
 from workbench.widgets.base import TaskRunner
+from workbench.widgets.export import ExportBar
 
 DEFAULT_SCHEDULER = "(model default)"
 
@@ -78,13 +80,20 @@ class GenerateApp:
             value=0, min=0, max=0, description="step", disabled=True, continuous_update=True
         )
         self.step_slider.layout.display = "none"  # shown with a run's steps, never alone
+        self.shown: Image.Image | None = None  # the image in the preview now (what "image PNG" writes)
+        self.export = ExportBar(self.exportable, "generate", ("image",))
 
         self.new_seed.on_click(lambda _: self.draw_seed())
         self.task.run_button.on_click(lambda _: self.start())
         self.step_slider.observe(lambda ch: self.show_step(ch["new"]), names="value")
 
         self.widget = W.VBox(
-            [inputs, self.task.controls(), W.VBox([self.preview_label, self.preview, self.step_slider])]
+            [
+                inputs,
+                self.task.controls(),
+                W.VBox([self.preview_label, self.preview, self.step_slider]),
+                self.export.widget,
+            ]
         )
         self.widget.add_class("wb-generate")
 
@@ -165,6 +174,7 @@ class GenerateApp:
         self.step_slider.layout.display = "none"
         self.preview.layout.display = "none"
         self.preview_label.value = ""
+        self.shown = None
         return self.task.start(
             lambda: self._generate(params),
             max(1, params["steps"]) if isinstance(params["steps"], int) else 1,
@@ -273,3 +283,16 @@ class GenerateApp:
         self.preview.layout.height = f"{image.height * scale}px"
         self.preview.layout.display = None
         self.preview_label.value = label
+        self.shown = image
+
+    def exportable(self) -> Exportable:
+        """The preview image shown now (the live x0, the chosen step's x0 or the final image), at its
+        own pixel size, named by what it is."""
+        if self.shown is None:
+            return Exportable()
+        step = self.step_slider.value if self.run is not None and self.shown is not self.run.image else None
+        if self.run is None:
+            name = "preview"  # a live preview, mid-run
+        else:
+            name = f"seed-{self.run.seed}-" + ("final" if step is None else f"x0-step-{step}")
+        return Exportable(images={name: self.shown.convert("RGB")})

@@ -20,9 +20,11 @@ from workbench.analysis.word_order import relation_swap
 from workbench.core.errors import FieldError
 from workbench.core.request import Request, parse_seeds
 from workbench.lab import CURVES, PAIRS, Caption, LabResult, LabSettings, lab_size, run_lab
+from workbench.viz.export import Exportable
 from workbench.viz.interventions import lab_curves_figure
 from workbench.viz.render import escape, table_html
 from workbench.widgets.base import FigureView, TaskRunner, close_all
+from workbench.widgets.export import ExportBar
 from workbench.widgets.labs import LAB_SEEDS
 
 _STYLE = {"description_width": "90px"}
@@ -167,6 +169,8 @@ class InterventionLab:
         self.task = TaskRunner("Run lab", "press Run lab: every curve's generations, then the figure")
         self.results = W.VBox([])
         self.results.add_class("wb-results")
+        self.shown_figure = None  # the curves shown now (None before a result)
+        self.export = ExportBar(self.exportable, "intervention-lab", ("png", "svg", "csv"))
         self._wire()
         self.widget = W.VBox(
             [
@@ -176,6 +180,7 @@ class InterventionLab:
                 W.HBox([W.Label("curves", layout=W.Layout(width="90px")), *self.curves.values()]),
                 self.task.controls(),
                 self.results,
+                self.export.widget,
             ]
         )
         self.widget.add_class("wb-intervention-lab")
@@ -299,6 +304,7 @@ class InterventionLab:
         units = int(counts[0]) if len(counts) == 1 else None
         view = FigureView("wb-figure")
         view.show(lab_curves_figure(result.summary, judge=result.judge, units=units))
+        self.shown_figure = view.figure
         missing = [c for c in result.settings.curves if c not in set(result.summary.curve)]
         note = (
             f" (not judged on this model: {', '.join(missing)})"
@@ -310,6 +316,15 @@ class InterventionLab:
             f"interval{escape(note)}:" + table_html(summary_table(result.summary))
         )
         return [view.widget, table]
+
+    def exportable(self) -> Exportable:
+        """The curves shown, the summary table and every judged point (rows), for the export row."""
+        if self.result is None or self.shown_figure is None:
+            return Exportable()
+        return Exportable(
+            figures={"curves": self.shown_figure},
+            tables={"summary": self.result.summary, "rows": self.result.rows},
+        )
 
 
 def _count(n: int, noun: str) -> str:

@@ -31,9 +31,11 @@ from workbench.sweeps.executors import LocalExecutor
 from workbench.sweeps.runner import SweepEvents, run_sweep
 from workbench.sweeps.spec import SweepSpec
 from workbench.viz.compare import side_by_side
+from workbench.viz.export import Exportable
 from workbench.viz.panels import Panel, seed_panels, word_order_panels
 from workbench.viz.render import escape, table_html
 from workbench.widgets.base import FigureView, TaskRunner, close_all
+from workbench.widgets.export import ExportBar
 
 _STYLE = {"description_width": "90px"}
 LAB_SEEDS = 257  # the most seeds one lab runs (each seed is a full run per prompt)
@@ -76,6 +78,8 @@ class _BatchApp:
         self.task = TaskRunner("Run", labels=self.labels)
         self.results = W.VBox([])
         self.results.add_class("wb-results")
+        self.shown_panels: list[Panel] = []
+        self.export = ExportBar(self.exportable, self.export_prefix, ("png", "svg", "csv"))
         self.planned = 0
         self.task.run_button.on_click(lambda _: self.start())
 
@@ -131,7 +135,7 @@ class _BatchApp:
         old = self.results.children
         self.results.children = []
         close_all(old)
-        self.runs = []
+        self.runs, self.shown_panels = [], []
 
     def run_sync(self) -> list[Run]:
         self.start(threaded=False)
@@ -178,8 +182,8 @@ class _BatchApp:
             )
             return
         self.task.status.value = f"{len(runs)} of {self.planned} runs finished; making the figures…"
-        shown = [_as_widget(p) for p in self.panels(runs)]
-        self.results.children = shown
+        self.shown_panels = self.panels(runs)
+        self.results.children = [_as_widget(p) for p in self.shown_panels]
         if cancelled or len(runs) < self.planned:
             self.task.status.value = (
                 f"cancelled after {len(runs)} of {self.planned} runs: the finished runs are shown below"
@@ -192,6 +196,12 @@ class _BatchApp:
     def panels(self, runs: list[Run]) -> list[Panel]:
         raise NotImplementedError
 
+    export_prefix = "lab"
+
+    def exportable(self) -> Exportable:
+        """The figures and tables shown now, named by their captions, for the export row."""
+        return panels_exportable(self.shown_panels)
+
 
 def _as_widget(panel: Panel) -> W.Widget:
     """A figure panel as its figure (in an Output widget); a table panel as its caption, note and table."""
@@ -203,6 +213,18 @@ def _as_widget(panel: Panel) -> W.Widget:
         return W.VBox([W.HTML(f"<i>{escape(panel.note)}</i>"), view.widget])
     note = f" ({escape(panel.note)})" if panel.note else ""
     return W.HTML(f"<b>{escape(panel.caption)}</b>{note}:" + table_html(panel.table))
+
+
+def panels_exportable(panels: list[Panel]) -> Exportable:
+    """Figure and table panels as an ``Exportable``, each named by its caption (repeats numbered)."""
+    what = Exportable()
+    for panel in panels:
+        into = what.figures if panel.figure is not None else what.tables
+        name, k = panel.caption or "panel", 2
+        while name in into:
+            name, k = f"{panel.caption or 'panel'} {k}", k + 1
+        into[name] = panel.figure if panel.figure is not None else panel.table
+    return what
 
 
 def _finished_runs(runs: list[Run], note: str) -> Panel:
@@ -295,6 +317,8 @@ class WordOrderLab(_BatchApp):
         guidance_scale: ``None``: the model's own default.
     """
 
+    export_prefix = "word-order-lab"
+
     def __init__(
         self,
         pipe,
@@ -324,6 +348,7 @@ class WordOrderLab(_BatchApp):
                 W.HBox([self.seed, self.steps, self.guidance]),
                 self.task.controls(),
                 self.results,
+                self.export.widget,
             ]
         )
         self.widget.add_class("wb-word-order-lab")
@@ -365,6 +390,8 @@ class SeedLab(_BatchApp):
         guidance_scale: ``None``: the model's own default.
     """
 
+    export_prefix = "seed-lab"
+
     def __init__(
         self,
         pipe,
@@ -402,6 +429,7 @@ class SeedLab(_BatchApp):
                 W.HBox([self.seeds, self.steps, self.guidance, self.threshold]),
                 self.task.controls(),
                 self.results,
+                self.export.widget,
             ]
         )
         self.widget.add_class("wb-seed-lab")

@@ -25,8 +25,10 @@ from workbench.store.runs import IMAGE
 from workbench.sweeps.folder import read_index
 from workbench.sweeps.runner import SweepEvents, SweepResult, run_sweep
 from workbench.sweeps.spec import SweepSpec, as_spec
+from workbench.viz.export import Exportable
 from workbench.viz.render import display_scale, escape, png_bytes
 from workbench.widgets.base import TaskRunner, close_all
+from workbench.widgets.export import ExportBar
 
 # the report's name in the sweep's output folder (where ``workbench sweep`` writes it too)
 REPORT_FILE = "report.html"
@@ -158,6 +160,7 @@ class SweepApp:
         )
         self.report_button.add_class("wb-report-button")
         self.report_link = W.HTML("")
+        self.export = ExportBar(self.exportable, "sweep", ("csv",))
         self.task.run_button.on_click(lambda _: self.start())
         self.report_button.on_click(lambda _: self.write_report())
         # one job at a time: the Report button is off while a sweep (or a report) is going
@@ -169,6 +172,7 @@ class SweepApp:
                 self.header,
                 self.task.controls(),
                 W.HBox([self.report_button, self.report_link]),
+                self.export.widget,
                 self.workers_html,
                 W.HTML("<b>latest images</b>"),
                 self.images,
@@ -270,6 +274,16 @@ class SweepApp:
             '<table class="wb-table"><tr><th>worker</th><th>host</th><th>device</th><th>threads</th>'
             f"<th>runs</th><th>now</th></tr>{rows}</table>"
         )
+
+    def exportable(self) -> Exportable:
+        """The sweep's index (one row per run: settings, status, hashes, paths) and the workers' table."""
+        index = self.result.index if self.result is not None else read_index(self.out)
+        tables = {"index": index} if not index.empty else {}
+        if self.worker_state:
+            tables["workers"] = pd.DataFrame(
+                [{"worker": name, **state} for name, state in self.worker_state.items()]
+            )
+        return Exportable(tables=tables)
 
     def add_image(self, image, caption: str) -> None:
         """Put ``image`` first in the strip (the oldest past ``latest`` leave it, closed)."""
