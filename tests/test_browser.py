@@ -192,11 +192,98 @@ def type_into(scope, label: str, value: str) -> None:
     box.press("Tab")  # number boxes send their value on change
 
 
+def dropdown(scope, label: str):
+    """The ``<select>`` of the ipywidgets dropdown labelled ``label`` inside ``scope``."""
+    box = scope.locator(
+        ".widget-dropdown", has=scope.page.locator("label", has_text=re.compile(f"^{label}$"))
+    )
+    return box.locator("select").first
+
+
+# The explorer's map drawn by ``preset`` (its name in the figure's recipe line), or its error shown.
+PRESET_SHOWN = """([css, name]) => {
+  const ex = document.querySelector(css);
+  if (!ex) return false;
+  const error = ex.querySelector('.wb-error');
+  if (error && error.innerText.trim()) return true;
+  const plot = ex.querySelector('.wb-heatmap .js-plotly-plot');
+  const text = plot && plot._fullLayout ? plot.textContent : '';
+  return text.includes(name + ':') || text.includes(name + '*:');
+}"""
+
+
+def every_preset(page, shoot, css: str = ".wb-explorer") -> list[str]:
+    """Choose each recipe the explorer offers: each draws its map at the image size, none errs; the ones
+    not offered are listed with a reason. Returns the recipes offered."""
+    explorer = page.locator(css).first
+    explorer.scroll_into_view_if_needed()
+    recipe = dropdown(explorer, "recipe")
+    offered = [t.strip() for t in recipe.locator("option").all_inner_texts()]
+    assert len(offered) >= 2, offered
+    for name in offered:
+        recipe.select_option(label=name)
+        until(page, PRESET_SHOWN, [css, name], f"the {name} map", css)
+        error = explorer.locator(".wb-error").first.inner_text().strip()
+        assert not error, f"recipe {name}: {error}"
+    problems = figure_problems(page)
+    assert not problems, "after every recipe:\n" + "\n".join(problems)
+    shoot(explorer, "every-preset")
+    return offered
+
+
+def export(page, root: Path, css: str, kind: str) -> list[Path]:
+    """Click the app's export button for ``kind``; the files its note lists (relative to ``root``, the
+    kernel's folder), each checked to exist."""
+    app = page.locator(css).first
+    bar = app.locator(".wb-export").first
+    note = bar.locator(".wb-export-note").first
+    before = note.inner_text()
+    bar.locator(f".wb-export-{kind}").first.click()
+    try:
+        page.wait_for_function(
+            "([bar, before]) => { const n = document.querySelectorAll(bar)[0]; return !!n && "
+            "n.innerText.trim() !== '' && n.innerText !== before && !n.innerText.includes('writing'); }",
+            arg=[css + " .wb-export-note", before],
+            timeout=PATIENCE_MS,
+        )
+    except Exception as err:
+        raise AssertionError(f"{kind} export from {css}: the note says {note.inner_text()!r}") from err
+    text = note.inner_text()
+    assert text.startswith("wrote"), f"{kind} export from {css}: {text!r}"
+    paths = [root / p.strip() for p in note.locator("code").all_inner_texts()]
+    assert paths and all(p.is_file() and p.stat().st_size > 0 for p in paths), paths
+    return paths
+
+
+def check_exported(paths: list[Path]) -> None:
+    """Each exported file loads as what its name says."""
+    import json as _json
+    import xml.etree.ElementTree as ET
+
+    import numpy as np
+    from PIL import Image
+
+    for path in paths:
+        if path.suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+            labels = _json.loads(path.with_suffix(".json").read_text())["labels"]
+            assert array.ndim == 3 and array.shape[0] == len(labels) and np.isfinite(array).all()
+        elif path.suffix == ".png":
+            with Image.open(path) as im:
+                assert min(im.size) >= 16
+        elif path.suffix == ".svg":
+            assert ET.parse(path).getroot().tag.endswith("svg")
+        elif path.suffix == ".csv":
+            import pandas as pd
+
+            assert len(pd.read_csv(path)) >= 1
+
+
 def status(scope) -> str:
     return scope.locator(".wb-status").first.inner_text().strip()
 
 
-def click_through_generate_app(page, shoot) -> None:
+def click_through_generate_app(page, shoot, root: Path) -> None:
     css = ".wb-generate"
     app = page.locator(css)
     app.scroll_into_view_if_needed()
@@ -231,9 +318,84 @@ def click_through_generate_app(page, shoot) -> None:
     app.locator(".wb-run-button").click()
     until_app(page, css, f"the run with seed {seed}", status=f"^done: 20 of 20 steps · seed {seed}$")
     page.locator(".wb-explorer", has_text=f"seed {seed}").wait_for(timeout=PATIENCE_MS)
+    # The image shown, exported as PNG at its own pixel size.
+    (png,) = export(page, root, css, "image")
+    assert f"seed-{seed}-final" in png.name
+    check_exported([png])
 
 
-def click_second_a(page, shoot) -> None:
+def view_persists_across_a_followed_run(page, shoot, root: Path) -> None:
+    """The explorer following the Generate app keeps its word, resolution and recipe for the next run."""
+    css, ex = ".wb-generate", page.locator(".wb-explorer").first
+    ex.scroll_into_view_if_needed()
+    resolution = dropdown(ex, "resolution")
+    options = [t.strip() for t in resolution.locator("option").all_inner_texts()]
+    assert len(options) >= 2, options
+    resolution.select_option(label=options[1])
+    page.locator(".wb-explorer .js-plotly-plot .gtitle", has_text="a#2").wait_for(timeout=PATIENCE_MS)
+    recipe = dropdown(ex, "recipe").input_value()
+    app = page.locator(css)
+    old = field(app, "seed").input_value()
+    app.get_by_role("button", name="new seed").click()
+    until(page, VALUE_CHANGED, [css, "seed", old], "a new seed in the seed box", css)
+    seed = field(app, "seed").input_value()
+    app.locator(".wb-run-button").click()
+    until_app(page, css, f"the run with seed {seed}", status=f"^done: 20 of 20 steps · seed {seed}$")
+    page.locator(".wb-explorer", has_text=f"seed {seed}").wait_for(timeout=PATIENCE_MS)
+    page.locator(".wb-explorer .js-plotly-plot .gtitle", has_text="a#2").wait_for(timeout=PATIENCE_MS)
+    buttons = page.locator(".wb-explorer .wb-word-strip button")
+    labels = [t.strip() for t in buttons.all_inner_texts()]
+    second = [i for i, t in enumerate(labels) if t == "a"][1]
+    assert "wb-selected" in (buttons.nth(second).get_attribute("class") or "")
+    assert dropdown(ex, "resolution").input_value() == resolution.input_value()
+    assert [t.strip() for t in dropdown(ex, "resolution").locator("option:checked").all_inner_texts()] == [
+        options[1]
+    ]
+    assert dropdown(ex, "recipe").input_value() == recipe
+    shoot(ex, "view-kept")
+
+
+def presets_and_exports(page, shoot, root: Path) -> None:
+    """Every recipe the explorer offers draws; its map, every word's maps and its figure export."""
+    every_preset(page, shoot)
+    paths = []
+    for kind in ("npy", "png", "svg"):
+        paths += export(page, root, ".wb-explorer", kind)
+    assert [p.suffix for p in paths] == [".npy", ".npy", ".png", ".svg"]
+    check_exported(paths)
+
+
+def compare_two_runs(page, shoot, root: Path) -> None:
+    """Tick both runs, Compare: fields, images, filmstrips and maps side by side; export them all."""
+    css = ".wb-browser"
+    browser = page.locator(css)
+    browser.scroll_into_view_if_needed()
+    ticks = browser.locator(".wb-compare-tick input")
+    ticks.nth(0).check()
+    ticks.nth(1).check()
+    browser.locator("button.wb-compare").click()
+    until(
+        page,
+        "(css) => /^comparing 2 runs/.test((document.querySelector(css + ' .wb-status') || {}).innerText || '')",
+        css,
+        "the comparison",
+        css,
+    )
+    until(page, FIGURES_DRAWN, css + " .wb-comparison", "the comparison's figures", css)
+    comparison = browser.locator(".wb-comparison")
+    assert comparison.locator(".js-plotly-plot").count() == 3  # images, filmstrips, shared words' maps
+    assert "Differ: prompt." in comparison.inner_text()  # the two runs are the two word orders
+    problems = figure_problems(page)
+    assert not problems, "the comparison:\n" + "\n".join(problems)
+    shoot(browser, "compared")
+    paths = []
+    for kind in ("npy", "png", "svg", "csv"):
+        paths += export(page, root, css, kind)
+    check_exported(paths)
+    assert sorted({p.suffix for p in paths}) == [".csv", ".npy", ".png", ".svg"]
+
+
+def click_second_a(page, shoot, root: Path) -> None:
     """The prompt has two “a”: clicking the second selects it, and only it."""
     strip = page.locator(".wb-explorer .wb-word-strip").first
     buttons = strip.locator("button")
@@ -282,9 +444,11 @@ def click_through_lab(
     lab.locator(".wb-run-button").click()
     until_app(page, css, f"{value!r} in {label} to be refused", status="^failed", error=message)
     assert lab.locator(".wb-results .js-plotly-plot").count() == 0
+    # refused before any generation: the bar never moved
+    assert page.evaluate(PROGRESS_BELOW, [css, 0.5]), "the refused batch ran"
 
 
-def open_a_run(page, shoot) -> None:
+def open_a_run(page, shoot, root: Path) -> None:
     browser = page.locator(".wb-browser")
     browser.scroll_into_view_if_needed()
     assert browser.locator(".wb-run-row img").count() == 2  # one row per run, with its thumbnail
@@ -302,24 +466,28 @@ def open_a_run(page, shoot) -> None:
 
 
 INTERACTIONS = {
-    "01_quickstart": [click_through_generate_app, click_second_a],
-    "02_attention": [click_second_a],
+    "01_quickstart": [click_through_generate_app, click_second_a, view_persists_across_a_followed_run],
+    "02_attention": [click_second_a, presets_and_exports],
     "03_word_order": [
-        lambda page, shoot: click_through_lab(
+        lambda page, shoot, root: click_through_lab(
             page,
             shoot,
             ".wb-word-order-lab",
             "40",
             55,
-            ("orders", "just one order", "at least two word orders"),
+            (
+                "orders",
+                "a green triangle above a yellow circle\na purple star above a yellow circle",
+                "that is no word order of line 1",
+            ),
         )
     ],
     "04_seeds": [
-        lambda page, shoot: click_through_lab(
+        lambda page, shoot, root: click_through_lab(
             page, shoot, ".wb-seed-lab", "30", 30, ("seeds", "1, two", "got 'two'")
         )
     ],
-    "06_report": [open_a_run],
+    "06_report": [compare_two_runs, open_a_run],
 }
 
 
@@ -341,7 +509,7 @@ def test_notebook_in_jupyterlab(path, lab, chromium, shots):
             _keep(shots / f"{name}-{what}.png")
 
         for act in INTERACTIONS.get(name, []):
-            act(page, shoot)
+            act(page, shoot, lab.root)
             assert not watched.broken, watched.broken
         problems = figure_problems(page)
         assert not problems, f"{name} after the clicks:\n" + "\n".join(problems)
@@ -455,3 +623,102 @@ def test_the_measure_finds_overlaps_cut_text_small_panels_and_blank_figures(tmp_
     assert "cut off" in problems and "a title long enough" in problems
     assert re.search(r"small: “small”.*100×100 px", problems)
     assert "blank: “blank”" in problems
+
+
+JOINT_NOTEBOOK = {
+    "cells": [
+        {
+            "cell_type": "code",
+            "metadata": {},
+            "execution_count": None,
+            "outputs": [],
+            "source": (
+                "import workbench\n"
+                "from workbench.notebook import quiet_loading\n"
+                "from workbench.widgets import AttentionExplorer\n\n"
+                "with quiet_loading():\n"
+                '    pipe = workbench.load_pipeline("toy-dit", device="cpu")\n'
+                'run = workbench.generate(pipe, "a red circle left of a blue square", seed=0, steps=8, progress=False)\n'
+                "AttentionExplorer(run)"
+            ),
+        }
+    ],
+    "metadata": {
+        "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    },
+    "nbformat": 4,
+    "nbformat_minor": 5,
+}
+
+
+def test_explorer_presets_on_a_joint_attention_run(lab, chromium, shots):
+    """On an MM-DiT (toy-dit) run, every recipe the explorer offers draws its map; the UNet recipes are
+    listed as not applying, with why."""
+    import json
+
+    from workbench.toy.dit import weights_available
+
+    if not weights_available():
+        pytest.skip("toy-dit's weights are not in this checkout")
+    (lab.root / "joint.ipynb").write_text(json.dumps(JOINT_NOTEBOOK))
+    watched = Watched(chromium)
+    page = watched.page
+    try:
+        open_notebook(page, lab.url("lab/workspaces/joint/tree/joint.ipynb"))
+        run_all(page)
+        _check(page, watched.broken, "the joint-attention explorer")
+
+        def shoot(locator, what: str) -> None:
+            locator.screenshot(path=str(shots / f"joint-{what}.png"))
+            _keep(shots / f"joint-{what}.png")
+
+        offered = every_preset(page, shoot)
+        assert "dit-word-share" in offered and "daam" not in offered
+        listed = page.locator(".wb-explorer").first.inner_text()
+        assert re.search(r"daam \(.*UNet", listed), listed[:600]
+        assert not watched.broken, watched.broken
+    finally:
+        shut_down_kernel(page)
+        page.close()
+
+
+def test_sweep_report_in_chromium(tmp_path, chromium, tiny_folder, tiny_pipe):
+    """A sweep's report as read: the counts in its header, one labelled contact sheet per settings group,
+    every figure drawn; a table's CSV link and a figure's SVG link download what they say."""
+    import workbench
+    from workbench.report import report
+
+    spec = {
+        "model": str(tiny_folder),
+        "prompts": ["a red circle left of a blue square", "a blue square left of a red circle"],
+        "seeds": [0, 1],
+        "steps": 2,
+        "guidance_scales": [3.0, 5.0],
+    }
+    result = workbench.sweep(spec, out=tmp_path / "sweep", pipe=tiny_pipe, progress=False, log=None)
+    path = report([], tmp_path / "sweep" / "report.html", sweep=result, quiet=True)
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(path.as_uri())
+        page.wait_for_function(ALL_DRAWN, timeout=60_000)
+        assert not errors
+        head = page.locator("p.note").first.inner_text()
+        assert f"sweep {result.sweep_id}: 8 done · 0 failed · 8 planned" in head, head
+        labels = page.locator("h4.sheet-label").all_inner_texts()
+        assert len(labels) == 2 and all("guidance" in t for t in labels), labels
+        for sheet in page.locator("table.contact-sheet").all():
+            assert sheet.locator("img").count() == 4
+        problems = figure_problems(page)
+        assert not problems, "\n".join(problems)
+        with page.expect_download() as csv:
+            page.locator("a.wb-save-csv").first.click()
+        text = Path(csv.value.path()).read_text()
+        assert csv.value.suggested_filename.endswith(".csv") and text.count("\n") >= 2
+        with page.expect_download() as svg:
+            page.locator("a.wb-save-svg").first.click()
+        assert svg.value.suggested_filename.endswith(".svg")
+        assert "<svg" in Path(svg.value.path()).read_text()[:500]
+    finally:
+        page.close()
