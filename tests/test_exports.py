@@ -88,7 +88,9 @@ def test_maps_tables_and_bad_folders(tmp_path):
         assert err.value.field == "folder" and problem in str(err.value)
     with pytest.raises(ExportError) as err:
         write_tables({}, tmp_path, "lab")
-    assert err.value.field == "tables" and str(err.value) == "tables to export: none yet (run something first)"
+    assert (
+        err.value.field == "tables" and str(err.value) == "tables to export: none yet (run something first)"
+    )
     with pytest.raises(ExportError, match="format must be one of"):
         write_figures({"f": go.Figure()}, tmp_path, "x", "pdf")
     with pytest.raises(ValueError, match="one label per map"):
@@ -120,7 +122,7 @@ def test_explorer_exports_its_figure_and_maps(run, tmp_path):
     ex.export.buttons["png"].click()
     assert [p.name.split("-")[1] for p in ex.export.written] == ["map", "by", "by"]
     assert all(Image.open(p).size[0] > 100 for p in ex.export.written)
-    assert f"wrote 3 files" in ex.export.note.value
+    assert "wrote 3 files" in ex.export.note.value
 
 
 def test_an_export_with_nothing_shown_says_so(tmp_path):
@@ -156,6 +158,7 @@ def test_lab_exports_its_tables_as_csv(tiny_pipe, tmp_path):
     lab.export.buttons["csv"].click()
     assert len(lab.export.written) == len(tables)
     for path, (caption, table) in zip(lab.export.written, tables.items()):
+        assert re.sub(r"[^a-z0-9]+", "-", caption.lower()).strip("-")[:40] in path.name
         back = pd.read_csv(path)
         assert list(back.columns) == [str(c) for c in table.columns] and len(back) == len(table)
 
@@ -192,7 +195,10 @@ def test_report_compares_filmstrips_and_saves_figures_and_tables(tiny_pipe, two_
         for j, s in enumerate(steps):
             assert np.array_equal(_typed(traces[k * 3 + j]["z"]), want[s])
     without = report([a, b], tmp_path / "w.html", quiet=True).read_text()
-    assert not re.search(r"newPlot\(\s*\"compare-strips\"", without) and "decoding the steps needs the runs" in without
+    assert (
+        not re.search(r"newPlot\(\s*\"compare-strips\"", without)
+        and "decoding the steps needs the runs" in without
+    )
     # every figure has its save links, every table its CSV
     figures = re.findall(r'Plotly\.newPlot\(\s*"([^"]+)"', page)
     for div in figures:
@@ -218,9 +224,11 @@ def test_browser_compares_filmstrips_and_exports_the_comparison(tiny_pipe, two_r
     browser.export.folder.value = str(tmp_path / "out")
     browser.export.buttons["npy"].click()
     one, two = browser.export.written
-    for path, run in zip((one, two), (a, b)):
+    for path in (one, two):
         labels = json.loads(path.with_suffix(".json").read_text())["labels"]
         assert len(labels) == np.load(path).shape[0] == 6
+    # run 1's maps are its first six words' maps, as the figure draws them (one scale: not renormalised)
+    np.testing.assert_allclose(np.load(one), analysis.word_maps(a).maps[:6].numpy(), rtol=1e-6)
     browser.export.buttons["svg"].click()
     assert [p.name.split("-")[1] for p in browser.export.written] == ["images", "filmstrips", "maps"]
     browser.export.buttons["csv"].click()
