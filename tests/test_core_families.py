@@ -5,7 +5,7 @@ reference softmax computed here from the module's own weights (norms and rotary 
 import numpy as np
 import pytest
 import torch
-from tiny_families import build_flux_folder, build_sd3_folder, build_sdxl_folder
+from tiny_families import build_flux_folder, build_pixart_sigma_folder, build_sd3_folder, build_sdxl_folder
 
 from workbench import RecordingPolicy, Request, generate, load_pipeline, record
 from workbench.analysis import word_maps
@@ -18,7 +18,13 @@ FAMILIES = {
     "sdxl": (build_sdxl_folder, 64, 96, {}),
     "sd3": (build_sd3_folder, 32, 48, {}),
     "flux": (build_flux_folder, 32, 48, {"true_cfg_scale": 2.0}),
+    "pixart-sigma": (build_pixart_sigma_folder, 32, 48, {}),
 }
+CROSS = {"sdxl", "pixart-sigma"}  # cross-attention: the keys are the text alone
+# what a direct pipeline call needs here (PixArt's default resolution binning knows only real sizes)
+DIRECT = {"pixart-sigma": {"use_resolution_binning": False}}
+OLD_CALLBACK = {"pixart-sigma"}  # callback(step, t, latents), no callback_on_step_end
+TEXT_ENCODER = {"sdxl": "CLIP", "sd3": "CLIP", "flux": "T5", "pixart-sigma": "T5"}  # the first one cut
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -106,10 +112,15 @@ def _joint_reference(attn, inputs, text_first, text_len=None):
 
 
 def _cross_reference(attn, inputs):
-    """softmax(QKᵀ/√d) of a UNet cross-attention layer from its own to_q/to_k: (B, H, N, T)."""
+    """softmax(QKᵀ/√d + mask) of a cross-attention layer from its own to_q/to_k and the additive mask it
+    was given on the text keys (PixArt's T5 padding; none on a UNet): (B, H, N, T)."""
     hs, ehs = inputs["hidden_states"], inputs["encoder_hidden_states"]
     q, k = _split_heads(attn.to_q(hs), attn.heads), _split_heads(attn.to_k(ehs), attn.heads)
-    return torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1)
+    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    mask = inputs.get("attention_mask")
+    if mask is not None:  # (B, 1, T): one bias per text key, the same for every head and query
+        scores = scores + mask[:, None]
+    return torch.softmax(scores, dim=-1)
 
 
 def test_every_probability_equals_a_reference_softmax(family):
@@ -148,7 +159,7 @@ def test_every_probability_equals_a_reference_softmax(family):
                 else:
                     full = (
                         _cross_reference(attn, inputs[step])
-                        if name == "sdxl"
+                        if name in CROSS
                         else _joint_reference(attn, inputs[step], False)
                     )  # batch [uncond | cond]
                     ref = {"uncond": full[0], "cond": full[1]}
@@ -196,8 +207,14 @@ def test_text_tables_per_encoder(family):
             assert part.drop_duplicates("word_index").word.tolist() == PROMPT.split()
         t5 = table[table.encoder == "T5"]
         assert (t5.kind == "pad").sum() > 0 and t5.position.min() == 16
-    elif name == "flux":
+    elif name in ("flux", "pixart-sigma"):
         assert set(table.encoder) == {"T5"} and table.kind.iloc[len(PROMPT.split())] == "eos"
+        words = table[table.kind == "word"]
+        assert words.drop_duplicates("word_index").word.tolist() == PROMPT.split()
+        if name == "pixart-sigma":  # padding to 300 positions, masked out of the keys
+            assert len(table) == 300 and (table.kind == "pad").sum() == 300 - len(PROMPT.split()) - 1
+            probs = next(iter(run.attention.probs.values()))
+            assert probs[..., table.kind.to_numpy() == "pad"].abs().max() < 1e-6
     else:
         assert table.kind.iloc[0] == "bos"
 
@@ -205,8 +222,8 @@ def test_text_tables_per_encoder(family):
 def test_cut_warning_names_the_encoder(family):
     name, pipe, req = family
     long = " ".join(["a red circle left of a blue square"] * 6)
-    encoder = {"sdxl": "CLIP", "sd3": "CLIP", "flux": "T5"}[name]
-    extra = {} if name == "sdxl" else {"max_sequence_length": 32}
+    encoder = TEXT_ENCODER[name]
+    extra = ({} if name == "sdxl" else {"max_sequence_length": 32}) | DIRECT.get(name, {})
     with pytest.warns(UserWarning, match=f"{encoder} text encoder's limit"):
         with record(pipe, progress=False):
             pipe(long, num_inference_steps=1, height=req.height, width=req.width, **extra)
@@ -222,7 +239,18 @@ def test_observers_removed_after_an_error(family):
 
     with pytest.raises(RuntimeError, match="stop here"):
         with record(pipe, RecordingPolicy(heads="all"), progress=False):
-            pipe(PROMPT, num_inference_steps=2, height=req.height, width=req.width, callback_on_step_end=boom)
+            pipe(
+                PROMPT,
+                num_inference_steps=2,
+                height=req.height,
+                width=req.width,
+                **(
+                    {"callback": lambda step, t, latents: boom(pipe, step, t, {})}
+                    if name in OLD_CALLBACK
+                    else {"callback_on_step_end": boom}
+                ),
+                **DIRECT.get(name, {}),
+            )
     for n, m in denoiser.named_modules():
         if hasattr(m, "processor"):
             assert m.processor is before[n], n
@@ -319,7 +347,11 @@ def test_processors_untouched_and_every_argument_reaches_them(family):
                 height=req.height,
                 width=req.width,
                 generator=torch.Generator().manual_seed(req.seed),
-                callback_on_step_end=check,
+                **(
+                    {"callback": lambda step, t, latents: check(pipe, step, t, {})}
+                    if name in OLD_CALLBACK
+                    else {"callback_on_step_end": check}
+                ),
                 **adapter.call_arguments(req),
             )
     finally:
@@ -341,7 +373,7 @@ def test_renormalised_over_text_is_a_softmax_over_text_alone(family):
     share = text_share(run.attention)[layer]
     renorm = over_text(run).attention.probs[layer]
     assert torch.allclose(renorm.sum(-1), torch.ones_like(share), atol=1e-5)
-    if name == "sdxl":  # cross-attention: the keys are all text already
+    if name in CROSS:  # cross-attention: the keys are all text already
         assert torch.allclose(share, torch.ones_like(share), atol=1e-5)
         assert torch.allclose(renorm, run.attention.probs[layer], atol=1e-6)
         return
@@ -377,7 +409,7 @@ def test_every_preset_gives_maps_or_a_clear_refusal(family, preset):
     name, pipe, req = family
     run = generate(pipe, req, steps=2, policy=RecordingPolicy(heads="all"), progress=False)
     unet_only, dit_only = preset in ("daam", "p2p"), preset == "dit-word-share"
-    refused = (unet_only and name != "sdxl") or (dit_only and name == "sdxl")
+    refused = (unet_only and name != "sdxl") or (dit_only and name == "sdxl")  # PixArt: a transformer
     if refused:
         with pytest.raises(ValueError, match="layers|UNet|joint|transformer"):
             word_maps(run, preset)
@@ -386,3 +418,24 @@ def test_every_preset_gives_maps_or_a_clear_refusal(family, preset):
     assert maps.maps.shape[-2:] == (req.height, req.width) and torch.isfinite(maps.maps).all()
     assert maps.maps.flatten(1).std(dim=0).mean() > 0
     assert len(token_maps(run, preset).positions) == len(run.tokens[run.tokens.kind != "cut"])
+
+
+def test_cancel_keeps_the_steps_done_on_every_family(family):
+    """Cancel ends the call after the current step, whether the pipeline has ``interrupt`` or not
+    (PixArt-Σ's loop has none: the next denoiser call is stopped instead); the steps done are kept."""
+    import threading
+
+    name, pipe, req = family
+    cancel = threading.Event()
+
+    def on_step(step, x0, latent):
+        if step == 1:
+            cancel.set()
+
+    with pytest.warns(UserWarning, match="stopped after 2 of 4 steps"):
+        run = generate(pipe, req.replace(steps=4), cancel=cancel, on_step=on_step, progress=False)
+    assert not run.complete and run.steps_done == 2 and run.image is None
+    assert next(iter(run.attention.probs.values())).shape[0] == 2
+    for m in adapter_for(pipe).denoiser.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+    assert generate(pipe, req.replace(steps=1), progress=False).complete

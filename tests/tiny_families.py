@@ -218,6 +218,44 @@ def build_flux_folder(root: Path) -> Path:
     return _save(pipe, root / "flux")
 
 
+def build_pixart_sigma_folder(root: Path) -> Path:
+    """Save a tiny PixArtSigmaPipeline (random weights, fixed seeds) under ``root / "pixart-sigma"``.
+
+    Transformer: 2 blocks of 2 heads x 16 channels, patch 2, ``ada_norm_single``, learned sigma (8 output
+    channels for 4 latent ones), cross-attention ``attn2`` over T5 states (``caption_channels`` wide,
+    padding masked). VAE: 4 latent channels, SD's scaling factor. Scheduler: DPM-Solver++ as PixArt-Σ.
+    Sizes are multiples of 8 (``vae_scale_factor * patch_size`` = 4 on this VAE); 32 x 48 gives 8 x 12
+    image tokens.
+    """
+    from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
+
+    tok = _t5_tokenizer(root / "_pixart_tokenizer")
+    torch.manual_seed(0)
+    transformer = PixArtTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        out_channels=8,
+        num_layers=2,
+        cross_attention_dim=32,
+        sample_size=16,
+        patch_size=2,
+        caption_channels=T5_HIDDEN,
+        interpolation_scale=1,
+        use_additional_conditions=False,
+    )
+    _sharpen_attention(transformer)
+    vae = _vae(latent_channels=4, scaling_factor=0.13025, shift_factor=None, quant_conv=True, seed=1)
+    text = _t5_encoder(tok, seed=4)
+    scheduler = DPMSolverMultistepScheduler(
+        num_train_timesteps=1000, beta_schedule="linear", beta_start=0.0001, beta_end=0.02
+    )
+    pipe = PixArtSigmaPipeline(
+        tokenizer=tok, text_encoder=text, vae=vae, transformer=transformer, scheduler=scheduler
+    )
+    return _save(pipe, root / "pixart-sigma")
+
+
 def build_t5_tokenizer(folder: Path, max_length: int = T5_MAX_LENGTH) -> Path:
     """Save a T5-style Unigram tokenizer (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2) that T5TokenizerFast loads.
 

@@ -117,6 +117,10 @@ class StableDiffusionAdapter:
         """(batch, C, h, w) -> the latent as the loop holds it."""
         return latents
 
+    def prediction(self, output: torch.Tensor) -> torch.Tensor:
+        """The denoiser's (guided) output as the pipeline hands it to its scheduler."""
+        return output
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(n, C, h, w) latents -> (n, 3, H, W) images in [-1, 1], as the pipeline decodes."""
         vae = self.pipe.vae
@@ -395,11 +399,110 @@ class FluxAdapter(JointAdapter):
         return args
 
 
+class CrossDiTAdapter(StableDiffusionAdapter):
+    """What cross-attention DiTs share (PixArt-Σ, Sana): a transformer whose blocks' ``attn2`` read the
+    text states as keys (no joint sequence, so no text queries), on one patch grid; the text encoder's
+    padding is masked out of those keys by an additive ``encoder_attention_mask``, which the recorded
+    probabilities include (padding positions get ~0). CFG is one batch [unconditional | conditional]."""
+
+    text_name = "T5"  # the token table's encoder name
+    default_text_length = 300  # the pipeline's own ``max_sequence_length`` default
+    conditioning = ((0, "encoder_hidden_states"), (1, "encoder_attention_mask"))
+    one_clip_encoder = False
+
+    @property
+    def denoiser(self):
+        return self.pipe.transformer
+
+    @property
+    def patch(self) -> int:
+        return int(getattr(self.denoiser.config, "patch_size", 1) or 1)
+
+    @property
+    def size_multiple(self) -> int:
+        return math.lcm(8, self.vae_scale_factor * self.patch)
+
+    @property
+    def text_limit(self) -> int:
+        return self.default_text_length
+
+    def layers(self) -> list[CrossAttentionLayer]:
+        t = self.denoiser
+        if t not in _LAYERS:
+            halvings = int(math.log2(self.patch))
+            _LAYERS[t] = [
+                CrossAttentionLayer(
+                    name=f"transformer_blocks.{i}.attn2", heads=int(b.attn2.heads), factor=halvings
+                )
+                for i, b in enumerate(t.transformer_blocks)
+            ]
+        return _LAYERS[t]
+
+    def uses_guidance(self, guidance_scale: float) -> bool:
+        return guidance_scale > 1
+
+    def call_arguments(self, request) -> dict:
+        # the pipeline's own default negative prompt is "" (None fails in its text preprocessing)
+        negative = "" if request.negative_prompt is None else request.negative_prompt
+        return {"guidance_scale": request.guidance_scale, "negative_prompt": negative}
+
+    def prompts_of(self, bound: dict, call: int) -> tuple[object, object] | None:
+        found = super().prompts_of(bound, call)
+        if found is None:
+            return None
+        prompt, negative = found
+        return prompt, (None if negative == "" else negative)  # "" is the pipeline's "no negative prompt"
+
+    def prediction(self, output: torch.Tensor) -> torch.Tensor:
+        # a learned-sigma transformer (twice the latent channels out): the pipeline keeps the first half
+        learned_sigma = int(self.denoiser.config.out_channels) == 2 * self.latent_channels
+        return output.chunk(2, dim=1)[0] if learned_sigma else output
+
+    def text_lengths(self, bound: dict) -> dict[str, int]:
+        return {self.text_name: int(bound.get("max_sequence_length") or self.default_text_length)}
+
+    def _text_table(self, text: str, length: int) -> pd.DataFrame:
+        return sentencepiece_table(self.pipe.tokenizer, text, length)
+
+    def token_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
+        return joined_table([(self.text_name, self._text_table(text, lengths[self.text_name]))])
+
+    def cut_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        length = lengths[self.text_name]
+        message = cut_message(self._text_table(text, length), length, self.text_name)
+        return [message] if message else []
+
+    def unknown_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        table = self._text_table(text, lengths[self.text_name])
+        message = unknown_message(table, self.pipe.tokenizer)
+        return [message] if message else []
+
+
+class PixArtSigmaAdapter(CrossDiTAdapter):
+    """PixArt-Σ: ``transformer_blocks.N.attn2`` cross-attention over T5 (300 positions, padding masked).
+
+    The call is made at the requested size (``use_resolution_binning=False``: the stock default snaps
+    the size to an aspect-ratio bin and resizes the image back) with the prompt as typed
+    (``clean_caption=False``), so the token table is the prompt the encoder saw.
+    """
+
+    family = "PixArt-Σ"
+    family_guidance = 4.5
+
+    def call_arguments(self, request) -> dict:
+        return {
+            **super().call_arguments(request),
+            "use_resolution_binning": False,
+            "clean_caption": False,
+        }
+
+
 ADAPTERS = {
     "StableDiffusionPipeline": StableDiffusionAdapter,
     "StableDiffusionXLPipeline": StableDiffusionXLAdapter,
     "StableDiffusion3Pipeline": StableDiffusion3Adapter,
     "FluxPipeline": FluxAdapter,
+    "PixArtSigmaPipeline": PixArtSigmaAdapter,
 }
 
 

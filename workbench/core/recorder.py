@@ -173,6 +173,8 @@ class Recording:
         self.denoiser_calls = 0  # denoiser calls in the step under way
         self.negative_calls = 0  # the most extra denoiser calls a step made (a separate negative branch)
         self.text_len = 0
+        self.denoiser_batch: int | None = None  # rows of the first denoiser call (2 × images under CFG)
+        self.stopping = False  # Cancel or a failure asked the call to end after the current step
         self.noise: torch.Tensor | None = None  # (batch, C, h, w) as drawn, before init_noise_sigma
         self.seeds: list[int | None] = []
         self.noise_kind = "seed"
@@ -365,6 +367,8 @@ class Recording:
 
     def _forward(self, module, args, kwargs) -> None:
         self._wait_if_foreign()
+        if self.stopping and not hasattr(type(self.pipe), "interrupt"):
+            raise StepsStopped(f"stopped after {self.steps_done} steps")
         self.denoiser_calls += 1
         if self.sink is not None:
             self.sink.call = self.denoiser_calls - 1
@@ -377,6 +381,8 @@ class Recording:
             raise RuntimeError("recording needs the pipeline to prepare its latents before denoising")
         context = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
         self.text_len = int(context.shape[1]) if context is not None else adapter.text_limit
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        self.denoiser_batch = int(hidden.shape[0]) if isinstance(hidden, torch.Tensor) else None
         latent_hw = tuple(self.noise.shape[-2:])
         batch = self.noise.shape[0]
         layers = adapter.layers()
@@ -404,9 +410,20 @@ class Recording:
             total=self.total_steps, desc="denoising", unit="step", disable=not self.progress, leave=False
         )
 
+    def _stop(self) -> None:
+        """End the call after this step: through the pipeline's own ``interrupt`` where it has one; else
+        the next denoiser call raises ``StepsStopped``, which ``record`` takes as the call's end."""
+        self.pipe._interrupt = True
+        self.stopping = True
+
     def _guided(self) -> bool:
         guided = getattr(self.pipe, "do_classifier_free_guidance", None)
-        return bool(guided) if guided is not None else self.adapter.uses_guidance(self._guidance())
+        if guided is not None:
+            return bool(guided)
+        if not self.adapter.separate_negative and self.denoiser_batch is not None:
+            # a pipeline that keeps its CFG flag local (PixArt): the batch says it, [uncond | cond]
+            return self.denoiser_batch == 2 * self.noise.shape[0]
+        return self.adapter.uses_guidance(self._guidance())
 
     def _guidance(self) -> float:
         return float(getattr(self.pipe, "guidance_scale", 1.0))
@@ -440,11 +457,11 @@ class Recording:
             torch.isfinite(self.latents[-1]).all() and torch.isfinite(self.x0[-1]).all()
         ):
             self.failure = f"the latents turned non-finite (NaN or inf) at step {self.steps_done - 1}"
-            self.pipe._interrupt = True  # nothing after this step means anything
+            self._stop()  # nothing after this step means anything
         if self.on_step is not None:
             self.on_step(self.steps_done - 1, self.x0[-1], self.latents[-1])
         if self.cancel is not None and self.cancel.is_set():
-            self.pipe._interrupt = True  # the stock loop skips the remaining steps
+            self._stop()  # the stock loop skips the remaining steps
 
     # ------------------------------------------------------------ the runs
 
@@ -542,6 +559,11 @@ class Recording:
         ]
 
 
+class StepsStopped(Exception):
+    """Raised into a pipeline that has no ``interrupt`` (PixArt) to end its loop after a step; the
+    recording takes it as the call's end and keeps the steps done."""
+
+
 def _on_stack(frame) -> bool:
     """Whether ``frame`` is still running in this thread (one of the callers of this function)."""
     here = sys._getframe(1)
@@ -618,6 +640,8 @@ def record(
             yield rec
         except KeyboardInterrupt:
             raise  # the steps done are kept (below)
+        except StepsStopped:
+            pass  # a pipeline without ``interrupt`` ended by Cancel or a failure: the steps done are kept
         except BaseException:
             failed = True
             raise

@@ -155,6 +155,7 @@ class StepModel:
             out = self.fixed + self.guidance * (out - self.fixed)
         elif self.true_cfg:
             out = self.fixed + float(self.run.config.request.true_cfg_scale) * (out - self.fixed)
+        out = self.adapter.prediction(out)  # what the pipeline hands its scheduler (PixArt: sigma dropped)
         scheduler = copy.deepcopy(self.scheduler)
         sample = self.sample.expand(b, *self.sample.shape[1:])
         result = scheduler.step(out, self.t, sample, return_dict=True)
