@@ -5,7 +5,13 @@ reference softmax computed here from the module's own weights (norms and rotary 
 import numpy as np
 import pytest
 import torch
-from tiny_families import build_flux_folder, build_pixart_sigma_folder, build_sd3_folder, build_sdxl_folder
+from tiny_families import (
+    build_chroma_folder,
+    build_flux_folder,
+    build_pixart_sigma_folder,
+    build_sd3_folder,
+    build_sdxl_folder,
+)
 
 from workbench import RecordingPolicy, Request, generate, load_pipeline, record
 from workbench.analysis import word_maps
@@ -19,12 +25,20 @@ FAMILIES = {
     "sd3": (build_sd3_folder, 32, 48, {}),
     "flux": (build_flux_folder, 32, 48, {"true_cfg_scale": 2.0}),
     "pixart-sigma": (build_pixart_sigma_folder, 32, 48, {}),
+    "chroma": (build_chroma_folder, 32, 48, {}),
 }
+SEPARATE = {"flux", "chroma"}  # the negative branch is a second transformer call per step
 CROSS = {"sdxl", "pixart-sigma"}  # cross-attention: the keys are the text alone
 # what a direct pipeline call needs here (PixArt's default resolution binning knows only real sizes)
 DIRECT = {"pixart-sigma": {"use_resolution_binning": False}}
 OLD_CALLBACK = {"pixart-sigma"}  # callback(step, t, latents), no callback_on_step_end
-TEXT_ENCODER = {"sdxl": "CLIP", "sd3": "CLIP", "flux": "T5", "pixart-sigma": "T5"}  # the first one cut
+TEXT_ENCODER = {
+    "sdxl": "CLIP",
+    "sd3": "CLIP",
+    "flux": "T5",
+    "pixart-sigma": "T5",
+    "chroma": "T5",
+}  # the first one cut
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -106,7 +120,11 @@ def _joint_reference(attn, inputs, text_first, text_len=None):
         k = torch.cat([tk, k] if text_first else [k, tk], dim=2)
     if rope is not None:
         q, k = _rotate(q, rope), _rotate(k, rope)
-    p = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)  # (B, H, S, S)
+    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5  # (B, H, S, S)
+    mask = inputs.get("attention_mask")  # Chroma: a float 0/1 mask, which the kernel adds
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    p = torch.softmax(scores, dim=-1)
     n = q.shape[2] - text_len
     return p[:, :, text_len:, :text_len] if text_first else p[:, :, :n, n:]
 
@@ -143,16 +161,23 @@ def test_every_probability_equals_a_reference_softmax(family):
         if layer.startswith("single_"):
             block = denoiser.get_submodule(layer.removesuffix(".attn"))
 
-            def text_of(module, args, kwargs, layer=layer):
-                block_text[layer].append(kwargs["encoder_hidden_states"].shape[1])
+            def text_of(module, args, kwargs, layer=layer):  # Chroma's single blocks get no text: the call's
+                text = kwargs.get("encoder_hidden_states")
+                block_text[layer].append(text.shape[1] if text is not None else call_text[-1])
 
             hooks.append((block, text_of))
+    call_text: list[int] = []
+
+    def call_of(module, args, kwargs):
+        call_text.append(kwargs["encoder_hidden_states"].shape[1])
+
+    hooks.append((denoiser, call_of))
     with torch.no_grad():
         _stock(pipe, req, hooks=hooks)
         for layer, inputs in calls.items():
             attn = denoiser.get_submodule(layer)
             for step in range(req.steps):
-                if name == "flux":  # the negative branch is a second call per step
+                if name in SEPARATE:  # the negative branch is a second call per step
                     refs = {"cond": inputs[2 * step], "uncond": inputs[2 * step + 1]}
                     texts = block_text[layer][2 * step : 2 * step + 2] if block_text[layer] else [None, None]
                     ref = {b: _joint_reference(attn, x, True, t)[0] for (b, x), t in zip(refs.items(), texts)}
@@ -207,7 +232,7 @@ def test_text_tables_per_encoder(family):
             assert part.drop_duplicates("word_index").word.tolist() == PROMPT.split()
         t5 = table[table.encoder == "T5"]
         assert (t5.kind == "pad").sum() > 0 and t5.position.min() == 16
-    elif name in ("flux", "pixart-sigma"):
+    elif name in ("flux", "pixart-sigma", "chroma"):
         assert set(table.encoder) == {"T5"} and table.kind.iloc[len(PROMPT.split())] == "eos"
         words = table[table.kind == "word"]
         assert words.drop_duplicates("word_index").word.tolist() == PROMPT.split()
@@ -359,7 +384,7 @@ def test_processors_untouched_and_every_argument_reaches_them(family):
             m.processor = stock[n]
     assert during and all(during)  # the installed processors were never swapped out
     assert recorded == plain and any("encoder_hidden_states" in a for a in recorded)
-    if name == "flux":
+    if name in SEPARATE:
         assert all("image_rotary_emb" in a for a in recorded)
 
 
@@ -391,13 +416,18 @@ def test_renormalised_over_text_is_a_softmax_over_text_alone(family):
         h = attn.heads
         q = attn.norm_q(_split_heads(attn.to_q(x["hidden_states"]), h))
         tk = attn.norm_added_k(_split_heads(attn.add_k_proj(x["encoder_hidden_states"]), h))
-        if name == "flux":
+        if name in SEPARATE:
             k_img = attn.norm_k(_split_heads(attn.to_k(x["hidden_states"]), h))
             tq = attn.norm_added_q(_split_heads(attn.add_q_proj(x["encoder_hidden_states"]), h))
             t = tk.shape[2]
             q = _rotate(torch.cat([tq, q], dim=2), x["image_rotary_emb"])[:, :, t:]
             tk = _rotate(torch.cat([tk, k_img], dim=2), x["image_rotary_emb"])[:, :, :t]
-        ref = torch.softmax(q @ tk.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)  # (B, H, N, T)
+        scores = q @ tk.transpose(-1, -2) / q.shape[-1] ** 0.5  # (B, H, N, T)
+        mask = x.get("attention_mask")  # Chroma's padding mask, added to the scores: its text columns
+        if mask is not None:
+            t = tk.shape[2]
+            scores = scores + mask[:, :, t:, :t]
+        ref = torch.softmax(scores, dim=-1)
     cond = ref[-1]  # the conditional row of the batch
     assert (renorm[0] - cond).abs().max().item() <= 1e-5
 

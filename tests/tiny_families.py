@@ -256,6 +256,52 @@ def build_pixart_sigma_folder(root: Path) -> Path:
     return _save(pipe, root / "pixart-sigma")
 
 
+def build_chroma_folder(root: Path) -> Path:
+    """Save a tiny ChromaPipeline (Chroma1-HD-like, random weights, fixed seeds) under ``root / "chroma"``.
+
+    Transformer: Flux.1's layout without CLIP or embedded guidance: 1 dual-stream and 2 single-stream
+    blocks of 2 heads x 16 channels, rotary axes (4, 6, 6), a 2-layer distilled-guidance approximator.
+    Text: T5 alone, padded to ``max_sequence_length`` with padding past the first pad masked (the
+    pipeline's float mask). VAE and packing as Flux's; sizes multiples of 4 here.
+    """
+    from diffusers import ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+
+    tok_t5 = _t5_tokenizer(root / "_chroma_tokenizers" / "t5")
+    torch.manual_seed(0)
+    transformer = ChromaTransformer2DModel(
+        patch_size=1,
+        in_channels=64,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=T5_HIDDEN,
+        axes_dims_rope=(4, 6, 6),
+        approximator_num_channels=16,
+        approximator_hidden_dim=32,
+        approximator_layers=2,
+    )
+    _sharpen_attention(transformer)
+    vae = _vae(latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159, quant_conv=False, seed=1)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+    pipe = ChromaPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=_t5_encoder(tok_t5, seed=4),
+        tokenizer=tok_t5,
+        transformer=transformer,
+    )
+    return _save(pipe, root / "chroma")
+
+
 def build_t5_tokenizer(folder: Path, max_length: int = T5_MAX_LENGTH) -> Path:
     """Save a T5-style Unigram tokenizer (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2) that T5TokenizerFast loads.
 

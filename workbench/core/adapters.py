@@ -40,6 +40,7 @@ class StableDiffusionAdapter:
 
     family = "Stable Diffusion 1.x/2.x"
     separate_negative = False  # the negative branch is the first half of one batch
+    true_cfg = False  # a separate negative call scaled by ``true_cfg_scale`` (Flux.1), not by guidance_scale
     family_guidance = 7.5  # the stock pipeline's own default guidance_scale
     one_clip_encoder = True  # the text is one CLIP encoder's output from token ids (word occlusion works)
     # where ``encode_prompt``'s outputs reach the denoiser: (output index, keyword[.key]) of the
@@ -170,6 +171,11 @@ class StableDiffusionAdapter:
         )
         return [message] if message else []
 
+    def second_call(self, request) -> float | None:
+        """The scale of the negative branch where it runs as a second denoiser call per step for
+        ``request`` (None: no second call; the negative branch, if any, is half of one batch)."""
+        return None
+
     def call_arguments(self, request) -> dict:
         """The pipeline-call keywords for a request's guidance (beyond prompt, steps, size, generator)."""
         return {"guidance_scale": request.guidance_scale, "negative_prompt": request.negative_prompt}
@@ -251,9 +257,17 @@ class JointAdapter(StableDiffusionAdapter):
     def _single_block(self, name: str):
         return None
 
+    @property
+    def t5_tokenizer(self):
+        """SD3's ``tokenizer_3``, Flux.1's ``tokenizer_2``, a T5-only pipeline's ``tokenizer``."""
+        for name in ("tokenizer_3", "tokenizer_2", "tokenizer"):
+            tok = getattr(self.pipe, name, None)
+            if tok is not None:
+                return tok
+        raise AttributeError(f"{type(self.pipe).__name__} has no tokenizer")
+
     def _t5_table(self, text: str, length: int, spans=None) -> pd.DataFrame:
-        tok = self.pipe.tokenizer_3 if hasattr(self.pipe, "tokenizer_3") else self.pipe.tokenizer_2
-        return sentencepiece_table(tok, text, length, word_spans=spans)
+        return sentencepiece_table(self.t5_tokenizer, text, length, word_spans=spans)
 
 
 class StableDiffusion3Adapter(JointAdapter):
@@ -318,6 +332,7 @@ class FluxAdapter(JointAdapter):
     text_first = True
     rotary = True
     separate_negative = True
+    true_cfg = True
     packing = 2
 
     @property
@@ -383,11 +398,15 @@ class FluxAdapter(JointAdapter):
         return [message] if message else []
 
     def unknown_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
-        message = unknown_message(self._t5_table(text, lengths["T5"]), self.pipe.tokenizer_2)
+        message = unknown_message(self._t5_table(text, lengths["T5"]), self.t5_tokenizer)
         return [message] if message else []
 
     def uses_guidance(self, guidance_scale: float) -> bool:
         return False  # embedded guidance: no negative batch (true CFG is a second call, see above)
+
+    def second_call(self, request) -> float | None:
+        on = request.negative_prompt is not None and (request.true_cfg_scale or 1.0) > 1
+        return float(request.true_cfg_scale) if on else None
 
     def call_arguments(self, request) -> dict:
         args = {"guidance_scale": request.guidance_scale}
@@ -497,12 +516,51 @@ class PixArtSigmaAdapter(CrossDiTAdapter):
         }
 
 
+class ChromaAdapter(FluxAdapter):
+    """Chroma: Flux.1's attention (dual- and single-stream blocks, [text | image], rotary) over T5 alone,
+    with real CFG as a second transformer call per step (``guidance_scale > 1``, conditional call first).
+
+    The pipeline masks T5 padding past the first pad with a float 0/1 mask that the attention kernel
+    adds to the scores (so "masked" pads are down-weighted by e⁻¹, not dropped): the recorded
+    probabilities are the ones that kernel computed, pads included. Single-stream blocks get no
+    ``encoder_hidden_states``; their text length is the call's T5 length.
+    """
+
+    family = "Chroma"
+    family_guidance = 5.0
+    conditioning = ((0, "encoder_hidden_states"),)
+    true_cfg = False
+
+    def _single_block(self, name: str):
+        return None  # the text length comes from the call (the sink's token count)
+
+    def uses_guidance(self, guidance_scale: float) -> bool:
+        return guidance_scale > 1
+
+    def second_call(self, request) -> float | None:
+        return float(request.guidance_scale) if request.guidance_scale > 1 else None
+
+    def call_arguments(self, request) -> dict:
+        args = {"guidance_scale": request.guidance_scale, "negative_prompt": request.negative_prompt}
+        length = _MODEL_DEFAULTS.get(self.pipe, {}).get("max_sequence_length")
+        if length:
+            args["max_sequence_length"] = int(length)
+        return args
+
+    def prompts_of(self, bound: dict, call: int):
+        if call != 0:
+            return None
+        negative = bound.get("negative_prompt")
+        return bound.get("prompt"), (None if negative == "" else negative)
+
+
 ADAPTERS = {
     "StableDiffusionPipeline": StableDiffusionAdapter,
     "StableDiffusionXLPipeline": StableDiffusionXLAdapter,
     "StableDiffusion3Pipeline": StableDiffusion3Adapter,
     "FluxPipeline": FluxAdapter,
     "PixArtSigmaPipeline": PixArtSigmaAdapter,
+    "ChromaPipeline": ChromaAdapter,
 }
 
 

@@ -99,6 +99,7 @@ class AttentionSink:
         self.kept = policy.kept_steps(total_steps)
         self.row_of = {s: i for i, s in enumerate(self.kept)}
         self.batch = batch
+        self.tokens = tokens  # text key positions of the call (a single-stream block's text length)
         self.step = 0  # the denoising step the denoiser is working on
         self.call = 0  # which denoiser call of this step (a negative branch may run as a second call)
         self.separate_negative = False  # True where the negative branch is a second call, not a batch half

@@ -115,6 +115,8 @@ class JointObserver:
             q, k = torch.cat(pair[0], dim=1), torch.cat(pair[1], dim=1)
         elif self.text_len is not None:  # single stream: [text | image] concatenated by the block
             text_len = self.text_len
+        elif getattr(self.sink, "tokens", None):  # single stream, no text given to the block: the call's
+            text_len = int(self.sink.tokens)
         else:
             raise RuntimeError(f"cannot tell the text tokens of {self.name}: it has no text stream")
         if self.rotary and self.rotary_emb is not None:
@@ -138,9 +140,13 @@ class JointObserver:
         for h in range(0, self.heads, HEAD_CHUNK):
             hs = slice(h, min(h + HEAD_CHUNK, self.heads))
             scores = torch.einsum("bnhd,bshd->bhns", q_image[:, :, hs], k[:, :, hs]) * scale  # (B, h, N, S)
-            if self.mask is not None:  # the additive mask the processor got (an edit), on the image rows
+            if self.mask is not None:  # the mask the processor got (an edit; Chroma's padding), image rows
                 m = self.mask[:, hs] if self.mask.shape[1] > 1 else self.mask
-                scores = scores + m[:, :, first_image : first_image + n_image].float()
+                m = m[:, :, first_image : first_image + n_image]
+                if m.dtype == torch.bool:  # kept where True, as the attention kernel reads a boolean mask
+                    scores = scores.masked_fill(~m, float("-inf"))
+                else:  # a float mask is added to the scores
+                    scores = scores + m.float()
             p = scores.softmax(dim=-1)[..., text]  # (B, h, N, T)
             parts.append(p.sum(dim=1, keepdim=True) if mean else p)
         if mean:

@@ -543,7 +543,7 @@ class Recording:
             return list(asked)
         steps = int(getattr(self.scheduler, "num_inference_steps", None) or self.total_steps or 1)
         height, width = self.size
-        true_cfg = None if self.negative_calls and self.adapter.separate_negative else 1.0
+        true_cfg = None if self.negative_calls and self.adapter.true_cfg else 1.0
         return [
             Request(
                 prompt=prompts[i],

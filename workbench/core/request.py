@@ -204,7 +204,7 @@ class Request:
         larger side at most ``size_limit`` times the model's native size (far larger images take
         minutes per step and tens of GB, and models make poor images there anyway).
         """
-        if self.true_cfg_scale not in (None, 1.0) and not adapter.separate_negative:
+        if self.true_cfg_scale not in (None, 1.0) and not adapter.true_cfg:
             raise RequestError(
                 "true_cfg_scale",
                 f"applies to Flux pipelines only; {adapter.family} guides with guidance_scale",
@@ -237,7 +237,7 @@ class Request:
         if self.true_cfg_scale is not None:
             true_cfg = self.true_cfg_scale
         else:
-            true_cfg = adapter.default_true_cfg if adapter.separate_negative else 1.0
+            true_cfg = adapter.default_true_cfg if adapter.true_cfg else 1.0
         negative = self.negative_prompt
         if negative is None and true_cfg > 1:
             negative = adapter.default_negative_prompt

@@ -113,11 +113,8 @@ class StepModel:
         adapter = adapter_for(pipe)
         self.pipe, self.run, self.step, self.adapter = pipe, run, step, adapter
         request = run.config.request
-        self.true_cfg = (
-            adapter.separate_negative
-            and request.negative_prompt is not None
-            and (request.true_cfg_scale or 1.0) > 1
-        )
+        self.second = adapter.second_call(request)  # the negative branch's scale when it is a second call
+        self.true_cfg = self.second is not None
         per = 2 if self.true_cfg else 1
         captured = _capture(pipe, run.config, {per * step + j for j in range(per)})
         self.args, self.kwargs, self.scheduler = captured[per * step]
@@ -154,7 +151,7 @@ class StepModel:
         if self.guided:
             out = self.fixed + self.guidance * (out - self.fixed)
         elif self.true_cfg:
-            out = self.fixed + float(self.run.config.request.true_cfg_scale) * (out - self.fixed)
+            out = self.fixed + self.second * (out - self.fixed)
         out = self.adapter.prediction(out)  # what the pipeline hands its scheduler (PixArt: sigma dropped)
         scheduler = copy.deepcopy(self.scheduler)
         sample = self.sample.expand(b, *self.sample.shape[1:])

@@ -126,7 +126,7 @@ class GenerateApp:
             step=0.5,
             description="true CFG",
             style=style,
-            layout=W.Layout(width="220px", display=None if adapter.separate_negative else "none"),
+            layout=W.Layout(width="220px", display=None if adapter.true_cfg else "none"),
         )
         self.scheduler = W.Dropdown(
             options=[DEFAULT_SCHEDULER, *SCHEDULERS],
