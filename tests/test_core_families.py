@@ -12,6 +12,7 @@ from tiny_families import (
     build_sd3_folder,
     build_sdxl_folder,
 )
+from tiny_qwen import build_qwenimage_folder
 
 from workbench import RecordingPolicy, Request, generate, load_pipeline, record
 from workbench.analysis import word_maps
@@ -26,8 +27,9 @@ FAMILIES = {
     "flux": (build_flux_folder, 32, 48, {"true_cfg_scale": 2.0}),
     "pixart-sigma": (build_pixart_sigma_folder, 32, 48, {}),
     "chroma": (build_chroma_folder, 32, 48, {}),
+    "qwen-image": (build_qwenimage_folder, 32, 48, {"true_cfg_scale": 4.0}),
 }
-SEPARATE = {"flux", "chroma"}  # the negative branch is a second transformer call per step
+SEPARATE = {"flux", "chroma", "qwen-image"}  # the negative branch is a second transformer call per step
 CROSS = {"sdxl", "pixart-sigma"}  # cross-attention: the keys are the text alone
 # what a direct pipeline call needs here (PixArt's default resolution binning knows only real sizes)
 DIRECT = {"pixart-sigma": {"use_resolution_binning": False}}
@@ -38,6 +40,7 @@ TEXT_ENCODER = {
     "flux": "T5",
     "pixart-sigma": "T5",
     "chroma": "T5",
+    "qwen-image": "Qwen",
 }  # the first one cut
 
 
@@ -102,6 +105,15 @@ def _rotate(
     return x * cos + rotated * sin
 
 
+def _rotate_pairs(x, freqs):
+    """x (B, H, S, D) with each interleaved channel pair turned by a complex frequency (S, D/2), the
+    multiplication written out in real numbers (Qwen-Image's per-stream rotary)."""
+    pairs = x.unflatten(-1, (-1, 2))
+    a, b = pairs[..., 0], pairs[..., 1]
+    c, s = freqs.real[None, None], freqs.imag[None, None]
+    return torch.stack([a * c - b * s, a * s + b * c], dim=-1).flatten(-2)
+
+
 def _joint_reference(attn, inputs, text_first, text_len=None):
     """Image-query × text-key block of the full joint softmax, from the module's weights: (B, H, N, T)."""
     hs, ehs, rope = (
@@ -116,6 +128,10 @@ def _joint_reference(attn, inputs, text_first, text_len=None):
         tq, tk = _split_heads(attn.add_q_proj(ehs), h), _split_heads(attn.add_k_proj(ehs), h)
         tq, tk = attn.norm_added_q(tq), attn.norm_added_k(tk)
         text_len = ehs.shape[1]
+        if isinstance(rope, tuple) and rope[0].is_complex():  # Qwen-Image: (image, text) tables
+            q, k = _rotate_pairs(q, rope[0]), _rotate_pairs(k, rope[0])
+            tq, tk = _rotate_pairs(tq, rope[1]), _rotate_pairs(tk, rope[1])
+            rope = None
         q = torch.cat([tq, q] if text_first else [q, tq], dim=2)
         k = torch.cat([tk, k] if text_first else [k, tk], dim=2)
     if rope is not None:
@@ -124,6 +140,11 @@ def _joint_reference(attn, inputs, text_first, text_len=None):
     mask = inputs.get("attention_mask")  # Chroma: a float 0/1 mask, which the kernel adds
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    kept = inputs.get("encoder_hidden_states_mask")  # Qwen-Image: text keys kept, in a batch of prompts
+    if kept is not None:
+        image = kept.new_ones(kept.shape[0], q.shape[2] - kept.shape[1])
+        keys = torch.cat([kept, image] if text_first else [image, kept], dim=1).bool()
+        scores = scores.masked_fill(~keys[:, None, None, :], float("-inf"))
     p = torch.softmax(scores, dim=-1)
     n = q.shape[2] - text_len
     return p[:, :, text_len:, :text_len] if text_first else p[:, :, :n, n:]
@@ -214,7 +235,11 @@ def test_grids_budget_and_words(family):
     text_keys = next(iter(run.attention.probs.values())).shape[-1]
     assert len(run.tokens[run.tokens.kind != "cut"]) == text_keys  # every key position has a row
     steps = run.steps_done
-    est = estimate_bytes(policy, adapter.layers(), (h, w), text_keys, steps)
+    one = RecordingPolicy()  # a branch's bytes; each branch has as many text keys as its own prompt
+    negative_keys = next(iter(run.negative_attention.probs.values())).shape[-1]
+    assert negative_keys == (len(run.negative_tokens) if name == "qwen-image" else text_keys)
+    est = sum(estimate_bytes(one, adapter.layers(), (h, w), t, steps) for t in (text_keys, negative_keys))
+    assert est == estimate_bytes(policy, adapter.layers(), (h, w), text_keys, steps) or name == "qwen-image"
     assert run.attention.nbytes() + run.negative_attention.nbytes() == est
     maps = word_maps(run, "all-mean")
     assert maps.words[:3] == ["a", "red", "circle"] and maps.maps.shape[-2:] == (req.height, req.width)
@@ -232,6 +257,12 @@ def test_text_tables_per_encoder(family):
             assert part.drop_duplicates("word_index").word.tolist() == PROMPT.split()
         t5 = table[table.encoder == "T5"]
         assert (t5.kind == "pad").sum() > 0 and t5.position.min() == 16
+    elif name == "qwen-image":  # the prompt's tokens, then the chat template's closing tokens
+        assert set(table.encoder) == {"Qwen"}
+        words = table[table.kind == "word"]
+        assert words.drop_duplicates("word_index").word.tolist() == PROMPT.split()
+        assert table.kind.tolist()[-5:] == ["template"] * 5 and (table.kind == "pad").sum() == 0
+        assert next(iter(run.attention.probs.values())).shape[-1] == len(table)
     elif name in ("flux", "pixart-sigma", "chroma"):
         assert set(table.encoder) == {"T5"} and table.kind.iloc[len(PROMPT.split())] == "eos"
         words = table[table.kind == "word"]
@@ -416,7 +447,11 @@ def test_renormalised_over_text_is_a_softmax_over_text_alone(family):
         h = attn.heads
         q = attn.norm_q(_split_heads(attn.to_q(x["hidden_states"]), h))
         tk = attn.norm_added_k(_split_heads(attn.add_k_proj(x["encoder_hidden_states"]), h))
-        if name in SEPARATE:
+        if name == "qwen-image":
+            img_f, txt_f = x["image_rotary_emb"]
+            q = _rotate_pairs(q, img_f)
+            tk = _rotate_pairs(tk, txt_f)
+        elif name in SEPARATE:
             k_img = attn.norm_k(_split_heads(attn.to_k(x["hidden_states"]), h))
             tq = attn.norm_added_q(_split_heads(attn.add_q_proj(x["encoder_hidden_states"]), h))
             t = tk.shape[2]

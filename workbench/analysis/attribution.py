@@ -139,6 +139,11 @@ def integrated_gradients(
     model = StepModel(pipe, run, step)
     # The prompt's and the empty prompt's embeddings as the family's own encoders make them: (1, T, D)
     emb_in, emb_base = model.embeds, conditioning(pipe, run.config, "")
+    baseline = "the empty-prompt prediction"
+    if (
+        emb_base.shape != emb_in.shape
+    ):  # text as long as its prompt (Qwen-Image): no empty prompt of this length
+        emb_base, baseline = torch.zeros_like(emb_in), "the prediction from all-zero text embeddings"
     weights = region_weights(region, run, tuple(run.latents.shape[-2:])).to(
         emb_in.device, emb_in.dtype
     )  # (h, w)
@@ -171,7 +176,7 @@ def integrated_gradients(
         tokens=tokens,
         words=_by_word(run, per_position, "attribution"),
         method="integrated_gradients",
-        target="x0 moved from the empty-prompt prediction (latent units)",
+        target=f"x0 moved from {baseline} (latent units)",
         step=step,
         delta=float(delta.reshape(-1)[0]),
         output_input=out_in,

@@ -40,7 +40,7 @@ def decode_latents(pipe, latents: torch.Tensor, *, batch_size: int = 1) -> np.nd
         raise TypeError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
     if latents.ndim == 3:
         latents = latents[None]
-    channels = int(pipe.vae.config.latent_channels)
+    channels = adapter_for(pipe).latent_channels
     if latents.ndim != 4 or latents.shape[1] != channels:
         raise ValueError(f"latents must be (N, {channels}, h, w) for this VAE, got {tuple(latents.shape)}")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -108,7 +108,7 @@ def filmstrip(pipe, run: Run, *, batch_size: int = 1) -> Filmstrip:
 
 def _check_pipe_matches(pipe, run: Run) -> None:
     check_pipe(pipe, run)
-    channels = int(pipe.vae.config.latent_channels)
+    channels = adapter_for(pipe).latent_channels
     if run.latents.ndim != 4 or run.latents.shape[1] != channels:
         raise ValueError(
             f"the run's latents have {run.latents.shape[1] if run.latents.ndim == 4 else '?'} channels but "

@@ -23,7 +23,15 @@ from diffusers.utils.torch_utils import randn_tensor
 from .attention import AttentionSink, CrossObserver
 from .joint import JointObserver
 from .layers import CrossAttentionLayer, cross_attention_layers
-from .tokens import cut_message, joined_table, sentencepiece_table, token_table, unknown_message, word_spans
+from .tokens import (
+    cut_message,
+    joined_table,
+    sentencepiece_table,
+    template_table,
+    token_table,
+    unknown_message,
+    word_spans,
+)
 
 _LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _MODEL_DEFAULTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # pipe -> its folder's own defaults
@@ -171,6 +179,10 @@ class StableDiffusionAdapter:
         )
         return [message] if message else []
 
+    def combine(self, cond: torch.Tensor, negative: torch.Tensor, scale: float) -> torch.Tensor:
+        """The guided prediction from the conditional and negative predictions, as the pipeline forms it."""
+        return negative + scale * (cond - negative)
+
     def second_call(self, request) -> float | None:
         """The scale of the negative branch where it runs as a second denoiser call per step for
         ``request`` (None: no second call; the negative branch, if any, is half of one batch)."""
@@ -206,6 +218,7 @@ class JointAdapter(StableDiffusionAdapter):
 
     text_first = False
     rotary = False
+    rotary_per_stream = False  # (image, text) complex tables, each applied to its stream (Qwen-Image)
 
     @property
     def denoiser(self):
@@ -249,7 +262,13 @@ class JointAdapter(StableDiffusionAdapter):
             attn = self.denoiser.get_submodule(name)
             block = self._single_block(name)
             observer = JointObserver(
-                attn, name, sink, text_first=self.text_first, rotary=self.rotary, block=block
+                attn,
+                name,
+                sink,
+                text_first=self.text_first,
+                rotary=self.rotary,
+                block=block,
+                rotary_per_stream=self.rotary_per_stream,
             )
             undo += [h.remove for h in observer.install()]
         return undo
@@ -554,6 +573,90 @@ class ChromaAdapter(FluxAdapter):
         return bound.get("prompt"), (None if negative == "" else negative)
 
 
+class QwenImageAdapter(FluxAdapter):
+    """Qwen-Image: dual-stream ``transformer_blocks.N.attn`` over [text | image], rotary per stream.
+
+    The text is Qwen2.5-VL's last layer over the prompt in a chat template, the template's system
+    prefix dropped: the keys are the prompt's tokens, then the template's closing tokens (kind
+    ``template``), as many as the prompt needs (no padding but in a batch of prompts of unequal length,
+    where the pipeline masks it). True CFG (a negative prompt and ``true_cfg_scale > 1``) runs the
+    negative prompt as a second call, with its own text length, combined with the pipeline's norm
+    rescale. ``guidance_scale`` does nothing on Qwen-Image and is not passed.
+    """
+
+    family = "Qwen-Image"
+    family_guidance = 1.0
+    conditioning = ((0, "encoder_hidden_states"),)
+    rotary_per_stream = True
+    packing = 1  # the transformer's own patch_size (2) is the 2×2 packing
+    text_name = "Qwen"
+
+    @property
+    def text_limit(self) -> int:
+        return 512
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.denoiser.config.in_channels) // 4
+
+    def layers(self) -> list[CrossAttentionLayer]:
+        t = self.denoiser
+        if t not in _LAYERS:
+            _LAYERS[t] = [
+                CrossAttentionLayer(name=f"transformer_blocks.{i}.attn", heads=int(b.attn.heads), factor=1)
+                for i, b in enumerate(t.transformer_blocks)
+            ]
+        return _LAYERS[t]
+
+    def unpack(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return self.pipe._unpack_latents(latents, height, width, self.vae_scale_factor)[:, :, 0]
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.pipe.vae
+        z = latents.to(device=vae.device, dtype=vae.dtype)[:, :, None]  # (n, C, 1, h, w): one frame
+        shape = (1, vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(vae.config.latents_mean).view(shape).to(z.device, z.dtype)
+        std = torch.tensor(vae.config.latents_std).view(shape).to(z.device, z.dtype)
+        return vae.decode(z / (1.0 / std) + mean, return_dict=False)[0][:, :, 0]
+
+    def combine(self, cond: torch.Tensor, negative: torch.Tensor, scale: float) -> torch.Tensor:
+        combined = negative + scale * (cond - negative)
+        norm = torch.norm(cond, dim=-1, keepdim=True) / torch.norm(combined, dim=-1, keepdim=True)
+        return combined * norm  # rescaled per token to the conditional prediction's norm
+
+    def _qwen_table(self, text: str, length: int, pad_to: int | None = None) -> pd.DataFrame:
+        pipe = self.pipe
+        drop = int(pipe.prompt_template_encode_start_idx)
+        return template_table(pipe.tokenizer, pipe.prompt_template_encode, drop, text, length, pad_to)
+
+    def text_lengths(self, bound: dict) -> dict[str, int]:
+        limit = int(bound.get("max_sequence_length") or 512)
+        prompt = bound.get("prompt")
+        texts = [prompt] if isinstance(prompt, str) else [t for t in (prompt or []) if isinstance(t, str)]
+        kept = [int((self._qwen_table(t, limit).kind != "cut").sum()) for t in texts]
+        return {"Qwen": limit, "padded": max(kept, default=0)}
+
+    def token_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
+        table = self._qwen_table(text, lengths["Qwen"], lengths.get("padded"))
+        return joined_table([("Qwen", table)])
+
+    def cut_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        message = cut_message(self._qwen_table(text, lengths["Qwen"]), lengths["Qwen"], "Qwen")
+        return [message] if message else []
+
+    def unknown_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        return []  # a byte-level tokenizer has no unknown token
+
+    def call_arguments(self, request) -> dict:
+        args = {}
+        if request.negative_prompt is not None and (request.true_cfg_scale or 1.0) > 1:
+            args.update(negative_prompt=request.negative_prompt, true_cfg_scale=request.true_cfg_scale)
+        length = _MODEL_DEFAULTS.get(self.pipe, {}).get("max_sequence_length")
+        if length:
+            args["max_sequence_length"] = int(length)
+        return args
+
+
 ADAPTERS = {
     "StableDiffusionPipeline": StableDiffusionAdapter,
     "StableDiffusionXLPipeline": StableDiffusionXLAdapter,
@@ -561,6 +664,7 @@ ADAPTERS = {
     "FluxPipeline": FluxAdapter,
     "PixArtSigmaPipeline": PixArtSigmaAdapter,
     "ChromaPipeline": ChromaAdapter,
+    "QwenImagePipeline": QwenImageAdapter,
 }
 
 

@@ -100,6 +100,7 @@ class AttentionSink:
         self.row_of = {s: i for i, s in enumerate(self.kept)}
         self.batch = batch
         self.tokens = tokens  # text key positions of the call (a single-stream block's text length)
+        self.written: set[str] = set()  # branches written to (their text length is then fixed)
         self.step = 0  # the denoising step the denoiser is working on
         self.call = 0  # which denoiser call of this step (a negative branch may run as a second call)
         self.separate_negative = False  # True where the negative branch is a second call, not a batch half
@@ -136,11 +137,22 @@ class AttentionSink:
             return {"uncond": slice(0, b), "cond": slice(b, 2 * b)}
         return {"cond": slice(0, rows)}
 
+    def _resize(self, branch: str, tokens: int) -> None:
+        """Give ``branch`` buffers of ``tokens`` text positions (before its first write): families whose
+        text is not padded to one length (Qwen-Image) give the negative prompt its own length."""
+        for layer, bufs in self.buffers[branch].items():
+            shape = (*bufs[0].shape[:-1], tokens)
+            self.buffers[branch][layer] = [torch.zeros(shape, dtype=b.dtype, device=b.device) for b in bufs]
+
     def write(self, layer: str, branch: str, probs: torch.Tensor) -> None:
         """Store one step of one layer: probs (batch, heads, queries, tokens), float32."""
         if branch not in self.buffers:
             return
         bufs = self.buffers[branch][layer]
+        if probs.shape[-1] != bufs[0].shape[-1] and branch not in self.written:
+            self._resize(branch, probs.shape[-1])  # a branch whose text is as long as its own prompt
+            bufs = self.buffers[branch][layer]
+        self.written.add(branch)
         if probs.shape[0] != len(bufs) or probs.shape[-2] != bufs[0].shape[-2]:
             raise RuntimeError(
                 f"layer {layer} produced {tuple(probs.shape)}, expected {len(bufs)} images on the grid "

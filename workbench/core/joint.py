@@ -30,18 +30,31 @@ class JointObserver:
         sink: where the probabilities go.
         text_first: key order is [text | image] (Flux) rather than [image | text] (SD3).
         rotary: the processor applies rotary embeddings (``image_rotary_emb``) to Q and K (Flux).
+        rotary_per_stream: the rotary embedding is a pair (image table, text table) of complex
+            frequencies applied to each stream before they are joined (Qwen-Image).
         block: for single-stream blocks, the block whose ``encoder_hidden_states`` say how many of
             the concatenated tokens are text; ``None`` where the text stream has its own projections.
     """
 
-    def __init__(self, attn, name: str, sink: AttentionSink, *, text_first: bool, rotary: bool, block=None):
+    def __init__(
+        self,
+        attn,
+        name: str,
+        sink: AttentionSink,
+        *,
+        text_first: bool,
+        rotary: bool,
+        block=None,
+        rotary_per_stream: bool = False,
+    ):
         self.attn, self.name, self.sink = attn, name, sink
         self.text_first, self.rotary, self.block = text_first, rotary, block
+        self.rotary_per_stream = rotary_per_stream
         self.heads = int(attn.heads)
         self._reset()
 
     def _reset(self) -> None:
-        self.q = self.k = self.text_q = self.text_k = self.rotary_emb = self.mask = None
+        self.q = self.k = self.text_q = self.text_k = self.rotary_emb = self.mask = self.text_mask = None
         self.text_len: int | None = None
 
     def install(self) -> list:
@@ -78,6 +91,7 @@ class JointObserver:
         self.text_len = text_len
         self.rotary_emb = kwargs.get("image_rotary_emb", args[3] if len(args) > 3 else None)
         self.mask = kwargs.get("attention_mask", args[2] if len(args) > 2 else None)  # an edit's bias
+        self.text_mask = kwargs.get("encoder_hidden_states_mask")  # (batch, text) keys kept (Qwen-Image)
 
     def _after(self, module, args, output) -> None:
         if not self.sink.wants(self.name) or self.q is None or self.k is None:
@@ -111,6 +125,8 @@ class JointObserver:
             if getattr(attn, "norm_added_k", None) is not None:
                 tk = attn.norm_added_k(tk)
             text_len = tk.shape[1]
+            if self.rotary_per_stream and self.rotary_emb is not None:
+                q, k, tq, tk = _rotate_streams(q, k, tq, tk, self.rotary_emb)
             pair = ((tq, q), (tk, k)) if self.text_first else ((q, tq), (k, tk))
             q, k = torch.cat(pair[0], dim=1), torch.cat(pair[1], dim=1)
         elif self.text_len is not None:  # single stream: [text | image] concatenated by the block
@@ -119,7 +135,7 @@ class JointObserver:
             text_len = int(self.sink.tokens)
         else:
             raise RuntimeError(f"cannot tell the text tokens of {self.name}: it has no text stream")
-        if self.rotary and self.rotary_emb is not None:
+        if self.rotary and not self.rotary_per_stream and self.rotary_emb is not None:
             from diffusers.models.embeddings import apply_rotary_emb
 
             q = apply_rotary_emb(q, self.rotary_emb, sequence_dim=1)
@@ -136,6 +152,7 @@ class JointObserver:
         k = k.float()  # (B, S, H, D)
         scale = q.shape[-1] ** -0.5  # the attention kernels' default scale
         mean = self.sink.policy.heads == "mean"
+        keep = self._text_keys(q.shape[0], text_len, n_image)  # (B, 1, 1, S) keys kept, or None
         parts = []
         for h in range(0, self.heads, HEAD_CHUNK):
             hs = slice(h, min(h + HEAD_CHUNK, self.heads))
@@ -147,8 +164,32 @@ class JointObserver:
                     scores = scores.masked_fill(~m, float("-inf"))
                 else:  # a float mask is added to the scores
                     scores = scores + m.float()
+            if keep is not None:
+                scores = scores.masked_fill(~keep, float("-inf"))
             p = scores.softmax(dim=-1)[..., text]  # (B, h, N, T)
             parts.append(p.sum(dim=1, keepdim=True) if mean else p)
         if mean:
             return torch.stack(parts).sum(dim=0) / self.heads  # (B, 1, N, T)
         return torch.cat(parts, dim=1)  # (B, H, N, T)
+
+    def _text_keys(self, batch: int, text_len: int, n_image: int) -> torch.Tensor | None:
+        """The joint keys a boolean text mask keeps (text positions as masked, every image key):
+        (batch, 1, 1, keys), or None without a text mask."""
+        if self.text_mask is None:
+            return None
+        text = self.text_mask.bool().reshape(batch, text_len)
+        image = text.new_ones(batch, n_image)
+        joint = torch.cat([text, image] if self.text_first else [image, text], dim=1)
+        return joint[:, None, None, :]
+
+
+def _rotate_streams(q, k, tq, tk, rotary_emb):
+    """Qwen-Image's rotary: (image table, text table) of complex frequencies, each multiplied into its
+    stream's interleaved channel pairs; (batch, tokens, heads, head_dim) in and out, dtypes kept."""
+    image, text = rotary_emb
+
+    def rotate(x, freqs):
+        pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+        return torch.view_as_real(pairs * freqs[None, :, None]).flatten(3).to(x.dtype)
+
+    return rotate(q, image), rotate(k, image), rotate(tq, text), rotate(tk, text)

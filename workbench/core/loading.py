@@ -318,6 +318,32 @@ def _check_sizes(pipe, folder: Path) -> None:
         raise ValueError(f"{folder} has a config with sizes that are not positive numbers: {sizes}")
 
 
+def _renamed(module, keys: set[str]) -> set[str]:
+    """Stored weight names as transformers names them once loaded: some models' checkpoints use other
+    names (Qwen2.5-VL's ``model.layers...`` loads as ``model.language_model.layers...``); the model's
+    own renaming rules are applied, as its loading applies them."""
+    import re
+
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+
+        rules = [
+            (src, dst)
+            for rule in get_model_conversion_mapping(module)
+            if type(rule).__name__ in ("WeightRenaming", "PrefixChange")
+            for src, dst in zip(rule.source_patterns, rule.target_patterns * len(rule.source_patterns))
+        ]
+    except Exception:  # not a transformers model, or a transformers without renaming rules
+        return keys
+    out = set()
+    for key in keys:
+        for src, dst in rules:  # the first rule that applies, as the loader renames
+            if re.search(src, key):
+                out.add(re.sub(src, dst, key, count=1))
+                break
+    return keys | out
+
+
 def _check_all_weights_loaded(pipe, folder: Path) -> None:
     """Refuse a folder whose weight files lack tensors its models need.
 
@@ -335,8 +361,10 @@ def _check_all_weights_loaded(pipe, folder: Path) -> None:
             with safe_open(file, "pt") as handle:
                 stored |= set(handle.keys())
         state = module.state_dict()
-        loaded = {state[k].data_ptr() for k in stored if k in state}
-        missing = [k for k in state if k not in stored and state[k].data_ptr() not in loaded]
+        stored = _renamed(module, stored)
+        found = [k for k in state if k in stored]
+        loaded = {state[k].data_ptr() for k in found}
+        missing = [k for k in state if k not in found and state[k].data_ptr() not in loaded]
         if missing:
             raise ValueError(
                 f"{folder / part} does not hold {len(missing)} of the {len(state)} weights its config needs "

@@ -66,7 +66,9 @@ def peak_bytes(adapter, height: int, width: int, batch: int) -> int:
     h, w = adapter.latent_hw(height, width)
     rows = 2 * batch  # a guidance batch doubles the rows
     denoise = rows * _widest_channels(denoiser, 1024) * h * w * itemsize
-    vae_width = int(vae.config.block_out_channels[-1]) if vae.config.block_out_channels else 512
+    vae_width = _widest_channels(vae, 512)  # block_out_channels, or a VAE's own width setting
+    if vae_width == 512 and getattr(vae.config, "base_dim", None):  # Qwen-Image / Wan VAEs: base × mult
+        vae_width = int(vae.config.base_dim) * int(max(getattr(vae.config, "dim_mult", None) or [1]))
     decode = batch * vae_width * height * width * next(vae.parameters()).element_size()
     return LIVE_TENSORS * max(denoise, decode)
 

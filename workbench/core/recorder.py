@@ -170,6 +170,7 @@ class Recording:
         self.per_prompt = 1
         self.encode_calls = 0
         self.lengths: dict[str, int] = self.adapter.text_lengths({})
+        self.negative_lengths: dict[str, int] | None = None  # where the negative prompt is encoded alone
         self.denoiser_calls = 0  # denoiser calls in the step under way
         self.negative_calls = 0  # the most extra denoiser calls a step made (a separate negative branch)
         self.text_len = 0
@@ -295,6 +296,8 @@ class Recording:
                     self.prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
                     self.per_prompt = int(bound.get("num_images_per_prompt") or 1)
                     self.lengths = self.adapter.text_lengths(bound)
+                if prompt is None and negative is not None:  # the negative prompt's own encoding
+                    self.negative_lengths = self.adapter.text_lengths(bound)
                 if negative is not None:
                     self.negative_prompts = (
                         list(negative) if isinstance(negative, (list, tuple)) else [negative]
@@ -426,7 +429,8 @@ class Recording:
         return self.adapter.uses_guidance(self._guidance())
 
     def _guidance(self) -> float:
-        return float(getattr(self.pipe, "guidance_scale", 1.0))
+        value = getattr(self.pipe, "guidance_scale", None)  # Qwen-Image keeps None: no guidance scale
+        return float(value) if value is not None else self.adapter.default_guidance
 
     def _step(self, original):
         def step(model_output, timestep, sample, *args, return_dict: bool = True, **kwargs):
@@ -484,7 +488,7 @@ class Recording:
             Run(
                 config=RunConfig(requests[i], self.policy, Provenance(**provenance), edits=self.edits),
                 tokens=table(prompts[i], self.lengths),
-                negative_tokens=table(negatives[i] or "", self.lengths),
+                negative_tokens=table(negatives[i] or "", self.negative_lengths or self.lengths),
                 timesteps=torch.tensor(self.timesteps, dtype=torch.float64),
                 noise=self.noise[i],
                 latents=latents[i] if latents is not None else empty,

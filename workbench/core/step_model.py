@@ -151,7 +151,7 @@ class StepModel:
         if self.guided:
             out = self.fixed + self.guidance * (out - self.fixed)
         elif self.true_cfg:
-            out = self.fixed + self.second * (out - self.fixed)
+            out = self.adapter.combine(out, self.fixed, self.second)
         out = self.adapter.prediction(out)  # what the pipeline hands its scheduler (PixArt: sigma dropped)
         scheduler = copy.deepcopy(self.scheduler)
         sample = self.sample.expand(b, *self.sample.shape[1:])

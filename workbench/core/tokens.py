@@ -12,9 +12,9 @@ import warnings
 import pandas as pd
 
 TOKEN_COLUMNS = ["position", "token_id", "token", "word_index", "word", "kind"]
-KINDS = ("bos", "word", "punct", "eos", "pad", "cut")
+KINDS = ("bos", "word", "punct", "eos", "pad", "cut", "template")
 TEXT_KINDS = ("word", "punct")
-SPECIAL_KINDS = ("bos", "eos", "pad")
+SPECIAL_KINDS = ("bos", "eos", "pad", "template")  # "template": a chat template's own tokens
 
 
 MAX_WORD_CHARS = 80  # a "word" longer than this is shown shortened in the table (one copy per token)
@@ -336,3 +336,53 @@ def joined_table(parts: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
     cut = pd.concat([table[table.kind == "cut"].assign(encoder=encoder) for encoder, table in parts])
     cut["position"] = range(offset, offset + len(cut))
     return pd.concat([*frames, cut], ignore_index=True)
+
+
+def template_table(
+    tokenizer, template: str, drop: int, text: str, max_length: int, pad_to: int | None = None
+) -> pd.DataFrame:
+    """The token table of a prompt put into a chat template whose first ``drop`` tokens the pipeline
+    drops (Qwen-Image's system prefix): the prompt's tokens as words, then the template's own tokens
+    after it (kind ``template``), cut at ``max_length``, padded (kind ``pad``) to ``pad_to``.
+
+    Words are the prompt's whitespace-separated spans; a token belongs to the word its characters
+    overlap (byte-level offsets include the leading space, which belongs to no word).
+    """
+    import re
+
+    if not isinstance(text, str):
+        raise TypeError(f"prompt must be a str, got {type(text).__name__}")
+    start = template.index("{}")
+    enc = tokenizer(template.format(text), truncation=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])[drop:]
+    offsets = [(a - start, b - start) for a, b in enc["offset_mapping"]][drop:]
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    spans = [m.span() for m in re.finditer(r"\S+", text)]
+    ends = [e for _, e in spans]
+    words = [shown_word(text[a:b]) for a, b in spans]
+    rows, word_of = [], []
+    for i, (tid, piece, (a, b)) in enumerate(zip(ids, pieces, offsets)):
+        inside = b > 0 and a < len(text) and spans
+        w = _overlapping(spans, ends, max(a, 0), max(b, a + 1), word_of) if inside else -1
+        if inside:
+            word_of.append(w)
+        word = words[w] if w >= 0 else piece
+        kind = ("word" if any(ch.isalnum() for ch in word) else "punct") if w >= 0 else "template"
+        rows.append(
+            {
+                "position": i,
+                "token_id": int(tid),
+                "token": piece.replace("\u0120", " ").strip() or piece,
+                "word_index": w,
+                "word": word,
+                "kind": kind if i < max_length else "cut",
+            }
+        )
+    kept = min(len(rows), max_length)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_tok = tokenizer.convert_ids_to_tokens([pad_id])[0]
+    pads = [_special(p, pad_id, pad_tok, "pad") for p in range(kept, max(kept, pad_to or 0))]
+    cut = [r for r in rows if r["kind"] == "cut"]
+    for k, r in enumerate(cut):
+        r["position"] = max(kept, pad_to or 0) + k
+    return pd.DataFrame([r for r in rows if r["kind"] != "cut"] + pads + cut, columns=TOKEN_COLUMNS)
