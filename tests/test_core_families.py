@@ -13,6 +13,7 @@ from tiny_families import (
     build_sdxl_folder,
 )
 from tiny_qwen import build_qwenimage_folder
+from tiny_sana import build_sana_folder
 
 from workbench import RecordingPolicy, Request, generate, load_pipeline, record
 from workbench.analysis import word_maps
@@ -28,11 +29,13 @@ FAMILIES = {
     "pixart-sigma": (build_pixart_sigma_folder, 32, 48, {}),
     "chroma": (build_chroma_folder, 32, 48, {}),
     "qwen-image": (build_qwenimage_folder, 32, 48, {"true_cfg_scale": 4.0}),
+    "sana": (build_sana_folder, 32, 64, {}),
+    "sana-1.5": (lambda root: build_sana_folder(root, qk_norm="rms_norm_across_heads"), 32, 64, {}),
 }
 SEPARATE = {"flux", "chroma", "qwen-image"}  # the negative branch is a second transformer call per step
-CROSS = {"sdxl", "pixart-sigma"}  # cross-attention: the keys are the text alone
+CROSS = {"sdxl", "pixart-sigma", "sana", "sana-1.5"}  # cross-attention: the keys are the text alone
 # what a direct pipeline call needs here (PixArt's default resolution binning knows only real sizes)
-DIRECT = {"pixart-sigma": {"use_resolution_binning": False}}
+DIRECT = {name: {"use_resolution_binning": False} for name in ("pixart-sigma", "sana", "sana-1.5")}
 OLD_CALLBACK = {"pixart-sigma"}  # callback(step, t, latents), no callback_on_step_end
 TEXT_ENCODER = {
     "sdxl": "CLIP",
@@ -41,6 +44,8 @@ TEXT_ENCODER = {
     "pixart-sigma": "T5",
     "chroma": "T5",
     "qwen-image": "Qwen",
+    "sana": "Gemma",
+    "sana-1.5": "Gemma",
 }  # the first one cut
 
 
@@ -154,7 +159,10 @@ def _cross_reference(attn, inputs):
     """softmax(QKᵀ/√d + mask) of a cross-attention layer from its own to_q/to_k and the additive mask it
     was given on the text keys (PixArt's T5 padding; none on a UNet): (B, H, N, T)."""
     hs, ehs = inputs["hidden_states"], inputs["encoder_hidden_states"]
-    q, k = _split_heads(attn.to_q(hs), attn.heads), _split_heads(attn.to_k(ehs), attn.heads)
+    q, k = attn.to_q(hs), attn.to_k(ehs)
+    if attn.norm_q is not None:  # Sana 1.5: one RMS norm over all heads, before they are split
+        q, k = attn.norm_q(q), attn.norm_k(k)
+    q, k = _split_heads(q, attn.heads), _split_heads(k, attn.heads)
     scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
     mask = inputs.get("attention_mask")
     if mask is not None:  # (B, 1, T): one bias per text key, the same for every head and query
@@ -263,6 +271,13 @@ def test_text_tables_per_encoder(family):
         assert words.drop_duplicates("word_index").word.tolist() == PROMPT.split()
         assert table.kind.tolist()[-5:] == ["template"] * 5 and (table.kind == "pad").sum() == 0
         assert next(iter(run.attention.probs.values())).shape[-1] == len(table)
+    elif name in ("sana", "sana-1.5"):  # BOS, the prompt (lower-cased), padding masked out of the keys
+        assert set(table.encoder) == {"Gemma"} and table.kind.iloc[0] == "bos"
+        words = table[table.kind == "word"]
+        assert words.drop_duplicates("word_index").word.tolist() == PROMPT.split()
+        assert len(table) == 300 and (table.kind == "pad").sum() == 300 - 1 - len(PROMPT.split())
+        probs = next(iter(run.attention.probs.values()))
+        assert probs[..., table.kind.to_numpy() == "pad"].abs().max() < 1e-6
     elif name in ("flux", "pixart-sigma", "chroma"):
         assert set(table.encoder) == {"T5"} and table.kind.iloc[len(PROMPT.split())] == "eos"
         words = table[table.kind == "word"]

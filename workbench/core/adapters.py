@@ -30,6 +30,7 @@ from .tokens import (
     template_table,
     token_table,
     unknown_message,
+    windowed_table,
     word_spans,
 )
 
@@ -59,12 +60,17 @@ class StableDiffusionAdapter:
         self.pipe = pipe
         self._tables: dict = {}  # (text, lengths) -> token table: asked for several times per call
 
-    def table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
-        """``token_table`` for ``text``, made once per adapter."""
-        key = (text, tuple(sorted(lengths.items())))
+    def table(self, text: str, lengths: dict[str, int], negative: bool = False) -> pd.DataFrame:
+        """``token_table`` (``negative_table`` for the negative prompt) of ``text``, made once per adapter."""
+        key = (text, tuple(sorted(lengths.items())), negative)
         if key not in self._tables:
-            self._tables[key] = self.token_table(text, lengths)
+            make = self.negative_table if negative else self.token_table
+            self._tables[key] = make(text, lengths)
         return self._tables[key]
+
+    def negative_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
+        """The negative prompt's token table: as the prompt's, in families that encode both alike."""
+        return self.token_table(text, lengths)
 
     # ------------------------------------------------------------ sizes and latents
 
@@ -499,20 +505,19 @@ class CrossDiTAdapter(StableDiffusionAdapter):
     def text_lengths(self, bound: dict) -> dict[str, int]:
         return {self.text_name: int(bound.get("max_sequence_length") or self.default_text_length)}
 
-    def _text_table(self, text: str, length: int) -> pd.DataFrame:
-        return sentencepiece_table(self.pipe.tokenizer, text, length)
+    def _text_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
+        return sentencepiece_table(self.pipe.tokenizer, text, lengths[self.text_name])
 
     def token_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
-        return joined_table([(self.text_name, self._text_table(text, lengths[self.text_name]))])
+        return joined_table([(self.text_name, self._text_table(text, lengths))])
 
     def cut_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
         length = lengths[self.text_name]
-        message = cut_message(self._text_table(text, length), length, self.text_name)
+        message = cut_message(self._text_table(text, lengths), length, self.text_name)
         return [message] if message else []
 
     def unknown_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
-        table = self._text_table(text, lengths[self.text_name])
-        message = unknown_message(table, self.pipe.tokenizer)
+        message = unknown_message(self._text_table(text, lengths), self.pipe.tokenizer)
         return [message] if message else []
 
 
@@ -657,6 +662,50 @@ class QwenImageAdapter(FluxAdapter):
         return args
 
 
+class SanaAdapter(CrossDiTAdapter):
+    """Sana: ``transformer_blocks.N.attn2`` cross-attention over Gemma-2 states (``attn1`` is linear
+    attention over the image alone: no softmax, nothing to record). The prompt is lower-cased and read
+    after an instruction prefix; the keys are BOS and the last ``max_sequence_length - 1`` positions
+    (the prompt, padding masked). The negative prompt has no prefix. Sizes are multiples of 32; the call
+    is made at the requested size (no resolution binning) with the prompt as typed (no caption cleaning).
+    Sana 1.5's q/k norm spans all heads and is applied before the heads are split, as its processor does.
+    """
+
+    family = "Sana"
+    family_guidance = 4.5
+    text_name = "Gemma"
+
+    @property
+    def size_multiple(self) -> int:
+        return math.lcm(32, self.vae_scale_factor * self.patch)  # the pipeline's check_inputs asks for 32
+
+    @property
+    def instruction(self) -> str:
+        """The default instruction prefix (the pipeline's ``complex_human_instruction``), one string."""
+        import inspect
+
+        lines = inspect.signature(type(self.pipe).__call__).parameters["complex_human_instruction"].default
+        return "\n".join(lines or [])
+
+    def text_lengths(self, bound: dict) -> dict[str, int]:
+        given = bound.get("complex_human_instruction", True)  # absent: the call's default, which is on
+        return {"Gemma": int(bound.get("max_sequence_length") or 300), "instruction": int(bool(given))}
+
+    def _text_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
+        prefix = self.instruction if lengths.get("instruction", 1) else ""
+        return windowed_table(self.pipe.tokenizer, prefix, text, lengths["Gemma"])
+
+    def negative_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
+        table = windowed_table(self.pipe.tokenizer, "", text, lengths["Gemma"])
+        return joined_table([("Gemma", table)])
+
+    def unknown_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        return []  # byte fallback: no unknown token
+
+    def call_arguments(self, request) -> dict:
+        return {**super().call_arguments(request), "use_resolution_binning": False, "clean_caption": False}
+
+
 ADAPTERS = {
     "StableDiffusionPipeline": StableDiffusionAdapter,
     "StableDiffusionXLPipeline": StableDiffusionXLAdapter,
@@ -665,6 +714,7 @@ ADAPTERS = {
     "PixArtSigmaPipeline": PixArtSigmaAdapter,
     "ChromaPipeline": ChromaAdapter,
     "QwenImagePipeline": QwenImageAdapter,
+    "SanaPipeline": SanaAdapter,
 }
 
 

@@ -270,15 +270,29 @@ def attention_probs(attn, hidden_states, context, attention_mask=None) -> torch.
     return probs_from_projections(attn, attn.to_q(x), attn.to_k(context), attention_mask)
 
 
+def _full_width(norm, width: int) -> bool:
+    """Whether ``norm`` normalises a whole projection (every head at once) rather than one head."""
+    if norm is None:
+        return False
+    weight = getattr(norm, "weight", None)
+    size = weight.shape[-1] if weight is not None else getattr(norm, "dim", None)
+    if isinstance(size, (tuple, list, torch.Size)):
+        size = size[-1]
+    return size == width
+
+
 def probs_from_projections(attn, q: torch.Tensor, k: torch.Tensor, attention_mask=None) -> torch.Tensor:
     """softmax(Q·Kᵀ·scale) from projected queries (batch, queries, inner) and keys (batch, tokens, inner)."""
     batch, heads = q.shape[0], attn.heads
     head_dim = k.shape[-1] // heads
+    across = _full_width(attn.norm_q, q.shape[-1]) and heads > 1  # Sana 1.5: one norm over every head
+    if across:
+        q, k = attn.norm_q(q), attn.norm_k(k)
     q = q.view(batch, -1, heads, head_dim).transpose(1, 2)  # (batch, heads, queries, head_dim)
     k = k.view(batch, -1, heads, head_dim).transpose(1, 2)  # (batch, heads, tokens, head_dim)
-    if attn.norm_q is not None:
+    if attn.norm_q is not None and not across:
         q = attn.norm_q(q)
-    if attn.norm_k is not None:
+    if attn.norm_k is not None and not across:
         k = attn.norm_k(k)
     scores = (q.float() @ k.float().transpose(-1, -2)) * attn.scale  # (batch, heads, queries, tokens)
     if attention_mask is not None:

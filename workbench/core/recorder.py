@@ -488,7 +488,9 @@ class Recording:
             Run(
                 config=RunConfig(requests[i], self.policy, Provenance(**provenance), edits=self.edits),
                 tokens=table(prompts[i], self.lengths),
-                negative_tokens=table(negatives[i] or "", self.negative_lengths or self.lengths),
+                negative_tokens=table(
+                    negatives[i] or "", self.negative_lengths or self.lengths, negative=True
+                ),
                 timesteps=torch.tensor(self.timesteps, dtype=torch.float64),
                 noise=self.noise[i],
                 latents=latents[i] if latents is not None else empty,

@@ -386,3 +386,59 @@ def template_table(
     for k, r in enumerate(cut):
         r["position"] = max(kept, pad_to or 0) + k
     return pd.DataFrame([r for r in rows if r["kind"] != "cut"] + pads + cut, columns=TOKEN_COLUMNS)
+
+
+def windowed_table(tokenizer, prefix: str, text: str, max_length: int) -> pd.DataFrame:
+    """Sana's token table: the prompt lower-cased and stripped after an instruction ``prefix`` (which the
+    encoder reads, causally), tokenized with BOS and padded to the prefix's length plus
+    ``max_length - 2``; then BOS and the last ``max_length - 1`` positions are the keys. Without a prefix
+    (the negative prompt): BOS, the tokens, padding, ``max_length`` in all.
+
+    Key rows: ``bos``, the prompt's tokens as words (the last instruction token, where the window starts,
+    is kind ``template``), ``pad``; tokens past the padded length are ``cut``.
+    """
+    import re
+
+    if not isinstance(text, str):
+        raise TypeError(f"prompt must be a str, got {type(text).__name__}")
+    text = text.lower().strip()
+    n_prefix = len(tokenizer.encode(prefix)) if prefix else 0  # BOS included
+    total = n_prefix + max_length - 2 if prefix else max_length
+    enc = tokenizer(prefix + text, truncation=False, return_offsets_mapping=True)
+    ids, start = list(enc["input_ids"]), len(prefix)
+    offsets = [(a - start, b - start) for a, b in enc["offset_mapping"]]
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    spans = [m.span() for m in re.finditer(r"\S+", text)]
+    ends, words = [e for _, e in spans], [shown_word(text[a:b]) for a, b in spans]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_tok = tokenizer.convert_ids_to_tokens([pad_id])[0]
+    rows, word_of = [], []
+
+    def row(position: int, i: int, kind: str) -> dict:
+        a, b = offsets[i]
+        if kind == "word" and b > 0 and a < len(text) and spans:
+            w = _overlapping(spans, ends, max(a, 0), max(b, a + 1), word_of)
+            word_of.append(w)
+            word = words[w]
+            return {
+                "position": position,
+                "token_id": int(ids[i]),
+                "token": pieces[i].replace("\u2581", ""),
+                "word_index": w,
+                "word": word,
+                "kind": "word" if any(ch.isalnum() for ch in word) else "punct",
+            }
+        kind = "bos" if i == 0 else ("template" if kind == "word" else kind)
+        return {
+            "position": position,
+            "token_id": int(ids[i]),
+            "token": pieces[i],
+            "word_index": -1,
+            "word": pieces[i],
+            "kind": kind,
+        }
+
+    for position, i in enumerate([0, *range(total - max_length + 1, total)]):
+        rows.append(row(position, i, "word") if i < len(ids) else _special(position, pad_id, pad_tok, "pad"))
+    cut = [row(max_length + k, i, "word") | {"kind": "cut"} for k, i in enumerate(range(total, len(ids)))]
+    return pd.DataFrame(rows + cut, columns=TOKEN_COLUMNS)
