@@ -48,7 +48,7 @@ __all__ = [
 
 _RESOLUTION = re.compile(r"^\d+x\d+$")
 UNET_BLOCKS = ("down_blocks", "mid_block", "up_blocks")
-DIT_BLOCKS = ("transformer_blocks", "single_transformer_blocks")
+DIT_BLOCKS = ("transformer_blocks", "single_transformer_blocks", "layers")  # layers: Z-Image's main blocks
 
 
 def make_aggregation(

@@ -33,6 +33,7 @@ from .tokens import (
     windowed_table,
     word_spans,
 )
+from .unified import UnifiedLayout, UnifiedObserver, padded
 
 _LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _MODEL_DEFAULTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # pipe -> its folder's own defaults
@@ -49,6 +50,11 @@ class StableDiffusionAdapter:
 
     family = "Stable Diffusion 1.x/2.x"
     separate_negative = False  # the negative branch is the first half of one batch
+    cond_first = (
+        False  # a guidance batch is [unconditional | conditional]; Z-Image's is [conditional | negative]
+    )
+    attention_edits = True  # reweight / ablate / replace can bias this family's attention
+    replays_steps = True  # a recorded step can be replayed as a function of the text (IG, step model)
     true_cfg = False  # a separate negative call scaled by ``true_cfg_scale`` (Flux.1), not by guidance_scale
     family_guidance = 7.5  # the stock pipeline's own default guidance_scale
     one_clip_encoder = True  # the text is one CLIP encoder's output from token ids (word occlusion works)
@@ -184,6 +190,13 @@ class StableDiffusionAdapter:
             self.pipe.tokenizer,
         )
         return [message] if message else []
+
+    def call_shape(self, args: tuple, kwargs: dict) -> tuple[int | None, int | None]:
+        """(rows, text keys) of a denoiser call, from its arguments."""
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        context = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
+        rows = int(hidden.shape[0]) if isinstance(hidden, torch.Tensor) else None
+        return rows, (int(context.shape[1]) if isinstance(context, torch.Tensor) else None)
 
     def combine(self, cond: torch.Tensor, negative: torch.Tensor, scale: float) -> torch.Tensor:
         """The guided prediction from the conditional and negative predictions, as the pipeline forms it."""
@@ -591,6 +604,7 @@ class QwenImageAdapter(FluxAdapter):
 
     family = "Qwen-Image"
     family_guidance = 1.0
+    attention_edits = False  # its processor refuses an attention_mask
     conditioning = ((0, "encoder_hidden_states"),)
     rotary_per_stream = True
     packing = 1  # the transformer's own patch_size (2) is the 2×2 packing
@@ -706,6 +720,145 @@ class SanaAdapter(CrossDiTAdapter):
         return {**super().call_arguments(request), "use_resolution_binning": False, "clean_caption": False}
 
 
+class ZImageAdapter(StableDiffusionAdapter):
+    """Z-Image: a single-stream DiT with no text stream; ``layers.N.attention`` attend over [image |
+    caption] in one sequence (the ``noise_refiner`` / ``context_refiner`` blocks see one modality and are
+    not text attention). The caption is Qwen3's second-to-last layer over the prompt in its chat template
+    (template tokens kept, padding dropped), padded by the transformer to a multiple of 32 with a
+    learned pad token that takes real attention mass (kind ``pad`` in the table). CFG (any
+    ``guidance_scale > 0``) is one batch [conditional | negative].
+    """
+
+    family = "Z-Image"
+    family_guidance = 5.0
+    cond_first = True
+    conditioning = ()  # the captions reach the transformer as a list: no prompt switch
+    attention_edits = False
+    replays_steps = False
+    one_clip_encoder = False
+    text_name = "Qwen3"
+
+    @property
+    def denoiser(self):
+        return self.pipe.transformer
+
+    @property
+    def patch(self) -> int:
+        return int(self.denoiser.config.all_patch_size[0])
+
+    @property
+    def size_multiple(self) -> int:
+        return self.vae_scale_factor * 2
+
+    @property
+    def default_size(self) -> int:
+        declared = _MODEL_DEFAULTS.get(self.pipe, {}).get("size")
+        return int(declared) if declared else 1024  # the pipeline's own, whatever the config
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.denoiser.config.in_channels)
+
+    @property
+    def text_limit(self) -> int:
+        return 512
+
+    def latent_hw(self, height: int, width: int) -> tuple[int, int]:
+        f = self.vae_scale_factor * 2
+        return 2 * (height // f), 2 * (width // f)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.pipe.vae
+        z = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor
+        return vae.decode(z + (vae.config.shift_factor or 0.0), return_dict=False)[0]
+
+    def layers(self) -> list[CrossAttentionLayer]:
+        t = self.denoiser
+        if t not in _LAYERS:
+            halvings = int(math.log2(self.patch))
+            _LAYERS[t] = [
+                CrossAttentionLayer(
+                    name=f"layers.{i}.attention", heads=int(b.attention.heads), factor=halvings
+                )
+                for i, b in enumerate(t.layers)
+            ]
+        return _LAYERS[t]
+
+    def observe(self, sink: AttentionSink) -> list:
+        layout = self._layout  # read from the call under way (``call_shape``), then from each next call
+        hook = self.denoiser.register_forward_pre_hook(
+            lambda m, a, k: layout.read(m, a, k, self.patch), with_kwargs=True, prepend=True
+        )
+        undo = [hook.remove]
+        for name in sink.layers:
+            observer = UnifiedObserver(self.denoiser.get_submodule(name), name, sink, layout)
+            undo += [h.remove for h in observer.install()]
+        return undo
+
+    def call_shape(self, args: tuple, kwargs: dict) -> tuple[int | None, int | None]:
+        self._layout = UnifiedLayout()
+        self._layout.read(None, args, kwargs, self.patch)
+        images = kwargs.get("x", args[0] if args else None)
+        captions = kwargs.get("cap_feats", args[2] if len(args) > 2 else None)
+        if not isinstance(images, list) or not isinstance(captions, list):
+            return None, None
+        return len(images), max((padded(int(c.shape[0])) for c in captions), default=0)
+
+    def uses_guidance(self, guidance_scale: float) -> bool:
+        return guidance_scale > 0
+
+    def combine(self, cond: torch.Tensor, negative: torch.Tensor, scale: float) -> torch.Tensor:
+        return cond + scale * (cond - negative)
+
+    @property
+    def template(self) -> str:
+        """The chat template around a prompt, ``{}`` where the prompt goes."""
+        messages = [{"role": "user", "content": "{}"}]
+        tok = self.pipe.tokenizer
+        return tok.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=True
+        )
+
+    def _table(self, text: str, limit: int, pad_to: int | None = None) -> pd.DataFrame:
+        return template_table(self.pipe.tokenizer, self.template, 0, text, limit, pad_to)
+
+    def _padded(self, texts, limit: int) -> int:
+        texts = [texts] if isinstance(texts, str) else [t for t in (texts or []) if isinstance(t, str)]
+        return max((padded(int((self._table(t, limit).kind != "cut").sum())) for t in texts), default=0)
+
+    def text_lengths(self, bound: dict) -> dict[str, int]:
+        limit = int(bound.get("max_sequence_length") or 512)
+        prompts = bound.get("prompt")
+        negatives = bound.get("negative_prompt")
+        if negatives is None:
+            negatives = [""] * (1 if isinstance(prompts, str) else len(prompts or []))
+        return {
+            "Qwen3": limit,
+            "padded": self._padded(prompts, limit),
+            "negative": self._padded(negatives, limit),
+        }
+
+    def token_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
+        return joined_table([("Qwen3", self._table(text, lengths["Qwen3"], lengths.get("padded")))])
+
+    def negative_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
+        return joined_table([("Qwen3", self._table(text, lengths["Qwen3"], lengths.get("negative")))])
+
+    def cut_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        message = cut_message(self._table(text, lengths["Qwen3"]), lengths["Qwen3"], "Qwen3")
+        return [message] if message else []
+
+    def unknown_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        return []  # byte-level: no unknown token
+
+    def call_arguments(self, request) -> dict:
+        args = {"guidance_scale": request.guidance_scale, "negative_prompt": request.negative_prompt}
+        length = _MODEL_DEFAULTS.get(self.pipe, {}).get("max_sequence_length")
+        if length:
+            args["max_sequence_length"] = int(length)
+        return args
+
+
 ADAPTERS = {
     "StableDiffusionPipeline": StableDiffusionAdapter,
     "StableDiffusionXLPipeline": StableDiffusionXLAdapter,
@@ -715,6 +868,7 @@ ADAPTERS = {
     "ChromaPipeline": ChromaAdapter,
     "QwenImagePipeline": QwenImageAdapter,
     "SanaPipeline": SanaAdapter,
+    "ZImagePipeline": ZImageAdapter,
 }
 
 

@@ -104,6 +104,7 @@ class AttentionSink:
         self.step = 0  # the denoising step the denoiser is working on
         self.call = 0  # which denoiser call of this step (a negative branch may run as a second call)
         self.separate_negative = False  # True where the negative branch is a second call, not a batch half
+        self.cond_first = False  # True where a guidance batch is [conditional | negative]
         self.shapes = {n: layer.grid(*latent_hw) for n, layer in self.layers.items()}
         branches = ["cond", "uncond"] if policy.negative else ["cond"]
         # branch -> layer -> one (kept steps, heads | 1, queries, tokens) tensor per image
@@ -133,6 +134,8 @@ class AttentionSink:
         b = self.batch
         if self.separate_negative:
             return {"uncond" if self.call == 1 else "cond": slice(0, rows)}
+        if rows == 2 * b and self.cond_first:  # Z-Image: [conditional | negative]
+            return {"cond": slice(0, b), "uncond": slice(b, 2 * b)}
         if rows == 2 * b:
             return {"uncond": slice(0, b), "cond": slice(b, 2 * b)}
         return {"cond": slice(0, rows)}

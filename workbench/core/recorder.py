@@ -225,7 +225,8 @@ class Recording:
         pipe = self.pipe
         # ``check_inputs`` is the first thing every stock call does, before it sets any state on the
         # pipeline: a plain call from another thread waits there until this recording ends
-        self._wrap(pipe, "check_inputs", self._check_inputs)
+        if hasattr(pipe, "check_inputs"):
+            self._wrap(pipe, "check_inputs", self._check_inputs)
         self._wrap(pipe, "maybe_free_model_hooks", self._call_ends)
         self._wrap(pipe, "encode_prompt", self._encode_prompt)
         self._wrap(pipe, "prepare_latents", self._prepare_latents)
@@ -248,19 +249,24 @@ class Recording:
         if self.bar is not None:
             self.bar.close()
 
+    def _call_starts(self, frame) -> None:
+        """A pipeline call starts (``frame``: its ``__call__``): other threads wait, a call nested in a
+        running one is refused, the edits acting on it are read."""
+        self._wait_if_foreign()
+        if threading.get_ident() == self.owner:
+            # a call whose outer call is still running (made from its callback) would mix into it;
+            # an outer call that ended, even by an exception, is no longer on the stack
+            if self.call_frame is not None and _on_stack(self.call_frame):
+                raise RuntimeError(
+                    "a pipeline call was made inside a recorded call (from a callback?); it cannot be "
+                    "recorded apart from the call around it. Make it after that call returns"
+                )
+            self.call_frame = frame
+            self.edits = active_edits(self.adapter.denoiser)  # what acts on this call
+
     def _check_inputs(self, original):
         def check_inputs(*args, **kwargs):
-            self._wait_if_foreign()
-            if threading.get_ident() == self.owner:
-                # a call whose outer call is still running (made from its callback) would mix into it;
-                # an outer call that ended, even by an exception, is no longer on the stack
-                if self.call_frame is not None and _on_stack(self.call_frame):
-                    raise RuntimeError(
-                        "a pipeline call was made inside a recorded call (from a callback?); it cannot be "
-                        "recorded apart from the call around it. Make it after that call returns"
-                    )
-                self.call_frame = sys._getframe(1)  # the pipeline's ``__call__``
-                self.edits = active_edits(self.adapter.denoiser)  # what acts on this call
+            self._call_starts(sys._getframe(1))  # the pipeline's ``__call__``
             return original(*args, **kwargs)
 
         return check_inputs
@@ -284,6 +290,8 @@ class Recording:
         signature = inspect.signature(original)
 
         def encode_prompt(*args, **kwargs):
+            if not hasattr(self.pipe, "check_inputs") and self.encode_calls == 0:  # Z-Image: no check_inputs,
+                self._call_starts(sys._getframe(1))  # the call's first step is encoding its prompt
             self._wait_if_foreign()
             if self.noise is not None:  # a second pipeline call inside one recording: a run of its own
                 self._end_call()
@@ -382,10 +390,8 @@ class Recording:
         self.total_steps = len(self.scheduler.timesteps)
         if self.noise is None:
             raise RuntimeError("recording needs the pipeline to prepare its latents before denoising")
-        context = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
-        self.text_len = int(context.shape[1]) if context is not None else adapter.text_limit
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        self.denoiser_batch = int(hidden.shape[0]) if isinstance(hidden, torch.Tensor) else None
+        self.denoiser_batch, text_len = adapter.call_shape(args, kwargs)
+        self.text_len = text_len if text_len is not None else adapter.text_limit
         latent_hw = tuple(self.noise.shape[-2:])
         batch = self.noise.shape[0]
         layers = adapter.layers()
@@ -404,6 +410,7 @@ class Recording:
                 self.policy, kept, latent_hw, self.text_len, self.total_steps, batch=batch
             )
             self.sink.separate_negative = adapter.separate_negative
+            self.sink.cond_first = adapter.cond_first
             self._call_undo += adapter.observe(self.sink)
         undo = len(self._undo)
         self._wrap(self.scheduler, "step", self._step)

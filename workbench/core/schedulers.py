@@ -211,6 +211,8 @@ def x0_from_prediction(
         return alpha_t * sample - sigma_t * model_output
     if pred == "sample":
         return model_output
-    if pred == "flow_prediction":  # flow sigmas (Sana's DPM-Solver): sample = (1 - σ) x0 + σ noise, v = noise - x0
+    if (
+        pred == "flow_prediction"
+    ):  # flow sigmas (Sana's DPM-Solver): sample = (1 - σ) x0 + σ noise, v = noise - x0
         return sample - sigma_t * model_output
     raise ValueError(f"cannot derive x0 for prediction_type {pred!r}")

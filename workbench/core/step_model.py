@@ -111,6 +111,11 @@ class StepModel:
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < n:
             raise ValueError(f"step must be an int in 0..{n - 1} (the run's completed steps), got {step!r}")
         adapter = adapter_for(pipe)
+        if not adapter.replays_steps:
+            raise NotImplementedError(
+                f"replaying a step as a function of the text (integrated gradients) is not built for "
+                f"{adapter.family}: its transformer takes the captions as a list of their own lengths"
+            )
         self.pipe, self.run, self.step, self.adapter = pipe, run, step, adapter
         request = run.config.request
         self.second = adapter.second_call(request)  # the negative branch's scale when it is a second call

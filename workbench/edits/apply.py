@@ -60,6 +60,7 @@ def editing(pipe, edits, *, sources: dict | None = None):
     """
     edits = check_edits(edits)
     adapter = adapter_for(pipe)
+    check_family(adapter, edits)
     with ExitStack() as stack:
         stack.enter_context(marked(adapter.denoiser, edits))
         editor = _Editor(pipe, adapter, edits, dict(sources or {}))
@@ -85,6 +86,22 @@ def check_edits(edits) -> tuple[Edit, ...]:
     return tuple(edits)
 
 
+def check_family(adapter, edits: tuple[Edit, ...]) -> None:
+    """Refuse edits the family's attention or conditioning cannot take, naming the family and why."""
+    attention = [e.kind for e in edits if e.kind in ("reweight", "ablate", "replace")]
+    if attention and not adapter.attention_edits:
+        raise EditError(
+            "kind",
+            f"{attention[0]} edits are not built for {adapter.family}: its attention processor takes no "
+            "additive mask to carry the edit (a prompt switch may still apply)",
+        )
+    if any(e.kind == "switch" for e in edits) and not adapter.conditioning:
+        raise EditError(
+            "kind",
+            f"a prompt switch is not built for {adapter.family}: its text reaches the denoiser as a list",
+        )
+
+
 class _Editor:
     """The hooks of one ``editing`` block: the call's text and size, a step counter, layer pre-hooks."""
 
@@ -106,7 +123,8 @@ class _Editor:
     # ------------------------------------------------------------ installing
 
     def install(self) -> None:
-        self._wrap(self.pipe, "check_inputs", self._check_inputs)
+        if hasattr(self.pipe, "check_inputs"):
+            self._wrap(self.pipe, "check_inputs", self._check_inputs)
         if self.switch is not None:
             self._wrap(self.pipe, "encode_prompt", self.switch.wrap_encode)
         denoiser = self.adapter.denoiser
