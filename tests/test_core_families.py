@@ -12,6 +12,7 @@ from tiny_families import (
     build_sd3_folder,
     build_sdxl_folder,
 )
+from tiny_flux2 import build_flux2_folder, build_flux2_klein_folder
 from tiny_qwen import build_qwenimage_folder
 from tiny_sana import build_sana_folder
 from tiny_zimage import build_z_image_folder
@@ -33,9 +34,14 @@ FAMILIES = {
     "sana": (build_sana_folder, 32, 64, {}),
     "sana-1.5": (lambda root: build_sana_folder(root, qk_norm="rms_norm_across_heads"), 32, 64, {}),
     "z-image": (build_z_image_folder, 32, 40, {}),  # 80 image tokens: the text starts after 96
+    "flux2-klein": (build_flux2_klein_folder, 32, 48, {"negative_prompt": None}),  # CFG against ""
+    "flux2": (build_flux2_folder, 32, 48, {"negative_prompt": None}),  # embedded guidance
 }
 UNIFIED = {"z-image"}  # one sequence, no text stream: text keys after the padded image
-SEPARATE = {"flux", "chroma", "qwen-image"}  # the negative branch is a second transformer call per step
+SEPARATE = {"flux", "chroma", "qwen-image", "flux2-klein"}
+ROTARY = SEPARATE | {
+    "flux2"
+}  # Flux's rotary on [text | image]  # the negative branch is a second transformer call per step
 CROSS = {"sdxl", "pixart-sigma", "sana", "sana-1.5"}  # cross-attention: the keys are the text alone
 # what a direct pipeline call needs here (PixArt's default resolution binning knows only real sizes)
 DIRECT = {name: {"use_resolution_binning": False} for name in ("pixart-sigma", "sana", "sana-1.5")}
@@ -50,6 +56,8 @@ TEXT_ENCODER = {
     "sana": "Gemma",
     "sana-1.5": "Gemma",
     "z-image": "Qwen3",
+    "flux2-klein": "Qwen3",
+    "flux2": "Mistral3",
 }  # the first one cut
 
 
@@ -58,16 +66,8 @@ def family(request, tmp_path_factory):
     build, height, width, extra = FAMILIES[request.param]
     folder = build(tmp_path_factory.mktemp(request.param))
     pipe = load_pipeline(folder, device="cpu", dtype="float32")
-    req = Request(
-        PROMPT,
-        seed=5,
-        steps=3,
-        guidance_scale=4.0,
-        negative_prompt="green",
-        height=height,
-        width=width,
-        **extra,
-    )
+    fields = {"negative_prompt": "green", **extra}
+    req = Request(PROMPT, seed=5, steps=3, guidance_scale=4.0, height=height, width=width, **fields)
     return request.param, pipe, req
 
 
@@ -75,7 +75,7 @@ def _stock(pipe, req, output_type="np", hooks=()):
     handles = [module.register_forward_pre_hook(fn, with_kwargs=True) for module, fn in hooks]
     try:
         return pipe(
-            req.prompt,
+            prompt=req.prompt,
             num_inference_steps=req.steps,
             height=req.height,
             width=req.width,
@@ -95,7 +95,10 @@ def test_recorded_image_and_latent_equal_stock(family):
     assert np.array_equal(np.asarray(run.image), (image * 255).round().astype("uint8"))
     latent = _stock(pipe, req, output_type="latent")
     adapter = adapter_for(pipe)
-    assert torch.equal(run.latents[-1], adapter.unpack(latent, req.height, req.width)[0].float())
+    if name == "flux2-klein":  # its latent output is the VAE's space: the batch-norm undone, unpatchified
+        assert torch.equal(adapter.denormalize(run.latents[-1][None]), latent)
+    else:
+        assert torch.equal(run.latents[-1], adapter.unpack(latent, req.height, req.width)[0].float())
     # x0 at the last step is close to the final latent
     assert torch.allclose(run.x0[-1], run.latents[-1], atol=0.1 * run.latents[-1].abs().max().item())
     assert run.complete and run.config.provenance.model["pipeline"] == type(pipe).__name__
@@ -131,7 +134,11 @@ def _joint_reference(attn, inputs, text_first, text_len=None):
         inputs.get("image_rotary_emb"),
     )
     h = attn.heads
-    q, k = _split_heads(attn.to_q(hs), h), _split_heads(attn.to_k(hs), h)
+    if hasattr(attn, "to_qkv_mlp_proj"):  # Flux.2's single stream: [q | k | v | mlp] from one projection
+        fused, inner = attn.to_qkv_mlp_proj(hs), attn.inner_dim
+        q, k = _split_heads(fused[..., :inner], h), _split_heads(fused[..., inner : 2 * inner], h)
+    else:
+        q, k = _split_heads(attn.to_q(hs), h), _split_heads(attn.to_k(hs), h)
     q, k = attn.norm_q(q), attn.norm_k(k)
     if ehs is not None:
         tq, tk = _split_heads(attn.add_q_proj(ehs), h), _split_heads(attn.add_k_proj(ehs), h)
@@ -247,6 +254,9 @@ def test_every_probability_equals_a_reference_softmax(family):
                     refs = {"cond": inputs[2 * step], "uncond": inputs[2 * step + 1]}
                     texts = block_text[layer][2 * step : 2 * step + 2] if block_text[layer] else [None, None]
                     ref = {b: _joint_reference(attn, x, True, t)[0] for (b, x), t in zip(refs.items(), texts)}
+                elif name == "flux2":  # one call per step (guidance embedded), [text | image]
+                    t = block_text[layer][step] if block_text[layer] else None
+                    ref = {"cond": _joint_reference(attn, inputs[step], True, t)[0]}
                 elif name in UNIFIED:  # batch [cond | uncond], the layout from the transformer's inputs
                     full = _unified_reference(attn, inputs[step], layouts[step])
                     ref = {"cond": full[0], "uncond": full[1]}
@@ -257,11 +267,11 @@ def test_every_probability_equals_a_reference_softmax(family):
                         else _joint_reference(attn, inputs[step], False)
                     )  # batch [uncond | cond]
                     ref = {"uncond": full[0], "cond": full[1]}
-                got = {
-                    "cond": run.attention.probs[layer][step],
-                    "uncond": run.negative_attention.probs[layer][step],
-                }
-                for branch in ("cond", "uncond"):
+                got = {"cond": run.attention.probs[layer][step]}
+                if run.negative_attention is not None:
+                    got["uncond"] = run.negative_attention.probs[layer][step]
+                assert set(got) == set(ref), (name, sorted(got), sorted(ref))
+                for branch in ref:
                     assert got[branch].shape == ref[branch].shape, (layer, branch)
                     err = (got[branch] - ref[branch]).abs().max().item()
                     assert err <= 1e-5, f"{name} {layer} step {step} {branch}: max error {err:.2e}"
@@ -274,7 +284,11 @@ def test_grids_budget_and_words(family):
     name, pipe, req = family
     adapter = adapter_for(pipe)
     policy = RecordingPolicy(negative=True)
-    run = generate(pipe, req, policy=policy, progress=False)
+    if name == "flux2":
+        with pytest.warns(UserWarning, match="no negative branch"):
+            run = generate(pipe, req, policy=policy, progress=False)
+    else:
+        run = generate(pipe, req, policy=policy, progress=False)
     h, w = adapter.latent_hw(req.height, req.width)
     assert tuple(run.latents.shape[-2:]) == (h, w) and h != w
     for layer, (rows, cols) in run.attention.shapes.items():
@@ -284,6 +298,10 @@ def test_grids_budget_and_words(family):
     assert len(run.tokens[run.tokens.kind != "cut"]) == text_keys  # every key position has a row
     steps = run.steps_done
     one = RecordingPolicy()  # a branch's bytes; each branch has as many text keys as its own prompt
+    if name == "flux2":  # guidance embedded: there is no negative branch to record (and it is said)
+        assert run.negative_attention is None
+        assert run.attention.nbytes() == estimate_bytes(one, adapter.layers(), (h, w), text_keys, steps)
+        return
     negative_keys = next(iter(run.negative_attention.probs.values())).shape[-1]
     assert negative_keys == (len(run.negative_tokens) if name == "qwen-image" else text_keys)
     est = sum(estimate_bytes(one, adapter.layers(), (h, w), t, steps) for t in (text_keys, negative_keys))
@@ -311,6 +329,10 @@ def test_text_tables_per_encoder(family):
         assert words.drop_duplicates("word_index").word.tolist() == PROMPT.split()
         assert table.kind.tolist()[-5:] == ["template"] * 5 and (table.kind == "pad").sum() == 0
         assert next(iter(run.attention.probs.values())).shape[-1] == len(table)
+    elif name in ("flux2-klein", "flux2"):  # the chat template, padded to 512 unmasked keys
+        assert set(table.encoder) == {TEXT_ENCODER[name]} and len(table) == 512
+        assert table[table.kind == "word"].drop_duplicates("word_index").word.tolist() == PROMPT.split()
+        assert (table.kind == "template").sum() > 0 and (table.kind == "pad").sum() > 0
     elif name == "z-image":  # chat template around the prompt, caption pads to a multiple of 32
         assert set(table.encoder) == {"Qwen3"}
         kinds = table.kind.tolist()
@@ -344,7 +366,7 @@ def test_cut_warning_names_the_encoder(family):
     extra = ({} if name == "sdxl" else {"max_sequence_length": 32}) | DIRECT.get(name, {})
     with pytest.warns(UserWarning, match=f"{encoder} text encoder's limit"):
         with record(pipe, progress=False):
-            pipe(long, num_inference_steps=1, height=req.height, width=req.width, **extra)
+            pipe(prompt=long, num_inference_steps=1, height=req.height, width=req.width, **extra)
 
 
 def test_observers_removed_after_an_error(family):
@@ -358,7 +380,7 @@ def test_observers_removed_after_an_error(family):
     with pytest.raises(RuntimeError, match="stop here"):
         with record(pipe, RecordingPolicy(heads="all"), progress=False):
             pipe(
-                PROMPT,
+                prompt=PROMPT,
                 num_inference_steps=2,
                 height=req.height,
                 width=req.width,
@@ -464,7 +486,7 @@ def test_processors_untouched_and_every_argument_reaches_them(family):
 
         with record(pipe, RecordingPolicy(heads="all"), progress=False):
             pipe(
-                req.prompt,
+                prompt=req.prompt,
                 num_inference_steps=2,
                 height=req.height,
                 width=req.width,
@@ -482,7 +504,7 @@ def test_processors_untouched_and_every_argument_reaches_them(family):
     assert during and all(during)  # the installed processors were never swapped out
     text = "freqs_cis" if name in UNIFIED else "encoder_hidden_states"  # Z-Image: text in the one sequence
     assert recorded == plain and any(text in a for a in recorded)
-    if name in SEPARATE:
+    if name in ROTARY:
         assert all("image_rotary_emb" in a for a in recorded)
 
 
@@ -533,7 +555,7 @@ def test_renormalised_over_text_is_a_softmax_over_text_alone(family):
             img_f, txt_f = x["image_rotary_emb"]
             q = _rotate_pairs(q, img_f)
             tk = _rotate_pairs(tk, txt_f)
-        elif name in SEPARATE:
+        elif name in ROTARY:
             k_img = attn.norm_k(_split_heads(attn.to_k(x["hidden_states"]), h))
             tq = attn.norm_added_q(_split_heads(attn.add_q_proj(x["encoder_hidden_states"]), h))
             t = tk.shape[2]

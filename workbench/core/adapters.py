@@ -54,6 +54,7 @@ class StableDiffusionAdapter:
         False  # a guidance batch is [unconditional | conditional]; Z-Image's is [conditional | negative]
     )
     attention_edits = True  # reweight / ablate / replace can bias this family's attention
+    negative_prompts = True  # the pipeline takes a negative prompt (Flux.2's CFG is against "" alone)
     replays_steps = True  # a recorded step can be replayed as a function of the text (IG, step model)
     true_cfg = False  # a separate negative call scaled by ``true_cfg_scale`` (Flux.1), not by guidance_scale
     family_guidance = 7.5  # the stock pipeline's own default guidance_scale
@@ -859,6 +860,119 @@ class ZImageAdapter(StableDiffusionAdapter):
         return args
 
 
+class Flux2Adapter(FluxAdapter):
+    """Flux.2 [klein] (``Flux2KleinPipeline``; Qwen3) and Flux.2 [dev] (``Flux2Pipeline``; Mistral 3):
+    dual-stream ``transformer_blocks.N.attn`` and single-stream ``single_transformer_blocks.N.attn``
+    (one fused q/k/v/MLP projection) over [text | image], Flux's rotary.
+
+    The text is the prompt in the text encoder's chat template, padded to ``max_sequence_length``
+    (512) with padding the transformer does not mask: every position is a key, template tokens
+    (kind ``template``) and padding (``pad``) included, and takes real attention mass. [klein] guides with
+    a second call per step against the empty prompt (no negative prompt); [dev] embeds its guidance.
+    Latents are drawn patchified (4 × the latent channels at half the size), packed into tokens, and
+    batch-normalised by the VAE's statistics; runs hold them unpatchified (C, h, w), still normalised.
+    """
+
+    family = "Flux.2"
+    family_guidance = 4.0
+    conditioning = ((0, "encoder_hidden_states"),)
+    true_cfg = False
+    negative_prompts = False
+    attention_edits = False  # the single-stream blocks' q and k come from one fused projection
+    text_name = "Qwen3"
+
+    def _single_block(self, name: str):
+        return None  # the single blocks get no text states: the call's text length
+
+    def draw_noise(self, batch: int, channels: int, height: int, width: int, dtype, device, generator):
+        h, w = self.latent_hw(int(height), int(width))
+        shape = (batch, channels * 4, h // 2, w // 2)  # as the pipeline draws it: patchified
+        return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+
+    def pack(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.pipe._pack_latents(self.pipe._patchify_latents(latents))
+
+    def unpack(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        h, w = self.latent_hw(height, width)
+        if latents.ndim == 3:  # tokens (B, N, 4C), row-major over the half-size grid
+            latents = latents.permute(0, 2, 1).reshape(latents.shape[0], -1, h // 2, w // 2)
+        return self.pipe._unpatchify_latents(latents)
+
+    def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
+        """(n, C, h, w) latents of the loop -> the VAE's own latent space (its batch-norm undone)."""
+        vae = self.pipe.vae
+        z = self.pipe._patchify_latents(latents.to(device=vae.device, dtype=vae.dtype))
+        mean = vae.bn.running_mean.view(1, -1, 1, 1).to(z.device, z.dtype)
+        std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(
+            z.device, z.dtype
+        )
+        return self.pipe._unpatchify_latents(z * std + mean)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.pipe.vae.decode(self.denormalize(latents), return_dict=False)[0]
+
+    def uses_guidance(self, guidance_scale: float) -> bool:
+        return False  # [klein]: a second call per step; [dev]: embedded
+
+    def second_call(self, request) -> float | None:
+        distilled = bool(getattr(self.pipe.config, "is_distilled", True))
+        separate = type(self.pipe).__name__ == "Flux2KleinPipeline" and not distilled
+        return float(request.guidance_scale) if separate and request.guidance_scale > 1 else None
+
+    def prompts_of(self, bound: dict, call: int):
+        if call == 0:
+            return bound.get("prompt"), None
+        return None  # the second encoding is the pipeline's own empty prompt
+
+    @property
+    def template(self) -> str:
+        """The chat template around a prompt, ``{}`` where the prompt goes, as the pipeline renders it."""
+        tok = self.pipe.tokenizer
+        if type(self.pipe).__name__ == "Flux2KleinPipeline":
+            messages = [{"role": "user", "content": "{}"}]
+            return tok.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+            )
+        from diffusers.pipelines.flux2.pipeline_flux2 import format_input
+
+        messages = format_input(["{}"], system_message=self.pipe.system_message)[0]
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+
+    def _table(self, text: str, length: int) -> pd.DataFrame:
+        dev = type(self.pipe).__name__ == "Flux2Pipeline"
+        text = text.replace("[IMG]", "") if dev else text  # the pipeline drops it
+        return template_table(
+            self.pipe.tokenizer, self.template, 0, text, length, length, add_special_tokens=not dev
+        )
+
+    def text_lengths(self, bound: dict) -> dict[str, int]:
+        return {self.text_name: int(bound.get("max_sequence_length") or 512)}
+
+    def token_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
+        return joined_table([(self.text_name, self._table(text, lengths[self.text_name]))])
+
+    def cut_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        length = lengths[self.text_name]
+        message = cut_message(self._table(text, length), length, self.text_name)
+        return [message] if message else []
+
+    def unknown_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        return []
+
+    def call_arguments(self, request) -> dict:
+        args = {"guidance_scale": request.guidance_scale}
+        length = _MODEL_DEFAULTS.get(self.pipe, {}).get("max_sequence_length")
+        if length:
+            args["max_sequence_length"] = int(length)
+        return args
+
+
+class Flux2DevAdapter(Flux2Adapter):
+    """Flux.2 [dev]: Mistral 3's chat template with its system message; guidance embedded."""
+
+    text_name = "Mistral3"
+
+
 ADAPTERS = {
     "StableDiffusionPipeline": StableDiffusionAdapter,
     "StableDiffusionXLPipeline": StableDiffusionXLAdapter,
@@ -869,6 +983,8 @@ ADAPTERS = {
     "QwenImagePipeline": QwenImageAdapter,
     "SanaPipeline": SanaAdapter,
     "ZImagePipeline": ZImageAdapter,
+    "Flux2KleinPipeline": Flux2Adapter,
+    "Flux2Pipeline": Flux2DevAdapter,
 }
 
 

@@ -178,7 +178,9 @@ def _generate(pipe, requests: list[Request], policy, progress, cancel, on_step, 
             if not single and guidance.get("negative_prompt") is not None:
                 guidance["negative_prompt"] = [guidance["negative_prompt"]] * len(requests)
             pipe(
-                first.prompt if single else [r.prompt for r in requests],
+                prompt=first.prompt
+                if single
+                else [r.prompt for r in requests],  # Flux.2 [klein] takes image first
                 num_inference_steps=first.steps,
                 height=first.height,
                 width=first.width,

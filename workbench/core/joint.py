@@ -63,9 +63,15 @@ class JointObserver:
         handles = [
             attn.register_forward_pre_hook(self._before, with_kwargs=True),
             attn.register_forward_hook(self._after),
-            attn.to_q.register_forward_hook(self._keep("q")),
-            attn.to_k.register_forward_hook(self._keep("k")),
         ]
+        fused = getattr(attn, "to_qkv_mlp_proj", None)  # Flux.2's single-stream blocks: one projection
+        if fused is not None:
+            handles.append(fused.register_forward_hook(self._keep_fused))
+        else:
+            handles += [
+                attn.to_q.register_forward_hook(self._keep("q")),
+                attn.to_k.register_forward_hook(self._keep("k")),
+            ]
         if getattr(attn, "add_q_proj", None) is not None and self.block is None:
             handles.append(attn.add_q_proj.register_forward_hook(self._keep("text_q")))
         if getattr(attn, "add_k_proj", None) is not None and self.block is None:
@@ -80,6 +86,13 @@ class JointObserver:
                 setattr(self, slot, output)
 
         return hook
+
+    def _keep_fused(self, module, args, output) -> None:
+        """Q and K from a fused [q | k | v | mlp] projection: its first two ``inner_dim`` column blocks,
+        as the processor splits them."""
+        if self.sink.wants(self.name):
+            inner = int(self.attn.inner_dim)
+            self.q, self.k = output[..., :inner], output[..., inner : 2 * inner]
 
     def _block_text(self, module, args, kwargs) -> None:
         context = kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None)

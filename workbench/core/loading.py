@@ -336,11 +336,12 @@ def _renamed(module, keys: set[str]) -> set[str]:
     except Exception:  # not a transformers model, or a transformers without renaming rules
         return keys
     out = set()
-    for key in keys:
-        for src, dst in rules:  # the first rule that applies, as the loader renames
-            if re.search(src, key):
-                out.add(re.sub(src, dst, key, count=1))
-                break
+    for key in keys:  # the rules in turn, and the first rule that applies alone (some apply to a scope)
+        chained = key
+        for src, dst in rules:
+            chained = re.sub(src, dst, chained, count=1)
+        first = next((re.sub(src, dst, key, count=1) for src, dst in rules if re.search(src, key)), key)
+        out |= {chained, first}
     return keys | out
 
 

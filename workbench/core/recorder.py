@@ -347,8 +347,11 @@ class Recording:
                 self.noise_kind = (
                     "seed" if None not in self.seeds else ("global" if generator is None else "generator")
                 )
+                channels = (
+                    a["num_channels_latents"] if "num_channels_latents" in a else a["num_latents_channels"]
+                )
                 latents = self.adapter.draw_noise(
-                    batch, a["num_channels_latents"], *self.size, a["dtype"], a["device"], generator
+                    batch, channels, *self.size, a["dtype"], a["device"], generator
                 )
                 bound.arguments["latents"] = latents
             else:
@@ -491,6 +494,12 @@ class Recording:
         x0 = torch.stack(self.x0, dim=1) if self.x0 else None  # (batch, steps, C, h, w)
         empty = torch.zeros((0, *self.noise.shape[1:]))
         table = self.adapter.table
+        # a family whose negative branch is a second call, and the call made none: nothing was recorded
+        no_second_call = self.adapter.separate_negative and self.negative_calls == 0
+        if no_second_call and self.policy.negative and self.steps_done:
+            warn_at_caller(
+                "policy.negative is set but the call made no negative branch: there is none to record"
+            )
         return [
             Run(
                 config=RunConfig(requests[i], self.policy, Provenance(**provenance), edits=self.edits),
@@ -504,7 +513,7 @@ class Recording:
                 x0=x0[i] if x0 is not None else empty,
                 image=images[i],
                 attention=stores[i].get("cond", AttentionStore(heads=self.policy.heads)),
-                negative_attention=stores[i].get("uncond"),
+                negative_attention=None if no_second_call else stores[i].get("uncond"),
                 complete=self.complete,
                 failure=self.failure,
             )

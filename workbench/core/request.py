@@ -209,6 +209,11 @@ class Request:
                 "true_cfg_scale",
                 f"applies to Flux pipelines only; {adapter.family} guides with guidance_scale",
             )
+        if self.negative_prompt is not None and not adapter.negative_prompts:
+            raise RequestError(
+                "negative_prompt",
+                f"is not taken by {adapter.family}: its guidance runs against the empty prompt",
+            )
         true_cfg, negative = self._true_guidance(adapter)
         m = adapter.size_multiple
         height = check_size("height", self.height or adapter.default_size, m)

@@ -339,7 +339,13 @@ def joined_table(parts: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
 
 
 def template_table(
-    tokenizer, template: str, drop: int, text: str, max_length: int, pad_to: int | None = None
+    tokenizer,
+    template: str,
+    drop: int,
+    text: str,
+    max_length: int,
+    pad_to: int | None = None,
+    add_special_tokens: bool = True,
 ) -> pd.DataFrame:
     """The token table of a prompt put into a chat template whose first ``drop`` tokens the pipeline
     drops (Qwen-Image's system prefix): the prompt's tokens as words, then the template's own tokens
@@ -353,7 +359,10 @@ def template_table(
     if not isinstance(text, str):
         raise TypeError(f"prompt must be a str, got {type(text).__name__}")
     start = template.index("{}")
-    enc = tokenizer(template.format(text), truncation=False, return_offsets_mapping=True)
+    formatted = template.replace("{}", text, 1) if template.count("{}") == 1 else template.format(text)
+    enc = tokenizer(
+        formatted, truncation=False, return_offsets_mapping=True, add_special_tokens=add_special_tokens
+    )
     ids = list(enc["input_ids"])[drop:]
     offsets = [(a - start, b - start) for a, b in enc["offset_mapping"]][drop:]
     pieces = tokenizer.convert_ids_to_tokens(ids)
