@@ -425,7 +425,8 @@ def test_report_rerun_app_and_studies(family, tmp_path):
     from workbench.report import report
     from workbench.rerun import rerun
     from workbench.store.recipe import RerunRecipe
-    from workbench.widgets import GenerateApp
+    from workbench.store.runs import load_run, save_run
+    from workbench.widgets import AttentionExplorer, GenerateApp
 
     name, pipe, req = family
     run = generate(pipe, req, steps=2, progress=False)
@@ -442,6 +443,16 @@ def test_report_rerun_app_and_studies(family, tmp_path):
     app.height.value, app.width.value = req.height, req.width
     made = app.run_sync()
     assert app.error is None and made is not None and made.complete
+    # saved and loaded back the same: tensors, token tables (template and pad rows too), image
+    loaded = load_run(save_run(run, tmp_path / "saved"))
+    assert loaded.tokens.equals(run.tokens) and loaded.negative_tokens.equals(run.negative_tokens)
+    for layer, probs in run.attention.probs.items():
+        assert torch.equal(loaded.attention.probs[layer], probs)
+    assert np.array_equal(np.asarray(loaded.image), np.asarray(run.image))
+    explorer = AttentionExplorer(loaded)  # the app on the reloaded run: every offered recipe draws
+    for preset in explorer.preset.options:
+        explorer.preset.value = preset
+        assert explorer.error is None and explorer.figure is not None, (preset, explorer.error)
 
 
 def _spying(processor, log: list):
