@@ -668,7 +668,7 @@ class QwenImageAdapter(FluxAdapter):
         return []  # a byte-level tokenizer has no unknown token
 
     def call_arguments(self, request) -> dict:
-        args = {}
+        args = {"true_cfg_scale": 1.0}  # off unless asked for (the pipeline's own default is 4.0)
         if request.negative_prompt is not None and (request.true_cfg_scale or 1.0) > 1:
             args.update(negative_prompt=request.negative_prompt, true_cfg_scale=request.true_cfg_scale)
         length = _MODEL_DEFAULTS.get(self.pipe, {}).get("max_sequence_length")
