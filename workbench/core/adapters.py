@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections import OrderedDict
 
 import pandas as pd
 import torch
@@ -36,6 +37,9 @@ from .tokens import (
 from .unified import UnifiedLayout, UnifiedObserver, padded
 
 _LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ADAPTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # pipe -> its adapter (tables kept)
+TOKENIZERS = ("tokenizer", "tokenizer_2", "tokenizer_3")
+TABLE_CACHE = 256  # token tables and messages kept per pipeline
 _MODEL_DEFAULTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # pipe -> its folder's own defaults
 MODEL_DEFAULTS_FILE = "workbench_defaults.json"  # in a model folder: {"guidance_scale": 4.0}, see loading
 
@@ -65,15 +69,33 @@ class StableDiffusionAdapter:
 
     def __init__(self, pipe):
         self.pipe = pipe
-        self._tables: dict = {}  # (text, lengths) -> token table: asked for several times per call
+        # (what, text, lengths, tokenizers) -> token table or messages, kept across calls (LRU)
+        self._tables: OrderedDict = OrderedDict()
+
+    def _cached(self, key: tuple, make):
+        key = (*key, tuple(id(getattr(self.pipe, n, None)) for n in TOKENIZERS))  # a swapped tokenizer
+        if key in self._tables:
+            self._tables.move_to_end(key)
+            return self._tables[key]
+        value = self._tables[key] = make()
+        if len(self._tables) > TABLE_CACHE:
+            self._tables.popitem(last=False)
+        return value
 
     def table(self, text: str, lengths: dict[str, int], negative: bool = False) -> pd.DataFrame:
-        """``token_table`` (``negative_table`` for the negative prompt) of ``text``, made once per adapter."""
-        key = (text, tuple(sorted(lengths.items())), negative)
-        if key not in self._tables:
-            make = self.negative_table if negative else self.token_table
-            self._tables[key] = make(text, lengths)
-        return self._tables[key]
+        """``token_table`` (``negative_table`` for the negative prompt) of ``text``: made once per prompt
+        and text lengths, for as long as the pipeline keeps its tokenizers."""
+        make = self.negative_table if negative else self.token_table
+        return self._cached(
+            ("table", text, tuple(sorted(lengths.items())), negative), lambda: make(text, lengths)
+        )
+
+    def text_warnings(self, text: str, lengths: dict[str, int]) -> list[str]:
+        """``cut_messages`` then ``unknown_messages`` of ``text``, made once per prompt and lengths."""
+        key = ("warnings", text, tuple(sorted(lengths.items())))
+        return self._cached(
+            key, lambda: self.cut_messages(text, lengths) + self.unknown_messages(text, lengths)
+        )
 
     def negative_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
         """The negative prompt's token table: as the prompt's, in families that encode both alike."""
@@ -993,4 +1015,10 @@ def adapter_for(pipe) -> StableDiffusionAdapter:
     cls = ADAPTERS.get(type(pipe).__name__)
     if cls is None:
         raise NotImplementedError(f"{type(pipe).__name__} is not supported; supported: {sorted(ADAPTERS)}")
-    return cls(pipe)
+    try:
+        known = _ADAPTERS.get(pipe)
+    except TypeError:  # a pipeline that cannot be weakly referenced: a fresh adapter each time
+        return cls(pipe)
+    if type(known) is not cls:
+        known = _ADAPTERS[pipe] = cls(pipe)
+    return known

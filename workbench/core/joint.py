@@ -54,7 +54,7 @@ class JointObserver:
         self._reset()
 
     def _reset(self) -> None:
-        self.q = self.k = self.text_q = self.text_k = self.rotary_emb = self.mask = self.text_mask = None
+        self.q = self.k = self.text_k = self.rotary_emb = self.mask = self.text_mask = None
         self.text_len: int | None = None
 
     def install(self) -> list:
@@ -72,8 +72,6 @@ class JointObserver:
                 attn.to_q.register_forward_hook(self._keep("q")),
                 attn.to_k.register_forward_hook(self._keep("k")),
             ]
-        if getattr(attn, "add_q_proj", None) is not None and self.block is None:
-            handles.append(attn.add_q_proj.register_forward_hook(self._keep("text_q")))
         if getattr(attn, "add_k_proj", None) is not None and self.block is None:
             handles.append(attn.add_k_proj.register_forward_hook(self._keep("text_k")))
         if self.block is not None:
@@ -122,50 +120,51 @@ class JointObserver:
         return x.unflatten(-1, (self.heads, -1))
 
     def queries_and_keys(self) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-        """Q and K over the joint sequence as the processor forms them: (batch, tokens, heads, head_dim)
-        each, after q/k norms and rotary, plus the number of text tokens and the index of the first
-        image token."""
+        """The image queries and every key of the joint sequence as the processor forms them (q/k norms,
+        rotary): (batch, image tokens, heads, head_dim) and (batch, tokens, heads, head_dim), plus the
+        number of text tokens and the index of the first image token in the sequence. Text queries are
+        not formed: no recorded probability reads them."""
         attn = self.attn
         q, k = self._split(self.q), self._split(self.k)
-        if attn.norm_q is not None:
-            q = attn.norm_q(q)
-        if attn.norm_k is not None:
-            k = attn.norm_k(k)
-        if self.text_k is not None:  # a separate text stream: its own projections and norms
-            tq, tk = self._split(self.text_q), self._split(self.text_k)
-            if getattr(attn, "norm_added_q", None) is not None:
-                tq = attn.norm_added_q(tq)
-            if getattr(attn, "norm_added_k", None) is not None:
-                tk = attn.norm_added_k(tk)
-            text_len = tk.shape[1]
+        if self.text_k is not None:  # a separate text stream: q and k of the image, the text's own keys
+            tk = self._split(self.text_k)
+            text_len, n_image = tk.shape[1], q.shape[1]
+            q, k = _norm(attn.norm_q, q), _norm(attn.norm_k, k)
+            tk = _norm(getattr(attn, "norm_added_k", None), tk)
             if self.rotary_per_stream and self.rotary_emb is not None:
-                q, k, tq, tk = _rotate_streams(q, k, tq, tk, self.rotary_emb)
-            pair = ((tq, q), (tk, k)) if self.text_first else ((q, tq), (k, tk))
-            q, k = torch.cat(pair[0], dim=1), torch.cat(pair[1], dim=1)
-        elif self.text_len is not None:  # single stream: [text | image] concatenated by the block
-            text_len = self.text_len
-        elif getattr(self.sink, "tokens", None):  # single stream, no text given to the block: the call's
-            text_len = int(self.sink.tokens)
-        else:
-            raise RuntimeError(f"cannot tell the text tokens of {self.name}: it has no text stream")
+                q, k, tk = _rotate_streams(q, k, tk, self.rotary_emb)
+            k = torch.cat([tk, k] if self.text_first else [k, tk], dim=1)
+        else:  # single stream: [text | image] concatenated by the block
+            text_len = self._text_len()
+            n_image = q.shape[1] - text_len
+            start = text_len if self.text_first else 0
+            q = _norm(attn.norm_q, q[:, start : start + n_image])  # per token: the image rows alone
+            k = _norm(attn.norm_k, k)
+        first_image = text_len if self.text_first else 0
         if self.rotary and not self.rotary_per_stream and self.rotary_emb is not None:
             from diffusers.models.embeddings import apply_rotary_emb
 
-            q = apply_rotary_emb(q, self.rotary_emb, sequence_dim=1)
+            image = slice(first_image, first_image + n_image)
+            q = apply_rotary_emb(q, tuple(t[image] for t in self.rotary_emb), sequence_dim=1)
             k = apply_rotary_emb(k, self.rotary_emb, sequence_dim=1)
-        first_image = text_len if self.text_first else 0
         return q, k, text_len, first_image
+
+    def _text_len(self) -> int:
+        if self.text_len is not None:  # from the block's own text input
+            return self.text_len
+        if getattr(self.sink, "tokens", None):  # the block gets no text input: the call's text length
+            return int(self.sink.tokens)
+        raise RuntimeError(f"cannot tell the text tokens of {self.name}: it has no text stream")
 
     def probs(self) -> torch.Tensor:
         """The image-query × text-key block of the joint softmax: (batch, heads | 1, queries, text), float32."""
-        q, k, text_len, first_image = self.queries_and_keys()
-        n_image = q.shape[1] - text_len
+        q_image, k, text_len, first_image = self.queries_and_keys()
+        n_image = q_image.shape[1]
         text = slice(0, text_len) if self.text_first else slice(n_image, n_image + text_len)
-        q_image = q[:, first_image : first_image + n_image].float()  # (B, N, H, D)
-        k = k.float()  # (B, S, H, D)
-        scale = q.shape[-1] ** -0.5  # the attention kernels' default scale
+        q_image, k = q_image.float(), k.float()  # (B, N, H, D), (B, S, H, D)
+        scale = q_image.shape[-1] ** -0.5  # the attention kernels' default scale
         mean = self.sink.policy.heads == "mean"
-        keep = self._text_keys(q.shape[0], text_len, n_image)  # (B, 1, 1, S) keys kept, or None
+        keep = self._text_keys(q_image.shape[0], text_len, n_image)  # (B, 1, 1, S) keys kept, or None
         parts = []
         for h in range(0, self.heads, HEAD_CHUNK):
             hs = slice(h, min(h + HEAD_CHUNK, self.heads))
@@ -196,7 +195,11 @@ class JointObserver:
         return joint[:, None, None, :]
 
 
-def _rotate_streams(q, k, tq, tk, rotary_emb):
+def _norm(norm, x: torch.Tensor) -> torch.Tensor:
+    return x if norm is None else norm(x)
+
+
+def _rotate_streams(q, k, tk, rotary_emb):
     """Qwen-Image's rotary: (image table, text table) of complex frequencies, each multiplied into its
     stream's interleaved channel pairs; (batch, tokens, heads, head_dim) in and out, dtypes kept."""
     image, text = rotary_emb
@@ -205,4 +208,4 @@ def _rotate_streams(q, k, tq, tk, rotary_emb):
         pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
         return torch.view_as_real(pairs * freqs[None, :, None]).flatten(3).to(x.dtype)
 
-    return rotate(q, image), rotate(k, image), rotate(tq, text), rotate(tk, text)
+    return rotate(q, image), rotate(k, image), rotate(tk, text)

@@ -321,9 +321,7 @@ class Recording:
 
         labelled = [("prompt", t) for t in texts(prompt)] + [("negative_prompt", t) for t in texts(negative)]
         for label, text in dict.fromkeys(labelled):
-            for message in self.adapter.cut_messages(text, self.lengths):
-                warn_at_caller(message.replace("prompt", label, 1))
-            for message in self.adapter.unknown_messages(text, self.lengths):
+            for message in self.adapter.text_warnings(text, self.lengths):
                 warn_at_caller(message.replace("prompt", label, 1))
 
     def _prepare_latents(self, original):

@@ -92,13 +92,13 @@ class JointSite:
         observer = JointObserver(attn, "", None, text_first=self.text_first, rotary=self.rotary)
         observer.q, observer.k = attn.to_q(x), attn.to_k(x)
         if context is not None:
-            observer.text_q, observer.text_k = attn.add_q_proj(context[rows]), attn.add_k_proj(context[rows])
+            observer.text_k = attn.add_k_proj(context[rows])
         observer.text_len = self.text_len
         observer.rotary_emb = given.get("image_rotary_emb")
-        q, k, text_len, first_image = observer.queries_and_keys()
-        n_image = q.shape[1] - text_len
-        q_image = q[:, first_image : first_image + n_image].float().transpose(1, 2)  # (B, H, N, D)
-        scores = q_image @ k.float().permute(0, 2, 3, 1) * q.shape[-1] ** -0.5  # (B, H, N, S)
+        q_image, k, text_len, first_image = observer.queries_and_keys()
+        n_image = q_image.shape[1]
+        q_image = q_image.float().transpose(1, 2)  # (B, H, N, D)
+        scores = q_image @ k.float().permute(0, 2, 3, 1) * q_image.shape[-1] ** -0.5  # (B, H, N, S)
         p = scores.softmax(dim=-1)
         logp = torch.where(p > 0, p.log(), scores.log_softmax(dim=-1))
         text = slice(0, text_len) if self.text_first else slice(n_image, n_image + text_len)
