@@ -261,6 +261,7 @@ class JointAdapter(StableDiffusionAdapter):
     text_first = False
     rotary = False
     rotary_per_stream = False  # (image, text) complex tables, each applied to its stream (Qwen-Image)
+    heads_first = False  # the processor normalises q and k as (batch, heads, tokens, dim) (SD3)
 
     @property
     def denoiser(self):
@@ -311,6 +312,7 @@ class JointAdapter(StableDiffusionAdapter):
                 rotary=self.rotary,
                 block=block,
                 rotary_per_stream=self.rotary_per_stream,
+                heads_first=self.heads_first,
             )
             undo += [h.remove for h in observer.install()]
         return undo
@@ -341,6 +343,7 @@ class StableDiffusion3Adapter(JointAdapter):
 
     family = "SD3/SD3.5"
     family_guidance = 7.0
+    heads_first = True
     conditioning = ((0, "encoder_hidden_states"), (2, "pooled_projections"))
     one_clip_encoder = False
 

@@ -18,7 +18,7 @@ import torch
 
 from .attention import AttentionSink
 
-HEAD_CHUNK = 4  # heads per score matrix: bounds the memory of (queries × keys) at once
+SCORE_BYTES = 1 << 28  # the most bytes of (heads × queries × keys) scores formed at once
 
 
 class JointObserver:
@@ -46,10 +46,13 @@ class JointObserver:
         rotary: bool,
         block=None,
         rotary_per_stream: bool = False,
+        heads_first: bool = False,
     ):
         self.attn, self.name, self.sink = attn, name, sink
         self.text_first, self.rotary, self.block = text_first, rotary, block
         self.rotary_per_stream = rotary_per_stream
+        self.heads_first = heads_first  # the processor normalises (batch, heads, tokens, dim) (SD3)
+        self.normed = False  # q and k are taken after the module's own q/k norms (set by ``install``)
         self.heads = int(attn.heads)
         self._reset()
 
@@ -64,6 +67,13 @@ class JointObserver:
             attn.register_forward_pre_hook(self._before, with_kwargs=True),
             attn.register_forward_hook(self._after),
         ]
+        stream = getattr(attn, "add_k_proj", None) is not None and self.block is None  # text has its own
+        norms = [attn.norm_q, attn.norm_k] + ([getattr(attn, "norm_added_k", None)] if stream else [])
+        self.normed = all(n is not None for n in norms)
+        if self.normed:  # the processor's own normalised q and k, (batch, tokens, heads, head_dim)
+            slots = ["q", "k", "text_k"][: len(norms)]
+            handles += [n.register_forward_hook(self._keep(slot)) for n, slot in zip(norms, slots)]
+            return handles + self._block_hook()
         fused = getattr(attn, "to_qkv_mlp_proj", None)  # Flux.2's single-stream blocks: one projection
         if fused is not None:
             handles.append(fused.register_forward_hook(self._keep_fused))
@@ -72,11 +82,14 @@ class JointObserver:
                 attn.to_q.register_forward_hook(self._keep("q")),
                 attn.to_k.register_forward_hook(self._keep("k")),
             ]
-        if getattr(attn, "add_k_proj", None) is not None and self.block is None:
+        if stream:
             handles.append(attn.add_k_proj.register_forward_hook(self._keep("text_k")))
-        if self.block is not None:
-            handles.append(self.block.register_forward_pre_hook(self._block_text, with_kwargs=True))
-        return handles
+        return handles + self._block_hook()
+
+    def _block_hook(self) -> list:
+        if self.block is None:
+            return []
+        return [self.block.register_forward_pre_hook(self._block_text, with_kwargs=True)]
 
     def _keep(self, slot: str):
         def hook(module, args, output):
@@ -125,12 +138,18 @@ class JointObserver:
         number of text tokens and the index of the first image token in the sequence. Text queries are
         not formed: no recorded probability reads them."""
         attn = self.attn
-        q, k = self._split(self.q), self._split(self.k)
+        normed = self.normed  # taken after the norms already: nothing to split or normalise
+        q, k = (
+            (self._as_tokens(self.q), self._as_tokens(self.k))
+            if normed
+            else (self._split(self.q), self._split(self.k))
+        )
         if self.text_k is not None:  # a separate text stream: q and k of the image, the text's own keys
-            tk = self._split(self.text_k)
+            tk = self._as_tokens(self.text_k) if normed else self._split(self.text_k)
             text_len, n_image = tk.shape[1], q.shape[1]
-            q, k = _norm(attn.norm_q, q), _norm(attn.norm_k, k)
-            tk = _norm(getattr(attn, "norm_added_k", None), tk)
+            if not normed:
+                q, k = _norm(attn.norm_q, q), _norm(attn.norm_k, k)
+                tk = _norm(getattr(attn, "norm_added_k", None), tk)
             if self.rotary_per_stream and self.rotary_emb is not None:
                 q, k, tk = _rotate_streams(q, k, tk, self.rotary_emb)
             k = torch.cat([tk, k] if self.text_first else [k, tk], dim=1)
@@ -138,8 +157,9 @@ class JointObserver:
             text_len = self._text_len()
             n_image = q.shape[1] - text_len
             start = text_len if self.text_first else 0
-            q = _norm(attn.norm_q, q[:, start : start + n_image])  # per token: the image rows alone
-            k = _norm(attn.norm_k, k)
+            q = q[:, start : start + n_image]  # the norm is per token: the image rows alone
+            if not normed:
+                q, k = _norm(attn.norm_q, q), _norm(attn.norm_k, k)
         first_image = text_len if self.text_first else 0
         if self.rotary and not self.rotary_per_stream and self.rotary_emb is not None:
             from diffusers.models.embeddings import apply_rotary_emb
@@ -148,6 +168,10 @@ class JointObserver:
             q = apply_rotary_emb(q, tuple(t[image] for t in self.rotary_emb), sequence_dim=1)
             k = apply_rotary_emb(k, self.rotary_emb, sequence_dim=1)
         return q, k, text_len, first_image
+
+    def _as_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """A normalised q or k as (batch, tokens, heads, head_dim), whichever layout the processor used."""
+        return x.transpose(1, 2) if self.heads_first else x
 
     def _text_len(self) -> int:
         if self.text_len is not None:  # from the block's own text input
@@ -161,14 +185,18 @@ class JointObserver:
         q_image, k, text_len, first_image = self.queries_and_keys()
         n_image = q_image.shape[1]
         text = slice(0, text_len) if self.text_first else slice(n_image, n_image + text_len)
-        q_image, k = q_image.float(), k.float()  # (B, N, H, D), (B, S, H, D)
         scale = q_image.shape[-1] ** -0.5  # the attention kernels' default scale
+        q_image = (q_image.float() * scale).transpose(1, 2)  # (B, H, N, D), the scale folded in
+        k = k.float().permute(0, 2, 3, 1)  # (B, H, D, S)
         mean = self.sink.policy.heads == "mean"
         keep = self._text_keys(q_image.shape[0], text_len, n_image)  # (B, 1, 1, S) keys kept, or None
+        # as many heads at once as keep one score block under SCORE_BYTES (all of them, but at large sizes)
+        per_head = q_image.shape[0] * n_image * k.shape[-1] * 4
+        chunk = max(1, min(self.heads, SCORE_BYTES // max(per_head, 1)))
         parts = []
-        for h in range(0, self.heads, HEAD_CHUNK):
-            hs = slice(h, min(h + HEAD_CHUNK, self.heads))
-            scores = torch.einsum("bnhd,bshd->bhns", q_image[:, :, hs], k[:, :, hs]) * scale  # (B, h, N, S)
+        for h in range(0, self.heads, chunk):
+            hs = slice(h, min(h + chunk, self.heads))
+            scores = q_image[:, hs] @ k[:, hs]  # (B, h, N, S)
             if self.mask is not None:  # the mask the processor got (an edit; Chroma's padding), image rows
                 m = self.mask[:, hs] if self.mask.shape[1] > 1 else self.mask
                 m = m[:, :, first_image : first_image + n_image]
@@ -181,8 +209,9 @@ class JointObserver:
             p = scores.softmax(dim=-1)[..., text]  # (B, h, N, T)
             parts.append(p.sum(dim=1, keepdim=True) if mean else p)
         if mean:
-            return torch.stack(parts).sum(dim=0) / self.heads  # (B, 1, N, T)
-        return torch.cat(parts, dim=1)  # (B, H, N, T)
+            total = parts[0] if len(parts) == 1 else torch.stack(parts).sum(dim=0)
+            return total / self.heads  # (B, 1, N, T)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (B, H, N, T)
 
     def _text_keys(self, batch: int, text_len: int, n_image: int) -> torch.Tensor | None:
         """The joint keys a boolean text mask keeps (text positions as masked, every image key):
