@@ -101,6 +101,8 @@ class AttentionSink:
         self.batch = batch
         self.tokens = tokens  # text key positions of the call (a single-stream block's text length)
         self.written: set[str] = set()  # branches written to (their text length is then fixed)
+        # cross-attention work of the step under way, done together at its end (``flush``)
+        self.pending: list[tuple] = []
         self.step = 0  # the denoising step the denoiser is working on
         self.call = 0  # which denoiser call of this step (a negative branch may run as a second call)
         self.separate_negative = False  # True where the negative branch is a second call, not a batch half
@@ -147,6 +149,30 @@ class AttentionSink:
             shape = (*bufs[0].shape[:-1], tokens)
             self.buffers[branch][layer] = [torch.zeros(shape, dtype=b.dtype, device=b.device) for b in bufs]
 
+    def defer(
+        self, layer: str, branch: str, q: torch.Tensor, k: torch.Tensor, heads: int, scale: float
+    ) -> None:
+        """Keep a plain cross-attention layer's projections (no norms, no mask) for ``flush``."""
+        self.pending.append((layer, branch, self.step, q, k, heads, scale))
+
+    def flush(self) -> None:
+        """The step's deferred layers: those of one shape and scale as one batched softmax, then written."""
+        groups: dict[tuple, list] = {}
+        for item in self.pending:
+            layer, branch, step, q, k, heads, scale = item
+            groups.setdefault((tuple(q.shape), tuple(k.shape), heads, scale), []).append(item)
+        self.pending = []
+        for (_, _, heads, scale), items in groups.items():
+            q = torch.stack([it[3] for it in items])  # (L, B, N, inner)
+            k = torch.stack([it[4] for it in items])  # (L, B, T, inner)
+            q = q.unflatten(-1, (heads, -1)).transpose(2, 3).float() * scale  # (L, B, H, N, D)
+            k = k.unflatten(-1, (heads, -1)).transpose(2, 3).float()  # (L, B, H, T, D)
+            probs = (q @ k.transpose(-1, -2)).softmax(dim=-1)  # (L, B, H, N, T)
+            if self.policy.heads == "mean":
+                probs = probs.mean(dim=2, keepdim=True)
+            for (layer, branch, step, *_), p in zip(items, probs):
+                self._store(layer, branch, step, p)
+
     def write(self, layer: str, branch: str, probs: torch.Tensor) -> None:
         """Store one step of one layer: probs (batch, heads, queries, tokens), float32."""
         if branch not in self.buffers:
@@ -161,11 +187,14 @@ class AttentionSink:
                 f"layer {layer} produced {tuple(probs.shape)}, expected {len(bufs)} images on the grid "
                 f"{self.shapes[layer]}"
             )
-        if self.policy.heads == "mean":
+        if self.policy.heads == "mean" and probs.shape[1] != 1:
             probs = probs.mean(dim=1, keepdim=True)  # (batch, 1, queries, tokens)
-        row = self.row_of[self.step]
-        for image, buf in enumerate(bufs):
-            buf[row].copy_(probs[image].to(dtype=buf.dtype, device=buf.device))
+        self._store(layer, branch, self.step, probs)
+
+    def _store(self, layer: str, branch: str, step: int, probs: torch.Tensor) -> None:
+        row = self.row_of[step]
+        for image, buf in enumerate(self.buffers[branch][layer]):
+            buf[row].copy_(probs[image], non_blocking=True)  # one conversion; asynchronous into pinned memory
 
     def finish(self, steps_done: int) -> list[dict[str, AttentionStore]]:
         """Per image, the stores of each branch holding the steps that completed."""
@@ -207,8 +236,7 @@ class CrossObserver:
         """Register the hooks; returns their handles (``handle.remove()`` undoes each)."""
         attn = self.attn
         return [
-            attn.register_forward_pre_hook(self._before, with_kwargs=True),
-            attn.register_forward_hook(self._after),
+            attn.register_forward_hook(self._after, with_kwargs=True),  # its inputs come with it
             attn.to_q.register_forward_hook(self._keep("q")),
             attn.to_k.register_forward_hook(self._keep("k")),
         ]
@@ -220,18 +248,14 @@ class CrossObserver:
 
         return hook
 
-    def _before(self, module, args, kwargs) -> None:
-        self.q = self.k = None
+    def _after(self, module, args, kwargs, output) -> None:
         names = ("hidden_states", "encoder_hidden_states", "attention_mask")
         given = {**dict(zip(names, args)), **kwargs}
-        self.inputs = tuple(given.get(n) for n in names)
-
-    def _after(self, module, args, output) -> None:
-        hidden_states, context, attention_mask = self.inputs or (None, None, None)
+        hidden_states, context = given.get("hidden_states"), given.get("encoder_hidden_states")
         if context is not None and self.sink.wants(self.layer):
             with torch.no_grad():
-                self._record(hidden_states, context, attention_mask)
-        self.q = self.k = self.inputs = None
+                self._record(hidden_states, context, given.get("attention_mask"))
+        self.q = self.k = None
 
     def _record(self, hidden_states, context, attention_mask) -> None:
         attn = self.attn
@@ -243,6 +267,10 @@ class CrossObserver:
                 if attention_mask is None
                 else _mask_rows(attention_mask, rows, hidden_states.shape[0], attn.heads)
             )
+            plain = mask is None and attn.norm_q is None and attn.norm_k is None
+            if self.q is not None and self.k is not None and plain:  # done with the step's others
+                self.sink.defer(self.layer, branch, self.q[rows], self.k[rows], attn.heads, attn.scale)
+                continue
             if self.q is not None and self.k is not None:
                 probs = probs_from_projections(attn, self.q[rows], self.k[rows], mask)
             else:
@@ -297,7 +325,7 @@ def probs_from_projections(attn, q: torch.Tensor, k: torch.Tensor, attention_mas
         q = attn.norm_q(q)
     if attn.norm_k is not None and not across:
         k = attn.norm_k(k)
-    scores = (q.float() @ k.float().transpose(-1, -2)) * attn.scale  # (batch, heads, queries, tokens)
+    scores = (q.float() * attn.scale) @ k.float().transpose(-1, -2)  # (batch, heads, queries, tokens)
     if attention_mask is not None:
         mask = attn.prepare_attention_mask(attention_mask, k.shape[2], batch)
         scores = scores + mask.view(batch, heads, -1, mask.shape[-1]).float()

@@ -455,6 +455,8 @@ class Recording:
         return step
 
     def _observe(self, timestep, sample, prev_sample, x0) -> None:
+        if self.sink is not None:
+            self.sink.flush()  # the step's deferred attention, before the step index moves on
         if not self.latents:
             self.latents.append(self._unpack(sample))
         self.latents.append(self._unpack(prev_sample))
