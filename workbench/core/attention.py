@@ -116,9 +116,7 @@ class AttentionSink:
                 h, w = self.shapes[n]
                 heads = layer.heads if policy.heads == "all" else 1
                 shape = (len(self.kept), heads, h * w, tokens)
-                self.buffers[b][n] = [
-                    torch.zeros(shape, dtype=policy.torch_dtype, device=policy.device) for _ in range(batch)
-                ]
+                self.buffers[b][n] = [_buffer(shape, policy) for _ in range(batch)]
 
     def wants(self, layer: str) -> bool:
         return (
@@ -147,7 +145,7 @@ class AttentionSink:
         text is not padded to one length (Qwen-Image) give the negative prompt its own length."""
         for layer, bufs in self.buffers[branch].items():
             shape = (*bufs[0].shape[:-1], tokens)
-            self.buffers[branch][layer] = [torch.zeros(shape, dtype=b.dtype, device=b.device) for b in bufs]
+            self.buffers[branch][layer] = [_buffer(shape, self.policy) for _ in bufs]
 
     def defer(
         self, layer: str, branch: str, q: torch.Tensor, k: torch.Tensor, heads: int, scale: float
@@ -276,6 +274,13 @@ class CrossObserver:
             else:
                 probs = attention_probs(attn, hidden_states[rows], context[rows], mask)
             self.sink.write(self.layer, branch, probs)
+
+
+def _buffer(shape: tuple, policy: RecordingPolicy) -> torch.Tensor:
+    """A zeroed store buffer where the policy keeps attention; on the CPU of a machine with CUDA in
+    pinned memory, so that probabilities computed on the GPU arrive by asynchronous copies."""
+    pinned = policy.device == "cpu" and torch.cuda.is_available()
+    return torch.zeros(shape, dtype=policy.torch_dtype, device=policy.device, pin_memory=pinned)
 
 
 def _mask_rows(mask: torch.Tensor, rows: slice, batch: int, heads: int) -> torch.Tensor:

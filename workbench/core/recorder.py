@@ -185,7 +185,9 @@ class Recording:
         self.total_steps = 0
         self.latents: list[torch.Tensor] = []
         self.x0: list[torch.Tensor] = []
-        self.timesteps: list[float] = []
+        self.timesteps: list = []  # per step: the scheduler's timestep (a tensor on its device, or a number)
+        self.on_device: torch.device | None = None  # the accelerator the loop runs on (None: the CPU)
+        self.nonfinite: list[torch.Tensor] = []  # per step on an accelerator: latents or x0 non-finite
         self.images = None
         self.failure: str | None = None
         self.scheduler = None
@@ -374,8 +376,22 @@ class Recording:
         return postprocess
 
     def _unpack(self, latents: torch.Tensor) -> torch.Tensor:
-        """A latent as the loop holds it -> (batch, C, h, w), CPU float32."""
-        return self.adapter.unpack(latents.detach(), *self.size).float().cpu()
+        """A latent as the loop holds it -> (batch, C, h, w), CPU float32; from an accelerator by an
+        asynchronous copy into pinned memory (no wait inside the denoising loop; ``_settle`` waits once)."""
+        x = self.adapter.unpack(latents.detach(), *self.size).float()
+        if x.device.type == "cpu":
+            return x
+        host = torch.empty(x.shape, dtype=x.dtype, pin_memory=torch.cuda.is_available())
+        return host.copy_(x, non_blocking=True)
+
+    def _settle(self) -> None:
+        """Wait once for the asynchronous copies off an accelerator; then judge the steps' finiteness."""
+        if self.on_device:
+            _synchronize(self.on_device)
+        for step, bad in enumerate(self.nonfinite):
+            if self.failure is None and bool(bad):
+                self.failure = f"the latents turned non-finite (NaN or inf) at step {step}"
+        self.nonfinite = []
 
     def _forward(self, module, args, kwargs) -> None:
         self._wait_if_foreign()
@@ -461,18 +477,25 @@ class Recording:
             self.latents.append(self._unpack(sample))
         self.latents.append(self._unpack(prev_sample))
         self.x0.append(self._unpack(x0))
-        self.timesteps.append(float(timestep))
+        self.timesteps.append(timestep.detach() if isinstance(timestep, torch.Tensor) else float(timestep))
+        if prev_sample.device.type != "cpu":  # judged at the end of the call: reading it here would wait
+            self.on_device = prev_sample.device
+            self.nonfinite.append(~(torch.isfinite(prev_sample).all() & torch.isfinite(x0).all()))
         self.negative_calls = max(self.negative_calls, self.denoiser_calls - 1)
         self.denoiser_calls = 0
         if self.sink is not None:
             self.sink.step = self.steps_done
         self.bar.update(1)
-        if self.failure is None and not (
-            torch.isfinite(self.latents[-1]).all() and torch.isfinite(self.x0[-1]).all()
+        if (
+            self.failure is None
+            and not self.on_device
+            and not (torch.isfinite(self.latents[-1]).all() and torch.isfinite(self.x0[-1]).all())
         ):
             self.failure = f"the latents turned non-finite (NaN or inf) at step {self.steps_done - 1}"
             self._stop()  # nothing after this step means anything
         if self.on_step is not None:
+            if self.on_device:  # the caller reads this step's tensors now: they must have arrived
+                _synchronize(self.on_device)
             self.on_step(self.steps_done - 1, self.x0[-1], self.latents[-1])
         if self.cancel is not None and self.cancel.is_set():
             self._stop()  # the stock loop skips the remaining steps
@@ -483,6 +506,7 @@ class Recording:
         """Build one ``Run`` per image from what was observed (nothing if the call never got its latents)."""
         if self.noise is None:
             return []
+        self._settle()
         self._warn_state()
         batch = self.noise.shape[0]
         stores = self.sink.finish(self.steps_done) if self.sink is not None else [{} for _ in range(batch)]
@@ -507,7 +531,7 @@ class Recording:
                 negative_tokens=table(
                     negatives[i] or "", self.negative_lengths or self.lengths, negative=True
                 ),
-                timesteps=torch.tensor(self.timesteps, dtype=torch.float64),
+                timesteps=torch.tensor([float(t) for t in self.timesteps], dtype=torch.float64),
                 noise=self.noise[i],
                 latents=latents[i] if latents is not None else empty,
                 x0=x0[i] if x0 is not None else empty,
@@ -579,6 +603,14 @@ class Recording:
             )
             for i in range(len(prompts))
         ]
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA, MPS); nothing on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 class StepsStopped(Exception):
