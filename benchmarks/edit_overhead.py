@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from timing import interleaved, with_floor  # noqa: E402
 
 from workbench import Edit, RecordingPolicy, Request, generate, load_pipeline  # noqa: E402
 
@@ -46,20 +45,12 @@ def measure(pipe, request: Request, repeats: int) -> dict[str, float]:
     full = RecordingPolicy(heads="all", dtype="float32")
     source = generate(pipe, request.replace(prompt=SWAP), policy=full, progress=False)
     plain = lambda: generate(pipe, request, policy=policy, progress=False)  # noqa: E731
-    calls = {"plain": plain, "plain again (noise floor)": plain}
+    calls = with_floor(plain, {})
     for name, edits in edits_for(pipe, request.steps).items():
         calls[name] = lambda e=edits: generate(
             pipe, request, edits=e, sources=[source], policy=policy, progress=False
         )
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for call in calls.values():  # warm-up
-        call()
-    for _ in range(repeats):
-        for name, call in calls.items():
-            t0 = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return interleaved(calls, repeats)
 
 
 def main() -> None:

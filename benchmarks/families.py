@@ -51,8 +51,10 @@ def families() -> dict:
     }
 
 
-def measure(pipe, request: Request, repeats: int) -> tuple[float, float, float]:
-    """(plain seconds, noise floor, recorded / plain)."""
+def measure(pipe, request: Request, repeats: int, wrap=None, warmup: int = 1) -> tuple[float, float, float]:
+    """(plain seconds, noise floor, recorded / plain); ``wrap`` turns each timed call into another
+    (``gpu.py``: synchronised around it)."""
+    wrap = wrap or (lambda fn: fn)
     pipe.set_progress_bar_config(disable=True)
     request = request.for_model(adapter_for(pipe))
     args = adapter_for(pipe).call_arguments(request)
@@ -71,7 +73,8 @@ def measure(pipe, request: Request, repeats: int) -> tuple[float, float, float]:
     def recorded():
         generate(pipe, request, progress=False)
 
-    seconds, floor, ratio = ratios(interleaved(with_floor(plain, {"recorded": recorded}), repeats))
+    calls = with_floor(wrap(plain), {"recorded": wrap(recorded)})
+    seconds, floor, ratio = ratios(interleaved(calls, repeats, warmup=warmup))
     return seconds, floor, ratio["recorded"]
 
 

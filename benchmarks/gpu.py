@@ -21,10 +21,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import interleaved, ratios, said, setting, with_floor  # noqa: E402
+from families import measure  # noqa: E402
+from timing import said, setting  # noqa: E402
 
-from workbench import Request, generate, load_pipeline  # noqa: E402
-from workbench.core.adapters import adapter_for  # noqa: E402
+from workbench import Request, load_pipeline  # noqa: E402
 
 PROMPT = "a painting of a red circle left of a blue square"
 
@@ -36,30 +36,6 @@ def synced(fn):
         torch.cuda.synchronize()
 
     return call
-
-
-def measure(pipe, request: Request, repeats: int) -> tuple[float, float, float]:
-    pipe.set_progress_bar_config(disable=True)
-    request = request.for_model(adapter_for(pipe))
-    args = adapter_for(pipe).call_arguments(request)
-
-    def plain():
-        pipe(
-            prompt=request.prompt,
-            num_inference_steps=request.steps,
-            height=request.height,
-            width=request.width,
-            generator=torch.Generator("cpu").manual_seed(request.seed),
-            output_type="pil",
-            **args,
-        )
-
-    def recorded():
-        generate(pipe, request, progress=False)
-
-    calls = with_floor(synced(plain), {"recorded": synced(recorded)})
-    seconds, floor, ratio = ratios(interleaved(calls, repeats, warmup=2))
-    return seconds, floor, ratio["recorded"]
 
 
 def main() -> None:
@@ -89,7 +65,7 @@ def main() -> None:
                 else made.to("cuda", torch.float16)
             )
             request = Request(PROMPT, seed=0, steps=args.steps, height=size, width=size)
-            seconds, floor, ratio = measure(pipe, request, args.repeats)
+            seconds, floor, ratio = measure(pipe, request, args.repeats, wrap=synced, warmup=2)
             print(f"{label:<34} {seconds:8.3f}s  {said(ratio, floor):<25} {floor:.3f}", flush=True)
             del pipe
             torch.cuda.empty_cache()

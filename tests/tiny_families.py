@@ -176,7 +176,7 @@ def build_flux_folder(root: Path) -> Path:
     Returns:
         The pipeline folder.
     """
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from diffusers import FluxPipeline, FluxTransformer2DModel
 
     tok_l, _ = _clip_tokenizers(root / "_flux_tokenizers")
     tok_t5 = _t5_tokenizer(root / "_flux_tokenizers" / "t5")
@@ -197,15 +197,7 @@ def build_flux_folder(root: Path) -> Path:
     vae = _vae(latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159, quant_conv=False, seed=1)
     text_l = _clip_text(tok_l, hidden=CLIP_L_HIDDEN, projection=False, act="quick_gelu", seed=2)
     text_t5 = _t5_encoder(tok_t5, seed=4)
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        shift=3.0,
-        use_dynamic_shifting=True,
-        base_shift=0.5,
-        max_shift=1.15,
-        base_image_seq_len=256,
-        max_image_seq_len=4096,
-    )
+    scheduler = flux_scheduler()
     pipe = FluxPipeline(
         scheduler=scheduler,
         vae=vae,
@@ -264,7 +256,7 @@ def build_chroma_folder(root: Path) -> Path:
     Text: T5 alone, padded to ``max_sequence_length`` with padding past the first pad masked (the
     pipeline's float mask). VAE and packing as Flux's; sizes multiples of 4 here.
     """
-    from diffusers import ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+    from diffusers import ChromaPipeline, ChromaTransformer2DModel
 
     tok_t5 = _t5_tokenizer(root / "_chroma_tokenizers" / "t5")
     torch.manual_seed(0)
@@ -283,15 +275,7 @@ def build_chroma_folder(root: Path) -> Path:
     )
     _sharpen_attention(transformer)
     vae = _vae(latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159, quant_conv=False, seed=1)
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        shift=3.0,
-        use_dynamic_shifting=True,
-        base_shift=0.5,
-        max_shift=1.15,
-        base_image_seq_len=256,
-        max_image_seq_len=4096,
-    )
+    scheduler = flux_scheduler()
     pipe = ChromaPipeline(
         scheduler=scheduler,
         vae=vae,
@@ -300,6 +284,21 @@ def build_chroma_folder(root: Path) -> Path:
         transformer=transformer,
     )
     return _save(pipe, root / "chroma")
+
+
+def flux_scheduler():
+    """FLUX.1-dev's flow-matching scheduler with dynamic shifting (Chroma's tiny builder uses it too)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
 
 
 def build_t5_tokenizer(folder: Path, max_length: int = T5_MAX_LENGTH) -> Path:

@@ -48,6 +48,7 @@ from pathlib import Path
 import torch
 from tiny import CORPUS
 from tiny_families import _sharpen_attention
+from tiny_sana import bytes_to_unicode
 
 QWEN_HIDDEN = 32  # stands in for Qwen2.5-VL-7B's 3584 (the transformer's joint_attention_dim)
 QWEN_VISION_HIDDEN = 16
@@ -126,23 +127,6 @@ def build_qwenimage_folder(root: Path) -> Path:
 # ---------------------------------------------------------------------------------------------- tokenizer
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character map (the ByteLevel pre-tokenizer's alphabet)."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
 def _pre_tokenizer():
     """Qwen2Tokenizer's own pre-tokenizer: the Qwen regex split, then byte-level characters."""
     from tokenizers import Regex, pre_tokenizers
@@ -199,7 +183,7 @@ def build_qwen_tokenizer(folder: Path):
             if part and part not in SPECIAL_TOKENS:
                 words.update(piece for piece, _ in pre.pre_tokenize_str(part))
     merges = _learn_bpe(words)
-    vocab = {c: i for i, c in enumerate(_bytes_to_unicode()[b] for b in range(256))}
+    vocab = {c: i for i, c in enumerate(bytes_to_unicode()[b] for b in range(256))}
     for a, b in merges:
         vocab.setdefault(a + b, len(vocab))
     for s in SPECIAL_TOKENS:

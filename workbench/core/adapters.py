@@ -230,6 +230,21 @@ class StableDiffusionAdapter:
         ``request`` (None: no second call; the negative branch, if any, is half of one batch)."""
         return None
 
+    def declared_length(self, args: dict) -> dict:
+        """``args`` with the text length the model folder declares it was made for, if it declares one
+        (``max_sequence_length``: the pipelines pad to their own default otherwise)."""
+        length = _MODEL_DEFAULTS.get(self.pipe, {}).get("max_sequence_length")
+        if length:
+            args["max_sequence_length"] = int(length)
+        return args
+
+    def _layers_once(self, make) -> list[CrossAttentionLayer]:
+        """The denoiser's attention sites, listed by ``make(denoiser)`` once per denoiser."""
+        t = self.denoiser
+        if t not in _LAYERS:
+            _LAYERS[t] = make(t)
+        return _LAYERS[t]
+
     def call_arguments(self, request) -> dict:
         """The pipeline-call keywords for a request's guidance (beyond prompt, steps, size, generator)."""
         return {"guidance_scale": request.guidance_scale, "negative_prompt": request.negative_prompt}
@@ -348,12 +363,12 @@ class StableDiffusion3Adapter(JointAdapter):
     one_clip_encoder = False
 
     def layers(self) -> list[CrossAttentionLayer]:
-        t = self.denoiser
-        if t not in _LAYERS:
-            _LAYERS[t] = [
+        def make(t):
+            return [
                 self._site(f"transformer_blocks.{i}.attn", b.attn) for i, b in enumerate(t.transformer_blocks)
             ]
-        return _LAYERS[t]
+
+        return self._layers_once(make)
 
     @property
     def text_limit(self) -> int:
@@ -412,8 +427,7 @@ class FluxAdapter(JointAdapter):
         return 2 * (height // f), 2 * (width // f)
 
     def layers(self) -> list[CrossAttentionLayer]:
-        t = self.denoiser
-        if t not in _LAYERS:
+        def make(t):
             dual = [
                 self._site(f"transformer_blocks.{i}.attn", b.attn) for i, b in enumerate(t.transformer_blocks)
             ]
@@ -421,8 +435,9 @@ class FluxAdapter(JointAdapter):
                 self._site(f"single_transformer_blocks.{i}.attn", b.attn)
                 for i, b in enumerate(t.single_transformer_blocks)
             ]
-            _LAYERS[t] = dual + single
-        return _LAYERS[t]
+            return dual + single
+
+        return self._layers_once(make)
 
     def _site(self, name: str, module) -> CrossAttentionLayer:
         return CrossAttentionLayer(name=name, heads=int(module.heads), factor=1)  # 2×2 packing
@@ -476,10 +491,7 @@ class FluxAdapter(JointAdapter):
         args = {"guidance_scale": request.guidance_scale}
         if request.negative_prompt is not None and (request.true_cfg_scale or 1.0) > 1:
             args.update(negative_prompt=request.negative_prompt, true_cfg_scale=request.true_cfg_scale)
-        length = _MODEL_DEFAULTS.get(self.pipe, {}).get("max_sequence_length")
-        if length:  # the T5 length the model folder declares it was made for (the pipeline pads to 512)
-            args["max_sequence_length"] = int(length)
-        return args
+        return self.declared_length(args)
 
 
 class CrossDiTAdapter(StableDiffusionAdapter):
@@ -510,16 +522,16 @@ class CrossDiTAdapter(StableDiffusionAdapter):
         return self.default_text_length
 
     def layers(self) -> list[CrossAttentionLayer]:
-        t = self.denoiser
-        if t not in _LAYERS:
+        def make(t):
             halvings = int(math.log2(self.patch))
-            _LAYERS[t] = [
+            return [
                 CrossAttentionLayer(
                     name=f"transformer_blocks.{i}.attn2", heads=int(b.attn2.heads), factor=halvings
                 )
                 for i, b in enumerate(t.transformer_blocks)
             ]
-        return _LAYERS[t]
+
+        return self._layers_once(make)
 
     def uses_guidance(self, guidance_scale: float) -> bool:
         return guidance_scale > 1
@@ -605,10 +617,7 @@ class ChromaAdapter(FluxAdapter):
 
     def call_arguments(self, request) -> dict:
         args = {"guidance_scale": request.guidance_scale, "negative_prompt": request.negative_prompt}
-        length = _MODEL_DEFAULTS.get(self.pipe, {}).get("max_sequence_length")
-        if length:
-            args["max_sequence_length"] = int(length)
-        return args
+        return self.declared_length(args)
 
     def prompts_of(self, bound: dict, call: int):
         if call != 0:
@@ -645,13 +654,13 @@ class QwenImageAdapter(FluxAdapter):
         return int(self.denoiser.config.in_channels) // 4
 
     def layers(self) -> list[CrossAttentionLayer]:
-        t = self.denoiser
-        if t not in _LAYERS:
-            _LAYERS[t] = [
+        def make(t):
+            return [
                 CrossAttentionLayer(name=f"transformer_blocks.{i}.attn", heads=int(b.attn.heads), factor=1)
                 for i, b in enumerate(t.transformer_blocks)
             ]
-        return _LAYERS[t]
+
+        return self._layers_once(make)
 
     def unpack(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
         return self.pipe._unpack_latents(latents, height, width, self.vae_scale_factor)[:, :, 0]
@@ -696,10 +705,7 @@ class QwenImageAdapter(FluxAdapter):
         args = {"true_cfg_scale": 1.0}  # off unless asked for (the pipeline's own default is 4.0)
         if request.negative_prompt is not None and (request.true_cfg_scale or 1.0) > 1:
             args.update(negative_prompt=request.negative_prompt, true_cfg_scale=request.true_cfg_scale)
-        length = _MODEL_DEFAULTS.get(self.pipe, {}).get("max_sequence_length")
-        if length:
-            args["max_sequence_length"] = int(length)
-        return args
+        return self.declared_length(args)
 
 
 class SanaAdapter(CrossDiTAdapter):
@@ -799,16 +805,16 @@ class ZImageAdapter(StableDiffusionAdapter):
         return vae.decode(z + (vae.config.shift_factor or 0.0), return_dict=False)[0]
 
     def layers(self) -> list[CrossAttentionLayer]:
-        t = self.denoiser
-        if t not in _LAYERS:
+        def make(t):
             halvings = int(math.log2(self.patch))
-            _LAYERS[t] = [
+            return [
                 CrossAttentionLayer(
                     name=f"layers.{i}.attention", heads=int(b.attention.heads), factor=halvings
                 )
                 for i, b in enumerate(t.layers)
             ]
-        return _LAYERS[t]
+
+        return self._layers_once(make)
 
     def observe(self, sink: AttentionSink) -> list:
         layout = self._layout  # read from the call under way (``call_shape``), then from each next call
@@ -879,10 +885,7 @@ class ZImageAdapter(StableDiffusionAdapter):
 
     def call_arguments(self, request) -> dict:
         args = {"guidance_scale": request.guidance_scale, "negative_prompt": request.negative_prompt}
-        length = _MODEL_DEFAULTS.get(self.pipe, {}).get("max_sequence_length")
-        if length:
-            args["max_sequence_length"] = int(length)
-        return args
+        return self.declared_length(args)
 
 
 class Flux2Adapter(FluxAdapter):
@@ -986,10 +989,7 @@ class Flux2Adapter(FluxAdapter):
 
     def call_arguments(self, request) -> dict:
         args = {"guidance_scale": request.guidance_scale}
-        length = _MODEL_DEFAULTS.get(self.pipe, {}).get("max_sequence_length")
-        if length:
-            args["max_sequence_length"] = int(length)
-        return args
+        return self.declared_length(args)
 
 
 class Flux2DevAdapter(Flux2Adapter):

@@ -178,19 +178,20 @@ def write_maps(maps: dict[str, MapExport], folder: str | os.PathLike, prefix: st
 
 def write_tables(tables: dict[str, pd.DataFrame], folder: str | os.PathLike, prefix: str) -> list[Path]:
     """Write each table as CSV (no index column); returns the paths."""
-    folder = export_folder(folder)
-    out = []
-    for name, path in _names(tables, "tables", prefix, ".csv", folder):
-        tables[name].to_csv(path, index=False)
-        out.append(path)
-    return out
+    return _write_each(
+        tables, "tables", ".csv", folder, prefix, lambda df, path: df.to_csv(path, index=False)
+    )
 
 
 def write_images(images: dict[str, Image.Image], folder: str | os.PathLike, prefix: str) -> list[Path]:
     """Write each image as PNG at its own pixel size; returns the paths."""
+    return _write_each(images, "images", ".png", folder, prefix, lambda im, path: im.save(path, format="PNG"))
+
+
+def _write_each(items: dict, what: str, suffix: str, folder, prefix: str, write) -> list[Path]:
     folder = export_folder(folder)
     out = []
-    for name, path in _names(images, "images", prefix, ".png", folder):
-        images[name].save(path, format="PNG")
+    for name, path in _names(items, what, prefix, suffix, folder):
+        write(items[name], path)
         out.append(path)
     return out
