@@ -30,6 +30,7 @@ PROMPT = "a red circle left of a blue square"
 def families() -> dict:
     import tiny_families as f
     from tiny import build_pipeline_folder
+    from tiny_cogview4 import build_cogview4_folder
     from tiny_flux2 import build_flux2_folder, build_flux2_klein_folder
     from tiny_qwen import build_qwenimage_folder
     from tiny_sana import build_sana_folder
@@ -48,6 +49,7 @@ def families() -> dict:
         "pixart-sigma": (f.build_pixart_sigma_folder, 32, 48, {}),
         "z-image": (build_z_image_folder, 32, 40, {}),
         "chroma": (f.build_chroma_folder, 32, 48, {}),
+        "cogview4": (build_cogview4_folder, 32, 48, {}),
     }
 
 

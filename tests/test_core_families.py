@@ -5,6 +5,7 @@ reference softmax computed here from the module's own weights (norms and rotary 
 import numpy as np
 import pytest
 import torch
+from tiny_cogview4 import build_cogview4_folder
 from tiny_families import (
     build_chroma_folder,
     build_flux_folder,
@@ -36,9 +37,10 @@ FAMILIES = {
     "z-image": (build_z_image_folder, 32, 40, {}),  # 80 image tokens: the text starts after 96
     "flux2-klein": (build_flux2_klein_folder, 32, 48, {"negative_prompt": None}),  # CFG against ""
     "flux2": (build_flux2_folder, 32, 48, {"negative_prompt": None}),  # embedded guidance
+    "cogview4": (build_cogview4_folder, 32, 48, {}),
 }
 UNIFIED = {"z-image"}  # one sequence, no text stream: text keys after the padded image
-SEPARATE = {"flux", "chroma", "qwen-image", "flux2-klein"}
+SEPARATE = {"flux", "chroma", "qwen-image", "flux2-klein", "cogview4"}
 ROTARY = SEPARATE | {
     "flux2"
 }  # Flux's rotary on [text | image]  # the negative branch is a second transformer call per step
@@ -58,6 +60,7 @@ TEXT_ENCODER = {
     "z-image": "Qwen3",
     "flux2-klein": "Qwen3",
     "flux2": "Mistral3",
+    "cogview4": "GLM",
 }  # the first one cut
 
 
@@ -166,6 +169,26 @@ def _joint_reference(attn, inputs, text_first, text_len=None):
     return p[:, :, text_len:, :text_len] if text_first else p[:, :, :n, n:]
 
 
+def _cogview_reference(attn, inputs):
+    """CogView4: one q/k projection over [text | image], per-head LayerNorm, the rotary (two halves:
+    x·cos + [-x₂, x₁]·sin) on the image tokens alone; image-query × text-key block: (B, H, N, T)."""
+    text, image = inputs["encoder_hidden_states"], inputs["hidden_states"]
+    t = text.shape[1]
+    x = torch.cat([text, image], dim=1)
+    q = attn.norm_q(_split_heads(attn.to_q(x), attn.heads))  # (B, H, S, D)
+    k = attn.norm_k(_split_heads(attn.to_k(x), attn.heads))
+    cos, sin = inputs["image_rotary_emb"]
+
+    def turn(v):
+        first, second = v.chunk(2, dim=-1)
+        return v * cos + torch.cat([-second, first], dim=-1) * sin
+
+    q = torch.cat([q[:, :, :t], turn(q[:, :, t:])], dim=2)
+    k = torch.cat([k[:, :, :t], turn(k[:, :, t:])], dim=2)
+    p = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
+    return p[:, :, t:, :t]
+
+
 def _unified_reference(attn, inputs, layout, over_text: bool = False):
     """Z-Image: image rows × caption columns (caption pads included) of the softmax over the whole
     [image | image pad | caption | caption pad | batch pad] sequence, from the module's own weights, the
@@ -250,7 +273,10 @@ def test_every_probability_equals_a_reference_softmax(family):
         for layer, inputs in calls.items():
             attn = denoiser.get_submodule(layer)
             for step in range(req.steps):
-                if name in SEPARATE:  # the negative branch is a second call per step
+                if name == "cogview4":  # a second call per step; the text joined inside the processor
+                    refs = {"cond": inputs[2 * step], "uncond": inputs[2 * step + 1]}
+                    ref = {b: _cogview_reference(attn, x)[0] for b, x in refs.items()}
+                elif name in SEPARATE:  # the negative branch is a second call per step
                     refs = {"cond": inputs[2 * step], "uncond": inputs[2 * step + 1]}
                     texts = block_text[layer][2 * step : 2 * step + 2] if block_text[layer] else [None, None]
                     ref = {b: _joint_reference(attn, x, True, t)[0] for (b, x), t in zip(refs.items(), texts)}
@@ -277,7 +303,8 @@ def test_every_probability_equals_a_reference_softmax(family):
                     assert err <= 1e-5, f"{name} {layer} step {step} {branch}: max error {err:.2e}"
     # attention is not uniform: the test would catch a wrong slice
     some = next(iter(run.attention.probs.values()))
-    assert some.amax().item() > 2.5 / some.shape[-1]
+    over_text = some / some.sum(dim=-1, keepdim=True)  # joint attention: the text's share, renormalised
+    assert over_text.amax().item() > 2.5 / some.shape[-1]
 
 
 def test_grids_budget_and_words(family):
@@ -329,6 +356,11 @@ def test_text_tables_per_encoder(family):
         assert words.drop_duplicates("word_index").word.tolist() == PROMPT.split()
         assert table.kind.tolist()[-5:] == ["template"] * 5 and (table.kind == "pad").sum() == 0
         assert next(iter(run.attention.probs.values())).shape[-1] == len(table)
+    elif name == "cogview4":  # pads in front to a multiple of 16, GLM's two special tokens, the words
+        assert set(table.encoder) == {"GLM"} and len(table) % 16 == 0
+        n = len(PROMPT.split())
+        assert table.kind.tolist()[-n - 2 :] == ["template"] * 2 + ["word"] * n
+        assert set(table.kind.tolist()[: -n - 2]) <= {"pad"}
     elif name in ("flux2-klein", "flux2"):  # the chat template, padded to 512 unmasked keys
         assert set(table.encoder) == {TEXT_ENCODER[name]} and len(table) == 512
         assert table[table.kind == "word"].drop_duplicates("word_index").word.tolist() == PROMPT.split()
@@ -560,6 +592,13 @@ def test_renormalised_over_text_is_a_softmax_over_text_alone(family):
         _stock(pipe, req.replace(steps=1), hooks=[(attn, keep)])
         x = inputs["x"]
         h = attn.heads
+    if name == "cogview4":  # the joint block renormalised over its text keys: a softmax over them alone
+        with torch.no_grad():
+            joint = _cogview_reference(attn, x)
+        ref = joint / joint.sum(dim=-1, keepdim=True)
+        assert (renorm[0] - ref[-1]).abs().max().item() <= 1e-5
+        return
+    with torch.no_grad():
         q = attn.norm_q(_split_heads(attn.to_q(x["hidden_states"]), h))
         tk = attn.norm_added_k(_split_heads(attn.add_k_proj(x["encoder_hidden_states"]), h))
         if name == "qwen-image":

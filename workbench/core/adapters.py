@@ -26,6 +26,7 @@ from .joint import JointObserver
 from .layers import CrossAttentionLayer, cross_attention_layers
 from .tokens import (
     cut_message,
+    front_padded_table,
     joined_table,
     sentencepiece_table,
     template_table,
@@ -277,6 +278,9 @@ class JointAdapter(StableDiffusionAdapter):
     rotary = False
     rotary_per_stream = False  # (image, text) complex tables, each applied to its stream (Qwen-Image)
     heads_first = False  # the processor normalises q and k as (batch, heads, tokens, dim) (SD3)
+    rotary_text = True  # the rotary table spans the joint sequence (CogView4's: the image tokens only)
+    rotary_unbind = -1  # interleaved channel pairs; -2: the two halves (CogView4)
+    norm_hooks = True  # q and k may be taken from the norms' outputs (CogView4 rotates those in place)
 
     @property
     def denoiser(self):
@@ -328,6 +332,9 @@ class JointAdapter(StableDiffusionAdapter):
                 block=block,
                 rotary_per_stream=self.rotary_per_stream,
                 heads_first=self.heads_first,
+                rotary_text=self.rotary_text,
+                rotary_unbind=self.rotary_unbind,
+                norm_hooks=self.norm_hooks,
             )
             undo += [h.remove for h in observer.install()]
         return undo
@@ -998,6 +1005,101 @@ class Flux2DevAdapter(Flux2Adapter):
     text_name = "Mistral3"
 
 
+class CogView4Adapter(JointAdapter):
+    """CogView4: ``transformer_blocks.N.attn1``, one softmax over [text | image] from one set of q/k
+    projections over the joined sequence (the processor joins them), per-head LayerNorm, rotary on the
+    image tokens alone (the two-halves form). The text is GLM-4's second-to-last layer over the prompt
+    with its special tokens, padded in front to a multiple of 16: the pads are real keys (kind ``pad``).
+    CFG is a second call per step (conditional first), the negative prompt at its own length.
+    """
+
+    family = "CogView4"
+    family_guidance = 5.0
+    conditioning = ()  # the two prompts' texts may differ in length: no prompt switch
+    text_first = True
+    rotary = True
+    rotary_text = False
+    rotary_unbind = -2
+    norm_hooks = False
+    separate_negative = True
+    attention_edits = False  # a mask reaches its kernel as a float 0/1 matrix added to the scores
+    one_clip_encoder = False
+
+    @property
+    def size_multiple(self) -> int:
+        return math.lcm(16, self.vae_scale_factor * self.patch)  # check_inputs asks for 16
+
+    @property
+    def default_size(self) -> int:
+        declared = _MODEL_DEFAULTS.get(self.pipe, {}).get("size")
+        return int(declared) if declared else int(self.denoiser.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def text_limit(self) -> int:
+        return 1024
+
+    def layers(self) -> list[CrossAttentionLayer]:
+        def make(t):
+            halvings = int(math.log2(self.patch))
+            return [
+                CrossAttentionLayer(
+                    name=f"transformer_blocks.{i}.attn1", heads=int(b.attn1.heads), factor=halvings
+                )
+                for i, b in enumerate(t.transformer_blocks)
+            ]
+
+        return self._layers_once(make)
+
+    def uses_guidance(self, guidance_scale: float) -> bool:
+        return False  # a second call per step
+
+    def second_call(self, request) -> float | None:
+        return float(request.guidance_scale) if request.guidance_scale > 1 else None
+
+    def prompts_of(self, bound: dict, call: int):
+        if call != 0:
+            return None
+        negative = bound.get("negative_prompt")
+        return bound.get("prompt"), (None if negative == "" else negative)
+
+    def _count(self, texts, limit: int) -> int:
+        texts = [texts] if isinstance(texts, str) else [t for t in (texts or []) if isinstance(t, str)]
+        n = max((min(len(self.pipe.tokenizer(t)["input_ids"]), limit) for t in texts), default=0)
+        return n + (16 - n % 16) % 16
+
+    def text_lengths(self, bound: dict) -> dict[str, int]:
+        limit = int(bound.get("max_sequence_length") or 1024)
+        prompts = bound.get("prompt")
+        negatives = bound.get("negative_prompt") or ""
+        return {
+            "GLM": limit,
+            "padded": self._count(prompts, limit),
+            "negative": self._count(negatives, limit),
+        }
+
+    def token_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
+        return joined_table(
+            [("GLM", front_padded_table(self.pipe.tokenizer, text, lengths["GLM"], lengths.get("padded")))]
+        )
+
+    def negative_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
+        table = front_padded_table(self.pipe.tokenizer, text, lengths["GLM"], lengths.get("negative"))
+        return joined_table([("GLM", table)])
+
+    def cut_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        message = cut_message(
+            front_padded_table(self.pipe.tokenizer, text, lengths["GLM"]), lengths["GLM"], "GLM"
+        )
+        return [message] if message else []
+
+    def unknown_messages(self, text: str, lengths: dict[str, int]) -> list[str]:
+        return []
+
+    def call_arguments(self, request) -> dict:
+        negative = "" if request.negative_prompt is None else request.negative_prompt
+        return self.declared_length({"guidance_scale": request.guidance_scale, "negative_prompt": negative})
+
+
 ADAPTERS = {
     "StableDiffusionPipeline": StableDiffusionAdapter,
     "StableDiffusionXLPipeline": StableDiffusionXLAdapter,
@@ -1010,6 +1112,7 @@ ADAPTERS = {
     "ZImagePipeline": ZImageAdapter,
     "Flux2KleinPipeline": Flux2Adapter,
     "Flux2Pipeline": Flux2DevAdapter,
+    "CogView4Pipeline": CogView4Adapter,
 }
 
 

@@ -47,11 +47,17 @@ class JointObserver:
         block=None,
         rotary_per_stream: bool = False,
         heads_first: bool = False,
+        rotary_text: bool = True,
+        rotary_unbind: int = -1,
+        norm_hooks: bool = True,
     ):
         self.attn, self.name, self.sink = attn, name, sink
         self.text_first, self.rotary, self.block = text_first, rotary, block
         self.rotary_per_stream = rotary_per_stream
         self.heads_first = heads_first  # the processor normalises (batch, heads, tokens, dim) (SD3)
+        self.rotary_text = rotary_text  # the rotary turns the text tokens too (Flux); CogView4: image only
+        self.rotary_unbind = rotary_unbind  # -1: interleaved pairs (Flux); -2: halves (CogView4)
+        self.norm_hooks = norm_hooks  # False where the processor changes the norms' outputs in place
         self.normed = False  # q and k are taken after the module's own q/k norms (set by ``install``)
         self.heads = int(attn.heads)
         self._reset()
@@ -69,7 +75,7 @@ class JointObserver:
         ]
         stream = getattr(attn, "add_k_proj", None) is not None and self.block is None  # text has its own
         norms = [attn.norm_q, attn.norm_k] + ([getattr(attn, "norm_added_k", None)] if stream else [])
-        self.normed = all(n is not None for n in norms)
+        self.normed = self.norm_hooks and all(n is not None for n in norms)
         if self.normed:  # the processor's own normalised q and k, (batch, tokens, heads, head_dim)
             slots = ["q", "k", "text_k"][: len(norms)]
             handles += [n.register_forward_hook(self._keep(slot)) for n, slot in zip(norms, slots)]
@@ -115,6 +121,9 @@ class JointObserver:
         self.text_len = text_len
         self.rotary_emb = kwargs.get("image_rotary_emb", args[3] if len(args) > 3 else None)
         self.mask = kwargs.get("attention_mask", args[2] if len(args) > 2 else None)  # an edit's bias
+        context = kwargs.get("encoder_hidden_states")
+        if context is not None and getattr(module, "add_k_proj", None) is None:  # joined in the processor
+            self.text_len = int(context.shape[1])  # (CogView4: one projection over [text | image])
         self.text_mask = kwargs.get("encoder_hidden_states_mask")  # (batch, text) keys kept (Qwen-Image)
 
     def _after(self, module, args, output) -> None:
@@ -164,9 +173,20 @@ class JointObserver:
         if self.rotary and not self.rotary_per_stream and self.rotary_emb is not None:
             from diffusers.models.embeddings import apply_rotary_emb
 
-            image = slice(first_image, first_image + n_image)
-            q = apply_rotary_emb(q, tuple(t[image] for t in self.rotary_emb), sequence_dim=1)
-            k = apply_rotary_emb(k, self.rotary_emb, sequence_dim=1)
+            turn = dict(sequence_dim=1, use_real_unbind_dim=self.rotary_unbind)
+            if self.rotary_text:  # one table over the joint sequence
+                image = slice(first_image, first_image + n_image)
+                q = apply_rotary_emb(q, tuple(t[image] for t in self.rotary_emb), **turn)
+                k = apply_rotary_emb(k, self.rotary_emb, **turn)
+            else:  # a table of the image tokens alone; the text keys are not turned
+                q = apply_rotary_emb(q, self.rotary_emb, **turn)
+                kt, ki = (
+                    (k[:, :text_len], k[:, text_len:])
+                    if self.text_first
+                    else (k[:, n_image:], k[:, :n_image])
+                )
+                ki = apply_rotary_emb(ki, self.rotary_emb, **turn)
+                k = torch.cat([kt, ki] if self.text_first else [ki, kt], dim=1)
         return q, k, text_len, first_image
 
     def _as_tokens(self, x: torch.Tensor) -> torch.Tensor:

@@ -451,3 +451,43 @@ def windowed_table(tokenizer, prefix: str, text: str, max_length: int) -> pd.Dat
         rows.append(row(position, i, "word") if i < len(ids) else _special(position, pad_id, pad_tok, "pad"))
     cut = [row(max_length + k, i, "word") | {"kind": "cut"} for k, i in enumerate(range(total, len(ids)))]
     return pd.DataFrame(rows + cut, columns=TOKEN_COLUMNS)
+
+
+def front_padded_table(tokenizer, text: str, max_length: int, total: int | None = None) -> pd.DataFrame:
+    """CogView4's token table: the tokenizer's own special tokens (kind ``template``) and the prompt's
+    tokens, cut at ``max_length``, after padding put in front to ``total`` positions (kind ``pad``: real
+    keys, unmasked)."""
+    import re
+
+    if not isinstance(text, str):
+        raise TypeError(f"prompt must be a str, got {type(text).__name__}")
+    enc = tokenizer(text, truncation=False, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    spans = [m.span() for m in re.finditer(r"\S+", text)]
+    ends, words = [e for _, e in spans], [shown_word(text[a:b]) for a, b in spans]
+    kept = min(len(ids), max_length)
+    pads = max(kept, total or 0) - kept
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_tok = tokenizer.convert_ids_to_tokens([pad_id])[0]
+    rows = [_special(p, pad_id, pad_tok, "pad") for p in range(pads)]
+    word_of: list[int] = []
+    for i, (tid, piece, (a, b)) in enumerate(zip(ids, pieces, offsets)):
+        inside = b > a and spans
+        w = _overlapping(spans, ends, a, b, word_of) if inside else -1
+        if inside:
+            word_of.append(w)
+        word = words[w] if w >= 0 else piece
+        kind = ("word" if any(ch.isalnum() for ch in word) else "punct") if w >= 0 else "template"
+        position = pads + i if i < kept else max_length + pads + i - kept
+        rows.append(
+            {
+                "position": position,
+                "token_id": int(tid),
+                "token": piece.replace("\u0120", " ").strip() or piece,
+                "word_index": w,
+                "word": word,
+                "kind": kind if i < kept else "cut",
+            }
+        )
+    return pd.DataFrame(rows, columns=TOKEN_COLUMNS)
