@@ -203,7 +203,13 @@ def test_a_real_sigint_saves_and_exits_130(tmp_path, tiny_folder):
     args += ["--steps", "900", "--width", "32", "--height", "32", "--device", "cpu", "--threads", "1"]
     args += ["--out", str(out)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workbench", *args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "workbench", *args],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # Ctrl-C as a terminal delivers it: a child started with SIGINT ignored (a disposition a
+        # process inherits from whatever launched the test session) would never see it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen = b""
     deadline = time.monotonic() + 120

@@ -155,7 +155,13 @@ def test_ctrl_c_keeps_finished_runs_in_the_index(spec_file, tmp_path):
     spec = spec_file(seeds="0-39", steps=20)
     out = tmp_path / "out"
     cli = [sys.executable, "-m", "workbench", "sweep", spec, "--out", str(out), "--threads", "1"]
-    proc = subprocess.Popen(cli, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(  # SIGINT as a terminal delivers it, whatever the session's disposition
+        cli,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 50
     while time.monotonic() < deadline and proc.poll() is None:
         if (out / "runs").is_dir() and len(list((out / "runs").glob("*/run.json"))) >= 2:
