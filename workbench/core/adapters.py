@@ -193,9 +193,14 @@ class StableDiffusionAdapter:
 
     # ------------------------------------------------------------ text
 
+    empty_negative = False  # the pipeline's own "no negative prompt" is "" (recorded as None)
+
     def prompts_of(self, bound: dict, call: int) -> tuple[object, object] | None:
         """(prompt, negative prompt) from one ``encode_prompt`` call's arguments; None to ignore the call."""
-        return (bound.get("prompt"), bound.get("negative_prompt")) if call == 0 else None
+        if call != 0:
+            return None
+        negative = bound.get("negative_prompt")
+        return bound.get("prompt"), (None if self.empty_negative and negative == "" else negative)
 
     def text_lengths(self, bound: dict) -> dict[str, int]:
         """Encoder -> the number of key positions it gives, from ``encode_prompt``'s arguments."""
@@ -238,6 +243,20 @@ class StableDiffusionAdapter:
         if length:
             args["max_sequence_length"] = int(length)
         return args
+
+    def _block_sites(self, blocks: str, module: str, factor: int) -> list[CrossAttentionLayer]:
+        """``{blocks}.N.{module}`` of every block in the denoiser's ``blocks`` list, each on the latent grid
+        halved ``factor`` times."""
+
+        def make(t):
+            return [
+                CrossAttentionLayer(
+                    name=f"{blocks}.{i}.{module}", heads=int(getattr(b, module).heads), factor=factor
+                )
+                for i, b in enumerate(getattr(t, blocks))
+            ]
+
+        return self._layers_once(make)
 
     def _layers_once(self, make) -> list[CrossAttentionLayer]:
         """The denoiser's attention sites, listed by ``make(denoiser)`` once per denoiser."""
@@ -508,6 +527,7 @@ class CrossDiTAdapter(StableDiffusionAdapter):
     probabilities include (padding positions get ~0). CFG is one batch [unconditional | conditional]."""
 
     text_name = "T5"  # the token table's encoder name
+    empty_negative = True
     default_text_length = 300  # the pipeline's own ``max_sequence_length`` default
     conditioning = ((0, "encoder_hidden_states"), (1, "encoder_attention_mask"))
     one_clip_encoder = False
@@ -529,16 +549,7 @@ class CrossDiTAdapter(StableDiffusionAdapter):
         return self.default_text_length
 
     def layers(self) -> list[CrossAttentionLayer]:
-        def make(t):
-            halvings = int(math.log2(self.patch))
-            return [
-                CrossAttentionLayer(
-                    name=f"transformer_blocks.{i}.attn2", heads=int(b.attn2.heads), factor=halvings
-                )
-                for i, b in enumerate(t.transformer_blocks)
-            ]
-
-        return self._layers_once(make)
+        return self._block_sites("transformer_blocks", "attn2", int(math.log2(self.patch)))
 
     def uses_guidance(self, guidance_scale: float) -> bool:
         return guidance_scale > 1
@@ -547,13 +558,6 @@ class CrossDiTAdapter(StableDiffusionAdapter):
         # the pipeline's own default negative prompt is "" (None fails in its text preprocessing)
         negative = "" if request.negative_prompt is None else request.negative_prompt
         return {"guidance_scale": request.guidance_scale, "negative_prompt": negative}
-
-    def prompts_of(self, bound: dict, call: int) -> tuple[object, object] | None:
-        found = super().prompts_of(bound, call)
-        if found is None:
-            return None
-        prompt, negative = found
-        return prompt, (None if negative == "" else negative)  # "" is the pipeline's "no negative prompt"
 
     def prediction(self, output: torch.Tensor) -> torch.Tensor:
         # a learned-sigma transformer (twice the latent channels out): the pipeline keeps the first half
@@ -610,6 +614,7 @@ class ChromaAdapter(FluxAdapter):
 
     family = "Chroma"
     family_guidance = 5.0
+    empty_negative = True
     conditioning = ((0, "encoder_hidden_states"),)
     true_cfg = False
 
@@ -626,11 +631,7 @@ class ChromaAdapter(FluxAdapter):
         args = {"guidance_scale": request.guidance_scale, "negative_prompt": request.negative_prompt}
         return self.declared_length(args)
 
-    def prompts_of(self, bound: dict, call: int):
-        if call != 0:
-            return None
-        negative = bound.get("negative_prompt")
-        return bound.get("prompt"), (None if negative == "" else negative)
+    prompts_of = StableDiffusionAdapter.prompts_of  # one encoding of both prompts (not Flux.1's two)
 
 
 class QwenImageAdapter(FluxAdapter):
@@ -661,13 +662,7 @@ class QwenImageAdapter(FluxAdapter):
         return int(self.denoiser.config.in_channels) // 4
 
     def layers(self) -> list[CrossAttentionLayer]:
-        def make(t):
-            return [
-                CrossAttentionLayer(name=f"transformer_blocks.{i}.attn", heads=int(b.attn.heads), factor=1)
-                for i, b in enumerate(t.transformer_blocks)
-            ]
-
-        return self._layers_once(make)
+        return self._block_sites("transformer_blocks", "attn", 1)  # tokens are 2×2 latent patches
 
     def unpack(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
         return self.pipe._unpack_latents(latents, height, width, self.vae_scale_factor)[:, :, 0]
@@ -759,7 +754,7 @@ class SanaAdapter(CrossDiTAdapter):
         return {**super().call_arguments(request), "use_resolution_binning": False, "clean_caption": False}
 
 
-class ZImageAdapter(StableDiffusionAdapter):
+class ZImageAdapter(JointAdapter):
     """Z-Image: a single-stream DiT with no text stream; ``layers.N.attention`` attend over [image |
     caption] in one sequence (the ``noise_refiner`` / ``context_refiner`` blocks see one modality and are
     not text attention). The caption is Qwen3's second-to-last layer over the prompt in its chat template
@@ -778,25 +773,13 @@ class ZImageAdapter(StableDiffusionAdapter):
     text_name = "Qwen3"
 
     @property
-    def denoiser(self):
-        return self.pipe.transformer
-
-    @property
     def patch(self) -> int:
         return int(self.denoiser.config.all_patch_size[0])
-
-    @property
-    def size_multiple(self) -> int:
-        return self.vae_scale_factor * 2
 
     @property
     def default_size(self) -> int:
         declared = _MODEL_DEFAULTS.get(self.pipe, {}).get("size")
         return int(declared) if declared else 1024  # the pipeline's own, whatever the config
-
-    @property
-    def latent_channels(self) -> int:
-        return int(self.denoiser.config.in_channels)
 
     @property
     def text_limit(self) -> int:
@@ -806,22 +789,8 @@ class ZImageAdapter(StableDiffusionAdapter):
         f = self.vae_scale_factor * 2
         return 2 * (height // f), 2 * (width // f)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        vae = self.pipe.vae
-        z = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor
-        return vae.decode(z + (vae.config.shift_factor or 0.0), return_dict=False)[0]
-
     def layers(self) -> list[CrossAttentionLayer]:
-        def make(t):
-            halvings = int(math.log2(self.patch))
-            return [
-                CrossAttentionLayer(
-                    name=f"layers.{i}.attention", heads=int(b.attention.heads), factor=halvings
-                )
-                for i, b in enumerate(t.layers)
-            ]
-
-        return self._layers_once(make)
+        return self._block_sites("layers", "attention", int(math.log2(self.patch)))
 
     def observe(self, sink: AttentionSink) -> list:
         layout = self._layout  # read from the call under way (``call_shape``), then from each next call
@@ -1015,6 +984,7 @@ class CogView4Adapter(JointAdapter):
 
     family = "CogView4"
     family_guidance = 5.0
+    empty_negative = True
     conditioning = ()  # the two prompts' texts may differ in length: no prompt switch
     text_first = True
     rotary = True
@@ -1039,28 +1009,13 @@ class CogView4Adapter(JointAdapter):
         return 1024
 
     def layers(self) -> list[CrossAttentionLayer]:
-        def make(t):
-            halvings = int(math.log2(self.patch))
-            return [
-                CrossAttentionLayer(
-                    name=f"transformer_blocks.{i}.attn1", heads=int(b.attn1.heads), factor=halvings
-                )
-                for i, b in enumerate(t.transformer_blocks)
-            ]
-
-        return self._layers_once(make)
+        return self._block_sites("transformer_blocks", "attn1", int(math.log2(self.patch)))
 
     def uses_guidance(self, guidance_scale: float) -> bool:
         return False  # a second call per step
 
     def second_call(self, request) -> float | None:
         return float(request.guidance_scale) if request.guidance_scale > 1 else None
-
-    def prompts_of(self, bound: dict, call: int):
-        if call != 0:
-            return None
-        negative = bound.get("negative_prompt")
-        return bound.get("prompt"), (None if negative == "" else negative)
 
     def _count(self, texts, limit: int) -> int:
         texts = [texts] if isinstance(texts, str) else [t for t in (texts or []) if isinstance(t, str)]

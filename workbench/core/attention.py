@@ -93,8 +93,10 @@ class AttentionSink:
         tokens: int,
         total_steps: int,
         batch: int,
+        pinned: bool = False,
     ):
         self.policy = policy
+        self.pinned = pinned and policy.device == "cpu"  # the denoiser runs on CUDA: async copies land here
         self.layers = {layer.name: layer for layer in layers}
         self.kept = policy.kept_steps(total_steps)
         self.row_of = {s: i for i, s in enumerate(self.kept)}
@@ -116,7 +118,7 @@ class AttentionSink:
                 h, w = self.shapes[n]
                 heads = layer.heads if policy.heads == "all" else 1
                 shape = (len(self.kept), heads, h * w, tokens)
-                self.buffers[b][n] = [_buffer(shape, policy) for _ in range(batch)]
+                self.buffers[b][n] = [self._buffer(shape) for _ in range(batch)]
 
     def wants(self, layer: str) -> bool:
         return (
@@ -140,12 +142,18 @@ class AttentionSink:
             return {"uncond": slice(0, b), "cond": slice(b, 2 * b)}
         return {"cond": slice(0, rows)}
 
+    def _buffer(self, shape: tuple) -> torch.Tensor:
+        """A zeroed store buffer where the policy keeps attention; in pinned memory when the probabilities
+        come from a GPU, so that they arrive by asynchronous copies."""
+        p = self.policy
+        return torch.zeros(shape, dtype=p.torch_dtype, device=p.device, pin_memory=self.pinned)
+
     def _resize(self, branch: str, tokens: int) -> None:
         """Give ``branch`` buffers of ``tokens`` text positions (before its first write): families whose
         text is not padded to one length (Qwen-Image) give the negative prompt its own length."""
         for layer, bufs in self.buffers[branch].items():
             shape = (*bufs[0].shape[:-1], tokens)
-            self.buffers[branch][layer] = [_buffer(shape, self.policy) for _ in bufs]
+            self.buffers[branch][layer] = [self._buffer(shape) for _ in bufs]
 
     def defer(
         self, layer: str, branch: str, q: torch.Tensor, k: torch.Tensor, heads: int, scale: float
@@ -274,13 +282,6 @@ class CrossObserver:
             else:
                 probs = attention_probs(attn, hidden_states[rows], context[rows], mask)
             self.sink.write(self.layer, branch, probs)
-
-
-def _buffer(shape: tuple, policy: RecordingPolicy) -> torch.Tensor:
-    """A zeroed store buffer where the policy keeps attention; on the CPU of a machine with CUDA in
-    pinned memory, so that probabilities computed on the GPU arrive by asynchronous copies."""
-    pinned = policy.device == "cpu" and torch.cuda.is_available()
-    return torch.zeros(shape, dtype=policy.torch_dtype, device=policy.device, pin_memory=pinned)
 
 
 def _mask_rows(mask: torch.Tensor, rows: slice, batch: int, heads: int) -> torch.Tensor:

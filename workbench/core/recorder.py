@@ -423,8 +423,9 @@ class Recording:
                 "policy.negative is set but guidance is off: there is no negative branch to record"
             )
         if self.policy.record_attention:
+            on_cuda = next(adapter.denoiser.parameters()).device.type == "cuda"
             self.sink = AttentionSink(
-                self.policy, kept, latent_hw, self.text_len, self.total_steps, batch=batch
+                self.policy, kept, latent_hw, self.text_len, self.total_steps, batch=batch, pinned=on_cuda
             )
             self.sink.separate_negative = adapter.separate_negative
             self.sink.cond_first = adapter.cond_first
