@@ -143,3 +143,60 @@ def test_head_counts_kept_with_the_store(tiny_pipe, tmp_path):
     layers = {layer.name: layer.heads for layer in adapter_for(tiny_pipe).layers()}
     assert run.attention.head_counts == layers and len(set(layers.values())) >= 1
     assert load_run(save_run(run, tmp_path / "r")).attention.head_counts == layers
+
+
+def _flushes(monkeypatch) -> list[int]:
+    """How many deferred layer-steps each flush of the sink computes (empty flushes left out)."""
+    from workbench.core.attention import AttentionSink
+
+    sizes, original = [], AttentionSink.flush
+
+    def counted(self, before=None):
+        if self.pending:
+            sizes.append(len(self.pending))
+        return original(self, before)
+
+    monkeypatch.setattr(AttentionSink, "flush", counted)
+    return sizes
+
+
+def test_deferred_attention_is_the_same_computed_per_step_or_per_call(tiny_pipe, monkeypatch):
+    from workbench.core.attention import AttentionSink
+
+    policy = RecordingPolicy(heads="all", dtype="float32", negative=True, steps=[0, 1, 3])
+    sizes = _flushes(monkeypatch)
+    once = generate(tiny_pipe, PROMPT, seed=3, steps=4, guidance_scale=6.0, policy=policy, progress=False)
+    assert sizes == [3 * 4]  # kept steps x layers (both branches in each), in one computation
+    sizes.clear()
+    monkeypatch.setattr(AttentionSink, "FLUSH_BYTES", 1)
+    each = generate(tiny_pipe, PROMPT, seed=3, steps=4, guidance_scale=6.0, policy=policy, progress=False)
+    assert sizes == [4] * 3  # every kept step on its own
+    assert once.attention.steps == each.attention.steps == [0, 1, 3]
+    for a, b in ((once.attention, each.attention), (once.negative_attention, each.negative_attention)):
+        assert list(a.probs) == list(b.probs) and len(a.probs) == 4
+        for name in a.probs:
+            assert torch.equal(a.probs[name], b.probs[name])
+    assert not torch.equal(once.attention.probs[name][0], once.attention.probs[name][2])
+
+
+def test_an_interrupt_inside_a_step_keeps_the_deferred_attention_of_the_steps_done(tiny_pipe):
+    policy = RecordingPolicy(heads="all", dtype="float32")
+    full = generate(tiny_pipe, PROMPT, seed=4, steps=4, policy=policy, progress=False)
+    layer = "mid_block.attentions.0.transformer_blocks.0.attn2"  # after the down blocks' layers
+    calls = []
+
+    def interrupt(module, args, output):
+        calls.append(1)
+        if len(calls) == 3:  # inside the third step, with a down block's layer already deferred
+            raise KeyboardInterrupt
+
+    handle = tiny_pipe.unet.get_submodule(layer).register_forward_hook(interrupt)
+    try:
+        with pytest.warns(UserWarning, match="stopped after 2 of 4 steps"):
+            cut = generate(tiny_pipe, PROMPT, seed=4, steps=4, policy=policy, progress=False)
+    finally:
+        handle.remove()
+    assert not cut.complete and cut.attention.steps == [0, 1]
+    for name, probs in cut.attention.probs.items():
+        assert probs.shape[0] == 2
+        assert torch.equal(probs, full.attention.probs[name][:2])

@@ -85,6 +85,8 @@ class AttentionSink:
     ``layers`` are the layers the policy keeps (``policy.select_layers``, chosen once per call).
     """
 
+    FLUSH_BYTES = 64 * 2**20  # the scores of deferred layers, at most, before they are computed
+
     def __init__(
         self,
         policy: RecordingPolicy,
@@ -94,6 +96,8 @@ class AttentionSink:
         total_steps: int,
         batch: int,
         pinned: bool = False,
+        separate_negative: bool = False,
+        cond_first: bool = False,
     ):
         self.policy = policy
         self.pinned = pinned and policy.device == "cpu"  # the denoiser runs on CUDA: async copies land here
@@ -103,12 +107,15 @@ class AttentionSink:
         self.batch = batch
         self.tokens = tokens  # text key positions of the call (a single-stream block's text length)
         self.written: set[str] = set()  # branches written to (their text length is then fixed)
-        # cross-attention work of the step under way, done together at its end (``flush``)
+        # cross-attention work deferred (``defer``), done together by ``flush``
         self.pending: list[tuple] = []
-        self.step = 0  # the denoising step the denoiser is working on
-        self.call = 0  # which denoiser call of this step (a negative branch may run as a second call)
-        self.separate_negative = False  # True where the negative branch is a second call, not a batch half
-        self.cond_first = False  # True where a guidance batch is [conditional | negative]
+        self.pending_bytes = 0  # the float32 scores the deferred layers will take, at most
+        self.separate_negative = separate_negative  # the negative branch is a second call, not a batch half
+        self.cond_first = cond_first  # a guidance batch is [conditional | negative] (Z-Image)
+        self._step = 0  # the denoising step the denoiser is working on
+        self._call = 0  # which denoiser call of this step (a negative branch may run as a second call)
+        self.recording = False  # whether the call under way is recorded (its step kept, its call wanted)
+        self._position()
         self.shapes = {n: layer.grid(*latent_hw) for n, layer in self.layers.items()}
         branches = ["cond", "uncond"] if policy.negative else ["cond"]
         # branch -> layer -> one (kept steps, heads | 1, queries, tokens) tensor per image
@@ -120,22 +127,41 @@ class AttentionSink:
                 shape = (len(self.kept), heads, h * w, tokens)
                 self.buffers[b][n] = [self._buffer(shape) for _ in range(batch)]
 
-    def wants(self, layer: str) -> bool:
-        return (
-            layer in self.layers
-            and self.step in self.row_of
-            and self.call < (2 if self.separate_negative else 1)
-        )
+    @property
+    def step(self) -> int:
+        return self._step
 
-    def branches(self, rows: int) -> dict[str, slice]:
-        """Which rows of a denoiser batch belong to which branch, for the call under way.
+    @step.setter
+    def step(self, value: int) -> None:
+        self._step = value
+        self._position()
+
+    @property
+    def call(self) -> int:
+        return self._call
+
+    @call.setter
+    def call(self, value: int) -> None:
+        self._call = value
+        self._position()
+
+    def _position(self) -> None:
+        """Decide, once per denoiser call, whether its attention is recorded (observers read ``recording``)."""
+        self.recording = self._step in self.row_of and self._call < (2 if self.separate_negative else 1)
+
+    def wants(self, layer: str) -> bool:
+        return self.recording and layer in self.layers
+
+    def branches(self, rows: int, call: int | None = None) -> dict[str, slice]:
+        """Which rows of a denoiser batch belong to which branch, for the call under way (or ``call``).
 
         Classifier-free guidance in one batch is [unconditional | conditional]; where the negative
         branch runs as a second call, the first call is the conditional one and the second the negative.
         """
         b = self.batch
         if self.separate_negative:
-            return {"uncond" if self.call == 1 else "cond": slice(0, rows)}
+            second = (self._call if call is None else call) == 1
+            return {"uncond" if second else "cond": slice(0, rows)}
         if rows == 2 * b and self.cond_first:  # Z-Image: [conditional | negative]
             return {"cond": slice(0, b), "uncond": slice(b, 2 * b)}
         if rows == 2 * b:
@@ -155,29 +181,60 @@ class AttentionSink:
             shape = (*bufs[0].shape[:-1], tokens)
             self.buffers[branch][layer] = [self._buffer(shape) for _ in bufs]
 
-    def defer(
-        self, layer: str, branch: str, q: torch.Tensor, k: torch.Tensor, heads: int, scale: float
-    ) -> None:
-        """Keep a plain cross-attention layer's projections (no norms, no mask) for ``flush``."""
-        self.pending.append((layer, branch, self.step, q, k, heads, scale))
+    def defer(self, layer: str, q: torch.Tensor, k: torch.Tensor, heads: int, scale: float) -> None:
+        """Keep a plain cross-attention layer's projections (no norms, no mask) of the whole denoiser
+        batch, as they are, for ``flush``: the probabilities of many layers and steps are computed
+        together, and nothing but this append runs inside the layer."""
+        self.pending.append((layer, self._step, self._call, q, k, heads, scale))
+        self.pending_bytes += 4 * heads * q.shape[0] * q.shape[1] * k.shape[1]  # its scores, every row
 
-    def flush(self) -> None:
-        """The step's deferred layers: those of one shape and scale as one batched softmax, then written."""
+    def flush_if_due(self) -> None:
+        """Flush once the deferred layers' scores would take ``FLUSH_BYTES``: small models batch many
+        steps into one computation, large ones flush every step or two."""
+        if self.pending_bytes >= self.FLUSH_BYTES:
+            self.flush()
+
+    @torch.no_grad()
+    def flush(self, before: int | None = None) -> None:
+        """The deferred layers (of steps before ``before``, if given): those of one shape, scale and call
+        as one batched softmax per branch, then written, a run of consecutive steps of a layer by one copy."""
         groups: dict[tuple, list] = {}
         for item in self.pending:
-            layer, branch, step, q, k, heads, scale = item
-            groups.setdefault((tuple(q.shape), tuple(k.shape), heads, scale), []).append(item)
-        self.pending = []
-        for (_, _, heads, scale), items in groups.items():
-            q = torch.stack([it[3] for it in items])  # (L, B, N, inner)
-            k = torch.stack([it[4] for it in items])  # (L, B, T, inner)
-            q = q.unflatten(-1, (heads, -1)).transpose(2, 3).float() * scale  # (L, B, H, N, D)
-            k = k.unflatten(-1, (heads, -1)).transpose(2, 3).float()  # (L, B, H, T, D)
-            probs = (q @ k.transpose(-1, -2)).softmax(dim=-1)  # (L, B, H, N, T)
-            if self.policy.heads == "mean":
-                probs = probs.mean(dim=2, keepdim=True)
-            for (layer, branch, step, *_), p in zip(items, probs):
-                self._store(layer, branch, step, p)
+            if before is None or item[1] < before:  # else a step the call never finished
+                layer, step, call, q, k, heads, scale = item
+                groups.setdefault((q.shape, k.shape, heads, scale, call), []).append(item)
+        self.pending, self.pending_bytes = [], 0
+        for (q_shape, _, heads, scale, call), group in groups.items():
+            group.sort(key=lambda it: (it[0], it[1]))  # a layer's steps in a row
+            for branch, rows in self.branches(q_shape[0], call).items():
+                if branch not in self.buffers:
+                    continue
+                qs, ks = [it[3][rows] for it in group], [it[4][rows] for it in group]
+                probs = self._probs(qs, ks, heads, scale)
+                for start, end in self._runs(group):
+                    layer, step = group[start][:2]
+                    self._store_rows(layer, branch, self.row_of[step], probs[start:end])
+
+    def _runs(self, group: list):
+        """(start, end) of each stretch of ``group`` (sorted by layer, step) that fills consecutive rows of
+        one layer's buffers."""
+        start = 0
+        for i in range(1, len(group) + 1):
+            a, b = group[i - 1], group[i] if i < len(group) else None
+            if b is None or a[0] != b[0] or self.row_of[b[1]] != self.row_of[a[1]] + 1:
+                yield start, i
+                start = i
+
+    def _probs(self, qs: list, ks: list, heads: int, scale: float) -> torch.Tensor:
+        """softmax(Q·Kᵀ·scale) of stacked projections: (n, batch, heads | 1, queries, tokens), float32."""
+        q = torch.stack(qs)  # (n, B, N, inner)
+        k = torch.stack(ks)  # (n, B, T, inner)
+        q = q.unflatten(-1, (heads, -1)).transpose(2, 3).float() * scale  # (n, B, H, N, D)
+        k = k.unflatten(-1, (heads, -1)).transpose(2, 3).float()  # (n, B, H, T, D)
+        probs = (q @ k.transpose(-1, -2)).softmax(dim=-1)  # (n, B, H, N, T)
+        if self.policy.heads == "mean":
+            probs = probs.mean(dim=2, keepdim=True)
+        return probs
 
     def write(self, layer: str, branch: str, probs: torch.Tensor) -> None:
         """Store one step of one layer: probs (batch, heads, queries, tokens), float32."""
@@ -198,12 +255,17 @@ class AttentionSink:
         self._store(layer, branch, self.step, probs)
 
     def _store(self, layer: str, branch: str, step: int, probs: torch.Tensor) -> None:
-        row = self.row_of[step]
+        self._store_rows(layer, branch, self.row_of[step], probs.unsqueeze(0))
+
+    def _store_rows(self, layer: str, branch: str, row: int, probs: torch.Tensor) -> None:
+        """Write probs (steps, batch, heads | 1, queries, tokens) into consecutive rows from ``row``."""
         for image, buf in enumerate(self.buffers[branch][layer]):
-            buf[row].copy_(probs[image], non_blocking=True)  # one conversion; asynchronous into pinned memory
+            # one conversion; asynchronous into pinned memory
+            buf[row : row + probs.shape[0]].copy_(probs[:, image], non_blocking=True)
 
     def finish(self, steps_done: int) -> list[dict[str, AttentionStore]]:
         """Per image, the stores of each branch holding the steps that completed."""
+        self.flush(before=steps_done)
         rows = [i for i, s in enumerate(self.kept) if s < steps_done]
         full = len(rows) == len(self.kept)
         out = []
@@ -234,6 +296,7 @@ class CrossObserver:
 
     def __init__(self, attn, layer: str, sink: AttentionSink):
         self.attn, self.layer, self.sink = attn, layer, sink
+        self.plain = attn.norm_q is None and attn.norm_k is None  # no norms: deferred unless masked
         self.q: torch.Tensor | None = None
         self.k: torch.Tensor | None = None
         self.inputs: tuple | None = None
@@ -243,27 +306,38 @@ class CrossObserver:
         attn = self.attn
         return [
             attn.register_forward_hook(self._after, with_kwargs=True),  # its inputs come with it
-            attn.to_q.register_forward_hook(self._keep("q")),
-            attn.to_k.register_forward_hook(self._keep("k")),
+            attn.to_q.register_forward_hook(self._keep_q),
+            attn.to_k.register_forward_hook(self._keep_k),
         ]
 
-    def _keep(self, slot: str):
-        def hook(module, args, output):
-            if self.sink.wants(self.layer):
-                setattr(self, slot, output)
+    def _keep_q(self, module, args, output) -> None:
+        self.q = output  # a reference: read by ``_after`` if the step is recorded
 
-        return hook
+    def _keep_k(self, module, args, output) -> None:
+        self.k = output
 
     def _after(self, module, args, kwargs, output) -> None:
-        names = ("hidden_states", "encoder_hidden_states", "attention_mask")
-        given = {**dict(zip(names, args)), **kwargs}
-        hidden_states, context = given.get("hidden_states"), given.get("encoder_hidden_states")
-        if context is not None and self.sink.wants(self.layer):
-            with torch.no_grad():
-                self._record(hidden_states, context, given.get("attention_mask"))
+        q, k = self.q, self.k
         self.q = self.k = None
+        if not self.sink.recording:
+            return
+        if len(args) == 1 and self.plain and q is not None and k is not None:  # the usual call: by keyword
+            if kwargs.get("attention_mask") is None and kwargs.get("encoder_hidden_states") is not None:
+                self.sink.defer(self.layer, q, k, self.attn.heads, self.attn.scale)
+                return
+        given = dict(zip(("hidden_states", "encoder_hidden_states", "attention_mask"), args))
+        given.update(kwargs)
+        hidden_states, context = given.get("hidden_states"), given.get("encoder_hidden_states")
+        mask = given.get("attention_mask")
+        if context is None:
+            return
+        if q is not None and k is not None and mask is None and self.plain:
+            self.sink.defer(self.layer, q, k, self.attn.heads, self.attn.scale)
+            return
+        with torch.no_grad():
+            self._record(hidden_states, context, mask, q, k)
 
-    def _record(self, hidden_states, context, attention_mask) -> None:
+    def _record(self, hidden_states, context, attention_mask, q, k) -> None:
         attn = self.attn
         for branch, rows in self.sink.branches(hidden_states.shape[0]).items():
             if branch not in self.sink.buffers:
@@ -273,12 +347,8 @@ class CrossObserver:
                 if attention_mask is None
                 else _mask_rows(attention_mask, rows, hidden_states.shape[0], attn.heads)
             )
-            plain = mask is None and attn.norm_q is None and attn.norm_k is None
-            if self.q is not None and self.k is not None and plain:  # done with the step's others
-                self.sink.defer(self.layer, branch, self.q[rows], self.k[rows], attn.heads, attn.scale)
-                continue
-            if self.q is not None and self.k is not None:
-                probs = probs_from_projections(attn, self.q[rows], self.k[rows], mask)
+            if q is not None and k is not None:
+                probs = probs_from_projections(attn, q[rows], k[rows], mask)
             else:
                 probs = attention_probs(attn, hidden_states[rows], context[rows], mask)
             self.sink.write(self.layer, branch, probs)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import math
 import sys
 import threading
 import warnings
@@ -425,10 +426,16 @@ class Recording:
         if self.policy.record_attention:
             on_cuda = next(adapter.denoiser.parameters()).device.type == "cuda"
             self.sink = AttentionSink(
-                self.policy, kept, latent_hw, self.text_len, self.total_steps, batch=batch, pinned=on_cuda
+                self.policy,
+                kept,
+                latent_hw,
+                self.text_len,
+                self.total_steps,
+                batch=batch,
+                pinned=on_cuda,
+                separate_negative=adapter.separate_negative,
+                cond_first=adapter.cond_first,
             )
-            self.sink.separate_negative = adapter.separate_negative
-            self.sink.cond_first = adapter.cond_first
             self._call_undo += adapter.observe(self.sink)
         undo = len(self._undo)
         self._wrap(self.scheduler, "step", self._step)
@@ -473,7 +480,7 @@ class Recording:
 
     def _observe(self, timestep, sample, prev_sample, x0) -> None:
         if self.sink is not None:
-            self.sink.flush()  # the step's deferred attention, before the step index moves on
+            self.sink.flush_if_due()  # deferred attention, computed many steps together on small models
         if not self.latents:
             self.latents.append(self._unpack(sample))
         self.latents.append(self._unpack(prev_sample))
@@ -487,11 +494,7 @@ class Recording:
         if self.sink is not None:
             self.sink.step = self.steps_done
         self.bar.update(1)
-        if (
-            self.failure is None
-            and not self.on_device
-            and not (torch.isfinite(self.latents[-1]).all() and torch.isfinite(self.x0[-1]).all())
-        ):
+        if self.failure is None and not self.on_device and not _finite(self.latents[-1], self.x0[-1]):
             self.failure = f"the latents turned non-finite (NaN or inf) at step {self.steps_done - 1}"
             self._stop()  # nothing after this step means anything
         if self.on_step is not None:
@@ -612,6 +615,14 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def _finite(*tensors: torch.Tensor) -> bool:
+    """Whether every element is finite: a sum is finite unless some element is not (or the sum
+    overflows, which the exact test then tells apart), so the usual answer takes one reduction each."""
+    if math.isfinite(sum(float(t.sum()) for t in tensors)):
+        return True
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 class StepsStopped(Exception):
