@@ -171,11 +171,17 @@ def test_deferred_attention_is_the_same_computed_per_step_or_per_call(tiny_pipe,
     monkeypatch.setattr(AttentionSink, "FLUSH_BYTES", 1)
     each = generate(tiny_pipe, PROMPT, seed=3, steps=4, guidance_scale=6.0, policy=policy, progress=False)
     assert sizes == [4] * 3  # every kept step on its own
-    assert once.attention.steps == each.attention.steps == [0, 1, 3]
-    for a, b in ((once.attention, each.attention), (once.negative_attention, each.negative_attention)):
-        assert list(a.probs) == list(b.probs) and len(a.probs) == 4
+    monkeypatch.setattr(AttentionSink, "FLUSH_BYTES", 2**40)
+    monkeypatch.setattr(AttentionSink, "CHUNK_BYTES", 1)  # one layer-step's scores at a time
+    single = generate(tiny_pipe, PROMPT, seed=3, steps=4, guidance_scale=6.0, policy=policy, progress=False)
+    assert once.attention.steps == each.attention.steps == single.attention.steps == [0, 1, 3]
+    for a, b, c in (
+        (once.attention, each.attention, single.attention),
+        (once.negative_attention, each.negative_attention, single.negative_attention),
+    ):
+        assert list(a.probs) == list(b.probs) == list(c.probs) and len(a.probs) == 4
         for name in a.probs:
-            assert torch.equal(a.probs[name], b.probs[name])
+            assert torch.equal(a.probs[name], b.probs[name]) and torch.equal(a.probs[name], c.probs[name])
     assert not torch.equal(once.attention.probs[name][0], once.attention.probs[name][2])
 
 

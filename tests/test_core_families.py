@@ -659,3 +659,26 @@ def test_cancel_keeps_the_steps_done_on_every_family(family):
     for m in adapter_for(pipe).denoiser.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks
     assert generate(pipe, req.replace(steps=1), progress=False).complete
+
+
+def test_scores_formed_in_blocks_give_the_same_probabilities(family, monkeypatch):
+    """Scores are formed a few heads or query rows at a time (and deferred cross-attention a few layer-steps
+    at a time); blocks of one query row of one head, or of one layer-step, give the same probabilities up
+    to float32 rounding (a product formed row by row rounds differently)."""
+    from workbench.core import joint
+    from workbench.core.attention import AttentionSink
+
+    name, pipe, req = family
+    policy = RecordingPolicy(heads="all", dtype="float32", negative=True)
+    whole = generate(pipe, req.replace(steps=2), policy=policy, progress=False)
+    monkeypatch.setattr(joint, "SCORE_BYTES", 1)
+    monkeypatch.setattr(AttentionSink, "CHUNK_BYTES", 1)
+    blocks = generate(pipe, req.replace(steps=2), policy=policy, progress=False)
+    pairs = [(whole.attention, blocks.attention)]
+    if whole.negative_attention is not None:
+        pairs.append((whole.negative_attention, blocks.negative_attention))
+    for a, b in pairs:
+        assert list(a.probs) == list(b.probs)
+        for layer in a.probs:
+            err = (a.probs[layer] - b.probs[layer]).abs().max().item()
+            assert err <= 4e-6, f"{name} {layer}: {err:.2e}"  # float32 rounding: a matrix product by rows

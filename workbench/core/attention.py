@@ -86,6 +86,7 @@ class AttentionSink:
     """
 
     FLUSH_BYTES = 64 * 2**20  # the scores of deferred layers, at most, before they are computed
+    CHUNK_BYTES = 2**20  # the scores formed at once: a flush's temporaries stay this small
 
     def __init__(
         self,
@@ -204,16 +205,22 @@ class AttentionSink:
                 layer, step, call, q, k, heads, scale = item
                 groups.setdefault((q.shape, k.shape, heads, scale, call), []).append(item)
         self.pending, self.pending_bytes = [], 0
-        for (q_shape, _, heads, scale, call), group in groups.items():
+        for (q_shape, k_shape, heads, scale, call), group in groups.items():
             group.sort(key=lambda it: (it[0], it[1]))  # a layer's steps in a row
+            n, queries, tokens = len(group), q_shape[1], k_shape[1]
             for branch, rows in self.branches(q_shape[0], call).items():
                 if branch not in self.buffers:
                     continue
-                qs, ks = [it[3][rows] for it in group], [it[4][rows] for it in group]
-                probs = self._probs(qs, ks, heads, scale)
-                for start, end in self._runs(group):
-                    layer, step = group[start][:2]
-                    self._store_rows(layer, branch, self.row_of[step], probs[start:end])
+                size = len(range(q_shape[0])[rows])
+                # a few layer-steps at a time: a flush never holds all its scores at once
+                chunk = max(1, self.CHUNK_BYTES // (4 * size * heads * queries * tokens))
+                for first in range(0, n, chunk):
+                    part = group[first : first + chunk]
+                    qs, ks = [it[3][rows] for it in part], [it[4][rows] for it in part]
+                    probs = self._probs(qs, ks, heads, scale)
+                    for start, end in self._runs(part):
+                        layer, step = part[start][:2]
+                        self._store_rows(layer, branch, self.row_of[step], probs[start:end])
 
     def _runs(self, group: list):
         """(start, end) of each stretch of ``group`` (sorted by layer, step) that fills consecutive rows of

@@ -18,7 +18,8 @@ import torch
 
 from .attention import AttentionSink
 
-SCORE_BYTES = 1 << 28  # the most bytes of (heads × queries × keys) scores formed at once
+SCORE_BYTES = 1 << 22  # the most bytes of (heads × queries × keys) scores formed at once: small
+# blocks reuse warm memory (on 2 CPU cores, 4 MB blocks were twice as fast as 19 MB ones)
 
 
 class JointObserver:
@@ -130,31 +131,27 @@ class JointObserver:
         if not self.sink.wants(self.name) or self.q is None or self.k is None:
             self._reset()
             return
-        with torch.no_grad():
-            probs = self.probs()  # (batch, heads | 1, image queries, text keys)
-        for branch, rows in self.sink.branches(probs.shape[0]).items():
-            if branch in self.sink.buffers:
-                self.sink.write(self.name, branch, probs[rows])
+        for branch, rows in self.sink.branches(self.q.shape[0]).items():
+            if branch in self.sink.buffers:  # only the rows of a recorded branch are scored
+                with torch.no_grad():
+                    probs = self.probs(rows)  # (rows, heads | 1, image queries, text keys)
+                self.sink.write(self.name, branch, probs)
         self._reset()
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, tokens, heads · head_dim) -> (batch, tokens, heads, head_dim)."""
         return x.unflatten(-1, (self.heads, -1))
 
-    def queries_and_keys(self) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    def queries_and_keys(self, rows: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         """The image queries and every key of the joint sequence as the processor forms them (q/k norms,
-        rotary): (batch, image tokens, heads, head_dim) and (batch, tokens, heads, head_dim), plus the
-        number of text tokens and the index of the first image token in the sequence. Text queries are
-        not formed: no recorded probability reads them."""
+        rotary), for the batch rows ``rows``: (rows, image tokens, heads, head_dim) and (rows, tokens,
+        heads, head_dim), plus the number of text tokens and the index of the first image token in the
+        sequence. Text queries are not formed: no recorded probability reads them."""
         attn = self.attn
         normed = self.normed  # taken after the norms already: nothing to split or normalise
-        q, k = (
-            (self._as_tokens(self.q), self._as_tokens(self.k))
-            if normed
-            else (self._split(self.q), self._split(self.k))
-        )
+        q, k = self._per_head(self.q[rows]), self._per_head(self.k[rows])
         if self.text_k is not None:  # a separate text stream: q and k of the image, the text's own keys
-            tk = self._as_tokens(self.text_k) if normed else self._split(self.text_k)
+            tk = self._per_head(self.text_k[rows])
             text_len, n_image = tk.shape[1], q.shape[1]
             if not normed:
                 q, k = _norm(attn.norm_q, q), _norm(attn.norm_k, k)
@@ -189,9 +186,19 @@ class JointObserver:
                 k = torch.cat([kt, ki] if self.text_first else [ki, kt], dim=1)
         return q, k, text_len, first_image
 
-    def _as_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """A normalised q or k as (batch, tokens, heads, head_dim), whichever layout the processor used."""
-        return x.transpose(1, 2) if self.heads_first else x
+    def _per_head(self, x: torch.Tensor) -> torch.Tensor:
+        """A kept projection as (batch, tokens, heads, head_dim)."""
+        if self.normed:  # a normalised q or k, in whichever layout the processor used
+            return x.transpose(1, 2) if self.heads_first else x
+        return self._split(x)
+
+    def _sizes(self) -> tuple[int, int]:
+        """(image queries, joint keys) of the call under way."""
+        tokens_dim = 2 if self.normed and self.heads_first else 1
+        queries, keys = self.q.shape[tokens_dim], self.k.shape[tokens_dim]
+        if self.text_k is not None:
+            return queries, keys + self.text_k.shape[tokens_dim]
+        return queries - self._text_len(), keys
 
     def _text_len(self) -> int:
         if self.text_len is not None:  # from the block's own text input
@@ -200,48 +207,68 @@ class JointObserver:
             return int(self.sink.tokens)
         raise RuntimeError(f"cannot tell the text tokens of {self.name}: it has no text stream")
 
-    def probs(self) -> torch.Tensor:
-        """The image-query × text-key block of the joint softmax: (batch, heads | 1, queries, text), float32."""
-        q_image, k, text_len, first_image = self.queries_and_keys()
-        n_image = q_image.shape[1]
+    def probs(self, rows: slice = slice(None)) -> torch.Tensor:
+        """The image-query × text-key block of the joint softmax, for the batch rows ``rows``:
+        (rows, heads | 1, queries, text), float32."""
+        batch = len(range(self.q.shape[0])[rows])
+        n_image, keys = self._sizes()
+        # score blocks under SCORE_BYTES: several heads at once on small models, some query rows of one
+        # head at a time on large ones (a softmax is per query row: blocks of rows change only rounding)
+        per_head = batch * n_image * keys * 4
+        heads_at_once = max(1, min(self.heads, SCORE_BYTES // max(per_head, 1)))
+        rows_at_once = n_image if per_head <= SCORE_BYTES else max(1, SCORE_BYTES // (batch * keys * 4))
+        mean = self.sink.policy.heads == "mean"
+        mask = self.mask
+        if mask is not None and mask.shape[0] > 1:
+            mask = mask[rows]
+        q_image, k, text_len, first_image = self.queries_and_keys(rows)
         text = slice(0, text_len) if self.text_first else slice(n_image, n_image + text_len)
+        keep = self._text_keys(rows, batch, text_len, n_image)  # (B, 1, 1, S) kept, or None
         scale = q_image.shape[-1] ** -0.5  # the attention kernels' default scale
         q_image = (q_image.float() * scale).transpose(1, 2)  # (B, H, N, D), the scale folded in
         k = k.float().permute(0, 2, 3, 1)  # (B, H, D, S)
-        mean = self.sink.policy.heads == "mean"
-        keep = self._text_keys(q_image.shape[0], text_len, n_image)  # (B, 1, 1, S) keys kept, or None
-        # as many heads at once as keep one score block under SCORE_BYTES (all of them, but at large sizes)
-        per_head = q_image.shape[0] * n_image * k.shape[-1] * 4
-        chunk = max(1, min(self.heads, SCORE_BYTES // max(per_head, 1)))
         parts = []
-        for h in range(0, self.heads, chunk):
-            hs = slice(h, min(h + chunk, self.heads))
-            scores = q_image[:, hs] @ k[:, hs]  # (B, h, N, S)
-            if self.mask is not None:  # the mask the processor got (an edit; Chroma's padding), image rows
-                m = self.mask[:, hs] if self.mask.shape[1] > 1 else self.mask
-                m = m[:, :, first_image : first_image + n_image]
-                if m.dtype == torch.bool:  # kept where True, as the attention kernel reads a boolean mask
-                    scores = scores.masked_fill(~m, float("-inf"))
-                else:  # a float mask is added to the scores
-                    scores = scores + m.float()
-            if keep is not None:
-                scores = scores.masked_fill(~keep, float("-inf"))
-            p = scores.softmax(dim=-1)[..., text]  # (B, h, N, T)
+        for h in range(0, self.heads, heads_at_once):
+            hs = slice(h, min(h + heads_at_once, self.heads))
+            m = None if mask is None else (mask[:, hs] if mask.shape[1] > 1 else mask)
+            blocks = [
+                _block(q_image[:, hs], k[:, hs], slice(r, r + rows_at_once), m, keep, first_image, text)
+                for r in range(0, n_image, rows_at_once)
+            ]
+            p = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)  # (B, h, N, T)
             parts.append(p.sum(dim=1, keepdim=True) if mean else p)
         if mean:
             total = parts[0] if len(parts) == 1 else torch.stack(parts).sum(dim=0)
             return total / self.heads  # (B, 1, N, T)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (B, H, N, T)
 
-    def _text_keys(self, batch: int, text_len: int, n_image: int) -> torch.Tensor | None:
-        """The joint keys a boolean text mask keeps (text positions as masked, every image key):
-        (batch, 1, 1, keys), or None without a text mask."""
+    def _text_keys(self, rows: slice, batch: int, text_len: int, n_image: int) -> torch.Tensor | None:
+        """The joint keys a boolean text mask keeps for the batch rows ``rows`` (text positions as
+        masked, every image key): (batch, 1, 1, keys), or None without a text mask."""
         if self.text_mask is None:
             return None
-        text = self.text_mask.bool().reshape(batch, text_len)
+        text = self.text_mask.bool()
+        text = (text[rows] if text.shape[0] > 1 else text).reshape(batch, text_len)
         image = text.new_ones(batch, n_image)
         joint = torch.cat([text, image] if self.text_first else [image, text], dim=1)
         return joint[:, None, None, :]
+
+
+def _block(q_image, k, queries: slice, mask, keep, first_image: int, text: slice) -> torch.Tensor:
+    """Text probabilities of the image query rows ``queries``: (B, h, n, T), from q (B, h, N, D) with the
+    scale folded in, k (B, h, D, S), the processor's mask for these heads (or None) and the kept keys."""
+    scores = q_image[:, :, queries] @ k  # (B, h, n, S)
+    if mask is not None:  # the mask the processor got (an edit; Chroma's padding), image rows
+        if mask.shape[2] > 1:
+            start = first_image + (queries.start or 0)
+            mask = mask[:, :, start : start + scores.shape[2]]
+        if mask.dtype == torch.bool:  # kept where True, as the attention kernel reads a boolean mask
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:  # a float mask is added to the scores
+            scores = scores + mask.float()
+    if keep is not None:
+        scores = scores.masked_fill(~keep, float("-inf"))
+    return scores.softmax(dim=-1)[..., text]
 
 
 def _norm(norm, x: torch.Tensor) -> torch.Tensor:

@@ -510,6 +510,8 @@ class Recording:
         """Build one ``Run`` per image from what was observed (nothing if the call never got its latents)."""
         if self.noise is None:
             return []
+        if self.sink is not None:
+            self.sink.flush(before=self.steps_done)  # its copies off an accelerator are waited for next
         self._settle()
         self._warn_state()
         batch = self.noise.shape[0]

@@ -82,25 +82,28 @@ class UnifiedObserver:
 
     def _after(self, module, args, output) -> None:
         if self.sink.wants(self.name) and self.q is not None and self.k is not None:
-            with torch.no_grad():
-                probs = self.probs()  # (rows, heads | 1, image, caption keys of the longest caption)
-            for branch, rows in self.sink.branches(probs.shape[0]).items():
-                if branch in self.sink.buffers:
-                    self.sink.write(self.name, branch, probs[rows, ..., : self.layout.text_keys(rows)])
+            for branch, rows in self.sink.branches(self.q.shape[0]).items():
+                if branch in self.sink.buffers:  # only the rows of a recorded branch are scored
+                    with torch.no_grad():
+                        probs = self.probs(rows)  # (rows, heads | 1, image, keys of the longest caption)
+                    self.sink.write(self.name, branch, probs[..., : self.layout.text_keys(rows)])
         self._reset()
 
-    def _heads(self, x: torch.Tensor, norm) -> torch.Tensor:
-        x = x.unflatten(-1, (self.heads, -1))  # (B, S, H, D)
+    def _heads(self, x: torch.Tensor, norm, rows: slice) -> torch.Tensor:
+        x = x[rows].unflatten(-1, (self.heads, -1))  # (B, S, H, D)
         if norm is not None:
             x = norm(x)
         if self.freqs is not None:  # adjacent channel pairs turned by complex frequencies (B, S, D/2)
+            freqs = self.freqs[rows] if self.freqs.shape[0] > 1 else self.freqs
             pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-            x = torch.view_as_real(pairs * self.freqs[:, :, None]).flatten(3).type_as(x)
+            x = torch.view_as_real(pairs * freqs[:, :, None]).flatten(3).type_as(x)
         return x
 
-    def probs(self) -> torch.Tensor:
-        q = self._heads(self.q, self.attn.norm_q).float()
-        k = self._heads(self.k, self.attn.norm_k).float()
+    def probs(self, rows: slice = slice(None)) -> torch.Tensor:
+        """The image-query × caption-key block of the joint softmax for the batch rows ``rows``."""
+        q = self._heads(self.q, self.attn.norm_q, rows).float()
+        k = self._heads(self.k, self.attn.norm_k, rows).float()
+        mask = None if self.mask is None else self.mask.bool()[rows]
         n, start = self.layout.n_image, self.layout.text_start
         scale = q.shape[-1] ** -0.5
         mean = self.sink.policy.heads == "mean"
@@ -108,8 +111,8 @@ class UnifiedObserver:
         for h in range(0, self.heads, HEAD_CHUNK):
             hs = slice(h, min(h + HEAD_CHUNK, self.heads))
             scores = torch.einsum("bnhd,bshd->bhns", q[:, :n, hs], k[:, :, hs]) * scale  # (B, h, N, S)
-            if self.mask is not None:  # batch padding: a boolean key mask (B, S)
-                scores = scores.masked_fill(~self.mask.bool()[:, None, None, :], float("-inf"))
+            if mask is not None:  # batch padding: a boolean key mask (B, S)
+                scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
             p = scores.softmax(dim=-1)[..., start:]
             parts.append(p.sum(dim=1, keepdim=True) if mean else p)
         if mean:
