@@ -681,16 +681,25 @@ class QwenImageAdapter(FluxAdapter):
         return combined * norm  # rescaled per token to the conditional prediction's norm
 
     def _qwen_table(self, text: str, length: int, pad_to: int | None = None) -> pd.DataFrame:
+        """The prompt's table inside the chat template (made once per prompt: every call asks its length)."""
         pipe = self.pipe
         drop = int(pipe.prompt_template_encode_start_idx)
-        return template_table(pipe.tokenizer, pipe.prompt_template_encode, drop, text, length, pad_to)
+        return self._cached(
+            ("qwen", text, length, pad_to),
+            lambda: template_table(pipe.tokenizer, pipe.prompt_template_encode, drop, text, length, pad_to),
+        )
 
     def text_lengths(self, bound: dict) -> dict[str, int]:
         limit = int(bound.get("max_sequence_length") or 512)
         prompt = bound.get("prompt")
         texts = [prompt] if isinstance(prompt, str) else [t for t in (prompt or []) if isinstance(t, str)]
-        kept = [int((self._qwen_table(t, limit).kind != "cut").sum()) for t in texts]
+        kept = [self._kept(t, limit) for t in texts]
         return {"Qwen": limit, "padded": max(kept, default=0)}
+
+    def _kept(self, text: str, limit: int) -> int:
+        return self._cached(
+            ("kept", text, limit), lambda: int((self._qwen_table(text, limit).kind != "cut").sum())
+        )
 
     def token_table(self, text: str, lengths: dict[str, int]) -> pd.DataFrame:
         table = self._qwen_table(text, lengths["Qwen"], lengths.get("padded"))
@@ -828,11 +837,20 @@ class ZImageAdapter(JointAdapter):
         )
 
     def _table(self, text: str, limit: int, pad_to: int | None = None) -> pd.DataFrame:
-        return template_table(self.pipe.tokenizer, self.template, 0, text, limit, pad_to)
+        """The prompt's table inside the chat template (made once per prompt: every call asks its length)."""
+        return self._cached(
+            ("template", text, limit, pad_to),
+            lambda: template_table(self.pipe.tokenizer, self.template, 0, text, limit, pad_to),
+        )
 
     def _padded(self, texts, limit: int) -> int:
         texts = [texts] if isinstance(texts, str) else [t for t in (texts or []) if isinstance(t, str)]
-        return max((padded(int((self._table(t, limit).kind != "cut").sum())) for t in texts), default=0)
+        return max((padded(self._kept(t, limit)) for t in texts), default=0)
+
+    def _kept(self, text: str, limit: int) -> int:
+        return self._cached(
+            ("kept", text, limit), lambda: int((self._table(text, limit).kind != "cut").sum())
+        )
 
     def text_lengths(self, bound: dict) -> dict[str, int]:
         limit = int(bound.get("max_sequence_length") or 512)
@@ -1019,8 +1037,11 @@ class CogView4Adapter(JointAdapter):
 
     def _count(self, texts, limit: int) -> int:
         texts = [texts] if isinstance(texts, str) else [t for t in (texts or []) if isinstance(t, str)]
-        n = max((min(len(self.pipe.tokenizer(t)["input_ids"]), limit) for t in texts), default=0)
+        n = max((min(self._tokens(t), limit) for t in texts), default=0)
         return n + (16 - n % 16) % 16
+
+    def _tokens(self, text: str) -> int:
+        return self._cached(("tokens", text), lambda: len(self.pipe.tokenizer(text)["input_ids"]))
 
     def text_lengths(self, bound: dict) -> dict[str, int]:
         limit = int(bound.get("max_sequence_length") or 1024)
