@@ -2,6 +2,8 @@
 non-square sizes; the recorded image equals the stock call's; every recorded probability equals a
 reference softmax computed here from the module's own weights (norms and rotary included)."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -426,6 +428,9 @@ def test_observers_removed_after_an_error(family):
     for n, m in denoiser.named_modules():
         if hasattr(m, "processor"):
             assert m.processor is before[n], n
+            module = sys.modules[type(m.processor).__module__]
+            kernel = getattr(module, "dispatch_attention_fn", None)
+            assert kernel is None or not hasattr(kernel, "__wrapped__"), n  # the original is back
         assert not m._forward_hooks and not m._forward_pre_hooks, n
     again = generate(pipe, req, steps=1, progress=False)
     assert again.complete
@@ -682,3 +687,36 @@ def test_scores_formed_in_blocks_give_the_same_probabilities(family, monkeypatch
         for layer in a.probs:
             err = (a.probs[layer] - b.probs[layer]).abs().max().item()
             assert err <= 4e-6, f"{name} {layer}: {err:.2e}"  # float32 rounding: a matrix product by rows
+
+
+KERNEL = {"flux", "chroma", "qwen-image", "flux2", "flux2-klein"}  # processors calling dispatch_attention_fn
+
+
+def test_q_and_k_read_from_the_kernel_equal_q_and_k_formed_again(family, monkeypatch):
+    """Where the processor hands q and k to ``dispatch_attention_fn``, the recording reads them there
+    (every recorded layer and step) instead of forming them again; both give the same probabilities, bit for bit,
+    and the module's own function is back after the call."""
+    from workbench.core import dispatch, joint
+
+    name, pipe, req = family
+    policy = RecordingPolicy(heads="all", dtype="float32", negative=True)
+    reads = []
+    original = joint.JointObserver._from_kernel
+    monkeypatch.setattr(
+        joint.JointObserver, "_from_kernel", lambda o, rows: reads.append(1) or original(o, rows)
+    )
+    read = generate(pipe, req.replace(steps=2), policy=policy, progress=False)
+    branches = 1 + (read.negative_attention is not None)
+    assert len(reads) == (2 * len(read.attention.probs) * branches if name in KERNEL else 0)
+    monkeypatch.setattr(dispatch, "watch", lambda processor: None)
+    formed = generate(pipe, req.replace(steps=2), policy=policy, progress=False)
+    pairs = [(read.attention, formed.attention)]
+    if read.negative_attention is not None:
+        pairs.append((read.negative_attention, formed.negative_attention))
+    for a, b in pairs:
+        for layer in a.probs:
+            assert torch.equal(a.probs[layer], b.probs[layer]), f"{name} {layer}"
+    for m in adapter_for(pipe).denoiser.modules():
+        if hasattr(m, "processor"):
+            kernel = getattr(sys.modules[type(m.processor).__module__], "dispatch_attention_fn", None)
+            assert kernel is None or not hasattr(kernel, "__wrapped__")

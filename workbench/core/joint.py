@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from . import dispatch
 from .attention import AttentionSink
 
 SCORE_BYTES = 1 << 22  # the most bytes of (heads × queries × keys) scores formed at once: small
@@ -60,11 +61,13 @@ class JointObserver:
         self.rotary_unbind = rotary_unbind  # -1: interleaved pairs (Flux); -2: halves (CogView4)
         self.norm_hooks = norm_hooks  # False where the processor changes the norms' outputs in place
         self.normed = False  # q and k are taken after the module's own q/k norms (set by ``install``)
+        self.watching = False  # the processor's kernel inputs reach ``kernel_inputs`` (set by ``install``)
         self.heads = int(attn.heads)
         self._reset()
 
     def _reset(self) -> None:
         self.q = self.k = self.text_k = self.rotary_emb = self.mask = self.text_mask = None
+        self.kernel: tuple[torch.Tensor, torch.Tensor] | None = None  # (query, key) the kernel got
         self.text_len: int | None = None
 
     def install(self) -> list:
@@ -74,6 +77,9 @@ class JointObserver:
             attn.register_forward_pre_hook(self._before, with_kwargs=True),
             attn.register_forward_hook(self._after),
         ]
+        watch = dispatch.watch(attn.processor)  # q and k as the kernel gets them, where it can be read
+        self.watching = watch is not None
+        handles += [watch] if watch is not None else []
         stream = getattr(attn, "add_k_proj", None) is not None and self.block is None  # text has its own
         norms = [attn.norm_q, attn.norm_k] + ([getattr(attn, "norm_added_k", None)] if stream else [])
         self.normed = self.norm_hooks and all(n is not None for n in norms)
@@ -120,6 +126,8 @@ class JointObserver:
         text_len = self.text_len
         self._reset()
         self.text_len = text_len
+        if self.watching and self.sink.wants(self.name):
+            dispatch.expect(self)
         self.rotary_emb = kwargs.get("image_rotary_emb", args[3] if len(args) > 3 else None)
         self.mask = kwargs.get("attention_mask", args[2] if len(args) > 2 else None)  # an edit's bias
         context = kwargs.get("encoder_hidden_states")
@@ -127,7 +135,15 @@ class JointObserver:
             self.text_len = int(context.shape[1])  # (CogView4: one projection over [text | image])
         self.text_mask = kwargs.get("encoder_hidden_states_mask")  # (batch, text) keys kept (Qwen-Image)
 
+    def kernel_inputs(self, query: torch.Tensor, key: torch.Tensor) -> None:
+        """The joint query and key the processor handed its attention kernel: (batch, tokens, heads,
+        head_dim) each, after every norm, join and rotary (kept only in that layout)."""
+        if query.ndim == 4 and query.shape[2] == self.heads and key.shape[:1] == query.shape[:1]:
+            self.kernel = (query, key)
+
     def _after(self, module, args, output) -> None:
+        if self.watching:
+            dispatch.expect(None)
         if not self.sink.wants(self.name) or self.q is None or self.k is None:
             self._reset()
             return
@@ -147,6 +163,8 @@ class JointObserver:
         rotary), for the batch rows ``rows``: (rows, image tokens, heads, head_dim) and (rows, tokens,
         heads, head_dim), plus the number of text tokens and the index of the first image token in the
         sequence. Text queries are not formed: no recorded probability reads them."""
+        if self.kernel is not None and self.kernel[1].shape[1] == self._sizes()[1]:  # the joint keys
+            return self._from_kernel(rows)
         attn = self.attn
         normed = self.normed  # taken after the norms already: nothing to split or normalise
         q, k = self._per_head(self.q[rows]), self._per_head(self.k[rows])
@@ -185,6 +203,14 @@ class JointObserver:
                 ki = apply_rotary_emb(ki, self.rotary_emb, **turn)
                 k = torch.cat([kt, ki] if self.text_first else [ki, kt], dim=1)
         return q, k, text_len, first_image
+
+    def _from_kernel(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """``queries_and_keys`` read from the kernel's own inputs: nothing is formed again."""
+        query, key = self.kernel
+        n_image, keys = self._sizes()
+        text_len = keys - n_image
+        first_image = text_len if self.text_first else 0
+        return query[rows, first_image : first_image + n_image], key[rows], text_len, first_image
 
     def _per_head(self, x: torch.Tensor) -> torch.Tensor:
         """A kept projection as (batch, tokens, heads, head_dim)."""
