@@ -35,6 +35,7 @@ class Watch:
         if self.removed:
             return
         self.removed = True
+        _local.observer = None  # a layer that ended in an error leaves no observer expecting its kernel
         with _lock:
             entry = _watched[self.module]
             entry[2] -= 1
