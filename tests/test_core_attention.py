@@ -161,6 +161,7 @@ def _flushes(monkeypatch) -> list[int]:
 
 
 def test_deferred_attention_is_the_same_computed_per_step_or_per_call(tiny_pipe, monkeypatch):
+    from workbench.core import attention
     from workbench.core.attention import AttentionSink
 
     policy = RecordingPolicy(heads="all", dtype="float32", negative=True, steps=[0, 1, 3])
@@ -172,7 +173,7 @@ def test_deferred_attention_is_the_same_computed_per_step_or_per_call(tiny_pipe,
     each = generate(tiny_pipe, PROMPT, seed=3, steps=4, guidance_scale=6.0, policy=policy, progress=False)
     assert sizes == [4] * 3  # every kept step on its own
     monkeypatch.setattr(AttentionSink, "FLUSH_BYTES", 2**40)
-    monkeypatch.setattr(AttentionSink, "CHUNK_BYTES", 1)  # one layer-step's scores at a time
+    monkeypatch.setattr(attention, "CPU_BLOCK_BYTES", 1)  # one layer-step's scores at a time
     single = generate(tiny_pipe, PROMPT, seed=3, steps=4, guidance_scale=6.0, policy=policy, progress=False)
     assert once.attention.steps == each.attention.steps == single.attention.steps == [0, 1, 3]
     for a, b, c in (
@@ -206,3 +207,47 @@ def test_an_interrupt_inside_a_step_keeps_the_deferred_attention_of_the_steps_do
     for name, probs in cut.attention.probs.items():
         assert probs.shape[0] == 2
         assert torch.equal(probs, full.attention.probs[name][:2])
+
+
+def test_an_interrupt_inside_a_flush_loses_no_kept_step(tiny_pipe, monkeypatch):
+    from workbench.core.attention import AttentionSink
+
+    policy = RecordingPolicy(heads="all", dtype="float32")
+    full = generate(tiny_pipe, PROMPT, seed=6, steps=4, policy=policy, progress=False)
+    monkeypatch.setattr(  # flush when two steps wait: the interrupted flush holds step 0, which is kept
+        AttentionSink, "flush_if_due", lambda self: len({it[1] for it in self.pending}) >= 2 and self.flush()
+    )
+    original, calls = AttentionSink._compute, []
+
+    def interrupted(self, items):
+        calls.append(len(items))
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return original(self, items)
+
+    monkeypatch.setattr(AttentionSink, "_compute", interrupted)
+    with pytest.warns(UserWarning, match="stopped after 1 of 4 steps"):
+        cut = generate(tiny_pipe, PROMPT, seed=6, steps=4, policy=policy, progress=False)
+    assert calls[0] == 2 * 4  # steps 0 and 1 of every layer were being computed
+    assert cut.attention.steps == [0]
+    for name, probs in cut.attention.probs.items():
+        assert torch.equal(probs, full.attention.probs[name][:1])
+
+
+def test_fused_projections_record_each_step_with_its_own_keys(tiny_pipe):
+    """A fused processor calls ``to_q`` and ``to_kv``, never ``to_k``: every step is computed from the
+    layer's inputs, and projections recomputed for one step are never taken for the next."""
+    policy = RecordingPolicy(heads="all", dtype="float32", negative=True)
+    plain = generate(tiny_pipe, PROMPT, seed=7, steps=3, guidance_scale=6.0, policy=policy, progress=False)
+    tiny_pipe.fuse_qkv_projections(unet=True, vae=False)
+    try:
+        fused = generate(
+            tiny_pipe, PROMPT, seed=7, steps=3, guidance_scale=6.0, policy=policy, progress=False
+        )
+    finally:
+        tiny_pipe.unfuse_qkv_projections(unet=True, vae=False)
+    for a, b in ((plain.attention, fused.attention), (plain.negative_attention, fused.negative_attention)):
+        assert list(a.probs) == list(b.probs)
+        for name in a.probs:
+            assert (a.probs[name] - b.probs[name]).abs().max().item() <= 1e-5, name
+    assert not torch.allclose(plain.attention.probs[name], plain.negative_attention.probs[name])

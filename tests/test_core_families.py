@@ -670,14 +670,12 @@ def test_scores_formed_in_blocks_give_the_same_probabilities(family, monkeypatch
     """Scores are formed a few heads or query rows at a time (and deferred cross-attention a few layer-steps
     at a time); blocks of one query row of one head, or of one layer-step, give the same probabilities up
     to float32 rounding (a product formed row by row rounds differently)."""
-    from workbench.core import joint
-    from workbench.core.attention import AttentionSink
+    from workbench.core import attention
 
     name, pipe, req = family
     policy = RecordingPolicy(heads="all", dtype="float32", negative=True)
     whole = generate(pipe, req.replace(steps=2), policy=policy, progress=False)
-    monkeypatch.setattr(joint, "SCORE_BYTES", 1)
-    monkeypatch.setattr(AttentionSink, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(attention, "CPU_BLOCK_BYTES", 1)
     blocks = generate(pipe, req.replace(steps=2), policy=policy, progress=False)
     pairs = [(whole.attention, blocks.attention)]
     if whole.negative_attention is not None:

@@ -41,7 +41,7 @@ class Watch:
             entry[2] -= 1
             if entry[2] == 0:
                 del _watched[self.module]
-                module = sys.modules[self.module]
+                module = sys.modules.get(self.module)
                 if getattr(module, NAME, None) is entry[1]:  # still ours: put the original back
                     setattr(module, NAME, entry[0])
 

@@ -17,10 +17,7 @@ from __future__ import annotations
 import torch
 
 from . import dispatch
-from .attention import AttentionSink
-
-SCORE_BYTES = 1 << 22  # the most bytes of (heads × queries × keys) scores formed at once: small
-# blocks reuse warm memory (on 2 CPU cores, 4 MB blocks were twice as fast as 19 MB ones)
+from .attention import AttentionSink, block_bytes
 
 
 class JointObserver:
@@ -149,8 +146,8 @@ class JointObserver:
             return
         for branch, rows in self.sink.branches(self.q.shape[0]).items():
             if branch in self.sink.buffers:  # only the rows of a recorded branch are scored
-                with torch.no_grad():
-                    probs = self.probs(rows)  # (rows, heads | 1, image queries, text keys)
+                with torch.no_grad(), torch.autocast(self.q.device.type, enabled=False):
+                    probs = self.probs(rows)  # (rows, heads | 1, image queries, text keys), float32
                 self.sink.write(self.name, branch, probs)
         self._reset()
 
@@ -163,8 +160,8 @@ class JointObserver:
         rotary), for the batch rows ``rows``: (rows, image tokens, heads, head_dim) and (rows, tokens,
         heads, head_dim), plus the number of text tokens and the index of the first image token in the
         sequence. Text queries are not formed: no recorded probability reads them."""
-        if self.kernel is not None and self.kernel[1].shape[1] == self._sizes()[1]:  # the joint keys
-            return self._from_kernel(rows)
+        if self.kernel is not None and self.kernel[0].shape[1] == self.kernel[1].shape[1] == self._sizes()[1]:
+            return self._from_kernel(rows)  # the whole joint sequence, queries and keys alike
         attn = self.attn
         normed = self.normed  # taken after the norms already: nothing to split or normalise
         q, k = self._per_head(self.q[rows]), self._per_head(self.k[rows])
@@ -238,11 +235,12 @@ class JointObserver:
         (rows, heads | 1, queries, text), float32."""
         batch = len(range(self.q.shape[0])[rows])
         n_image, keys = self._sizes()
-        # score blocks under SCORE_BYTES: several heads at once on small models, some query rows of one
-        # head at a time on large ones (a softmax is per query row: blocks of rows change only rounding)
+        # score blocks of at most ``block_bytes``: several heads at once on small models, some query rows
+        # of one head at a time on large ones (a softmax is per query row: row blocks change only rounding)
+        limit = block_bytes(self.q.device)
         per_head = batch * n_image * keys * 4
-        heads_at_once = max(1, min(self.heads, SCORE_BYTES // max(per_head, 1)))
-        rows_at_once = n_image if per_head <= SCORE_BYTES else max(1, SCORE_BYTES // (batch * keys * 4))
+        heads_at_once = max(1, min(self.heads, limit // max(per_head, 1)))
+        rows_at_once = n_image if per_head <= limit else max(1, limit // (batch * keys * 4))
         mean = self.sink.policy.heads == "mean"
         mask = self.mask
         if mask is not None and mask.shape[0] > 1:

@@ -718,3 +718,5 @@ def record(
             pipe.scheduler = old
             if not failed:
                 rec.runs = rec.finished + rec.finish()
+            elif rec.sink is not None:
+                rec.sink.pending = []  # a failed call's deferred projections are not kept alive
