@@ -234,3 +234,18 @@ def test_browser_compares_filmstrips_and_exports_the_comparison(tiny_pipe, two_r
     browser.export.buttons["csv"].click()
     (index,) = browser.export.written
     assert sorted(pd.read_csv(index).path) == ["a", "b"]
+
+
+def test_pipes_that_are_not_pipelines_are_refused_by_field(tiny_pipe, two_runs, tmp_path):
+    from workbench.core.errors import FieldTypeError
+
+    a, b = two_runs
+    for bad, where in (("tiny", "a str"), ([tiny_pipe, tiny_pipe.unet], "(item 1)")):
+        with pytest.raises(FieldTypeError) as err:
+            report([a, b], tmp_path / "r.html", quiet=True, pipes=bad)
+        assert err.value.field == "pipes" and where in str(err.value), str(err.value)
+        with pytest.raises(FieldTypeError) as err:
+            ExperimentBrowser(tmp_path, pipes=bad)
+        assert err.value.field == "pipes"
+    assert not (tmp_path / "r.html").exists()  # refused before anything was written
+    assert ExperimentBrowser(tmp_path, pipes=tiny_pipe).pipes == [tiny_pipe]  # one pipeline alone

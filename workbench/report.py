@@ -39,6 +39,7 @@ from workbench.analysis.layout import spread_steps, word_layer_grid, word_step_g
 from workbench.analysis.trajectory import (
     COMMIT_THRESHOLD,
     STRIP_COLUMNS,
+    as_pipes,
     change_curves,
     commit_step,
     pipe_for,
@@ -505,7 +506,7 @@ def compare_strips(
     """The runs' x0 filmstrips side by side (``viz.steps.filmstrip_rows_figure``), each run decoded by
     the one of ``pipes`` that holds its weights, and a note on what is not shown (a run whose model is
     not among ``pipes``, a run with no finished step). (None, why) when no run can be shown."""
-    pipes = list(pipes) if isinstance(pipes, (list, tuple)) else [pipes]
+    pipes = as_pipes(pipes)
     if not pipes:
         return None, (f"Not shown: decoding the steps needs the runs' model ({hint}).")
     shown, missing = [], []
@@ -678,6 +679,7 @@ def report(
         The path written.
     """
     runs = _runs_of(run_or_runs, sweep, plotlyjs)
+    pipes = as_pipes(pipes)  # refused before anything is written
     index, planned = _sweep_of(sweep)
     path = Path(path)
     if index is not None and planned is None:

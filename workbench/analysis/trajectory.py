@@ -230,6 +230,24 @@ def x0_frames(pipe, run: Run, steps: Sequence[int]) -> np.ndarray:
     return decode_latents(pipe, run.x0[[int(s) for s in steps]])
 
 
+def as_pipes(pipes) -> list:
+    """``pipes`` (one pipeline, or a list or tuple of them) as a list; ``FieldTypeError`` naming ``pipes``
+    for anything that is not a loaded pipeline."""
+    from diffusers import DiffusionPipeline
+
+    from workbench.core.errors import FieldTypeError
+
+    items = list(pipes) if isinstance(pipes, (list, tuple)) else [pipes]
+    for i, pipe in enumerate(items):
+        if not isinstance(pipe, DiffusionPipeline):
+            where = "" if len(items) == 1 and not isinstance(pipes, (list, tuple)) else f" (item {i})"
+            raise FieldTypeError(
+                "pipes",
+                f"must hold pipelines from load_pipeline; got a {type(pipe).__name__}{where}",
+            )
+    return items
+
+
 def pipe_for(run: Run, pipes: Sequence) -> object | None:
     """The first of ``pipes`` that holds the weights ``run`` was made with (None when none does)."""
     for pipe in pipes:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from workbench.analysis.trajectory import as_pipes
 from workbench.core.run import Run
 from workbench.report import (
     compare_maps_figure,
@@ -122,7 +123,7 @@ class ExperimentBrowser:
 
     def __init__(self, root: str | Path = "runs", *, pipes=()):
         self.root = Path(root)
-        self.pipes = list(pipes) if isinstance(pipes, (list, tuple)) else [pipes]
+        self.pipes = as_pipes(pipes)
         self.index = None
         self.view = None
         self.explorer = None
