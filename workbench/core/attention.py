@@ -282,6 +282,15 @@ class AttentionSink:
             probs = probs.mean(dim=1, keepdim=True)  # (batch, 1, queries, tokens)
         self._store(layer, branch, self.step, probs)
 
+    def write_branches(self, layer: str, rows: int, device: torch.device, probs_of) -> None:
+        """Write, for each recorded branch of a denoiser batch of ``rows``, ``probs_of(its rows)``:
+        computed in float32 whatever the caller's autocast, and with no graph."""
+        for branch, batch_rows in self.branches(rows).items():
+            if branch in self.buffers:  # only the rows of a recorded branch are scored
+                with torch.no_grad(), torch.autocast(device.type, enabled=False):
+                    probs = probs_of(batch_rows)
+                self.write(layer, branch, probs)
+
     def _store(self, layer: str, branch: str, step: int, probs: torch.Tensor) -> None:
         self._store_rows(layer, branch, self.row_of[step], probs.unsqueeze(0))
 
@@ -292,8 +301,8 @@ class AttentionSink:
             buf[row : row + probs.shape[0]].copy_(probs[:, image], non_blocking=True)
 
     def finish(self, steps_done: int) -> list[dict[str, AttentionStore]]:
-        """Per image, the stores of each branch holding the steps that completed."""
-        self.flush(before=steps_done)
+        """Per image, the stores of each branch holding the steps that completed (after
+        ``flush(before=steps_done)``, whose copies off an accelerator the caller has waited for)."""
         rows = [i for i, s in enumerate(self.kept) if s < steps_done]
         full = len(rows) == len(self.kept)
         out = []
@@ -327,7 +336,6 @@ class CrossObserver:
         self.plain = attn.norm_q is None and attn.norm_k is None  # no norms: deferred unless masked
         self.q: torch.Tensor | None = None
         self.k: torch.Tensor | None = None
-        self.inputs: tuple | None = None
 
     def install(self) -> list:
         """Register the hooks; returns their handles (``handle.remove()`` undoes each)."""
@@ -349,19 +357,15 @@ class CrossObserver:
         self.q = self.k = None
         if not self.sink.recording:
             return
-        if len(args) == 1 and self.plain and q is not None and k is not None:  # the usual call: by keyword
-            if kwargs.get("attention_mask") is None and kwargs.get("encoder_hidden_states") is not None:
-                self.sink.defer(self.layer, q, k, self.attn.heads, self.attn.scale)
-                return
-        given = dict(zip(("hidden_states", "encoder_hidden_states", "attention_mask"), args))
-        given.update(kwargs)
-        hidden_states, context = given.get("hidden_states"), given.get("encoder_hidden_states")
-        mask = given.get("attention_mask")
+        names = ("hidden_states", "encoder_hidden_states", "attention_mask")
+        given = {**dict(zip(names, args)), **kwargs} if len(args) > 1 else kwargs  # usually by keyword
+        context, mask = given.get("encoder_hidden_states"), given.get("attention_mask")
         if context is None:
             return
         if q is not None and k is not None and mask is None and self.plain:
             self.sink.defer(self.layer, q, k, self.attn.heads, self.attn.scale)
             return
+        hidden_states = args[0] if args else kwargs.get("hidden_states")
         try:
             with torch.no_grad():
                 self._record(hidden_states, context, mask, q, k)

@@ -144,11 +144,8 @@ class JointObserver:
         if not self.sink.wants(self.name) or self.q is None or self.k is None:
             self._reset()
             return
-        for branch, rows in self.sink.branches(self.q.shape[0]).items():
-            if branch in self.sink.buffers:  # only the rows of a recorded branch are scored
-                with torch.no_grad(), torch.autocast(self.q.device.type, enabled=False):
-                    probs = self.probs(rows)  # (rows, heads | 1, image queries, text keys), float32
-                self.sink.write(self.name, branch, probs)
+        # (rows, heads | 1, image queries, text keys), float32
+        self.sink.write_branches(self.name, self.q.shape[0], self.q.device, self.probs)
         self._reset()
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,8 +157,9 @@ class JointObserver:
         rotary), for the batch rows ``rows``: (rows, image tokens, heads, head_dim) and (rows, tokens,
         heads, head_dim), plus the number of text tokens and the index of the first image token in the
         sequence. Text queries are not formed: no recorded probability reads them."""
-        if self.kernel is not None and self.kernel[0].shape[1] == self.kernel[1].shape[1] == self._sizes()[1]:
-            return self._from_kernel(rows)  # the whole joint sequence, queries and keys alike
+        read = self._from_kernel(rows) if self.kernel is not None else None
+        if read is not None:
+            return read
         attn = self.attn
         normed = self.normed  # taken after the norms already: nothing to split or normalise
         q, k = self._per_head(self.q[rows]), self._per_head(self.k[rows])
@@ -201,10 +199,13 @@ class JointObserver:
                 k = torch.cat([kt, ki] if self.text_first else [ki, kt], dim=1)
         return q, k, text_len, first_image
 
-    def _from_kernel(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-        """``queries_and_keys`` read from the kernel's own inputs: nothing is formed again."""
+    def _from_kernel(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor, int, int] | None:
+        """``queries_and_keys`` read from the kernel's own inputs (nothing is formed again); None unless
+        they are the whole joint sequence, queries and keys alike."""
         query, key = self.kernel
         n_image, keys = self._sizes()
+        if not query.shape[1] == key.shape[1] == keys:
+            return None
         text_len = keys - n_image
         first_image = text_len if self.text_first else 0
         return query[rows, first_image : first_image + n_image], key[rows], text_len, first_image

@@ -82,11 +82,12 @@ class UnifiedObserver:
 
     def _after(self, module, args, output) -> None:
         if self.sink.wants(self.name) and self.q is not None and self.k is not None:
-            for branch, rows in self.sink.branches(self.q.shape[0]).items():
-                if branch in self.sink.buffers:  # only the rows of a recorded branch are scored
-                    with torch.no_grad():
-                        probs = self.probs(rows)  # (rows, heads | 1, image, keys of the longest caption)
-                    self.sink.write(self.name, branch, probs[..., : self.layout.text_keys(rows)])
+            self.sink.write_branches(  # (rows, heads | 1, image, the caption keys of these rows)
+                self.name,
+                self.q.shape[0],
+                self.q.device,
+                lambda rows: self.probs(rows)[..., : self.layout.text_keys(rows)],
+            )
         self._reset()
 
     def _heads(self, x: torch.Tensor, norm, rows: slice) -> torch.Tensor:
