@@ -375,18 +375,7 @@ def template_table(
         w = _overlapping(spans, ends, max(a, 0), max(b, a + 1), word_of) if inside else -1
         if inside:
             word_of.append(w)
-        word = words[w] if w >= 0 else piece
-        kind = ("word" if any(ch.isalnum() for ch in word) else "punct") if w >= 0 else "template"
-        rows.append(
-            {
-                "position": i,
-                "token_id": int(tid),
-                "token": piece.replace("\u0120", " ").strip() or piece,
-                "word_index": w,
-                "word": word,
-                "kind": kind if i < max_length else "cut",
-            }
-        )
+        rows.append(_template_row(i, tid, piece, w, words, cut=i >= max_length))
     kept = min(len(rows), max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     pad_tok = tokenizer.convert_ids_to_tokens([pad_id])[0]
@@ -395,6 +384,21 @@ def template_table(
     for k, r in enumerate(cut):
         r["position"] = max(kept, pad_to or 0) + k
     return pd.DataFrame([r for r in rows if r["kind"] != "cut"] + pads + cut, columns=TOKEN_COLUMNS)
+
+
+def _template_row(position: int, token_id, piece: str, w: int, words: list[str], cut: bool) -> dict:
+    """A token of a prompt in a template: of the prompt's word ``w`` (``word`` or ``punct``), or one of
+    the template's own tokens (``w`` -1: kind ``template``); kind ``cut`` past the text limit."""
+    word = words[w] if w >= 0 else piece
+    kind = ("word" if any(ch.isalnum() for ch in word) else "punct") if w >= 0 else "template"
+    return {
+        "position": position,
+        "token_id": int(token_id),
+        "token": piece.replace("\u0120", " ").strip() or piece,
+        "word_index": w,
+        "word": word,
+        "kind": "cut" if cut else kind,
+    }
 
 
 def windowed_table(tokenizer, prefix: str, text: str, max_length: int) -> pd.DataFrame:
@@ -477,17 +481,6 @@ def front_padded_table(tokenizer, text: str, max_length: int, total: int | None 
         w = _overlapping(spans, ends, a, b, word_of) if inside else -1
         if inside:
             word_of.append(w)
-        word = words[w] if w >= 0 else piece
-        kind = ("word" if any(ch.isalnum() for ch in word) else "punct") if w >= 0 else "template"
         position = pads + i if i < kept else max_length + pads + i - kept
-        rows.append(
-            {
-                "position": position,
-                "token_id": int(tid),
-                "token": piece.replace("\u0120", " ").strip() or piece,
-                "word_index": w,
-                "word": word,
-                "kind": kind if i < kept else "cut",
-            }
-        )
+        rows.append(_template_row(position, tid, piece, w, words, cut=i >= kept))
     return pd.DataFrame(rows, columns=TOKEN_COLUMNS)
