@@ -299,7 +299,7 @@ class JointAdapter(StableDiffusionAdapter):
     heads_first = False  # the processor normalises q and k as (batch, heads, tokens, dim) (SD3)
     rotary_text = True  # the rotary table spans the joint sequence (CogView4's: the image tokens only)
     rotary_unbind = -1  # interleaved channel pairs; -2: the two halves (CogView4)
-    norm_hooks = True  # q and k may be taken from the norms' outputs (CogView4 rotates those in place)
+    norm_taps = True  # q and k may be taken from the norms' outputs (CogView4 rotates those in place)
 
     @property
     def denoiser(self):
@@ -353,7 +353,7 @@ class JointAdapter(StableDiffusionAdapter):
                 heads_first=self.heads_first,
                 rotary_text=self.rotary_text,
                 rotary_unbind=self.rotary_unbind,
-                norm_hooks=self.norm_hooks,
+                norm_taps=self.norm_taps,
             )
             undo += [h.remove for h in observer.install()]
         return undo
@@ -1008,7 +1008,7 @@ class CogView4Adapter(JointAdapter):
     rotary = True
     rotary_text = False
     rotary_unbind = -2
-    norm_hooks = False
+    norm_taps = False
     separate_negative = True
     attention_edits = False  # a mask reaches its kernel as a float 0/1 matrix added to the scores
     one_clip_encoder = False

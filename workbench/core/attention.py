@@ -1,6 +1,6 @@
 """Cross-attention probabilities: the store that holds them and the processor that observes them.
 
-The observer only hooks the layer: the stock processor (SDPA or whatever was installed) computes the
+The observer only taps the layer (``taps.py``): the stock processor (SDPA or whatever was installed) computes the
 layer's output untouched, and the probabilities softmax(Q·Kᵀ·scale) are computed beside it from the
 very outputs of the same module's ``to_q``/``to_k``.
 """
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
+from . import taps
 from .layers import CrossAttentionLayer
 from .policy import RecordingPolicy
 
@@ -79,7 +80,7 @@ class AttentionStore:
         return pd.concat(frames, ignore_index=True)
 
 
-CPU_BLOCK_BYTES = 1 << 22  # scores formed at once on a CPU: small blocks reuse warm memory (on 2 cores,
+CPU_BLOCK_BYTES = 1 << 19  # XXX
 # 4 MB blocks of Flux.1 scores were twice as fast as 19 MB ones)
 DEVICE_BLOCK_BYTES = 1 << 28  # on an accelerator: few large blocks (every block is several launches)
 
@@ -233,8 +234,7 @@ class AttentionSink:
                 chunk = max(1, limit // (4 * size * heads * q_shape[1] * k_shape[1]))
                 for first in range(0, len(group), chunk):
                     part = group[first : first + chunk]
-                    qs, ks = [it[3][rows] for it in part], [it[4][rows] for it in part]
-                    probs = self._probs(qs, ks, heads, scale)
+                    probs = self._probs([it[3] for it in part], [it[4] for it in part], rows, heads, scale)
                     for start, end in self._runs(part):
                         layer, step = part[start][:2]
                         self._store_rows(layer, branch, self.row_of[step], probs[start:end])
@@ -249,14 +249,15 @@ class AttentionSink:
                 yield start, i
                 start = i
 
-    def _probs(self, qs: list, ks: list, heads: int, scale: float) -> torch.Tensor:
-        """softmax(Q·Kᵀ·scale) of stacked projections: (n, batch, heads | 1, queries, tokens), float32."""
+    def _probs(self, qs: list, ks: list, rows: slice, heads: int, scale: float) -> torch.Tensor:
+        """softmax(Q·Kᵀ·scale) of the batch ``rows`` of projections stacked: (n, rows, heads | 1,
+        queries, tokens), float32."""
         with torch.autocast(qs[0].device.type, enabled=False):  # float32 whatever the caller's autocast
-            return self._float_probs(qs, ks, heads, scale)
+            return self._float_probs(qs, ks, rows, heads, scale)
 
-    def _float_probs(self, qs: list, ks: list, heads: int, scale: float) -> torch.Tensor:
-        q = torch.stack(qs)  # (n, B, N, inner)
-        k = torch.stack(ks)  # (n, B, T, inner)
+    def _float_probs(self, qs: list, ks: list, rows: slice, heads: int, scale: float) -> torch.Tensor:
+        q = _stacked(qs, rows)  # (n, B, N, inner)
+        k = _stacked(ks, rows)  # (n, B, T, inner)
         q = q.unflatten(-1, (heads, -1)).transpose(2, 3).float() * scale  # (n, B, H, N, D)
         k = k.unflatten(-1, (heads, -1)).transpose(2, 3).float()  # (n, B, H, T, D)
         probs = (q @ k.transpose(-1, -2)).softmax(dim=-1)  # (n, B, H, N, T)
@@ -322,11 +323,11 @@ class AttentionSink:
 
 
 class CrossObserver:
-    """Records one cross-attention layer's softmax(Q·Kᵀ·scale) beside the stock processor, by hooks alone.
+    """Records one cross-attention layer's softmax(Q·Kᵀ·scale) beside the stock processor, by taps alone.
 
     The layer keeps its own processor (SDPA or whatever was installed), so every keyword argument and
     the attention kernel are exactly as without recording. Q and K are the very tensors the processor
-    computed: forward hooks on the layer's ``to_q`` and ``to_k`` hand them over, so nothing is
+    computed: taps on the layer's ``to_q`` and ``to_k`` hand them over, so nothing is
     projected twice. Where a processor does not call them (fused QKV projections), they are recomputed
     from the layer's inputs.
     """
@@ -338,18 +339,18 @@ class CrossObserver:
         self.k: torch.Tensor | None = None
 
     def install(self) -> list:
-        """Register the hooks; returns their handles (``handle.remove()`` undoes each)."""
+        """Tap the layer and its projections; returns the handles (``handle.remove()`` undoes each)."""
         attn = self.attn
         return [
-            attn.register_forward_hook(self._after, with_kwargs=True),  # its inputs come with it
-            attn.to_q.register_forward_hook(self._keep_q),
-            attn.to_k.register_forward_hook(self._keep_k),
+            taps.after(attn, self._after),
+            taps.after(attn.to_q, self._keep_q),
+            taps.after(attn.to_k, self._keep_k),
         ]
 
-    def _keep_q(self, module, args, output) -> None:
+    def _keep_q(self, module, args, kwargs, output) -> None:
         self.q = output  # a reference: read by ``_after`` if the step is recorded
 
-    def _keep_k(self, module, args, output) -> None:
+    def _keep_k(self, module, args, kwargs, output) -> None:
         self.k = output
 
     def _after(self, module, args, kwargs, output) -> None:
@@ -369,7 +370,7 @@ class CrossObserver:
         try:
             with torch.no_grad():
                 self._record(hidden_states, context, mask, q, k)
-        finally:  # projections recomputed here pass the hooks too: none may be taken for the next call's
+        finally:  # projections recomputed here pass the taps too: none may be taken for the next call's
             self.q = self.k = None
 
     def _record(self, hidden_states, context, attention_mask, q, k) -> None:
@@ -387,6 +388,17 @@ class CrossObserver:
             else:
                 probs = attention_probs(attn, hidden_states[rows], context[rows], mask)
             self.sink.write(self.layer, branch, probs)
+
+
+STACK_WHOLE_BYTES = 1 << 16  # tensors up to this size are stacked whole and cut once
+
+
+def _stacked(tensors: list, rows: slice) -> torch.Tensor:
+    """The batch ``rows`` of each tensor, stacked: small tensors are stacked whole and cut once (one
+    operation, where cutting each costs more than copying a row too many), large ones cut first."""
+    if tensors[0].numel() * tensors[0].element_size() <= STACK_WHOLE_BYTES:
+        return torch.stack(tensors)[:, rows]
+    return torch.stack([t[rows] for t in tensors])
 
 
 def _mask_rows(mask: torch.Tensor, rows: slice, batch: int, heads: int) -> torch.Tensor:

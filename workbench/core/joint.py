@@ -1,4 +1,4 @@
-"""Observing joint attention (SD3, Flux): image-query × text-key probabilities, from forward hooks alone.
+"""Observing joint attention (SD3, Flux): image-query × text-key probabilities, from taps alone.
 
 In an MM-DiT, image and text tokens attend together: one softmax over [image | text] keys (SD3) or
 [text | image] keys (Flux). What the model computed for "image region → prompt token" is the
@@ -6,7 +6,7 @@ image-query × text-key block **of that joint softmax**, which is what is record
 additive ``attention_mask`` the call passed, if any: an edit's bias is part of what was computed).
 
 Nothing of the attention module is replaced: the stock processor (and whichever attention backend it
-dispatches to) computes the output. Forward hooks hand over the very projections it computed (``to_q``,
+dispatches to) computes the output. Taps (``taps.py``) hand over the very projections it computed (``to_q``,
 ``to_k`` and, for the text stream, ``add_q_proj``/``add_k_proj``); the module's own q/k norms and, for
 Flux, diffusers' own rotary embedding are applied to them exactly as the processor does, and the
 probabilities are formed beside it in float32, a few heads at a time.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from . import dispatch
+from . import dispatch, taps
 from .attention import AttentionSink, block_bytes
 
 
@@ -48,7 +48,7 @@ class JointObserver:
         heads_first: bool = False,
         rotary_text: bool = True,
         rotary_unbind: int = -1,
-        norm_hooks: bool = True,
+        norm_taps: bool = True,
     ):
         self.attn, self.name, self.sink = attn, name, sink
         self.text_first, self.rotary, self.block = text_first, rotary, block
@@ -56,7 +56,7 @@ class JointObserver:
         self.heads_first = heads_first  # the processor normalises (batch, heads, tokens, dim) (SD3)
         self.rotary_text = rotary_text  # the rotary turns the text tokens too (Flux); CogView4: image only
         self.rotary_unbind = rotary_unbind  # -1: interleaved pairs (Flux); -2: halves (CogView4)
-        self.norm_hooks = norm_hooks  # False where the processor changes the norms' outputs in place
+        self.norm_taps = norm_taps  # False where the processor changes the norms' outputs in place
         self.normed = False  # q and k are taken after the module's own q/k norms (set by ``install``)
         self.watching = False  # the processor's kernel inputs reach ``kernel_inputs`` (set by ``install``)
         self.heads = int(attn.heads)
@@ -68,47 +68,44 @@ class JointObserver:
         self.text_len: int | None = None
 
     def install(self) -> list:
-        """Register the hooks; returns their handles (``handle.remove()`` undoes each)."""
+        """Tap the module and its projections; returns the handles (``handle.remove()`` undoes each)."""
         attn = self.attn
-        handles = [
-            attn.register_forward_pre_hook(self._before, with_kwargs=True),
-            attn.register_forward_hook(self._after),
-        ]
+        handles = [taps.before(attn, self._before), taps.after(attn, self._after)]
         watch = dispatch.watch(attn.processor)  # q and k as the kernel gets them, where it can be read
         self.watching = watch is not None
         handles += [watch] if watch is not None else []
         stream = getattr(attn, "add_k_proj", None) is not None and self.block is None  # text has its own
         norms = [attn.norm_q, attn.norm_k] + ([getattr(attn, "norm_added_k", None)] if stream else [])
-        self.normed = self.norm_hooks and all(n is not None for n in norms)
+        self.normed = self.norm_taps and all(n is not None for n in norms)
         if self.normed:  # the processor's own normalised q and k, (batch, tokens, heads, head_dim)
             slots = ["q", "k", "text_k"][: len(norms)]
-            handles += [n.register_forward_hook(self._keep(slot)) for n, slot in zip(norms, slots)]
-            return handles + self._block_hook()
+            handles += [taps.after(n, self._keep(slot)) for n, slot in zip(norms, slots)]
+            return handles + self._block_tap()
         fused = getattr(attn, "to_qkv_mlp_proj", None)  # Flux.2's single-stream blocks: one projection
         if fused is not None:
-            handles.append(fused.register_forward_hook(self._keep_fused))
+            handles.append(taps.after(fused, self._keep_fused))
         else:
             handles += [
-                attn.to_q.register_forward_hook(self._keep("q")),
-                attn.to_k.register_forward_hook(self._keep("k")),
+                taps.after(attn.to_q, self._keep("q")),
+                taps.after(attn.to_k, self._keep("k")),
             ]
         if stream:
-            handles.append(attn.add_k_proj.register_forward_hook(self._keep("text_k")))
-        return handles + self._block_hook()
+            handles.append(taps.after(attn.add_k_proj, self._keep("text_k")))
+        return handles + self._block_tap()
 
-    def _block_hook(self) -> list:
+    def _block_tap(self) -> list:
         if self.block is None:
             return []
-        return [self.block.register_forward_pre_hook(self._block_text, with_kwargs=True)]
+        return [taps.before(self.block, self._block_text)]
 
     def _keep(self, slot: str):
-        def hook(module, args, output):
+        def keep(module, args, kwargs, output):
             if self.sink.wants(self.name):
                 setattr(self, slot, output)
 
-        return hook
+        return keep
 
-    def _keep_fused(self, module, args, output) -> None:
+    def _keep_fused(self, module, args, kwargs, output) -> None:
         """Q and K from a fused [q | k | v | mlp] projection: its first two ``inner_dim`` column blocks,
         as the processor splits them."""
         if self.sink.wants(self.name):
@@ -138,7 +135,7 @@ class JointObserver:
         if query.ndim == 4 and query.shape[2] == self.heads and key.shape[:1] == query.shape[:1]:
             self.kernel = (query, key)
 
-    def _after(self, module, args, output) -> None:
+    def _after(self, module, args, kwargs, output) -> None:
         if self.watching:
             dispatch.expect(None)
         if not self.sink.wants(self.name) or self.q is None or self.k is None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import taps
 from .attention import AttentionSink
 
 MULTIPLE = 32  # diffusers' SEQ_MULTI_OF: image and caption are padded to a multiple of this many tokens
@@ -62,25 +63,25 @@ class UnifiedObserver:
     def install(self) -> list:
         attn = self.attn
         return [
-            attn.register_forward_pre_hook(self._before, with_kwargs=True),
-            attn.register_forward_hook(self._after),
-            attn.to_q.register_forward_hook(self._keep("q")),
-            attn.to_k.register_forward_hook(self._keep("k")),
+            taps.before(attn, self._before),
+            taps.after(attn, self._after),
+            taps.after(attn.to_q, self._keep("q")),
+            taps.after(attn.to_k, self._keep("k")),
         ]
 
     def _keep(self, slot: str):
-        def hook(module, args, output):
+        def keep(module, args, kwargs, output):
             if self.sink.wants(self.name):
                 setattr(self, slot, output)
 
-        return hook
+        return keep
 
     def _before(self, module, args, kwargs) -> None:
         self._reset()
         self.mask = kwargs.get("attention_mask")
         self.freqs = kwargs.get("freqs_cis")
 
-    def _after(self, module, args, output) -> None:
+    def _after(self, module, args, kwargs, output) -> None:
         if self.sink.wants(self.name) and self.q is not None and self.k is not None:
             self.sink.write_branches(  # (rows, heads | 1, image, the caption keys of these rows)
                 self.name,

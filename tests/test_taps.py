@@ -1,0 +1,95 @@
+"""Taps: functions around a module's forward that leave its output, its other wrappers and PyTorch's
+fast call path alone, and that come off in any order."""
+
+import torch
+
+from workbench.core import taps
+
+
+def linear() -> torch.nn.Linear:
+    torch.manual_seed(0)
+    return torch.nn.Linear(3, 2)
+
+
+def test_taps_see_the_call_and_leave_its_output_unchanged():
+    module, x = linear(), torch.randn(4, 3)
+    expected = module(x)
+    seen = []
+    handles = [
+        taps.before(module, lambda m, args, kwargs: seen.append(("before", m, args, kwargs))),
+        taps.after(module, lambda m, args, kwargs, out: seen.append(("after", m, args, kwargs, out))),
+    ]
+    out = module(x)
+    assert torch.equal(out, expected)
+    assert [s[0] for s in seen] == ["before", "after"]
+    assert seen[0][1] is module and seen[0][2][0] is x and seen[0][3] == {}
+    assert seen[1][4] is out  # the very output the caller gets
+    assert not module._forward_hooks and not module._forward_pre_hooks  # PyTorch's fast path stays
+    for handle in handles:
+        handle.remove()
+    assert "forward" not in vars(module)
+    module(x)
+    assert len(seen) == 2  # nothing runs once the taps are off
+
+
+def test_keyword_arguments_reach_the_taps():
+    attn = torch.nn.MultiheadAttention(4, 2, batch_first=True)
+    q = torch.randn(1, 3, 4)
+    seen = {}
+    handle = taps.after(attn, lambda m, args, kwargs, out: seen.update(kwargs))
+    attn(q, q, q, need_weights=False)
+    handle.remove()
+    assert seen == {"need_weights": False}
+
+
+def test_taps_come_off_in_any_order_and_twice():
+    module = linear()
+    calls = []
+    first = taps.after(module, lambda *a: calls.append(1))
+    second = taps.after(module, lambda *a: calls.append(2))
+    module(torch.randn(1, 3))
+    assert calls == [1, 2]
+    first.remove()
+    first.remove()  # a second remove does nothing
+    module(torch.randn(1, 3))
+    assert calls == [1, 2, 2]
+    assert "forward" in vars(module)  # one tap is still on
+    second.remove()
+    assert "forward" not in vars(module)
+
+
+def test_an_instance_forward_that_was_there_is_put_back():
+    module = linear()
+    calls = []
+
+    def wrapper(x):  # another library's wrapper (an offloading hook, say)
+        calls.append("wrapper")
+        return torch.nn.Linear.forward(module, x)
+
+    module.forward = wrapper
+    handle = taps.after(module, lambda *a: calls.append("tap"))
+    module(torch.randn(1, 3))
+    assert calls == ["wrapper", "tap"]
+    handle.remove()
+    assert module.forward is wrapper
+
+
+def test_a_wrapper_added_after_the_tap_is_left_in_place():
+    module, x = linear(), torch.randn(1, 3)
+    calls = []
+    handle = taps.after(module, lambda *a: calls.append("tap"))
+    tapped = module.forward
+
+    def outer(*args):
+        calls.append("outer")
+        return tapped(*args)
+
+    module.forward = outer  # wrapped again while tapped: removing the tap must not undo this
+    handle.remove()
+    assert module.forward is outer
+    assert torch.equal(module(x), torch.nn.Linear.forward(module, x))
+    assert calls == ["outer"]  # the tapped forward left inside now only passes through
+    again = taps.after(module, lambda *a: calls.append("again"))
+    module(x)
+    again.remove()
+    assert calls == ["outer", "outer", "again"] and module.forward is outer
