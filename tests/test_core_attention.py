@@ -173,7 +173,7 @@ def test_deferred_attention_is_the_same_computed_per_step_or_per_call(tiny_pipe,
     each = generate(tiny_pipe, PROMPT, seed=3, steps=4, guidance_scale=6.0, policy=policy, progress=False)
     assert sizes == [4] * 3  # every kept step on its own
     monkeypatch.setattr(AttentionSink, "FLUSH_BYTES", 2**40)
-    monkeypatch.setattr(attention, "CPU_BLOCK_BYTES", 1)  # one layer-step's scores at a time
+    monkeypatch.setattr(attention, "CPU_STACK_BYTES", 1)  # one layer-step's scores at a time
     single = generate(tiny_pipe, PROMPT, seed=3, steps=4, guidance_scale=6.0, policy=policy, progress=False)
     assert once.attention.steps == each.attention.steps == single.attention.steps == [0, 1, 3]
     for a, b, c in (

@@ -676,6 +676,7 @@ def test_scores_formed_in_blocks_give_the_same_probabilities(family, monkeypatch
     policy = RecordingPolicy(heads="all", dtype="float32", negative=True)
     whole = generate(pipe, req.replace(steps=2), policy=policy, progress=False)
     monkeypatch.setattr(attention, "CPU_BLOCK_BYTES", 1)
+    monkeypatch.setattr(attention, "CPU_STACK_BYTES", 1)
     blocks = generate(pipe, req.replace(steps=2), policy=policy, progress=False)
     pairs = [(whole.attention, blocks.attention)]
     if whole.negative_attention is not None:
