@@ -58,11 +58,32 @@ def test_taps_come_off_in_any_order_and_twice():
     assert "forward" not in vars(module)
 
 
-def test_an_instance_forward_that_was_there_is_put_back():
+def test_a_module_another_wrapper_holds_gets_hooks_and_keeps_them_when_the_wrapper_goes():
+    """diffusers' hook registry (group offloading, caches) and accelerate put back the forward they saved
+    when their hook goes, which would take a tap over it off: such a module gets PyTorch hooks."""
+    from diffusers.hooks.hooks import HookRegistry, ModelHook
+
+    module, x = linear(), torch.randn(1, 3)
+    registry = HookRegistry.check_if_exists_or_initialize(module)
+    registry.register_hook(ModelHook(), "theirs")
+    calls = []
+    before = taps.before(module, lambda *a: calls.append("before"))
+    after = taps.after(module, lambda *a: calls.append("after"))
+    assert module._forward_pre_hooks and module._forward_hooks  # hooks, not taps
+    registry.remove_hook("theirs")  # as group offloading does during the first call
+    assert torch.equal(module(x), torch.nn.Linear.forward(module, x))
+    assert calls == ["before", "after"]  # still observed
+    before.remove()
+    after.remove()
+    module(x)
+    assert calls == ["before", "after"] and not module._forward_hooks and not module._forward_pre_hooks
+
+
+def test_an_instance_forward_that_was_there_is_left_as_it_was():
     module = linear()
     calls = []
 
-    def wrapper(x):  # another library's wrapper (an offloading hook, say)
+    def wrapper(x):  # another library's wrapper
         calls.append("wrapper")
         return torch.nn.Linear.forward(module, x)
 
@@ -71,7 +92,19 @@ def test_an_instance_forward_that_was_there_is_put_back():
     module(torch.randn(1, 3))
     assert calls == ["wrapper", "tap"]
     handle.remove()
-    assert module.forward is wrapper
+    assert module.forward is wrapper and not module._forward_hooks
+
+
+def test_a_tapped_module_dropped_with_its_taps_on_is_collected():
+    import gc
+    import weakref
+
+    module = linear()
+    taps.after(module, lambda *a: None)  # the handle is dropped without remove
+    gone = weakref.ref(module)
+    del module
+    gc.collect()
+    assert gone() is None
 
 
 def test_a_wrapper_added_after_the_tap_is_left_in_place():

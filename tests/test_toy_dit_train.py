@@ -23,7 +23,7 @@ from workbench.toy.dit.train import (
     main,
     observe_joint,
     position_ids,
-    remove_hooks,
+    remove_all,
     t5_token_objects,
 )
 from workbench.toy.world import all_words, sample_scene
@@ -167,7 +167,7 @@ def test_attention_supervision_equals_a_softmax_of_q_k_written_out():
     handles = observe_joint(transformer, sink)
     out = transformer(**call)[0]
     loss = attention_loss(sink.probs, layers, batch)
-    remove_hooks(handles + hooks)
+    remove_all(handles + hooks)
     assert torch.equal(out, stock)  # the stock processors compute the output
     with torch.no_grad():
         dual = _by_hand_probs(

@@ -181,7 +181,7 @@ class StableDiffusionAdapter:
         return _LAYERS[unet]
 
     def observe(self, sink: AttentionSink) -> list:
-        """Hook observers onto the sink's layers; returns what undoes each (callables)."""
+        """Tap observers onto the sink's layers; returns what undoes each (callables)."""
         undo = []
         for name in sink.layers:
             observer = CrossObserver(self.denoiser.get_submodule(name), name, sink)

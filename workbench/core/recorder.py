@@ -57,7 +57,7 @@ _OWNERS: dict[int, int] = {}  # id(held object) -> thread ident holding its lock
 
 def held_objects(pipe) -> list:
     """What a recording's observers sit on, and so what two calls must not share at once: the
-    denoiser (hooks on it and its attention modules) and the scheduler (its ``step`` is wrapped).
+    denoiser (a pre-hook on it, taps on its attention modules) and the scheduler (its ``step`` is wrapped).
     Pipelines built from another's components share these, so they are locked, not the pipeline."""
     return [adapter_for(pipe).denoiser, pipe.scheduler]
 

@@ -3,12 +3,17 @@
 A module with hooks leaves PyTorch's fast call path: every call of it then pays the general hook
 machinery (several microseconds), which on a small denoiser is a visible share of a step. A tap puts
 one plain function on the module's instance ``forward`` instead, which calls the taps' functions
-around the forward the module had. The forward computes exactly what it computes untapped; the
+around the forward the module has. The forward computes exactly what it computes untapped; the
 functions see the arguments as that forward receives them (after any PyTorch pre-hooks) and its output.
 
-The handles answer ``remove()`` like hooks' handles do, in any order; the module's own ``forward`` is
-back when its last tap goes (left alone if something else has wrapped it since: that wrapper still
-calls the tapped forward, which then only passes through).
+A module whose ``forward`` something else already wraps (accelerate's offloading hooks, diffusers'
+hook registry: group offloading, caches) gets PyTorch hooks instead: such a wrapper may put back the
+forward it saved while a tap is on (diffusers removes some of its hooks during the first call), which
+would silently take the tap off.
+
+The handles answer ``remove()`` like hooks' handles do, in any order and more than once; the module's
+own ``forward`` is back when its last tap goes (left alone if something else has wrapped it since:
+that wrapper still calls the tapped forward, which then only passes through).
 
     >>> handle = after(module, lambda module, args, kwargs, output: print(output.shape))  # doctest: +SKIP
     >>> handle.remove()  # doctest: +SKIP
@@ -21,78 +26,85 @@ import weakref
 from collections.abc import Callable
 
 _lock = threading.Lock()
-_taps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> _Taps
+_STATE = "_workbench_taps"  # the attribute of a tapped forward that holds its ``_Taps``
 
 
 class _Taps:
-    """One module's taps: its instance ``forward`` while any is on it."""
+    """One module's taps. The functions are tuples, replaced on every change: a call reads a snapshot."""
 
-    def __init__(self, module):
-        self.had = "forward" in module.__dict__  # an instance forward (another wrapper) was there
-        self.before: list[Callable] = []
-        self.after: list[Callable] = []
-        self.forward = _tapped(module, module.forward, self.before, self.after)
-        module.forward = self.forward
-
-    def release(self, module) -> None:
-        if module.__dict__.get("forward") is not self.forward:  # wrapped again since: leave it
-            return
-        original = self.forward.__wrapped__
-        if self.had:
-            module.forward = original
-        else:
-            del module.forward
+    def __init__(self):
+        self.before: tuple[Callable, ...] = ()
+        self.after: tuple[Callable, ...] = ()
 
 
-def _tapped(module, forward, before: list, after: list):
+def _tap(module) -> _Taps:
+    """Put a tapped forward on ``module`` (over the class's own forward); returns its taps."""
+    taps, forward = _Taps(), module.forward
+
     def tapped(*args, **kwargs):
-        for fn in before:
+        for fn in taps.before:
             fn(module, args, kwargs)
         output = forward(*args, **kwargs)
-        for fn in after:
+        for fn in taps.after:
             fn(module, args, kwargs, output)
         return output
 
-    tapped.__wrapped__ = forward
-    return tapped
+    tapped.__wrapped__ = forward  # ``inspect.signature`` reads the forward's own
+    setattr(tapped, _STATE, taps)
+    module.__dict__["forward"] = tapped
+    return taps
+
+
+def _taps_of(module) -> _Taps | None:
+    return getattr(module.__dict__.get("forward"), _STATE, None)
+
+
+def _wrapped_by_another(module) -> bool:
+    """Whether something other than a tap wraps ``module``'s forward (or may come to)."""
+    if "forward" in module.__dict__ and _taps_of(module) is None:
+        return True
+    return hasattr(module, "_diffusers_hook") or hasattr(module, "_hf_hook")
 
 
 class Tap:
     """One function on one module; ``remove`` takes it off (the handle protocol of hooks)."""
 
-    def __init__(self, module, where: str, fn: Callable):
-        self.module, self.where, self.fn = weakref.ref(module), where, fn
+    def __init__(self, module, taps: _Taps, where: str, fn: Callable):
+        self.module, self.taps, self.where, self.fn = weakref.ref(module), taps, where, fn
 
     def remove(self) -> None:
-        module = self.module()
-        if module is None or self.fn is None:
+        if self.fn is None:
             return
         with _lock:
-            taps = _taps.get(module)
-            if taps is not None:
-                functions = getattr(taps, self.where)
-                if self.fn in functions:
-                    functions.remove(self.fn)
-                if not taps.before and not taps.after:
-                    taps.release(module)
-                    del _taps[module]
-        self.fn = None
+            functions = list(getattr(self.taps, self.where))
+            if self.fn in functions:
+                functions.remove(self.fn)
+            setattr(self.taps, self.where, tuple(functions))
+            module = self.module()
+            empty = not self.taps.before and not self.taps.after
+            if empty and module is not None and _taps_of(module) is self.taps:
+                del module.__dict__["forward"]  # the class's forward again
+        self.fn = self.taps = None
 
 
-def _add(module, where: str, fn: Callable) -> Tap:
+def _add(module, where: str, fn: Callable):
     with _lock:
-        taps = _taps.get(module)
+        taps = _taps_of(module)
         if taps is None:
-            taps = _taps[module] = _Taps(module)
-        getattr(taps, where).append(fn)
-    return Tap(module, where, fn)
+            if _wrapped_by_another(module):
+                if where == "before":
+                    return module.register_forward_pre_hook(fn, with_kwargs=True)
+                return module.register_forward_hook(fn, with_kwargs=True)
+            taps = _tap(module)
+        setattr(taps, where, (*getattr(taps, where), fn))
+    return Tap(module, taps, where, fn)
 
 
-def before(module, fn: Callable) -> Tap:
-    """Run ``fn(module, args, kwargs)`` before each call of ``module``'s forward."""
+def before(module, fn: Callable):
+    """Run ``fn(module, args, kwargs)`` before each call of ``module``'s forward; returns a handle."""
     return _add(module, "before", fn)
 
 
-def after(module, fn: Callable) -> Tap:
-    """Run ``fn(module, args, kwargs, output)`` after each call of ``module``'s forward."""
+def after(module, fn: Callable):
+    """Run ``fn(module, args, kwargs, output)`` after each call of ``module``'s forward; returns a handle."""
     return _add(module, "after", fn)

@@ -16,7 +16,7 @@ budget, gradient clipping, EMA (exported), 10% empty captions for true classifie
 layer (dual- and single-stream) and head, each object word's image-query -> text-key probability from
 the joint softmax (as ``workbench.core.joint`` records it), normalised over the 8x8 image grid, is
 pulled towards the object's area-pooled mask (KL, ``workbench.toy.train.attention_loss``). The
-probabilities come from forward hooks beside the stock processors, removed before export.
+probabilities come from taps (``workbench.core.taps``) beside the stock processors, removed before export.
 """
 
 from __future__ import annotations
@@ -135,16 +135,16 @@ class JointProbs:
 class TrainingObserver(JointObserver):
     """``JointObserver`` whose probabilities keep their gradients and go to a ``JointProbs``."""
 
-    def _after(self, module, args, output) -> None:
+    def _after(self, module, args, kwargs, output) -> None:
         if self.q is not None and self.k is not None:
             self.sink.put(self.name, self.probs())  # (batch, heads, queries, text), float32
         self._reset()
 
 
 def observe_joint(transformer, sink: JointProbs) -> list:
-    """Hook a ``TrainingObserver`` on every joint-attention layer; returns the hook handles.
+    """Tap a ``TrainingObserver`` onto every joint-attention layer; returns the handles.
 
-    The stock processors stay in place and compute the output; ``handle.remove()`` undoes each hook.
+    The stock processors stay in place and compute the output; ``handle.remove()`` undoes each tap.
     """
     handles = []
     for layer in joint_layers(transformer):
@@ -158,7 +158,8 @@ def observe_joint(transformer, sink: JointProbs) -> list:
     return handles
 
 
-def remove_hooks(handles: list) -> None:
+def remove_all(handles: list) -> None:
+    """Take off every tap and hook of ``handles``."""
     for h in handles:
         h.remove()
 
@@ -473,7 +474,7 @@ def attention_iou_probe(t: DitTraining, n: int = 24, seed: int = 123) -> dict:
             x_t = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
             flow_prediction(transformer, m["ema_clip"], m["ema_t5"], batch, x_t, sigma)
     finally:
-        remove_hooks(handles)
+        remove_all(handles)
     return probe_scores(t, scenes, batch, sink.probs, joint_layers(transformer))
 
 
@@ -563,7 +564,7 @@ def diffusion_phase(t: DitTraining) -> None:
                 run_start += last_ckpt - now
                 t_prev += last_ckpt - now
     finally:
-        remove_hooks(handles)
+        remove_all(handles)
 
 
 def checkpoint_with_probe(t: DitTraining) -> None:
