@@ -379,7 +379,9 @@ class Recording:
     def _unpack(self, latents: torch.Tensor) -> torch.Tensor:
         """A latent as the loop holds it -> (batch, C, h, w), CPU float32; from an accelerator by an
         asynchronous copy into pinned memory (no wait inside the denoising loop; ``_settle`` waits once)."""
-        x = self.adapter.unpack(latents.detach(), *self.size).float()
+        x = self.adapter.unpack(latents.detach() if latents.requires_grad else latents, *self.size)
+        if x.dtype != torch.float32:
+            x = x.float()
         if x.device.type == "cpu":
             return x
         host = torch.empty(x.shape, dtype=x.dtype, pin_memory=torch.cuda.is_available())
@@ -485,7 +487,7 @@ class Recording:
             self.latents.append(self._unpack(sample))
         self.latents.append(self._unpack(prev_sample))
         self.x0.append(self._unpack(x0))
-        self.timesteps.append(timestep.detach() if isinstance(timestep, torch.Tensor) else float(timestep))
+        self.timesteps.append(_kept_timestep(timestep))
         if prev_sample.device.type != "cpu":  # judged at the end of the call: reading it here would wait
             self.on_device = prev_sample.device
             self.nonfinite.append(~(torch.isfinite(prev_sample).all() & torch.isfinite(x0).all()))
@@ -619,12 +621,19 @@ def _synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _finite(*tensors: torch.Tensor) -> bool:
-    """Whether every element is finite: a sum is finite unless some element is not (or the sum
+def _finite(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether every element of both is finite: a sum is finite unless some element is not (or the sum
     overflows, which the exact test then tells apart), so the usual answer takes one reduction each."""
-    if math.isfinite(sum(float(t.sum()) for t in tensors)):
+    if math.isfinite(float(a.sum()) + float(b.sum())):
         return True
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
+    return bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())
+
+
+def _kept_timestep(timestep):
+    """A step's timestep as kept: a tensor without its graph (if it had one), or a number."""
+    if isinstance(timestep, torch.Tensor):
+        return timestep.detach() if timestep.requires_grad else timestep
+    return float(timestep)
 
 
 class StepsStopped(Exception):
