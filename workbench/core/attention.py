@@ -1,8 +1,8 @@
 """Cross-attention probabilities: the store that holds them and the processor that observes them.
 
-The observer only taps the layer (``taps.py``): the stock processor (SDPA or whatever was installed) computes the
-layer's output untouched, and the probabilities softmax(Q·Kᵀ·scale) are computed beside it from the
-very outputs of the same module's ``to_q``/``to_k``.
+The observer only taps the layer (``taps.py``): the stock processor (SDPA or whatever was installed)
+computes the layer's output untouched, and the probabilities softmax(Q·Kᵀ·scale) are computed beside it
+from the very outputs of the same module's ``to_q``/``to_k``.
 """
 
 from __future__ import annotations
