@@ -45,16 +45,24 @@ def test_keyword_arguments_reach_the_taps():
 def test_taps_come_off_in_any_order_and_twice():
     module = linear()
     calls = []
-    first = taps.after(module, lambda *a: calls.append(1))
+
+    def one(*a):
+        calls.append(1)
+
+    first = taps.after(module, one)
     second = taps.after(module, lambda *a: calls.append(2))
+    third = taps.after(module, one)  # the same function twice: each handle takes its own off
     module(torch.randn(1, 3))
-    assert calls == [1, 2]
-    first.remove()
-    first.remove()  # a second remove does nothing
+    assert calls == [1, 2, 1]
+    second.remove()  # not in the order they went on
+    second.remove()  # a second remove does nothing
     module(torch.randn(1, 3))
-    assert calls == [1, 2, 2]
+    assert calls == [1, 2, 1, 1, 1]
+    third.remove()
+    module(torch.randn(1, 3))
+    assert calls == [1, 2, 1, 1, 1, 1]
     assert "forward" in vars(module)  # one tap is still on
-    second.remove()
+    first.remove()
     assert "forward" not in vars(module)
 
 
@@ -100,11 +108,12 @@ def test_a_tapped_module_dropped_with_its_taps_on_is_collected():
     import weakref
 
     module = linear()
-    taps.after(module, lambda *a: None)  # the handle is dropped without remove
+    handle = taps.after(module, lambda *a: None)  # kept, never removed before the module goes
     gone = weakref.ref(module)
     del module
     gc.collect()
     assert gone() is None
+    handle.remove()  # of a module that is gone: nothing to do
 
 
 def test_a_wrapper_added_after_the_tap_is_left_in_place():
@@ -126,3 +135,26 @@ def test_a_wrapper_added_after_the_tap_is_left_in_place():
     module(x)
     again.remove()
     assert calls == ["outer", "outer", "again"] and module.forward is outer
+
+
+def test_a_wrapper_made_with_functools_wraps_over_the_tap_is_not_taken_for_it():
+    """diffusers' hook registry and accelerate wrap a forward with ``functools.update_wrapper``, which
+    copies the tapped forward's attributes onto their wrapper: it must not be mistaken for the tap."""
+    from diffusers.hooks.hooks import HookRegistry, ModelHook
+
+    module, x = linear(), torch.randn(1, 3)
+    calls = []
+    handle = taps.after(module, lambda *a: calls.append("tap"))
+    registry = HookRegistry.check_if_exists_or_initialize(module)
+    registry.register_hook(ModelHook(), "theirs")  # wraps the tapped forward
+    theirs = module.forward
+    later = taps.after(module, lambda *a: calls.append("later"))  # a hook now, not a tap under theirs
+    assert module._forward_hooks
+    handle.remove()
+    assert module.forward is theirs  # their wrapper stays
+    module(x)
+    assert calls == ["later"]
+    later.remove()
+    registry.remove_hook("theirs")
+    assert "forward" in vars(module)  # the tapped forward they saved, now only passing through
+    assert torch.equal(module(x), torch.nn.Linear.forward(module, x)) and calls == ["later"]

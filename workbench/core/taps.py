@@ -35,6 +35,8 @@ class _Taps:
     def __init__(self):
         self.before: tuple[Callable, ...] = ()
         self.after: tuple[Callable, ...] = ()
+        self.forward: weakref.ref | None = None  # the tapped forward these belong to (weakly: a handle
+        # kept after its module is dropped must not keep the module alive)
 
 
 def _tap(module) -> _Taps:
@@ -51,12 +53,17 @@ def _tap(module) -> _Taps:
 
     tapped.__wrapped__ = forward  # ``inspect.signature`` reads the forward's own
     setattr(tapped, _STATE, taps)
+    taps.forward = weakref.ref(tapped)
     module.__dict__["forward"] = tapped
     return taps
 
 
 def _taps_of(module) -> _Taps | None:
-    return getattr(module.__dict__.get("forward"), _STATE, None)
+    """The taps whose forward ``module`` has now (a wrapper made with ``functools.wraps`` over a tapped
+    forward copies its attributes, so the attribute alone does not say the forward is the tapped one)."""
+    forward = module.__dict__.get("forward")
+    taps = getattr(forward, _STATE, None)
+    return taps if taps is not None and taps.forward() is forward else None
 
 
 def _wrapped_by_another(module) -> bool:
@@ -73,9 +80,9 @@ class Tap:
         self.module, self.taps, self.where, self.fn = weakref.ref(module), taps, where, fn
 
     def remove(self) -> None:
-        if self.fn is None:
-            return
         with _lock:
+            if self.fn is None:
+                return
             functions = list(getattr(self.taps, self.where))
             if self.fn in functions:
                 functions.remove(self.fn)
@@ -84,7 +91,7 @@ class Tap:
             empty = not self.taps.before and not self.taps.after
             if empty and module is not None and _taps_of(module) is self.taps:
                 del module.__dict__["forward"]  # the class's forward again
-        self.fn = self.taps = None
+            self.fn = self.taps = None
 
 
 def _add(module, where: str, fn: Callable):
