@@ -67,10 +67,8 @@ def _taps_of(module) -> _Taps | None:
 
 
 def _wrapped_by_another(module) -> bool:
-    """Whether something other than a tap wraps ``module``'s forward (or may come to)."""
-    if "forward" in module.__dict__ and _taps_of(module) is None:
-        return True
-    return hasattr(module, "_diffusers_hook") or hasattr(module, "_hf_hook")
+    """Whether something else wraps the forward of ``module`` (which has no taps), or may come to."""
+    return "forward" in module.__dict__ or hasattr(module, "_diffusers_hook") or hasattr(module, "_hf_hook")
 
 
 class Tap:
