@@ -9,10 +9,10 @@ CPU cores (see benchmarks/architectures.py for what was reduced), for a few step
     python benchmarks/recording_overhead.py [--sd-steps 3] [--repeats 3] [--skip-sd] [--skip-families]
 
 The small models are timed at least 21 times each (a call takes a tenth of a second; medians of 9 moved
-by about 1% from one run of the script to the next). Every ratio is printed beside its noise floor (the plain call timed against itself in the same run); a
-ratio no further from 1 than the floor is marked as inside the noise. Goals: <= 1.05 on the tiny
-pipeline and the embedded model at 25 steps, <= 1.02 at SD scale; recorded bytes equal to the policy's
-own estimate.
+by about 1% from one run of the script to the next). Every ratio is printed beside its noise floor (the
+plain call timed against itself in the same run); a ratio no further from 1 than the floor is marked as
+inside the noise. Goals: <= 1.05 on the tiny pipeline and the embedded model at 25 steps, <= 1.02 at SD
+scale; recorded bytes equal to the policy's own estimate.
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ class _Editor:
         joint = isinstance(self.adapter, JointAdapter)
         for layer in self.adapter.layers():
             attn = denoiser.get_submodule(layer.name)
-            # prepended: the bias is in place before any other pre-hook, and before the observers' taps read the call
+            # prepended: the bias is in place before any other pre-hook or observer's tap reads the call
             handle = attn.register_forward_pre_hook(
                 self._edit_layer(layer.name), with_kwargs=True, prepend=True
             )
