@@ -57,6 +57,14 @@ def measure(pipe, request: Request, repeats: int, wrap=None, warmup: int = 1) ->
     """(plain seconds, noise floor, recorded / plain); ``wrap`` turns each timed call into another
     (``gpu.py``: synchronised around it)."""
     wrap = wrap or (lambda fn: fn)
+    plain, recorded = calls(pipe, request)
+    timed = with_floor(wrap(plain), {"recorded": wrap(recorded)})
+    seconds, floor, ratio = ratios(interleaved(timed, repeats, warmup=warmup))
+    return seconds, floor, ratio["recorded"]
+
+
+def calls(pipe, request: Request):
+    """The two calls compared: (the plain stock call, the recorded call) for ``request``."""
     pipe.set_progress_bar_config(disable=True)
     request = request.for_model(adapter_for(pipe))
     args = adapter_for(pipe).call_arguments(request)
@@ -75,9 +83,7 @@ def measure(pipe, request: Request, repeats: int, wrap=None, warmup: int = 1) ->
     def recorded():
         generate(pipe, request, progress=False)
 
-    calls = with_floor(wrap(plain), {"recorded": wrap(recorded)})
-    seconds, floor, ratio = ratios(interleaved(calls, repeats, warmup=warmup))
-    return seconds, floor, ratio["recorded"]
+    return plain, recorded
 
 
 def main() -> None:

@@ -31,11 +31,13 @@ class MemoryPreflightError(MemoryError):
 
 
 def available_bytes(device: torch.device) -> int | None:
-    """Memory that can still be used on ``device``: CUDA, the driver's free count; CPU, the kernel's
-    ``MemAvailable`` (free pages plus what caches give back), else the free pages; None if unknown."""
+    """Memory that can still be used on ``device``: CUDA, the driver's free count plus what PyTorch's
+    caching allocator holds unused; CPU, the kernel's ``MemAvailable`` (free pages plus what caches give
+    back), else the free pages; None if unknown."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + cached)
     if device.type != "cpu":
         return None
     try:

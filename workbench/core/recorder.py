@@ -365,6 +365,9 @@ class Recording:
     def _postprocess(self, original):
         def postprocess(*args, **kwargs):
             decoded = args[0] if args else kwargs.get("image")
+            # on an accelerator, the steps' finiteness is judged now (the decoded image is read here
+            # anyway): latents that turned non-finite at a step are the failure, not the image they made
+            self._settle()
             if (
                 self.failure is None
                 and isinstance(decoded, torch.Tensor)
@@ -384,6 +387,7 @@ class Recording:
             x = x.float()
         if x.device.type == "cpu":
             return x
+        self.on_device = x.device  # ``_settle`` waits for this copy before anything reads it
         host = torch.empty(x.shape, dtype=x.dtype, pin_memory=torch.cuda.is_available())
         return host.copy_(x, non_blocking=True)
 
@@ -391,9 +395,10 @@ class Recording:
         """Wait once for the asynchronous copies off an accelerator; then judge the steps' finiteness."""
         if self.on_device:
             _synchronize(self.on_device)
-        for step, bad in enumerate(self.nonfinite):
-            if self.failure is None and bool(bad):
-                self.failure = f"the latents turned non-finite (NaN or inf) at step {step}"
+        if self.nonfinite and self.failure is None:
+            bad = torch.stack(self.nonfinite).cpu().tolist()  # one copy for every step
+            if True in bad:
+                self.failure = f"the latents turned non-finite (NaN or inf) at step {bad.index(True)}"
         self.nonfinite = []
 
     def _forward(self, module, args, kwargs) -> None:
@@ -426,7 +431,9 @@ class Recording:
                 "policy.negative is set but guidance is off: there is no negative branch to record"
             )
         if self.policy.record_attention:
-            on_cuda = next(adapter.denoiser.parameters()).device.type == "cuda"
+            # where the denoiser computes: its input's device (its weights may still be on the CPU here,
+            # moved over by an offloading hook that runs after this one)
+            on_cuda = _input_device(args, kwargs, adapter.denoiser).type == "cuda"
             self.sink = AttentionSink(
                 self.policy,
                 kept,
@@ -489,7 +496,6 @@ class Recording:
         self.x0.append(self._unpack(x0))
         self.timesteps.append(_kept_timestep(timestep))
         if prev_sample.device.type != "cpu":  # judged at the end of the call: reading it here would wait
-            self.on_device = prev_sample.device
             self.nonfinite.append(~(torch.isfinite(prev_sample).all() & torch.isfinite(x0).all()))
         self.negative_calls = max(self.negative_calls, self.denoiser_calls - 1)
         self.denoiser_calls = 0
@@ -539,7 +545,7 @@ class Recording:
                 negative_tokens=table(
                     negatives[i] or "", self.negative_lengths or self.lengths, negative=True
                 ),
-                timesteps=torch.tensor([float(t) for t in self.timesteps], dtype=torch.float64),
+                timesteps=_as_float64(self.timesteps),
                 noise=self.noise[i],
                 latents=latents[i] if latents is not None else empty,
                 x0=x0[i] if x0 is not None else empty,
@@ -621,12 +627,28 @@ def _synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def _input_device(args, kwargs, module) -> torch.device:
+    """The device of a call's first tensor argument (the module's weights' where it has none)."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            return value.device
+    return next(module.parameters()).device
+
+
 def _finite(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether every element of both is finite: a sum is finite unless some element is not (or the sum
     overflows, which the exact test then tells apart), so the usual answer takes one reduction each."""
     if math.isfinite(float(a.sum()) + float(b.sum())):
         return True
     return bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())
+
+
+def _as_float64(values: list) -> torch.Tensor:
+    """The steps' timesteps (tensors on one device, or numbers) as a float64 CPU tensor: tensors in one
+    copy off their device, not one wait each."""
+    if values and all(isinstance(v, torch.Tensor) and v.numel() == 1 for v in values):
+        return torch.stack([v.reshape(()) for v in values]).to("cpu", torch.float64)
+    return torch.tensor([float(t) for t in values], dtype=torch.float64)
 
 
 def _kept_timestep(timestep):

@@ -185,16 +185,26 @@ def x0_from_output(scheduler, model_output: torch.Tensor, timestep, sample: torc
     """
     if type(scheduler).__name__.startswith("FlowMatch"):
         # Flow matching: sample = (1 - sigma) * x0 + sigma * noise and the model predicts v = noise - x0.
-        sigma = scheduler.sigmas[scheduler.step_index - 1].to(sample.device, sample.dtype)
+        sigma = _level(scheduler.sigmas[scheduler.step_index - 1], sample, sample.dtype)
         return sample - sigma * model_output
     if hasattr(scheduler, "_sigma_to_alpha_sigma_t") and getattr(scheduler, "step_index", None) is not None:
         # Called after ``step``: the index it used is one behind.
-        sigma = scheduler.sigmas[scheduler.step_index - 1].to(sample.device)
+        sigma = _level(scheduler.sigmas[scheduler.step_index - 1], sample)
         alpha_t, sigma_t = scheduler._sigma_to_alpha_sigma_t(sigma)
     else:
-        acp = scheduler.alphas_cumprod[int(timestep)].to(sample.device, torch.float32)
+        # a timestep on an accelerator is read on the host here; PNDM, which comes here, reads it there
+        # itself in the same step
+        acp = _level(scheduler.alphas_cumprod[int(timestep)], sample, torch.float32)
         alpha_t, sigma_t = acp.sqrt(), (1 - acp).sqrt()
     return x0_from_prediction(scheduler.config, sample, model_output, alpha_t, sigma_t)
+
+
+def _level(value: torch.Tensor, sample: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A step's noise level (0-dim) ready to combine with ``sample``: one on the CPU stays there, where an
+    accelerator's kernels take it as a number (copying it over would make the host wait every step)."""
+    if value.device.type == "cpu" and value.dim() == 0:
+        return value if dtype is None else value.to(dtype)
+    return value.to(sample.device, dtype)
 
 
 def x0_from_prediction(
