@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from workbench import Request, generate
+from workbench import Request, generate, load_pipeline
 from workbench.lab import Caption, LabSettings, attention_holds, lab_size, relation_holds, run_lab, summarize
 from workbench.lab.causal import mean_interval
+from workbench.toy.catalog import EMBEDDED
 from workbench.toy.world import ObjectSpec, SceneSpec, render
 
 A = "a red circle left of a blue square"
@@ -85,3 +86,17 @@ def test_the_lab_on_another_model_judges_by_attention_and_cancel_keeps_points(ti
     assert seen[-1] == 3 < total and len(stopped.rows) >= 1  # nothing ran after Cancel; points kept
     with pytest.raises(ValueError, match="two-object captions"):
         LabSettings(pairs=(("a painting of a horse", B),))
+
+
+@pytest.mark.skipif(not EMBEDDED["toy-dit"].available(), reason="embedded weights not exported")
+def test_the_joint_attention_embedded_model_is_judged_by_the_checker_too():
+    """toy-dit is trained on the toy world: its switch curve is judged from the images. A switch at step 0
+    is the swap's own run, so its point is the checker's verdict on that run."""
+    pipe = load_pipeline("toy-dit")
+    pipe.set_progress_bar_config(disable=True)
+    settings = LabSettings(pairs=((A, B),), seeds=(0,), steps=4, ks=(0, 4), curves=("switch",))
+    result = run_lab(pipe, settings)
+    assert "checker" in result.judge
+    swap = generate(pipe, Request(B, seed=0, steps=4), progress=False)
+    point = result.rows[(result.rows.curve == "switch") & (result.rows.x == 0)].y
+    assert point.tolist() == [float(relation_holds(swap, B))]

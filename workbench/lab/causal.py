@@ -10,9 +10,10 @@ red circle"), same seed:
 4. ``ablate``: A's first object's colour word ablated from step k on; y = the fraction of images in
    which that object still has its colour.
 
-On the embedded model the toy world's checker judges placement and colour from the image. On any
-other model placement is judged by where each object word's attention mass is centred (the run's
-recorded maps; a caption's two nouns), which the figure says, and the ablation curve is not judged.
+On the embedded models (``toy``, ``toy-dit``) the toy world's checker judges placement and colour from
+the image. On any other model placement is judged by where each object word's attention mass is centred
+(the run's recorded maps; a caption's two nouns), which the figure says, and the ablation curve is not
+judged.
 Intervals: percentile bootstrap over (pair, seed) units.
 """
 
@@ -255,12 +256,14 @@ def injection_places(pipe) -> list[str]:
 
 
 def _is_toy_world(pipe) -> bool:
-    """Whether the pipeline is the embedded toy model (its images can be judged by the checker)."""
+    """Whether the pipeline is one of the embedded models (``toy``, ``toy-dit``), trained on the toy world:
+    its images can be judged by the checker."""
     from ..core.loading import model_source
-    from ..toy import WEIGHTS_DIR
+    from ..toy.catalog import EMBEDDED
 
-    source = str(model_source(pipe) or "")
-    return source in ("toy", str(WEIGHTS_DIR)) or source.rstrip("/").endswith("toy/weights")
+    source = str(model_source(pipe) or "").rstrip("/")
+    folders = {str(m.weights) for m in EMBEDDED.values()}
+    return source in EMBEDDED or source in folders or source.endswith(("toy/weights", "toy/dit/weights"))
 
 
 def mean_interval(
