@@ -145,6 +145,43 @@ def test_replace_puts_the_sources_probabilities_on_the_aligned_words(family):
     assert not torch.equal(want, p[..., target])  # the source's maps differ: the test can fail
 
 
+def test_replace_edits_compose_as_one_replace_of_their_words(family):
+    """At one layer and step: replaces of two word sets act as one replace of both, one given twice as
+    once, and a reweight before a replace stays in the rest of the row (p·w rescaled to what remains)."""
+    _, pipe, req, plain = family
+    source = generate(pipe, req.replace(prompt=SWAP), policy=FULL, progress=False)
+    layer = adapter_for(pipe).layers()[0].name
+
+    def replace(words):
+        return Edit.replace(SWAP, words, steps=[1], layers=[layer])
+
+    def probs(edits):
+        return run(pipe, req, edits, sources=[source]).attention.probs[layer][1]
+
+    union = probs([replace(["red", "square"])])
+    assert (probs([replace(["red"]), replace(["square"])]) - union).abs().max().item() <= 1e-5
+    assert (probs([replace(["red", "square"])] * 2) - union).abs().max().item() <= 1e-5
+
+    p, src = plain.attention.probs[layer][1], source.attention.probs[layer][1]
+    target = positions(plain, "red") + positions(plain, "square")
+    origin = positions(source, "red") + positions(source, "square")
+    w = torch.ones(p.shape[-1])
+    w[positions(plain, "left")] = 3.0
+    joint = isinstance(adapter_for(pipe), JointAdapter)
+    image = (1 - p.sum(-1, keepdim=True)).clamp_min(0) if joint else 0  # a joint softmax's image keys
+    others = torch.ones(p.shape[-1], dtype=torch.bool)
+    others[target] = False
+    src_others = torch.ones(src.shape[-1], dtype=torch.bool)
+    src_others[origin] = False
+    src_rest = src[..., src_others].sum(-1, keepdim=True)
+    src_rest = src_rest + ((1 - src.sum(-1, keepdim=True)).clamp_min(0) if joint else 0)
+    pw = p * w
+    expected = pw * src_rest / (pw[..., others].sum(-1, keepdim=True) + image)
+    expected[..., target] = src[..., origin]
+    got = probs([Edit.reweight("left", 3.0, steps=[1], layers=[layer]), replace(["red", "square"])])
+    assert (got - expected).abs().max().item() <= 1e-5
+
+
 def test_replace_generates_its_source_when_none_is_given(tiny_pipe):
     req = Request(PROMPT, seed=5, steps=3, guidance_scale=4.0)
     source = generate(tiny_pipe, req.replace(prompt=SWAP), policy=FULL, progress=False)

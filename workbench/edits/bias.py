@@ -11,6 +11,10 @@ over all of its keys:
   ``p`` rescaled to the rest of the mass elsewhere. (The rest's term is kept off A: where nearly all
   of a row's mass is on A, ``1 − Σ_A p`` is mostly rounding, and it then scales only that tiny rest.)
 
+Several edits at one layer and step act in their order: a replace takes the row as the edits before it
+left it, and the keys an earlier replace set keep their probabilities (the rest of the row takes what
+remains), so replaces of several word sets act as one replace of their union, and one given twice as once.
+
 Shapes: ``(rows, heads | 1, queries | 1, text + 1)``: rows are the denoiser batch's rows (only the
 conditional ones get a bias); the last column is the bias of every key that is not text (the image
 keys of a joint softmax; a cross-attention layer has none).
@@ -57,17 +61,26 @@ def text_bias(
     if logp is not None and logp.shape[-1] != text + 1:
         raise RuntimeError(f"log_probs gave {logp.shape[-1]} columns for {text} text keys (+1)")
     bias = torch.zeros(rows, heads if (per_head or replacing) else 1, queries, text + 1)
-    for placed in active:
+    # per conditional row and head: the keys an earlier replace set, which a later one leaves as they are
+    pinned = torch.zeros(len(cond_rows), bias.shape[1], 1, text + 1, dtype=torch.bool)
+    for n, placed in enumerate(active):
+        keep = torch.ones(bias.shape[1], dtype=torch.bool)
+        if placed.edit.heads is not None:
+            keep[:] = False
+            keep[list(placed.edit.heads)] = True
         part = torch.zeros(len(cond_rows), bias.shape[1], queries, text + 1)
         if placed.edit.kind == "replace":
-            part += _replace(placed, logp, row_prompt, layer, step, sources or {})
+            # the row as the edits before this one left it (they act in order)
+            now = logp if n == 0 else (logp + bias[cond_rows]).log_softmax(-1)
+            part += _replace(placed, now, row_prompt, layer, step, sources or {}, pinned)
+            for i, prompt in enumerate(row_prompt):
+                cols = torch.zeros(text + 1, dtype=torch.bool)
+                cols[placed.pairs[prompt].target] = True
+                pinned[i] |= keep[:, None, None] & cols
         else:
             logw = _fit(placed.log_weights.float(), text)  # (prompts, text)
             part[..., :text] += logw[row_prompt][:, None, None, :]
-        if placed.edit.heads is not None:
-            keep = torch.zeros(bias.shape[1], dtype=torch.bool)
-            keep[list(placed.edit.heads)] = True
-            part[:, ~keep] = 0
+        part[:, ~keep] = 0
         bias[cond_rows] += part
     return bias
 
@@ -78,9 +91,19 @@ def _fit(t: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _replace(
-    placed: Placed, logp: torch.Tensor, row_prompt: list[int], layer: str, step: int, sources
+    placed: Placed,
+    logp: torch.Tensor,
+    row_prompt: list[int],
+    layer: str,
+    step: int,
+    sources,
+    pinned: torch.Tensor,
 ) -> torch.Tensor:
-    """(cond rows, heads, queries, text + 1): the bias that puts the source's probabilities on the pairs."""
+    """(cond rows, heads, queries, text + 1): the bias that puts the source's probabilities on the pairs.
+
+    ``logp`` is the row as it stands; ``pinned`` (cond rows, heads, 1, text + 1) marks keys an earlier
+    replace set: they keep their probabilities, and the rest of the row (neither the pairs nor pinned)
+    takes what remains, so replaces of several word sets act as one replace of their union."""
     edit = placed.edit
     run = sources[edit.source]
     store = run.attention
@@ -101,14 +124,23 @@ def _replace(
         if wanted.shape[-2] != logp.shape[2]:
             raise EditError("source", f"the source's grid at {layer} differs from this call's (sizes differ)")
         have = logp[i][..., pairs.target]  # (heads, queries, n)
-        # the mass outside A, summed directly (not 1 − Σ_A p, which is rounding where A holds nearly all)
         outside = torch.ones(text + 1, dtype=torch.bool)
         outside[pairs.target] = False
-        rest_have = logp[i][..., outside].logsumexp(-1, keepdim=True)
+        held = pinned[i] & outside  # (heads, 1, text + 1): set by an earlier replace, not by this one
+        rest = outside & ~held
+        # the mass of the rest, summed directly (not 1 − Σ_A p, which is rounding where A holds nearly all)
+        if held.any():
+            rest_have = logp[i].masked_fill(~rest, -torch.inf).logsumexp(-1, keepdim=True)
+        else:
+            rest_have = logp[i][..., outside].logsumexp(-1, keepdim=True)
         kept = torch.ones(src.shape[-1], dtype=torch.bool)
         kept[pairs.source] = False
         beyond = (1 - src.sum(-1, keepdim=True)).clamp_min(0)  # the source's non-text keys (joint)
-        rest_want = (src[..., kept].clamp_min(0).sum(-1, keepdim=True) + beyond).log()  # -inf: A takes all
-        out[i] = (rest_want - rest_have).expand(*have.shape[:-1], text + 1)
+        rest_want = src[..., kept].clamp_min(0).sum(-1, keepdim=True) + beyond
+        if held.any():  # what the pinned keys hold is not the rest's to take
+            rest_want = rest_want - logp[i].masked_fill(~held, -torch.inf).exp().sum(-1, keepdim=True)
+            rest_want = rest_want.clamp_min(0)
+        out[i] = (rest_want.log() - rest_have).expand(*have.shape[:-1], text + 1)  # -inf: A takes all
+        out[i][held.expand_as(out[i])] = 0.0
         out[i][..., pairs.target] = wanted.log() - have
     return out
