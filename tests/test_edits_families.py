@@ -8,7 +8,7 @@ from tiny_families import build_flux_folder, build_sd3_folder, build_sdxl_folder
 
 from workbench import Edit, RecordingPolicy, Request, generate, load_pipeline
 from workbench.core.adapters import JointAdapter, adapter_for
-from workbench.core.tokens import word_groups
+from workbench.core.tokens import occurrence_keys, word_groups
 
 PROMPT = "a red circle left of a blue square"
 SWAP = "a blue square left of a red circle"
@@ -114,6 +114,42 @@ def test_switch_at_step_0_is_the_target_prompts_run(family):
     late = run(pipe, req, [Edit.switch(SWAP, 2)])
     assert torch.equal(late.latents[:3], plain.latents[:3])  # steps 0 and 1 ran on the prompt
     assert not torch.equal(late.latents[3], plain.latents[3])
+
+
+def test_a_switched_runs_maps_read_each_word_where_the_switched_to_prompt_has_it(family, tmp_path):
+    """From the switch on, the recorded attention is over the swap's tokens: the maps read each of the
+    prompt's words at that word's tokens in the swap (a switch at step 0 is the swap's run, word for
+    word), the steps before it as recorded; saved and loaded, the run keeps the swap's token table."""
+    from workbench import load_run, save_run
+    from workbench.analysis import in_prompt_positions, word_maps
+    from workbench.lab import attention_holds
+
+    name, pipe, req, plain = family
+    target = generate(pipe, req.replace(prompt=SWAP), policy=FULL, progress=False)
+    switched = run(pipe, req, [Edit.switch(SWAP, 0)])
+    assert list(switched.switch_tokens.token_id) == list(target.tokens.token_id) and switched.switch_step == 0
+    assert plain.switch_tokens is None and in_prompt_positions(plain, plain.attention) is plain.attention
+    layer = adapter_for(pipe).layers()[0].name
+    read = in_prompt_positions(switched, switched.attention).probs[layer]
+    for word in ("red", "circle", "blue", "square"):
+        assert torch.equal(
+            read[..., positions(plain, word)], target.attention.probs[layer][..., positions(target, word)]
+        )
+    got, want = word_maps(switched), word_maps(target)
+    assert sorted(got.words) == sorted(want.words)
+    keys = occurrence_keys(want.words)
+    for key, heat in zip(occurrence_keys(got.words), got.maps):  # "a" twice: the first with the first
+        assert torch.allclose(heat, want.maps[keys.index(key)], atol=1e-6), key
+    assert attention_holds(switched, SWAP) == attention_holds(target, SWAP)
+
+    late = run(pipe, req, [Edit.switch(SWAP, 2)])
+    read = in_prompt_positions(late, late.attention).probs[layer]
+    assert torch.equal(read[:2], late.attention.probs[layer][:2])  # before the switch: as recorded
+    red_a, red_b = positions(plain, "red"), positions(target, "red")
+    assert torch.equal(read[2:][..., red_a], late.attention.probs[layer][2:][..., red_b])
+    back = load_run(save_run(late, tmp_path / name))
+    assert back.switch_tokens.equals(late.switch_tokens) and back.switch_step == 2
+    assert torch.equal(word_maps(back).maps, word_maps(late).maps)
 
 
 def test_replace_puts_the_sources_probabilities_on_the_aligned_words(family):

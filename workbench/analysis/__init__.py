@@ -61,6 +61,7 @@ from .seeds import (
     trajectory_distances,
     variance_split,
 )
+from .switched import in_prompt_positions
 from .trajectory import (
     COMMIT_THRESHOLD,
     Filmstrip,
@@ -116,6 +117,7 @@ __all__ = [
     "expand_maps",
     "filmstrip",
     "image_variance",
+    "in_prompt_positions",
     "integrated_gradients",
     "iou",
     "make_aggregation",

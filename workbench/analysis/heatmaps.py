@@ -30,6 +30,7 @@ from .aggregate import (
     upsample,
 )
 from .grouping import map_groups, unique_labels
+from .switched import in_prompt_positions
 
 __all__ = [  # word_groups and unique_labels are imported from here by other modules
     "TEXT_KINDS",
@@ -249,7 +250,9 @@ def _branch(run: Run, branch: str):
         raise ValueError(
             "this run has no negative-branch attention; record with RecordingPolicy(negative=True)"
         )
-    return (run.attention if branch == "cond" else run.negative_attention), table
+    if branch == "cond":
+        return in_prompt_positions(run, run.attention), table  # a switched run read by its own words
+    return run.negative_attention, table
 
 
 def token_maps(

@@ -532,6 +532,7 @@ class Recording:
         x0 = torch.stack(self.x0, dim=1) if self.x0 else None  # (batch, steps, C, h, w)
         empty = torch.zeros((0, *self.noise.shape[1:]))
         table = self.adapter.table
+        switch = next((e for e in self.edits if e.kind == "switch"), None)
         # a family whose negative branch is a second call, and the call made none: nothing was recorded
         no_second_call = self.adapter.separate_negative and self.negative_calls == 0
         if no_second_call and self.policy.negative and self.steps_done:
@@ -554,6 +555,7 @@ class Recording:
                 negative_attention=None if no_second_call else stores[i].get("uncond"),
                 complete=self.complete,
                 failure=self.failure,
+                switch_tokens=None if switch is None else table(switch.prompt, self.lengths),
             )
             for i in range(batch)
         ]

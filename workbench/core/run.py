@@ -151,6 +151,9 @@ class Run:
         complete: False when the run stopped early (Ctrl-C, cancel or a failure); the steps done are kept.
         failure: why the run failed (e.g. its latents turned non-finite at a step), or None. A failed
             run is kept for inspection and is never a finding.
+        switch_tokens: for a run whose prompt was switched (``Edit.switch``), the switched-to prompt's
+            token table: the text positions of the conditional attention from the switch's step on are
+            its positions (the maps read them by word; ``analysis.in_prompt_positions``).
     """
 
     config: RunConfig
@@ -165,6 +168,12 @@ class Run:
     negative_attention: AttentionStore | None = None
     complete: bool = True
     failure: str | None = None
+    switch_tokens: pd.DataFrame | None = None
+
+    @property
+    def switch_step(self) -> int | None:
+        """The step from which a switched run's prompt was the switch's (None: not switched)."""
+        return next((e.from_step for e in self.config.edits if e.kind == "switch"), None)
 
     @property
     def steps_done(self) -> int:

@@ -196,6 +196,24 @@ def align_word_groups(groups_a: list[dict], groups_b: list[dict]) -> list[tuple[
     return [(g, keyed_b[k]) for k, g in zip(keys_a, groups_a) if k in keyed_b]
 
 
+def aligned_positions(table_a: pd.DataFrame, table_b: pd.DataFrame) -> tuple[list[int], list[int]]:
+    """The text positions of two prompts that hold the same token: ``a[i]`` and ``b[i]``. The tokens of
+    aligned words (``align_word_groups``; a word tokenized differently has no token-by-token match),
+    then each special kind's positions in order (BOS with BOS, the first pad with the first pad, ...)."""
+    a, b = [], []
+    groups = (word_groups(table_a, include_special=False), word_groups(table_b, include_special=False))
+    for ga, gb in align_word_groups(*groups):
+        if len(ga["positions"]) == len(gb["positions"]):
+            a += ga["positions"]
+            b += gb["positions"]
+    for kind in SPECIAL_KINDS:
+        pa, pb = (t.position[t.kind == kind].astype(int).tolist() for t in (table_a, table_b))
+        n = min(len(pa), len(pb))
+        a += pa[:n]
+        b += pb[:n]
+    return a, b
+
+
 def unknown_message(table: pd.DataFrame, tokenizer) -> str | None:
     """The warning for a prompt the tokenizer cannot read, or None.
 

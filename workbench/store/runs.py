@@ -306,6 +306,7 @@ def _write(run: Run, folder: Path) -> None:
         "failure": run.failure,
         "tokens": _tables(run.tokens),
         "negative_tokens": _tables(run.negative_tokens),
+        **({"switch_tokens": _tables(run.switch_tokens)} if run.switch_tokens is not None else {}),
         "attention": _store_meta(run.attention),
         "negative_attention": _store_meta(run.negative_attention),
         "hashes": {
@@ -554,6 +555,7 @@ def _check_meta(meta) -> str | None:
         None
         if meta.get("negative_tokens") is None
         else _check_tokens(meta["negative_tokens"], "negative_tokens"),
+        None if meta.get("switch_tokens") is None else _check_tokens(meta["switch_tokens"], "switch_tokens"),
         _check_store(meta.get("attention"), "attention"),
         _check_store(meta.get("negative_attention"), "negative_attention"),
     ):
@@ -632,7 +634,8 @@ def _attention_misfit(meta: dict, shapes: dict[str, tuple[int, ...]]) -> str | N
         steps = store.get("steps", [])
         if any(s >= iterations for s in steps):
             return f"holds {key} of step {max(steps)}, which does not fit a run of {iterations} steps"
-        positions = 1 + max(row["position"] for row in tokens)
+        switched = meta.get("switch_tokens") if branch == "cond" else None
+        positions = 1 + max(row["position"] for row in tokens + (switched or []))
         for name in store.get("layers", []):
             shape = shapes.get(f"attention.{branch}.{name}")
             if shape is None:
@@ -834,6 +837,7 @@ def load_run(path: str | os.PathLike, *, verify: bool = True) -> Run:
         negative_attention=_store(meta.get("negative_attention"), tensors, "uncond"),
         complete=meta["complete"],
         failure=meta.get("failure"),
+        switch_tokens=None if meta.get("switch_tokens") is None else pd.DataFrame(meta["switch_tokens"]),
     )
 
 
