@@ -10,7 +10,16 @@ import torch
 from PIL import Image
 
 from workbench import Request, generate, load_pipeline
-from workbench.lab import Caption, LabSettings, attention_holds, lab_size, relation_holds, run_lab, summarize
+from workbench.lab import (
+    Caption,
+    LabSettings,
+    LabSettingsError,
+    attention_holds,
+    lab_size,
+    relation_holds,
+    run_lab,
+    summarize,
+)
 from workbench.lab.causal import mean_interval
 from workbench.toy.catalog import EMBEDDED
 from workbench.toy.world import ObjectSpec, SceneSpec, render
@@ -100,3 +109,40 @@ def test_the_joint_attention_embedded_model_is_judged_by_the_checker_too():
     swap = generate(pipe, Request(B, seed=0, steps=4), progress=False)
     point = result.rows[(result.rows.curve == "switch") & (result.rows.x == 0)].y
     assert point.tolist() == [float(relation_holds(swap, B))]
+
+
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        (dict(ks=(0, 0)), "ks"),  # one point counted twice would narrow its interval
+        (dict(seeds=(1, 1)), "seeds"),
+        (dict(seeds=()), "seeds"),
+        (dict(seeds=(-1,)), "seeds"),
+        (dict(steps=0), "steps"),
+        (dict(steps=-1), "steps"),
+        (dict(steps=2.5), "steps"),
+        (dict(steps=True), "steps"),
+        (dict(ks=(1.5,)), "ks"),
+        (dict(ks=(30,)), "ks"),
+        (dict(n_boot=0), "n_boot"),
+        (dict(curves=()), "curves"),
+        (dict(curves=("nope",)), "curves"),
+        (dict(pairs=(A, B)), "pairs"),  # one pair not wrapped in a list of pairs
+        (dict(pairs=((A, A),)), "pairs"),  # not the swap
+        (dict(pairs=((A, "a blue square right of a red circle"),)), "pairs"),  # another relation
+        (dict(pairs=(("a red circle left of a red square", "a red square left of a red circle"),)), "pairs"),
+        (dict(pairs=((A, B), (A, B))), "pairs"),
+        (dict(pairs=()), "pairs"),
+        (dict(guidance_scale=float("nan")), "guidance_scale"),
+    ],
+)
+def test_lab_settings_are_refused_when_made_with_the_field_named(fields, field):
+    with pytest.raises(ValueError) as err:
+        LabSettings(**{"ks": (0, 3), "steps": 3, **fields})
+    assert getattr(err.value, "field", None) == field, str(err.value)
+
+
+def test_lab_settings_keep_what_they_were_given_as_tuples():
+    settings = LabSettings(pairs=[[A, B]], seeds=range(2), steps=3, ks=[0, 3], curves=["switch"])
+    assert settings.pairs == ((A, B),) and settings.seeds == (0, 1) and settings.ks == (0, 3)
+    assert settings.curves == ("switch",) and isinstance(LabSettingsError("ks", "x"), ValueError)

@@ -31,6 +31,7 @@ from ..analysis.heatmaps import word_maps
 from ..analysis.sweeps import mean_interval as bootstrap_mean
 from ..core.adapters import adapter_for
 from ..core.edit import Edit
+from ..core.errors import FieldError
 from ..core.policy import RecordingPolicy
 from ..core.request import Request
 from ..core.run import Run
@@ -112,9 +113,17 @@ def colour_kept(run: Run, colour: str) -> bool | None:
     return colour in detect(np.asarray(run.image.convert("RGB")))
 
 
+class LabSettingsError(FieldError):
+    """Lab settings that cannot be run, with the field as data."""
+
+    label = "lab"
+
+
 @dataclass(frozen=True)
 class LabSettings:
-    """What the lab runs. ``ks``: the steps each curve starts its edit at (``steps`` = no edit)."""
+    """What the lab runs, checked when made. ``pairs``: (caption, its object swap) pairs; ``seeds``:
+    distinct seeds; ``ks``: the distinct steps each curve starts its edit at (``steps`` = no edit);
+    ``n_boot``: bootstrap resamples of each interval."""
 
     pairs: tuple[tuple[str, str], ...] = PAIRS
     seeds: tuple[int, ...] = tuple(range(4))
@@ -125,17 +134,23 @@ class LabSettings:
     n_boot: int = 1000
 
     def __post_init__(self):
-        unknown = sorted(set(self.curves) - set(CURVES))
-        if unknown:
-            raise ValueError(f"unknown curves {unknown}; the lab draws {list(CURVES)}")
-        for a, b in self.pairs:
-            if Caption.parse(a) is None or Caption.parse(b) is None:
-                raise ValueError(
-                    f"lab pairs are two-object captions ('a red circle left of a blue square'); got {(a, b)}"
-                )
+        def keep(name: str, value) -> None:
+            object.__setattr__(self, name, value)
+
+        keep("pairs", _checked_pairs(self.pairs))
+        keep("seeds", _distinct_ints(self.seeds, "seeds"))
+        if not _whole(self.steps) or self.steps < 1:
+            raise LabSettingsError("steps", f"must be a whole number of at least 1, got {self.steps!r}")
+        keep("ks", _distinct_ints(self.ks, "ks"))
         late = [k for k in self.ks if not 0 <= k <= self.steps]
         if late:
-            raise ValueError(f"ks must lie in 0..steps ({self.steps}); got {late}")
+            raise LabSettingsError("ks", f"must lie in 0..steps ({self.steps}); got {late}")
+        keep("curves", _distinct_names(self.curves))
+        if not _whole(self.n_boot) or self.n_boot < 1:
+            raise LabSettingsError("n_boot", f"must be a whole number of at least 1, got {self.n_boot!r}")
+        for a, b in self.pairs:  # seed, steps, guidance and captions as every generation checks them
+            Request(a, seed=self.seeds[0], steps=self.steps, guidance_scale=self.guidance_scale)
+            Request(b, seed=self.seeds[-1], steps=self.steps, guidance_scale=self.guidance_scale)
 
     def runs(self, places: int, judged_by_checker: bool = True) -> int:
         """How many generations the lab makes, with ``places`` resolutions or blocks to inject into."""
@@ -145,6 +160,75 @@ class LabSettings:
             kinds.remove("ablate")
         per = 2 + len(edited) * len(kinds) + places * ("inject-layers" in self.curves)
         return per * len(self.pairs) * len(self.seeds)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _distinct_ints(values, field: str) -> tuple[int, ...]:
+    """A non-empty tuple of distinct whole numbers (a repeat would count one unit or point twice)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (tuple, list, range)):
+        raise LabSettingsError(field, f"must be a list of whole numbers, got {values!r}")
+    if not values or not all(_whole(v) and v >= 0 for v in values):
+        raise LabSettingsError(
+            field, f"must be a non-empty list of whole numbers of at least 0, got {values!r}"
+        )
+    repeated = sorted({int(v) for v in values if list(values).count(v) > 1})
+    if repeated:
+        raise LabSettingsError(field, f"must not repeat a value (each counts once); {repeated} repeat")
+    return tuple(int(v) for v in values)
+
+
+def _distinct_names(curves) -> tuple[str, ...]:
+    if isinstance(curves, str) or not isinstance(curves, (tuple, list)) or not curves:
+        raise LabSettingsError("curves", f"must be a non-empty list of the lab's curves {list(CURVES)}")
+    unknown = sorted({str(c) for c in curves} - set(CURVES))
+    if unknown:
+        raise LabSettingsError("curves", f"has unknown curves {unknown}; the lab draws {list(CURVES)}")
+    return tuple(dict.fromkeys(curves))
+
+
+def _checked_pairs(pairs) -> tuple[tuple[str, str], ...]:
+    """Distinct (caption, swap) pairs: two-object captions, two different objects (the judges tell them
+    apart by colour and by noun), the swap the same two objects trading places."""
+    shape = "must be a list of (caption, its swap) pairs, as pairs=((caption, swap),)"
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, (tuple, list)) or not pairs:
+        raise LabSettingsError("pairs", f"{shape}; got {pairs!r}")
+    out = []
+    for pair in pairs:
+        if isinstance(pair, str) or not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise LabSettingsError("pairs", f"{shape}; got {pair!r} where a pair goes")
+        a, b = pair
+        if not isinstance(a, str) or not isinstance(b, str):
+            raise LabSettingsError("pairs", f"{shape} of text; got {pair!r}")
+        pa, pb = Caption.parse(a), Caption.parse(b)
+        if pa is None or pb is None:
+            raise LabSettingsError(
+                "pairs", f"are two-object captions ('a red circle left of a blue square'); got {(a, b)}"
+            )
+        if pa.first[0] == pa.second[0] or pa.first[1] == pa.second[1]:
+            raise LabSettingsError(
+                "pairs",
+                f"need two objects of different colours and shapes (the judges tell them apart); got {a!r}",
+            )
+        if (pb.first, pb.relation, pb.second) != (pa.second, pa.relation, pa.first):
+            raise LabSettingsError(
+                "pairs",
+                f"pair each caption with its object swap (the same two objects trading places); {b!r} is "
+                f"not the swap of {a!r}, which is {swap_of(pa)!r}",
+            )
+        out.append((a, b))
+    repeated = sorted({p for p in out if out.count(p) > 1})
+    if repeated:
+        raise LabSettingsError("pairs", f"must not repeat a pair (each counts once); {repeated} repeat")
+    return tuple(out)
+
+
+def swap_of(caption: Caption) -> str:
+    """The object swap of a parsed caption, in the lab's plain wording."""
+    (c1, s1), (c2, s2) = caption.first, caption.second
+    return f"a {c2} {s2} {caption.relation} a {c1} {s1}"
 
 
 @dataclass
