@@ -340,3 +340,82 @@ def test_another_threads_call_is_not_edited(tiny_pipe, plain):
         edited = image(tiny_pipe)  # this thread's call is edited, its step count not moved by the other
     assert torch.equal(other["image"], plain)
     assert (edited - plain).abs().max().item() > 1e-3
+
+
+# ------------------------------------------------------------ refusals that name what is wrong
+
+
+def test_edits_that_are_not_edits_are_refused_as_the_edits_field(tiny_pipe):
+    for given in ("ablate red", {"kind": "ablate", "words": ["red"]}, {Edit.ablate("red")}, ["ablate red"]):
+        with pytest.raises(TypeError) as info:
+            workbench.generate(tiny_pipe, PROMPT, seed=0, steps=2, edits=given, progress=False)
+        assert isinstance(info.value, FieldError) and info.value.field == "edits", given
+        assert "Edit.from_dict" in str(info.value)
+
+
+def test_steps_past_the_call_are_refused_before_a_source_is_made(tiny_pipe, monkeypatch):
+    from workbench.edits import session
+
+    made = []
+    monkeypatch.setattr(session, "core_generate", lambda *a, **k: made.append(a) or None)
+    swap = "a blue square left of a red circle"
+    with pytest.raises(EditError) as info:
+        session.generate(tiny_pipe, PROMPT, seed=0, steps=3, edits=[Edit.replace(swap, ["red"], steps=[10])])
+    assert info.value.field == "steps" and "[10]" in str(info.value) and made == []
+    with pytest.raises(EditError) as info:
+        session.generate(tiny_pipe, PROMPT, seed=0, steps=4, edits=[Edit.switch(swap, 4)])
+    assert info.value.field == "from_step" and made == []
+
+
+def test_a_run_configs_edit_errors_name_the_edit(tmp_path):
+    from workbench.store.runs import ConfigError, config_from_dict
+
+    config = {
+        "prompt": PROMPT,
+        "seed": 0,
+        "steps": 2,
+        "edits": [{"kind": "reweight", "words": ["red"], "factor": -1}],
+    }
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(config)
+    assert info.value.field == "config.edits[0].factor"
+
+
+def test_an_edit_field_is_not_taken_for_a_command_line_option():
+    from workbench.cli import _as_option
+    from workbench.core.request import RequestError
+
+    assert (
+        _as_option(EditError("steps", "[50] are past the last step"))
+        == "edit steps [50] are past the last step"
+    )
+    assert _as_option(RequestError("steps", "must be at least 1")) == "--steps must be at least 1"
+
+
+def test_prompt_embeds_and_cut_off_words_are_refused_saying_so(tiny_pipe):
+    from workbench.core.adapters import adapter_for
+
+    embeds = torch.zeros(1, 16, tiny_pipe.text_encoder.config.hidden_size)
+    with pytest.raises(FieldError) as info, editing(tiny_pipe, Edit.ablate("red")):
+        tiny_pipe(prompt_embeds=embeds, num_inference_steps=1, output_type="latent")
+    assert info.value.field == "prompt_embeds"
+    long = "a red circle left of a blue square above a green triangle below a yellow star"
+    table = adapter_for(tiny_pipe).table(long, adapter_for(tiny_pipe).text_lengths({}))
+    cut = str(table.word[table.kind == "cut"].iloc[-1])
+    with pytest.raises(EditError, match=f"{cut!r} was cut off") as info:
+        workbench.generate(tiny_pipe, long, seed=0, steps=1, edits=[Edit.ablate(cut)], progress=False)
+    assert info.value.field == "words"
+
+
+def test_family_refusals_and_empty_selections_read_plainly():
+    from workbench.edits.apply import check_family
+
+    family = SimpleNamespace(attention_edits=False, conditioning=(), family="CogView4")
+    with pytest.raises(EditError, match=r"^edit kind 'switch' is not built for CogView4: where its text"):
+        check_family(family, (Edit.switch("a blue square", 0),))
+    with pytest.raises(EditError, match=r"^edit kind 'reweight' is not built for CogView4: its attention"):
+        check_family(family, (Edit.reweight("red", 2.0),))
+    assert Edit.ablate("red", layers=[]).describe() == "ablate 'red' · no layers"
+    with pytest.raises(EditError, match="runs the other way") as info:
+        Edit.ablate("red", steps=range(3, 0))
+    assert info.value.field == "steps" and Edit.ablate("red", steps=range(5, 5)).steps == ()

@@ -275,7 +275,7 @@ def _as_option(err, renames: dict[str, str] | None = None) -> str:
     """A refused value's message naming the command-line option (by the error's ``field``)."""
     from workbench.core.errors import FieldError
 
-    if not isinstance(err, FieldError):
+    if not isinstance(err, FieldError) or err.label:  # an edit's or a policy's field is not an option
         return str(err)
     option = {**_OPTIONS, **(renames or {})}.get(err.field, err.field)
     return err.named(option, hint=_HINTS.get(err.field))

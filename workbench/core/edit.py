@@ -157,7 +157,7 @@ class Edit:
         if self.steps is not None:
             parts.append(f"steps {_ranges(self.steps)}" if self.steps else "no steps")
         if self.layers is not None:
-            parts.append("layers " + ", ".join(str(x) for x in self.layers))
+            parts.append(("layers " + ", ".join(str(x) for x in self.layers)) if self.layers else "no layers")
         if self.heads is not None:
             parts.append("heads " + _ranges(self.heads))
         return " · ".join(parts)
@@ -248,6 +248,11 @@ def _check_step(name: str, value) -> int:
 def _check_steps(steps) -> tuple[int, ...]:
     if isinstance(steps, (str, bytes)) or not hasattr(steps, "__len__") or not hasattr(steps, "__iter__"):
         raise EditTypeError("steps", f"must be a list of step indices (or None: every step), got {steps!r}")
+    if isinstance(steps, range) and not steps and (steps.stop - steps.start) * steps.step < 0:
+        raise EditError(
+            "steps",
+            f"{steps!r} is empty: it runs the other way (an empty list selects no step on purpose)",
+        )
     if len(steps) > MAX_EDIT_STEPS:
         raise EditError("steps", f"name {len(steps):,} steps; at most {MAX_EDIT_STEPS:,} may be given")
     for s in steps:

@@ -128,8 +128,16 @@ class RunConfig:
             request=Request.from_dict({**request, "scheduler": d.get("request_scheduler")}),
             policy=RecordingPolicy.from_dict(d.get("policy") or {}),
             provenance=Provenance(**{k: v for k, v in d.items() if k in _PROVENANCE_FIELDS}),
-            edits=tuple(Edit.from_dict(e) for e in edits),
+            edits=tuple(_edit_from(i, e) for i, e in enumerate(edits)),
         )
+
+
+def _edit_from(index: int, d) -> Edit:
+    """The ``index``-th edit of a run config, its errors naming it (``edits[0].factor``)."""
+    try:
+        return Edit.from_dict(d)
+    except EditError as err:
+        raise type(err)(f"edits[{index}].{err.field}", err.problem, hint=err.hint) from None
 
 
 @dataclass

@@ -14,12 +14,14 @@ Example:
 from __future__ import annotations
 
 import inspect
+import reprlib
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 
 from ..core.adapters import JointAdapter, adapter_for
 from ..core.edit import Edit, EditError
+from ..core.errors import FieldTypeError
 from ..core.intervening import marked
 from ..core.recorder import wrap_attribute
 from .bias import text_bias
@@ -75,15 +77,37 @@ def check_edits(edits) -> tuple[Edit, ...]:
         return ()
     if isinstance(edits, Edit):
         return (edits,)
+    made = "made by Edit.reweight, Edit.ablate, Edit.replace, Edit.switch or Edit.from_dict"
     if not isinstance(edits, (list, tuple)):
-        raise TypeError(f"edits must be an Edit or a list of them, got {type(edits).__name__}")
+        raise FieldTypeError(
+            "edits",
+            f"must be an Edit or a list of them ({made}), got {type(edits).__name__} {reprlib.repr(edits)}",
+        )
     wrong = [e for e in edits if not isinstance(e, Edit)]
     if wrong:
-        raise TypeError(f"edits must be Edit values, got {type(wrong[0]).__name__}")
+        raise FieldTypeError(
+            "edits", f"must be Edit values ({made}), got {type(wrong[0]).__name__} {reprlib.repr(wrong[0])}"
+        )
     switches = [e for e in edits if e.kind == "switch"]
     if len(switches) > 1:
         raise EditError("kind", "one prompt switch per call: the conditioning can switch once")
     return tuple(edits)
+
+
+def check_steps(edits: tuple[Edit, ...], total: int) -> None:
+    """Refuse edit steps (and a switch's ``from_step``) past the last of a call of ``total`` loop steps."""
+    named = {s for e in edits for s in (e.steps or ())}
+    late = sorted(s for s in named if s >= total)
+    if late:
+        raise EditError(
+            "steps", f"{late} are past the last step of this call of {total} steps (0..{total - 1})"
+        )
+    switch = next((e for e in edits if e.kind == "switch"), None)
+    if switch is not None and switch.from_step >= total:
+        raise EditError(
+            "from_step",
+            f"{switch.from_step} is past the last step of this call of {total} steps (0..{total - 1})",
+        )
 
 
 def check_family(adapter, edits: tuple[Edit, ...]) -> None:
@@ -92,13 +116,14 @@ def check_family(adapter, edits: tuple[Edit, ...]) -> None:
     if attention and not adapter.attention_edits:
         raise EditError(
             "kind",
-            f"{attention[0]} edits are not built for {adapter.family}: its attention processor takes no "
+            f"{attention[0]!r} is not built for {adapter.family}: its attention processor takes no "
             "additive mask to carry the edit (a prompt switch may still apply)",
         )
     if any(e.kind == "switch" for e in edits) and not adapter.conditioning:
         raise EditError(
             "kind",
-            f"a prompt switch is not built for {adapter.family}: its text reaches the denoiser as a list",
+            f"'switch' is not built for {adapter.family}: where its text conditioning enters the denoiser "
+            "is not mapped",
         )
 
 
@@ -231,15 +256,7 @@ class _Editor:
         return list(range(rows - cond, rows))
 
     def _check_steps(self) -> None:
-        total = len(self.pipe.scheduler.timesteps)
-        named = {s for e in self.edits for s in (e.steps or ())}
-        if self.switch is not None:
-            named.add(self.switch.edit.from_step)
-        late = sorted(s for s in named if s >= total)
-        if late:
-            raise EditError(
-                "steps", f"{late} are past the last step of this call of {total} steps (0..{total - 1})"
-            )
+        check_steps(self.edits, len(self.pipe.scheduler.timesteps))
 
     # ------------------------------------------------------------ every edited layer
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..core.edit import Edit, EditError
+from ..core.errors import FieldError
 from ..core.layers import select_layers
 from ..core.tokens import align_word_groups, word_groups
 
@@ -53,17 +54,21 @@ class CallText:
     prompts: tuple[str, ...]
     positions: int  # text key positions the denoiser sees
     groups: tuple[list[dict], ...]  # per prompt: word groups (``core.tokens.word_groups``)
+    cut: tuple[frozenset[str], ...] = ()  # per prompt: words past the text encoder's length (no keys)
 
 
 def call_text(adapter, prompt, lengths: dict) -> CallText:
     """The prompts of a call (``prompt`` as the call got it) and their word groups."""
     if prompt is None:
-        raise ValueError(
-            "editing needs the call's prompt text to find the edited words; pass prompt=..., not prompt_embeds"
+        raise FieldError(
+            "prompt_embeds",
+            "cannot be edited: an edit finds its words in the prompt's text; pass prompt=... instead",
         )
     prompts = (prompt,) if isinstance(prompt, str) else tuple(prompt)
-    groups = tuple(word_groups(adapter.table(p, lengths), include_special=False) for p in prompts)
-    return CallText(prompts, max(sum(lengths.values()), 1), groups)
+    tables = [adapter.table(p, lengths) for p in prompts]
+    groups = tuple(word_groups(t, include_special=False) for t in tables)
+    cut = tuple(frozenset(str(w) for w in t.word[t.kind == "cut"]) for t in tables)
+    return CallText(prompts, max(sum(lengths.values()), 1), groups, cut)
 
 
 def place(edit: Edit, text: CallText, grids: dict, heads: dict, sources: dict) -> Placed:
@@ -88,6 +93,12 @@ def place(edit: Edit, text: CallText, grids: dict, heads: dict, sources: dict) -
 def _spots(text: CallText, row: int, word: str) -> list[int]:
     found = text.groups[row]
     spots = [p for g in found if g["word"] == word for p in g["positions"]]
+    if not spots and text.cut and word in text.cut[row]:
+        raise EditError(
+            "words",
+            f"{word!r} was cut off: it lies past the {text.positions} tokens the text encoder reads of "
+            f"{text.prompts[row]!r}, so no attention reaches it",
+        )
     if not spots:
         named = list(dict.fromkeys(g["word"] for g in found))
         raise EditError(

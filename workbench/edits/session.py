@@ -15,13 +15,14 @@ from __future__ import annotations
 from contextlib import contextmanager, nullcontext
 
 from ..core.edit import Edit
-from ..core.generate import as_request
+from ..core.generate import as_request, loop_length
 from ..core.generate import generate as core_generate
 from ..core.policy import RecordingPolicy
 from ..core.recorder import record as core_record
 from ..core.request import SIZE_LIMIT, Request
 from ..core.run import Run
-from .apply import check_edits, editing
+from ..core.schedulers import build_scheduler
+from .apply import check_edits, check_steps, editing
 
 
 def generate(
@@ -52,9 +53,22 @@ def generate(
     if not edits:
         return core_generate(pipe, request, **options, **fields)
     request = as_request(request, fields)
+    total = _loop_steps(pipe, request)
+    if total is not None:  # before any source is generated (the call checks them again)
+        check_steps(edits, total)
     found = source_runs(pipe, request, edits, given=sources, size_limit=size_limit)
     with editing(pipe, edits, sources=found):
         return core_generate(pipe, request, **options)
+
+
+def _loop_steps(pipe, request: Request) -> int | None:
+    """How many loop steps the call will make; None where the scheduler's timesteps need the call's own
+    settings (Flux's resolution-dependent shift)."""
+    scheduler = build_scheduler(request.scheduler, pipe.scheduler.config) or pipe.scheduler
+    try:
+        return loop_length(scheduler, request.steps)
+    except (TypeError, ValueError):
+        return None
 
 
 def source_runs(pipe, request: Request, edits, *, given=None, size_limit=SIZE_LIMIT) -> dict[str, Run]:
