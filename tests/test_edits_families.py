@@ -245,8 +245,9 @@ def test_an_edited_runs_figures_and_report_say_it_was_edited(tiny_pipe, tmp_path
     assert html.count(f"edited: {escape(label)}") == 2  # the run's heading and its entry in the list of runs
 
 
-def test_an_edited_run_saves_loads_and_reruns_with_its_edits(tiny_pipe, tmp_path):
+def test_an_edited_run_saves_loads_and_reruns_with_its_edits(tiny_pipe, tmp_path, capsys):
     from workbench import load_run, save_run
+    from workbench.cli import main
     from workbench.rerun import rerun
     from workbench.store.recipe import RerunRecipe
 
@@ -259,6 +260,10 @@ def test_an_edited_run_saves_loads_and_reruns_with_its_edits(tiny_pipe, tmp_path
     assert result.match and result.run.config.edits == tuple(edits)
     plain = generate(tiny_pipe, req, progress=False)
     assert not torch.equal(plain.latents, result.run.latents)  # the re-run applied the edits
+    RerunRecipe.from_run(loaded).save(tmp_path / "spec.json")
+    assert main(["rerun", str(tmp_path / "spec.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"with the edits {edited.config.edit_label} (recorded on" in out and "MATCH" in out
 
 
 @pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])

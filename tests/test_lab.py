@@ -78,8 +78,9 @@ def test_the_lab_on_another_model_judges_by_attention_and_cancel_keeps_points(ti
     settings = LabSettings(pairs=((A, B),), seeds=(0, 1), steps=3, ks=(0, 3))
     total = lab_size(tiny_pipe, settings)
     result = run_lab(tiny_pipe, settings)
-    assert "attention" in result.judge and "ablate" not in set(result.summary.curve)
-    assert set(result.summary.curve) == {"inject-step", "switch", "inject-layers"}
+    assert "attention" in result.judge and "not injected" in result.judge
+    # inject-step and ablate set the attention that would judge them: not drawn where attention judges
+    assert set(result.summary.curve) == {"switch", "inject-layers"} and len(result.rows) <= total
     plain = generate(tiny_pipe, Request(A, seed=1, steps=3), progress=False)  # k = steps: no edit
     row = result.rows[(result.rows.curve == "switch") & (result.rows.x == 3) & (result.rows.seed == 1)]
     expected = attention_holds(plain, B)
@@ -146,3 +147,20 @@ def test_lab_settings_keep_what_they_were_given_as_tuples():
     settings = LabSettings(pairs=[[A, B]], seeds=range(2), steps=3, ks=[0, 3], curves=["switch"])
     assert settings.pairs == ((A, B),) and settings.seeds == (0, 1) and settings.ks == (0, 3)
     assert settings.curves == ("switch",) and isinstance(LabSettingsError("ks", "x"), ValueError)
+
+
+def test_an_injected_layer_is_left_out_of_the_attention_judge(tiny_pipe, monkeypatch):
+    from workbench.lab import causal
+
+    run = generate(tiny_pipe, Request(A, seed=0, steps=2), progress=False)
+    store = run.attention
+    assert attention_holds(run, A, skip=tuple(store.layer_names())) is None  # nothing left to judge by
+    assert attention_holds(run, A, skip=tuple(store.resolutions())) is None
+    used = []
+    real = causal.word_maps
+    monkeypatch.setattr(causal, "word_maps", lambda r, **kw: used.append(kw["layers"]) or real(r, **kw))
+    first = store.resolutions()[0]
+    attention_holds(run, A, skip=(first,))
+    attention_holds(run, A, skip=(store.layer_names()[0],))
+    assert used[0] == [n for n in store.layer_names() if n not in store.layer_names(first)]
+    assert used[1] == store.layer_names()[1:]

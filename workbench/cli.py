@@ -419,7 +419,10 @@ def _rerun(a) -> int:
     from workbench.rerun import RerunFailedError, rerun
 
     cfg = recipe.config
-    print(f"re-running “{cfg.prompt}”, seed {cfg.seed}, {cfg.steps} steps (recorded on {cfg.device}) ...")
+    edited = f", with the edits {cfg.edit_label}" if cfg.edits else ""
+    print(
+        f"re-running “{cfg.prompt}”, seed {cfg.seed}, {cfg.steps} steps{edited} (recorded on {cfg.device}) ..."
+    )
     with _user_errors():
         try:
             result = rerun(recipe, model=a.model, device=device)

@@ -12,8 +12,9 @@ red circle"), same seed:
 
 On the embedded models (``toy``, ``toy-dit``) the toy world's checker judges placement and colour from
 the image. On any other model placement is judged by where each object word's attention mass is centred
-(the run's recorded maps; a caption's two nouns), which the figure says, and the ablation curve is not
-judged.
+(the run's recorded maps; a caption's two nouns), which the figure says: the switch curve over every
+layer, the inject-layers curve over the layers not injected; the inject-step and ablation curves are
+not drawn there, since their edit sets the very attention that would judge it.
 Intervals: percentile bootstrap over (pair, seed) units.
 """
 
@@ -40,6 +41,7 @@ from ..toy.checker import detect
 from ..toy.checker import relation_holds as centres_hold
 
 CURVES = ("inject-step", "inject-layers", "switch", "ablate")
+ATTENTION_JUDGED = ("inject-layers", "switch")  # where attention judges: the curves it can judge
 CAPTION = re.compile(
     r"(?:an? (?:painting|sketch) of )?an? (?:small |big )?(\w+) (\w+) (left of|right of|above|below) "
     r"an? (?:small |big )?(\w+) (\w+)"
@@ -84,13 +86,21 @@ def relation_holds(run: Run, caption: str | None = None) -> bool | None:
     return bool(centres_hold(found[a].center, found[b].center, parsed.relation))
 
 
-def attention_holds(run: Run, caption: str) -> bool | None:
+def attention_holds(run: Run, caption: str, *, skip=()) -> bool | None:
     """Placement judged by attention: is the centre of mass of the run's map of the word naming each
-    object (its noun, as ``caption`` names it) placed as ``caption`` says?"""
+    object (its noun, as ``caption`` names it) placed as ``caption`` says? ``skip``: layers (paths or
+    resolutions like ``"8x8"``) left out, such as the layers an attention edit set, which would
+    otherwise judge the edit by itself; None when no layer is left."""
     parsed = Caption.parse(caption)
-    if parsed is None or not run.attention.probs:
+    store = run.attention
+    layers = [
+        n
+        for n in store.layer_names()
+        if n not in skip and f"{store.shapes[n][0]}x{store.shapes[n][1]}" not in skip
+    ]
+    if parsed is None or not layers:
         return None
-    maps = word_maps(run, normalize="unit-sum")
+    maps = word_maps(run, normalize="unit-sum", layers=layers)
     centres = {}
     for word, heat in zip(maps.words, maps.maps):
         h, w = heat.shape
@@ -152,13 +162,17 @@ class LabSettings:
             Request(a, seed=self.seeds[0], steps=self.steps, guidance_scale=self.guidance_scale)
             Request(b, seed=self.seeds[-1], steps=self.steps, guidance_scale=self.guidance_scale)
 
+    def judged(self, judged_by_checker: bool = True) -> tuple[str, ...]:
+        """The curves the lab draws: all it is given where the checker judges the images; where attention
+        judges, not ``inject-step`` and ``ablate`` (their edit sets the attention that would judge it)."""
+        return tuple(c for c in self.curves if judged_by_checker or c in ATTENTION_JUDGED)
+
     def runs(self, places: int, judged_by_checker: bool = True) -> int:
         """How many generations the lab makes, with ``places`` resolutions or blocks to inject into."""
+        curves = self.judged(judged_by_checker)
         edited = [k for k in self.ks if k < self.steps]
-        kinds = [c for c in ("inject-step", "switch", "ablate") if c in self.curves]
-        if not judged_by_checker and "ablate" in kinds:
-            kinds.remove("ablate")
-        per = 2 + len(edited) * len(kinds) + places * ("inject-layers" in self.curves)
+        kinds = [c for c in ("inject-step", "switch", "ablate") if c in curves]
+        per = 2 + len(edited) * len(kinds) + places * ("inject-layers" in curves)
         return per * len(self.pairs) * len(self.seeds)
 
 
@@ -260,7 +274,7 @@ def run_lab(
     judge = (
         "the toy world's checker (image)"
         if judge_by_checker
-        else "centres of the object words' attention mass"
+        else "centres of the object words' attention mass (inject-layers: in the layers not injected)"
     )
     places = injection_places(pipe)
     total, done, rows = settings.runs(len(places), judge_by_checker), [0], []
@@ -275,8 +289,10 @@ def run_lab(
             progress(done[0], total)
         return run
 
-    def placed(run: Run, caption: str) -> bool | None:
-        return relation_holds(run, caption) if judge_by_checker else attention_holds(run, caption)
+    def placed(run: Run, caption: str, injected=()) -> bool | None:
+        if judge_by_checker:
+            return relation_holds(run, caption)
+        return attention_holds(run, caption, skip=injected)
 
     try:
         for a, b in settings.pairs:
@@ -304,23 +320,24 @@ def _unit(settings, a, b, seed, gen, placed, unit, judge_by_checker, places, out
         if y is not None:
             out.append(dict(curve=curve, x=x, y=float(y), **unit))
 
+    curves = settings.judged(judge_by_checker)
     for k in settings.ks:
-        if "inject-step" in settings.curves:
+        if "inject-step" in curves:
             run = (
                 plain if k >= late else gen(a, seed, [Edit.replace(b, words, steps=range(k, late))], [source])
             )
             add("inject-step", k, placed(run, b))
-        if "switch" in settings.curves:
+        if "switch" in curves:
             run = plain if k >= late else gen(a, seed, [Edit.switch(b, k)])
             add("switch", k, placed(run, b))
-        if "ablate" in settings.curves and judge_by_checker:
+        if "ablate" in curves:
             colour = Caption.parse(a).first[0]
             run = plain if k >= late else gen(a, seed, [Edit.ablate(colour, steps=range(k, late))])
             add("ablate", k, colour_kept(run, colour))
-    if "inject-layers" in settings.curves:
+    if "inject-layers" in curves:
         for where in places:
             run = gen(a, seed, [Edit.replace(b, words, layers=[where])], [source])
-            add("inject-layers", where, placed(run, b))
+            add("inject-layers", where, placed(run, b, injected=(where,)))
 
 
 def lab_size(pipe, settings: LabSettings) -> int:
