@@ -419,3 +419,25 @@ def test_family_refusals_and_empty_selections_read_plainly():
     with pytest.raises(EditError, match="runs the other way") as info:
         Edit.ablate("red", steps=range(3, 0))
     assert info.value.field == "steps" and Edit.ablate("red", steps=range(5, 5)).steps == ()
+
+
+def test_runs_with_words_cut_off_save_and_load_and_old_switched_runs_warn(tiny_pipe, tmp_path):
+    from dataclasses import replace
+
+    from workbench import load_run, save_run
+    from workbench.analysis import in_prompt_positions
+
+    long = "a red circle left of a blue square above a green triangle below a yellow star"
+    switched = workbench.generate(
+        tiny_pipe, PROMPT, seed=0, steps=2, edits=[Edit.switch(long, 1)], progress=False
+    )
+    assert (switched.switch_tokens.kind == "cut").any()
+    back = load_run(save_run(switched, tmp_path / "switched"))
+    assert back.switch_tokens.equals(switched.switch_tokens)
+    own = workbench.generate(tiny_pipe, long, seed=0, steps=2, progress=False)
+    assert torch.equal(
+        load_run(save_run(own, tmp_path / "own")).attention.probs[own.attention.layer_names()[0]],
+        own.attention.probs[own.attention.layer_names()[0]],
+    )
+    with pytest.warns(UserWarning, match="saved before runs kept the switched-to prompt's tokens"):
+        in_prompt_positions(replace(switched, switch_tokens=None), switched.attention)

@@ -8,7 +8,7 @@ from tiny_families import build_flux_folder, build_sd3_folder, build_sdxl_folder
 
 from workbench import Edit, RecordingPolicy, Request, generate, load_pipeline
 from workbench.core.adapters import JointAdapter, adapter_for
-from workbench.core.tokens import occurrence_keys, word_groups
+from workbench.core.tokens import aligned_positions, occurrence_keys, word_groups
 
 PROMPT = "a red circle left of a blue square"
 SWAP = "a blue square left of a red circle"
@@ -111,6 +111,16 @@ def test_switch_at_step_0_is_the_target_prompts_run(family):
     target = generate(pipe, req.replace(prompt=SWAP), policy=FULL, progress=False)
     switched = run(pipe, req, [Edit.switch(SWAP, 0)])
     assert torch.equal(switched.latents, target.latents)
+    adapter = adapter_for(pipe)
+    short = adapter.table("a blue square", adapter.text_lengths({}))
+    a, b = aligned_positions(plain.tokens, short)  # prompts of different lengths: each encoder's own
+    columns = [c for c in ("encoder", "kind") if c in short]
+    at = plain.tokens.set_index("position")
+    assert [tuple(at.loc[p, columns]) for p in a] == [
+        tuple(short.set_index("position").loc[p, columns]) for p in b
+    ]
+    assert len(set(a)) == len(a) and len(set(b)) == len(b) and len(a) >= 4
+
     late = run(pipe, req, [Edit.switch(SWAP, 2)])
     assert torch.equal(late.latents[:3], plain.latents[:3])  # steps 0 and 1 ran on the prompt
     assert not torch.equal(late.latents[3], plain.latents[3])
@@ -141,6 +151,16 @@ def test_a_switched_runs_maps_read_each_word_where_the_switched_to_prompt_has_it
     for key, heat in zip(occurrence_keys(got.words), got.maps):  # "a" twice: the first with the first
         assert torch.allclose(heat, want.maps[keys.index(key)], atol=1e-6), key
     assert attention_holds(switched, SWAP) == attention_holds(target, SWAP)
+
+    adapter = adapter_for(pipe)
+    short = adapter.table("a blue square", adapter.text_lengths({}))
+    a, b = aligned_positions(plain.tokens, short)  # prompts of different lengths: each encoder's own
+    columns = [c for c in ("encoder", "kind") if c in short]
+    at = plain.tokens.set_index("position")
+    assert [tuple(at.loc[p, columns]) for p in a] == [
+        tuple(short.set_index("position").loc[p, columns]) for p in b
+    ]
+    assert len(set(a)) == len(a) and len(set(b)) == len(b) and len(a) >= 4
 
     late = run(pipe, req, [Edit.switch(SWAP, 2)])
     read = in_prompt_positions(late, late.attention).probs[layer]
@@ -216,6 +236,12 @@ def test_replace_edits_compose_as_one_replace_of_their_words(family):
     expected[..., target] = src[..., origin]
     got = probs([Edit.reweight("left", 3.0, steps=[1], layers=[layer]), replace(["red", "square"])])
     assert (got - expected).abs().max().item() <= 1e-5
+    # a word an ablation removed stays removed when a replace names it after: finite, and still 0
+    ablated = probs([Edit.ablate("red", steps=[1], layers=[layer]), replace(["red", "square"])])
+    assert torch.isfinite(ablated).all() and ablated[..., positions(plain, "red")].abs().max() == 0
+    assert torch.allclose(
+        ablated[..., positions(plain, "square")], src[..., positions(source, "square")], atol=1e-5
+    )
 
 
 def test_replace_generates_its_source_when_none_is_given(tiny_pipe):

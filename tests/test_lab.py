@@ -135,6 +135,7 @@ def test_the_joint_attention_embedded_model_is_judged_by_the_checker_too():
         (dict(pairs=((A, B), (A, B))), "pairs"),
         (dict(pairs=()), "pairs"),
         (dict(guidance_scale=float("nan")), "guidance_scale"),
+        (dict(seeds=(0, 2**70, 1)), "seed"),  # every seed checked, not the first and last
     ],
 )
 def test_lab_settings_are_refused_when_made_with_the_field_named(fields, field):

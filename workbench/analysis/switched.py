@@ -11,6 +11,7 @@ the attention to its own extra words is not shown. The recorded store is left as
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import torch
@@ -24,6 +25,13 @@ def in_prompt_positions(run: Run, store: AttentionStore) -> AttentionStore:
     """``store`` (the run's conditional attention) with the steps from the run's prompt switch on
     re-indexed by the run's own prompt's tokens; ``store`` itself for a run that was not switched."""
     step = run.switch_step
+    if step is not None and run.switch_tokens is None:
+        warnings.warn(
+            f"this run's prompt was switched at step {step}, but it was saved before runs kept the "
+            "switched-to prompt's tokens: from that step on its maps show that prompt's attention under "
+            "this prompt's words (generate it again to read them by word)",
+            stacklevel=3,
+        )
     if step is None or run.switch_tokens is None or not store.probs:
         return store
     first = next((i for i, s in enumerate(store.steps) if s >= step), None)

@@ -206,12 +206,21 @@ def aligned_positions(table_a: pd.DataFrame, table_b: pd.DataFrame) -> tuple[lis
         if len(ga["positions"]) == len(gb["positions"]):
             a += ga["positions"]
             b += gb["positions"]
-    for kind in SPECIAL_KINDS:
-        pa, pb = (t.position[t.kind == kind].astype(int).tolist() for t in (table_a, table_b))
-        n = min(len(pa), len(pb))
-        a += pa[:n]
-        b += pb[:n]
+    encoders = list(dict.fromkeys(table_a.get("encoder", pd.Series([None] * len(table_a)))))
+    for encoder in encoders:  # each text encoder's specials with its own (SD3: CLIP pads with CLIP pads)
+        for kind in SPECIAL_KINDS:
+            pa, pb = (_special_positions(t, kind, encoder) for t in (table_a, table_b))
+            n = min(len(pa), len(pb))
+            a += pa[:n]
+            b += pb[:n]
     return a, b
+
+
+def _special_positions(table: pd.DataFrame, kind: str, encoder) -> list[int]:
+    rows = table.kind == kind
+    if encoder is not None and "encoder" in table:
+        rows &= table.encoder == encoder
+    return table.position[rows].astype(int).tolist()
 
 
 def unknown_message(table: pd.DataFrame, tokenizer) -> str | None:

@@ -14,6 +14,7 @@ over all of its keys:
 Several edits at one layer and step act in their order: a replace takes the row as the edits before it
 left it, and the keys an earlier replace set keep their probabilities (the rest of the row takes what
 remains), so replaces of several word sets act as one replace of their union, and one given twice as once.
+A key an earlier edit removed (an ablation) stays removed, and the rest of the row takes its share.
 
 Shapes: ``(rows, heads | 1, queries | 1, text + 1)``: rows are the denoiser batch's rows (only the
 conditional ones get a bias); the last column is the bias of every key that is not text (the image
@@ -140,7 +141,13 @@ def _replace(
         if held.any():  # what the pinned keys hold is not the rest's to take
             rest_want = rest_want - logp[i].masked_fill(~held, -torch.inf).exp().sum(-1, keepdim=True)
             rest_want = rest_want.clamp_min(0)
-        out[i] = (rest_want.log() - rest_have).expand(*have.shape[:-1], text + 1)  # -inf: A takes all
+        removed = torch.isneginf(have)  # keys of A an earlier edit removed: their share goes to the rest
+        if removed.any():
+            rest_want = rest_want + (wanted * removed).sum(-1, keepdim=True)
+        rest_bias = rest_want.log() - rest_have  # -inf: A takes all
+        # a rest (or a key of A) an earlier edit removed (-inf) stays removed: no bias could bring it back
+        rest_bias = torch.where(torch.isneginf(rest_have), 0.0, rest_bias)
+        out[i] = rest_bias.expand(*have.shape[:-1], text + 1)
         out[i][held.expand_as(out[i])] = 0.0
-        out[i][..., pairs.target] = wanted.log() - have
+        out[i][..., pairs.target] = torch.where(removed, 0.0, wanted.log() - have)
     return out

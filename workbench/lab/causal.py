@@ -158,9 +158,12 @@ class LabSettings:
         keep("curves", _distinct_names(self.curves))
         if not _whole(self.n_boot) or self.n_boot < 1:
             raise LabSettingsError("n_boot", f"must be a whole number of at least 1, got {self.n_boot!r}")
-        for a, b in self.pairs:  # seed, steps, guidance and captions as every generation checks them
-            Request(a, seed=self.seeds[0], steps=self.steps, guidance_scale=self.guidance_scale)
-            Request(b, seed=self.seeds[-1], steps=self.steps, guidance_scale=self.guidance_scale)
+        # seeds, steps, guidance and captions as every generation checks them
+        for seed in self.seeds:
+            Request(self.pairs[0][0], seed=seed, steps=self.steps, guidance_scale=self.guidance_scale)
+        for pair in self.pairs:
+            for caption in pair:
+                Request(caption, seed=self.seeds[0], steps=self.steps, guidance_scale=self.guidance_scale)
 
     def judged(self, judged_by_checker: bool = True) -> tuple[str, ...]:
         """The curves the lab draws: all it is given where the checker judges the images; where attention

@@ -635,7 +635,8 @@ def _attention_misfit(meta: dict, shapes: dict[str, tuple[int, ...]]) -> str | N
         if any(s >= iterations for s in steps):
             return f"holds {key} of step {max(steps)}, which does not fit a run of {iterations} steps"
         switched = meta.get("switch_tokens") if branch == "cond" else None
-        positions = 1 + max(row["position"] for row in tokens + (switched or []))
+        # the positions the denoiser saw (a word cut off by the text encoder has none there)
+        positions = 1 + max(row["position"] for row in tokens + (switched or []) if row.get("kind") != "cut")
         for name in store.get("layers", []):
             shape = shapes.get(f"attention.{branch}.{name}")
             if shape is None:
