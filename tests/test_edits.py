@@ -441,3 +441,25 @@ def test_runs_with_words_cut_off_save_and_load_and_old_switched_runs_warn(tiny_p
     )
     with pytest.warns(UserWarning, match="saved before runs kept the switched-to prompt's tokens"):
         in_prompt_positions(replace(switched, switch_tokens=None), switched.attention)
+
+
+def test_words_match_whatever_their_case_and_a_replace_sharing_no_word_is_refused(tiny_pipe):
+    upper = "a Red circle left of a blue square"
+    lower = workbench.generate(tiny_pipe, upper, seed=0, steps=2, edits=[Edit.ablate("red")], progress=False)
+    same = workbench.generate(tiny_pipe, upper, seed=0, steps=2, edits=[Edit.ablate("RED")], progress=False)
+    plain = workbench.generate(tiny_pipe, upper, seed=0, steps=2, progress=False)
+    assert torch.equal(lower.latents, same.latents) and not torch.equal(lower.latents, plain.latents)
+    with pytest.raises(EditError, match="shares no word") as info:
+        workbench.generate(
+            tiny_pipe, PROMPT, seed=0, steps=2, edits=[Edit.replace("green triangle")], progress=False
+        )
+    assert info.value.field == "source"
+
+
+def test_attributions_refuse_an_edited_run(tiny_pipe):
+    from workbench.analysis import integrated_gradients, occlusion
+
+    run = workbench.generate(tiny_pipe, PROMPT, seed=0, steps=2, edits=[Edit.ablate("red")], progress=False)
+    for attribute in (integrated_gradients, occlusion):
+        with pytest.raises(ValueError, match="this run was edited \\(ablate 'red'\\)"):
+            attribute(tiny_pipe, run, step=1)

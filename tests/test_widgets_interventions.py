@@ -111,6 +111,16 @@ def test_a_refused_form_names_its_box_and_starts_nothing(pipe, box, value, messa
     assert lab.task.progress.value == 0 and not lab.task.busy and not lab.task.run_button.disabled
 
 
+def test_what_the_lab_settings_refuse_is_named_as_the_forms_box(pipe):
+    lab = InterventionLab(pipe, **TINY)
+    lab.captions.value = "a red circle left of a red square"
+    lab.swaps.value = "a red square left of a red circle"
+    assert lab.start() is False
+    assert (
+        "captions need two objects of different colours and shapes" in lab.error and "pairs" not in lab.error
+    )
+
+
 def test_curves_refused_until_the_form_says_which(pipe):
     lab = InterventionLab(pipe, **TINY)
     for box in lab.curves.values():

@@ -34,7 +34,7 @@ from workbench.core.run import Run
 from workbench.core.step_model import StepModel, conditioning, encode, token_ids
 
 from .aggregate import Aggregation, make_aggregation
-from .checks import check_pipe
+from .checks import check_pipe, check_unedited
 from .heatmaps import TEXT_KINDS, attention_mass, unique_labels, word_groups, word_maps
 
 BASELINE = 'the empty prompt "" through the text encoder'
@@ -136,6 +136,7 @@ def integrated_gradients(
     if not isinstance(n_steps, int) or n_steps < 2:
         raise ValueError(f"n_steps must be an int >= 2, got {n_steps!r}")
     check_pipe(pipe, run)
+    check_unedited(run, "integrated_gradients")
     model = StepModel(pipe, run, step)
     # The prompt's and the empty prompt's embeddings as the family's own encoders make them: (1, T, D)
     emb_in, emb_base = model.embeds, conditioning(pipe, run.config, "")
@@ -234,6 +235,7 @@ def occlusion(
     if target == "x0" and step is None:
         raise ValueError("target='x0' needs step=")
     check_pipe(pipe, run)
+    check_unedited(run, "occlusion")
     adapter = adapter_for(pipe)
     if not adapter.one_clip_encoder:  # a capability the adapter states, not a family name
         raise NotImplementedError(

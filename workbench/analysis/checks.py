@@ -53,3 +53,13 @@ def check_pipe(pipe, run: Run) -> None:
             f"the pipeline's weights (sha256 {have[:12]}...) are not the run's (sha256 {want[:12]}...); "
             f"load the model the run was made with ({run.config.model.get('source', '?')})"
         )
+
+
+def check_unedited(run: Run, what: str) -> None:
+    """Raise ``ValueError`` for a run that edits changed: ``what`` replays the model without them, so it
+    would explain another computation than the run's."""
+    if run.config.edits:
+        raise ValueError(
+            f"{what} replays the model without edits, and this run was edited ({run.config.edit_label}): "
+            "it would explain another computation than the run's; attribute the unedited run of the same request"
+        )

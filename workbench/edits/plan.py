@@ -92,8 +92,8 @@ def place(edit: Edit, text: CallText, grids: dict, heads: dict, sources: dict) -
 
 def _spots(text: CallText, row: int, word: str) -> list[int]:
     found = text.groups[row]
-    spots = [p for g in found if g["word"] == word for p in g["positions"]]
-    if not spots and text.cut and word in text.cut[row]:
+    spots = [p for g in found if g["word"].lower() == word.lower() for p in g["positions"]]
+    if not spots and text.cut and word.lower() in {w.lower() for w in text.cut[row]}:
         raise EditError(
             "words",
             f"{word!r} was cut off: it lies past the {text.positions} tokens the text encoder reads of "
@@ -143,5 +143,11 @@ def _pairs(edit: Edit, text: CallText, sources: dict) -> tuple[Pairs, ...]:
                 continue  # tokenized differently: no position-by-position correspondence
             target += a["positions"]
             source += b["positions"]
+        if not target:
+            raise EditError(
+                "source",
+                f"{edit.source!r} shares no word (tokenized alike) with the prompt {text.prompts[row]!r}: "
+                "the replace would change nothing",
+            )
         out.append(Pairs(torch.tensor(target, dtype=torch.long), torch.tensor(source, dtype=torch.long)))
     return tuple(out)

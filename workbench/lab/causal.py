@@ -229,17 +229,25 @@ def _checked_pairs(pairs) -> tuple[tuple[str, str], ...]:
                 "pairs",
                 f"need two objects of different colours and shapes (the judges tell them apart); got {a!r}",
             )
-        if (pb.first, pb.relation, pb.second) != (pa.second, pa.relation, pa.first):
+        if {pb.first, pb.second} != {pa.first, pa.second} or same_layout(pa, pb):
             raise LabSettingsError(
                 "pairs",
-                f"pair each caption with its object swap (the same two objects trading places); {b!r} is "
-                f"not the swap of {a!r}, which is {swap_of(pa)!r}",
+                f"pair each caption with a swap (its two objects placed the other way, such as "
+                f"{swap_of(pa)!r}); {b!r} is not one of {a!r}",
             )
         out.append((a, b))
     repeated = sorted({p for p in out if out.count(p) > 1})
     if repeated:
         raise LabSettingsError("pairs", f"must not repeat a pair (each counts once); {repeated} repeat")
     return tuple(out)
+
+
+INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+def same_layout(a: Caption, b: Caption) -> bool:
+    """Whether two captions place their objects the same way ("A left of B" and "B right of A")."""
+    return a == b or (a.first, a.second, INVERSE[a.relation]) == (b.second, b.first, b.relation)
 
 
 def swap_of(caption: Caption) -> str:

@@ -19,7 +19,8 @@ import pandas as pd
 from workbench.analysis.word_order import relation_swap
 from workbench.core.errors import FieldError
 from workbench.core.request import Request, parse_seeds
-from workbench.lab import CURVES, PAIRS, Caption, LabResult, LabSettings, lab_size, run_lab
+from workbench.lab import CURVES, PAIRS, Caption, LabResult, LabSettings, LabSettingsError, lab_size, run_lab
+from workbench.lab.causal import same_layout
 from workbench.viz.export import Exportable
 from workbench.viz.interventions import lab_curves_figure
 from workbench.viz.render import escape, table_html
@@ -29,7 +30,6 @@ from workbench.widgets.labs import LAB_SEEDS
 
 _STYLE = {"description_width": "90px"}
 EXAMPLE = "a red circle left of a blue square"
-INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
 
 class FormError(FieldError):
@@ -52,11 +52,6 @@ def object_swap(caption: str) -> str | None:
     if other is None or (other.first, other.second) != (parsed.second, parsed.first):
         return None
     return swapped
-
-
-def _same_layout(a: Caption, b: Caption) -> bool:
-    """Whether two captions place their objects the same way ("A left of B" and "B right of A")."""
-    return a == b or (a.first, a.second, INVERSE[a.relation]) == (b.second, b.first, b.relation)
 
 
 def _lines(text: str) -> list[str]:
@@ -84,7 +79,7 @@ def read_pairs(captions: str, swaps: str) -> tuple[tuple[str, str], ...]:
                 f"line {i} ({y!r}) must name the caption's two objects, "
                 f"{' '.join(cx.first)} and {' '.join(cx.second)}",
             )
-        if _same_layout(cx, cy):
+        if same_layout(cx, cy):
             raise FormError(
                 "swaps",
                 f"line {i} ({y!r}) places the objects as its caption does; "
@@ -234,7 +229,10 @@ class InterventionLab:
         curves = tuple(c for c, box in self.curves.items() if box.value)
         if not curves:
             raise FormError("curves", f"must have at least one ticked; the lab draws {list(CURVES)}")
-        return LabSettings(pairs=pairs, seeds=seeds, steps=steps, ks=ks, curves=curves)
+        try:
+            return LabSettings(pairs=pairs, seeds=seeds, steps=steps, ks=ks, curves=curves)
+        except LabSettingsError as err:  # the lab's field as the form's box ("pairs": the captions)
+            raise FormError({"pairs": "captions"}.get(err.field, err.field), err.problem) from None
 
     # ------------------------------------------------------------ running
 
