@@ -36,6 +36,22 @@ def test_edit_lists_are_an_axis_with_their_edits_in_every_row(tiny_folder, tiny_
         tiny_pipe, PROMPT, seed=1, steps=3, guidance_scale=4.0, edits=[Edit.ablate("red")], progress=False
     )
     assert torch.equal(run.latents, direct.latents)
+    import json
+
+    from workbench.analysis.sweeps import SETTINGS, done_runs, settings_label
+
+    (record,) = (tmp_path / "sweeps").glob("*.json")  # every planned request with its edits
+    planned = {r["request_id"]: r.get("edits", []) for r in json.loads(record.read_text())["requests"]}
+    assert planned[row.request_id] == [Edit.ablate("red").to_dict()] and sorted(
+        map(len, planned.values())
+    ) == [0, 0, 1, 1, 1, 1]
+    # the analyses group by the edits as by any other setting, and say them
+    groups = done_runs(index).groupby("edits")
+    assert "edits" in SETTINGS and len(groups) == 3
+    assert settings_label({**index.iloc[0][SETTINGS].to_dict(), "edits": "ablate 'red'"}).endswith(
+        "edited: ablate 'red'"
+    )
+    assert "edits" in done_runs(index.drop(columns="edits")).columns  # an index from before edits
     again = workbench.sweep(spec, out=tmp_path)  # resumed: nothing left to run
     assert len(read_index(tmp_path)) == 6 and again is not None
 

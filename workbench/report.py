@@ -890,6 +890,7 @@ def sweep_section(index: pd.DataFrame, *, n_boot: int = 1000, planned: int | Non
     parts = ["<h2>Sweep</h2>"]
     if index.empty:
         return parts + ["<p>The sweep's index holds no runs yet.</p>"]
+    index = sweep_analysis.with_settings(index)
     done = index.loc[index.status == "done", sweep_analysis.SETTINGS].astype(object)
     groups = done.where(done.notna(), None).drop_duplicates()
     parts.append(

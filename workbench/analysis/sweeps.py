@@ -39,7 +39,7 @@ from .heatmaps import attention_mass
 from .seeds import variance_split
 
 THUMB = 16  # side of the thumbnails the index keeps
-SETTINGS = ["steps", "guidance", "scheduler", "height", "width", "negative_prompt"]
+SETTINGS = ["steps", "guidance", "scheduler", "height", "width", "negative_prompt", "edits"]
 COMPONENTS = ("prompt", "seed", "interaction")
 
 
@@ -67,8 +67,15 @@ def run_summary(run: Run, *, size: int = THUMB) -> dict:
 # ------------------------------------------------------------------ reading the index
 
 
+def with_settings(index: pd.DataFrame) -> pd.DataFrame:
+    """``index`` with every ``SETTINGS`` column: an index written before edits were an axis has no
+    ``edits`` column, and its runs were unedited."""
+    return index if "edits" in index.columns else index.assign(edits="")
+
+
 def done_runs(index: pd.DataFrame, sweep_id: str | None = None) -> pd.DataFrame:
     """The finished runs of an index (of one sweep when ``sweep_id`` is given), one row per run."""
+    index = with_settings(index)
     need = {"status", "request_id", "prompt", "prompt_index", "seed", "thumb"} | set(SETTINGS)
     missing = sorted(need - set(index.columns))
     if missing:
@@ -93,11 +100,13 @@ def thumbnails(df: pd.DataFrame) -> np.ndarray:
 
 
 def settings_label(settings: dict) -> str:
-    """``steps 6 · guidance 4.0 · ddim · 32×32`` (and the negative prompt when there is one)."""
+    """``steps 6 · guidance 4.0 · ddim · 32×32`` (and the negative prompt and the edits when there are)."""
     parts = [f"steps {settings['steps']}", f"guidance {settings['guidance']}", str(settings["scheduler"])]
     parts.append(f"{settings['height']}×{settings['width']}")
     if settings.get("negative_prompt"):
         parts.append(f"negative “{settings['negative_prompt']}”")
+    if settings.get("edits"):
+        parts.append(f"edited: {settings['edits']}")
     return " · ".join(parts)
 
 

@@ -78,6 +78,7 @@ class SweepPlan:
                     "prompt_index": p.prompt_index,
                     "base_prompt": p.base_prompt,
                     "request": p.request.to_dict(),
+                    **({"edits": [e.to_dict() for e in p.edits]} if p.edits else {}),
                 }
                 for rid, p in zip(self.ids, self.runs)
             ],
