@@ -267,6 +267,14 @@ def test_an_edited_runs_figures_and_report_say_it_was_edited(tiny_pipe, tmp_path
     strip_title = viz.filmstrip_figure(analysis.filmstrip(tiny_pipe, edited)).layout.title.text
     assert f"EDITED RUN: {label}" in maps_title and f"EDITED RUN: {label}" in strip_title
     assert "EDITED" not in viz.word_overlay(plain.image, analysis.word_maps(plain)).layout.title.text
+    for make in (
+        lambda r: viz.word_step_matrix(analysis.word_step_mass(r)),
+        lambda r: viz.word_layer_matrix(analysis.word_layer_mass(r)),
+        lambda r: viz.change_curve_figure(analysis.change_curves(r)),
+        lambda r: viz.word_overlay(r.image, analysis.token_maps(r, size="image")),
+    ):
+        assert f"EDITED RUN: {label}" in make(edited).layout.title.text
+        assert "EDITED" not in make(plain).layout.title.text
     html = report([plain, edited], tmp_path / "r.html", quiet=True).read_text()
     assert html.count(f"edited: {escape(label)}") == 2  # the run's heading and its entry in the list of runs
 

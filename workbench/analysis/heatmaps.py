@@ -64,6 +64,7 @@ class TokenMaps:
         kinds: ``bos`` / ``word`` / ``punct`` / ``eos`` / ``pad``.
         word_indices: the word each token belongs to (-1 for special positions).
         aggregation: the recipe used (steps/layers resolved in ``steps_used`` / ``layers_used``).
+        edited: the run's edits in words (``RunConfig.edit_label``); "" for an unedited run.
     """
 
     maps: torch.Tensor
@@ -74,6 +75,7 @@ class TokenMaps:
     aggregation: Aggregation
     steps_used: list[int]
     layers_used: list[str]
+    edited: str = ""  # what edits changed the run's attention, in words ("" for an unedited run)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -311,6 +313,7 @@ def token_maps(
         aggregation=agg,
         steps_used=steps_used,
         layers_used=layers_used,
+        edited=run.config.edit_label,
     )
 
 
@@ -487,6 +490,7 @@ def attention_mass(
     columns = ["word_index", "word", "label", "kind", *(keys[0] if keys else {}), "mass"]
     df = pd.DataFrame.from_records(records, columns=columns)  # the columns also for a prompt without words
     df.attrs["aggregation"] = agg.describe()
+    df.attrs["edited"] = run.config.edit_label  # what edits changed the run ("" for none)
     return df
 
 

@@ -156,6 +156,7 @@ def change_curves(run: Run, pipe=None, *, strip: Filmstrip | None = None) -> pd.
         df["x0_pixel_rms"] = _rms(x0, end).numpy()
         df["latent_pixel_rms"] = _rms(lat, end).numpy()
         df["x0_pixel_rel"] = df.x0_pixel_rms / max(noise_px, 1e-12)
+    df.attrs["edited"] = run.config.edit_label  # what edits changed the run ("" for none)
     return df
 
 

@@ -195,7 +195,7 @@ def word_step_matrix(
     )
     fig.update_xaxes(title_text="denoising step (index)")
     fig.update_yaxes(title_text="word", autorange="reversed")
-    sub = mass_line(mass.attrs.get("aggregation"), by="step")
+    sub = edited_line(mass_line(mass.attrs.get("aggregation"), by="step"), mass.attrs.get("edited", ""))
     return titled(fig, "Attention mass per word and step", sub, grow=ours)
 
 
@@ -290,7 +290,7 @@ def word_layer_matrix(
     )
     fig.update_xaxes(title_text="layer (execution order: grid rows×cols, block)")
     fig.update_yaxes(title_text="word", autorange="reversed")
-    sub = mass_line(mass.attrs.get("aggregation"), by="layer")
+    sub = edited_line(mass_line(mass.attrs.get("aggregation"), by="layer"), mass.attrs.get("edited", ""))
     return titled(fig, "Attention mass per word and layer", sub, grow=ours)
 
 

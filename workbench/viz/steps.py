@@ -133,7 +133,8 @@ def change_curve_figure(
     fig.update_xaxes(title_text="denoising step (index)", row=2 if pixel else 1, col=1)
     if commit_step is not None:
         _commit_line(fig, _check_commit(commit_step, curves.step), rows=2 if pixel else 1)
-    return titled(fig, "When the image commits: distance to the final result per step", grow=ours)
+    sub = edited_line(None, curves.attrs.get("edited", ""))
+    return titled(fig, "When the image commits: distance to the final result per step", sub, grow=ours)
 
 
 def _commit_line(fig: go.Figure, step: int, rows: int) -> None:
