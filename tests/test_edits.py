@@ -65,6 +65,8 @@ def plain(tiny_pipe):
         (lambda: Edit.reweight("red", True), "factor"),
         (lambda: Edit("ablate", words=("red",), factor=2.0), "factor"),
         (lambda: Edit.ablate("red", steps=[-1]), "steps"),
+        (lambda: Edit.ablate("red", steps=[2**70]), "steps"),
+        (lambda: Edit.switch("a blue square", 2**70), "from_step"),
         (lambda: Edit.ablate("red", steps="0-3"), "steps"),
         (lambda: Edit.ablate("red", steps=[1.5]), "steps"),
         (lambda: Edit.ablate("red", steps=5), "steps"),
@@ -463,3 +465,12 @@ def test_attributions_refuse_an_edited_run(tiny_pipe):
     for attribute in (integrated_gradients, occlusion):
         with pytest.raises(ValueError, match="this run was edited \\(ablate 'red'\\)"):
             attribute(tiny_pipe, run, step=1)
+
+
+def test_words_are_taken_without_surrounding_spaces():
+    assert Edit.ablate(" red ").words == ("red",) and Edit.reweight(["red", " blue"], 2.0).words == (
+        "red",
+        "blue",
+    )
+    with pytest.raises(EditError, match="distinct"):
+        Edit.ablate(["red", " red"])

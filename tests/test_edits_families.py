@@ -298,6 +298,8 @@ def test_an_edited_run_saves_loads_and_reruns_with_its_edits(tiny_pipe, tmp_path
     assert main(["rerun", str(tmp_path / "spec.json")]) == 0
     out = capsys.readouterr().out
     assert f"with the edits {edited.config.edit_label} (recorded on" in out and "MATCH" in out
+    assert not (tmp_path / "run" / "spec.json").exists()  # save_run's folder: its run is the recipe
+    assert main(["rerun", str(tmp_path / "run")]) == 0 and "MATCH" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])

@@ -25,6 +25,7 @@ from .request import MAX_PROMPT_CHARS, MAX_STEPS
 
 KINDS = ("reweight", "ablate", "replace", "switch")
 MAX_EDIT_STEPS = 2 * MAX_STEPS  # step indices one edit may name (a run has at most 2000 loop iterations)
+MAX_STEP = MAX_EDIT_STEPS - 1  # the last loop step a run can have
 
 # kind -> the fields it takes besides ``kind`` (any other field must be left None)
 _TAKES = {
@@ -223,6 +224,7 @@ def _check_words(words) -> tuple[str, ...]:
     for w in words:
         if not isinstance(w, str) or not w.strip():
             raise EditTypeError("words", f"must be non-empty strings, got {reprlib.repr(w)}")
+    words = [w.strip() for w in words]  # " red" is the word red
     repeated = sorted({w for w in words if words.count(w) > 1})
     if repeated:
         raise EditError("words", f"must be distinct; repeated: {repeated}")
@@ -240,8 +242,8 @@ def _check_factor(factor) -> float:
 def _check_step(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise EditTypeError(name, f"must be an int, got {reprlib.repr(value)}")
-    if value < 0:
-        raise EditError(name, f"must be >= 0, got {value!r}")
+    if not 0 <= value <= MAX_STEP:
+        raise EditError(name, f"must be in 0..{MAX_STEP:,}, got {reprlib.repr(value)}")
     return int(value)
 
 
@@ -258,8 +260,8 @@ def _check_steps(steps) -> tuple[int, ...]:
     for s in steps:
         if isinstance(s, bool) or not isinstance(s, numbers.Integral):
             raise EditTypeError("steps", f"must be ints, got {reprlib.repr(s)}")
-        if s < 0:
-            raise EditError("steps", f"must be non-negative, got {s!r}")
+        if not 0 <= s <= MAX_STEP:
+            raise EditError("steps", f"must be in 0..{MAX_STEP:,}, got {reprlib.repr(s)}")
     return tuple(sorted({int(s) for s in steps}))
 
 

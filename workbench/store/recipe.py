@@ -29,7 +29,14 @@ from workbench.core.attention import AttentionStore
 from workbench.core.errors import FieldError
 from workbench.core.request import Request, RequestError
 from workbench.core.run import Run, RunConfig
-from workbench.store.runs import ConfigError, attention_hash, config_from_dict, image_hash, read_small_file
+from workbench.store.runs import (
+    RUN_JSON,
+    ConfigError,
+    attention_hash,
+    config_from_dict,
+    image_hash,
+    read_small_file,
+)
 
 RECIPE_VERSION = 1  # the "workbench_spec" number of the files written here
 RECIPE_FILE = "spec.json"  # a recipe's name inside a run folder
@@ -165,10 +172,13 @@ class RerunRecipe:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RerunRecipe:
-        """Read and check a recipe file (or the ``spec.json`` of a run folder); problems raise
-        ``RecipeError`` naming the file and the field."""
+        """Read and check a recipe file (or the ``spec.json`` of a run folder; a run folder ``save_run``
+        wrote without one gives the recipe of the run it holds); problems raise ``RecipeError`` naming
+        the file and the field."""
         path = Path(path)
         try:
+            if path.is_dir() and not os.path.lexists(path / RECIPE_FILE) and (path / RUN_JSON).is_file():
+                return cls._of_folder(path)
             if path.is_dir():
                 path = path / RECIPE_FILE
             if not os.path.lexists(path):
@@ -184,6 +194,18 @@ class RerunRecipe:
         except (json.JSONDecodeError, RecursionError) as err:
             raise RecipeError("", f"is not a JSON spec ({err})", where=str(path)) from None
         return cls.from_dict(d, where=str(path))
+
+    @classmethod
+    def _of_folder(cls, folder: Path) -> RerunRecipe:
+        """The recipe of the run a folder holds (checked as ``load_run`` checks it)."""
+        from workbench.store.runs import RunLoadError, load_run
+
+        try:
+            return cls.from_run(load_run(folder))
+        except RunLoadError as err:
+            raise RecipeError(
+                "", f"holds no spec.json and its run cannot be read ({err})", where=str(folder)
+            ) from None
 
     def rerun_request(self) -> Request:
         """The recorded request with the scheduler that ran, exactly (class and config)."""
