@@ -528,3 +528,19 @@ def test_browser_compares_runs_of_different_sizes(tmp_path, run, tiny_pipe):
     assert "the images are 16×32 and 16×16: both resized to 16×16" in caption
     heat = [t for t in br.compare_maps.figure.data if t.type == "heatmap"]
     assert len(heat) == 2 * 3 and len({(t.zmin, t.zmax) for t in heat}) == 1
+
+
+def test_the_header_says_a_run_was_edited_and_how_a_switch_is_read(tiny_pipe, run):
+    from workbench import Edit
+
+    switched = generate(
+        tiny_pipe,
+        "a red circle left of a blue square",
+        seed=0,
+        steps=4,
+        edits=[Edit.switch("a blue square left of a red circle", 2)],
+        progress=False,
+    )
+    header = AttentionExplorer(switched).header.value
+    assert "Edited run:</b> switch to" in header and "From step 2 on" in header
+    assert "Edited" not in AttentionExplorer(run).header.value

@@ -391,7 +391,16 @@ class AttentionExplorer:
     def _header(self) -> str:
         run = self.run
         done = "" if run.complete else f" · stopped after {run.steps_done} of {run.config.steps} steps"
-        return f"<b>Prompt:</b> {escape(shorten(run.prompt))} · seed {escape(run.seed)}{done}"
+        head = f"<b>Prompt:</b> {escape(shorten(run.prompt))} · seed {escape(run.seed)}{done}"
+        if not run.config.edits:
+            return head
+        head += f"<br><b>Edited run:</b> {escape(shorten(run.config.edit_label))}"
+        if run.switch_step is not None:
+            head += (
+                f"<br>From step {run.switch_step} on, each word's attention is its attention in the switched-to "
+                "prompt; a word that prompt lacks has none from then on."
+            )
+        return head
 
     def _offer_branch(self, branch: str) -> None:
         has_negative = self.run.negative_attention is not None
