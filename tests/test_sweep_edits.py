@@ -63,3 +63,27 @@ def test_an_unedited_sweep_keeps_its_id_and_bad_edit_lists_name_the_field():
         with pytest.raises(SpecError) as info:
             SweepSpec(model="toy", prompts=[PROMPT], edits=bad)
         assert info.value.field == "edits"
+
+
+@pytest.mark.parametrize(
+    "edits, says",
+    [
+        ([{"kind": "ablate", "words": ["green"]}], "'green' is not a word of the prompt"),
+        (
+            [{"kind": "switch", "prompt": "a blue square", "from_step": 10}],
+            "edit from_step 10 is past the last step",
+        ),
+        (
+            [{"kind": "reweight", "words": ["red"], "factor": 2.0, "heads": [7]}],
+            "edit heads [7] name heads past",
+        ),
+        ([{"kind": "ablate", "words": ["red"], "layers": ["99x99"]}], "edit layers"),
+    ],
+)
+def test_edit_lists_the_model_refuses_are_refused_before_any_run(tiny_folder, tmp_path, edits, says):
+    spec = SweepSpec(model=str(tiny_folder), prompts=[PROMPT], seeds=[0], steps=3, edits=[[], edits])
+    with pytest.raises(SpecError) as info:
+        workbench.sweep(spec, out=tmp_path)
+    assert info.value.field == "edits" and f"edits[1] on the prompt {PROMPT!r}: " in str(info.value)
+    assert says in str(info.value)
+    assert not (tmp_path / "index.parquet").exists()  # nothing ran

@@ -74,6 +74,16 @@ def call_text(adapter, prompt, lengths: dict) -> CallText:
 def place(edit: Edit, text: CallText, grids: dict, heads: dict, sources: dict) -> Placed:
     """One edit on one call; ``grids``/``heads``: layer -> query grid / head count, ``sources``:
     source prompt -> its recorded ``Run`` (for replace edits)."""
+    layers = placed_layers(edit, grids, heads)
+    if edit.kind in ("reweight", "ablate"):
+        return Placed(edit, frozenset(layers), log_weights=_log_weights(edit, text))
+    if edit.kind == "replace":
+        return Placed(edit, frozenset(layers), pairs=_pairs(edit, text, sources))
+    return Placed(edit, frozenset())  # switch: acts on the conditioning, not on a layer
+
+
+def placed_layers(edit: Edit, grids: dict, heads: dict) -> list[str]:
+    """The layers ``edit`` acts on, its heads checked against them; ``EditError`` naming the field."""
     try:
         layers = select_layers(edit.layers, grids, label="edit layers", among="attention layer")
     except (TypeError, ValueError) as err:
@@ -83,11 +93,14 @@ def place(edit: Edit, text: CallText, grids: dict, heads: dict, sources: dict) -
         over = [h for h in edit.heads if h >= fewest]
         if over:
             raise EditError("heads", f"{over} name heads past the last of these layers (they have {fewest})")
-    if edit.kind in ("reweight", "ablate"):
-        return Placed(edit, frozenset(layers), log_weights=_log_weights(edit, text))
-    if edit.kind == "replace":
-        return Placed(edit, frozenset(layers), pairs=_pairs(edit, text, sources))
-    return Placed(edit, frozenset())  # switch: acts on the conditioning, not on a layer
+    return layers
+
+
+def check_words(edit: Edit, text: CallText) -> None:
+    """Refuse a word of ``edit`` that no prompt of the call has (or that the text encoder cut off)."""
+    for row in range(len(text.prompts)):
+        for word in edit.words or ():
+            _spots(text, row, word)
 
 
 def _spots(text: CallText, row: int, word: str) -> list[int]:

@@ -53,7 +53,7 @@ def generate(
     if not edits:
         return core_generate(pipe, request, **options, **fields)
     request = as_request(request, fields)
-    total = _loop_steps(pipe, request)
+    total = loop_steps(pipe, request)
     if total is not None:  # before any source is generated (the call checks them again)
         check_steps(edits, total)
     found = source_runs(pipe, request, edits, given=sources, size_limit=size_limit)
@@ -61,7 +61,7 @@ def generate(
         return core_generate(pipe, request, **options)
 
 
-def _loop_steps(pipe, request: Request) -> int | None:
+def loop_steps(pipe, request: Request) -> int | None:
     """How many loop steps the call will make; None where the scheduler's timesteps need the call's own
     settings (Flux's resolution-dependent shift)."""
     scheduler = build_scheduler(request.scheduler, pipe.scheduler.config) or pipe.scheduler

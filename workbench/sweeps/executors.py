@@ -56,6 +56,9 @@ class LocalExecutor:
     def estimate(self, requests: list[Request]) -> list[int | RequestError | None]:
         return self.worker.estimate(requests)
 
+    def edit_problems(self, planned: list[tuple[Request, tuple]]) -> list[str | None]:
+        return self.worker.edit_problems(planned)
+
     def run(
         self, jobs: list[Job], out: str | os.PathLike | None, started: Started
     ) -> Iterator[tuple[str, Outcome]]:

@@ -113,6 +113,7 @@ class Executor(Protocol):
       ``Worker.info()`` (the sweep checks that all loaded the same weights);
     * ``estimate(requests)``: bytes per request, from the model's shapes (the model's ``RequestError``
       for a request it refuses, None for one it cannot size);
+    * ``edit_problems(planned)``: for each (request, edits), why the model would refuse the edits, or None;
     * ``run(jobs, out, started)`` yields ``(worker name, Outcome)`` as jobs finish; ``started(worker,
       job)`` is called as each job begins. With ``out``, the workers save their runs when the executor's
       ``workers_write`` says so (else the driver saves what comes back);
@@ -125,6 +126,8 @@ class Executor(Protocol):
     def start(self, model: str, policy: RecordingPolicy, cancel: threading.Event) -> list[dict]: ...
 
     def estimate(self, requests: list[Request]) -> list[int | RequestError | None]: ...
+
+    def edit_problems(self, planned: list[tuple[Request, tuple]]) -> list[str | None]: ...
 
     def run(
         self, jobs: list[Job], out: str | os.PathLike | None, started: Started

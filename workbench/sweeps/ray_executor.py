@@ -157,6 +157,11 @@ class RayExecutor:
 
         return ray.get(self._control(self.actors[0], "estimate", requests))
 
+    def edit_problems(self, planned: list[tuple[Request, tuple]]) -> list[str | None]:
+        import ray
+
+        return ray.get(self._control(self.actors[0], "edit_problems", planned))
+
     # ------------------------------------------------------------ running
 
     def run(self, jobs: list[Job], out, started: Started) -> Iterator[tuple[str, Outcome]]:

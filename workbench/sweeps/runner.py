@@ -10,7 +10,8 @@
    failed ones unless ``retry_failed``; a damaged run folder is made again; numerics other than those
    the earlier runs were made with are refused (a sweep never mixes them);
 4. ``estimate_disk``: the model sizes every distinct setting once, refusing a spec whose setting it
-   refuses (before any run); ``_check_disk``: print the disk estimate (the model's shapes × runs),
+   refuses (before any run); ``check_edit_lists``: the model checks every edit list on every request
+   (words, steps, layers, heads, family), refusing the spec naming ``edits[i]``; ``_check_disk``: print the disk estimate (the model's shapes × runs),
    refuse it over the disk budget, and write the plan record (``sweeps/<sweep id>.json``, with the
    numerics of every run);
 5. ``_run_jobs``: run the rest; as each run ends, ``record_ended`` saves it (atomically) when it came
@@ -23,6 +24,7 @@ step; the runs finished so far stay, and a rerun of the same sweep finishes the 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -38,7 +40,7 @@ from .folder import SweepFolder
 from .options import ExecutorOptions
 from .plan import SweepPlan, common_numerics, numerics_words, plan_sweep
 from .record import index_row, save_finished
-from .spec import PlannedRun, SweepSpec, as_spec, parse_bytes
+from .spec import PlannedRun, SpecError, SweepSpec, as_spec, parse_bytes, request_fields
 from .worker import Job, Outcome
 
 
@@ -194,6 +196,7 @@ def run_sweep(
         plan = plan_sweep(spec, infos, folder, retry_failed=retry_failed)
         _warn(plan, infos, say)
         estimate = estimate_disk(ex.estimate, plan.runs, plan.todo)  # every setting checked by the model
+        check_edit_lists(ex.edit_problems, spec, plan.runs)  # and every edit list on every request
         if out is not None:
             plan = _check_disk(plan, estimate, out, budget, say)
             folder.record_plan(plan.sweep_id, plan.record(spec, infos))
@@ -211,6 +214,23 @@ def run_sweep(
     result = _result(plan, folder, out, ran, runs, infos, time.perf_counter() - clock)
     say(result.summary())
     return result
+
+
+def check_edit_lists(problems, spec: SweepSpec, planned: list) -> None:
+    """Refuse the spec (``SpecError`` naming ``edits``) when the model would refuse one of its edit lists
+    on one of its requests; each distinct (prompt, setting, edit list) is asked once, before any run."""
+    distinct = {}
+    for p in planned:
+        if p.edits:
+            setting = {k: v for k, v in request_fields(p.request).items() if k != "seed"}
+            distinct.setdefault((json.dumps(setting, sort_keys=True), p.edits), p)
+    if not distinct:
+        return
+    found = problems([(p.request, p.edits) for p in distinct.values()])
+    for p, problem in zip(distinct.values(), found):
+        if problem is not None:
+            i = spec.edits.index(p.edits)
+            raise SpecError(f"edits[{i}] on the prompt {p.request.prompt!r}: {problem}", field="edits")
 
 
 def _options(options: ExecutorOptions | None, fields: dict) -> ExecutorOptions:

@@ -154,6 +154,12 @@ class Worker:
 
         return [run_bytes(self.pipe, r, self.policy) for r in requests]
 
+    def edit_problems(self, planned: list[tuple[Request, tuple]]) -> list[str | None]:
+        """Why the model would refuse each (request, edits), or None (``edits.precheck``)."""
+        from workbench.edits.precheck import edit_problem
+
+        return [edit_problem(self.pipe, request, edits) for request, edits in planned]
+
     def cancel(self) -> None:
         """Stop the current run after its current step, and every run after it."""
         self.cancel_event.set()
