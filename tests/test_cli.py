@@ -170,3 +170,26 @@ def test_study_writes_runs_index_and_report(tiny_folder, tmp_path, capsys):
     page = (out / "report.html").read_text()
     assert page.count('<img class="run-image"') == 4 and "Placement as written" in page
     assert str(out / "report.html") in printed and "swapping the object words" in printed
+
+
+def test_generate_applies_edits_given_as_json(tiny_folder, tmp_path, capsys):
+    from workbench import Edit, load_run
+
+    out = tmp_path / "edited"
+    edits = '[{"kind": "ablate", "words": ["red"]}]'
+    args = [
+        "generate",
+        "--model",
+        str(tiny_folder),
+        "--prompt",
+        "a red circle",
+        "--seed",
+        "3",
+        "--steps",
+        "2",
+    ]
+    assert main([*args, "--edits", edits, "--out", str(out)]) == 0
+    assert "edited: ablate 'red'" in capsys.readouterr().out
+    run = load_run(out)
+    assert run.config.edits == (Edit.ablate("red"),)
+    assert main(["rerun", str(out / "spec.json")]) == 0 and "MATCH" in capsys.readouterr().out

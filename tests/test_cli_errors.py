@@ -279,3 +279,17 @@ def test_index_names_damaged_folders_in_one_line(capsys, tmp_path, tiny_pipe):
     assert "(1 runs)" in captured.out
     assert captured.err.startswith("workbench index: warning: the index leaves out 1 damaged run folder")
     assert str(tmp_path / "bad" / "run.json") in captured.err and captured.err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "given, says",
+    [
+        ("[{", "--edits is not JSON"),
+        ('"ablate red"', "--edits must be a JSON list of edits, got str"),
+        ('[{"kind": "ablate"}]', "--edits[0]: edit words"),
+        ('[{"kind": "nope", "words": ["red"]}]', "--edits[0]: edit kind"),
+    ],
+)
+def test_bad_edits_are_refused_before_the_model_loads(capsys, tmp_path, no_loading, given, says):
+    err = _usage_error(capsys, _generate(tmp_path / "o", "--edits", given))
+    assert says in err, err

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import tempfile
@@ -125,10 +126,38 @@ def _generate_parser(command) -> None:
         default=None,
         help="weights dtype (default: float16 on CUDA, float32 elsewhere)",
     )
+    g.add_argument(
+        "--edits",
+        default=None,
+        help='edits acting on the run, as JSON: a list of Edit dicts, e.g. \'[{"kind": "ablate", "words": ["red"]}]\' (default: none)',
+    )
     g.add_argument("--out", required=True, help="the run folder to write")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     g.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     _verbose_option(g)
+
+
+def _edits(text: str | None) -> list:
+    """``--edits`` as ``Edit`` values (checked before the model loads); a usage error naming the option."""
+    if text is None:
+        return []
+    from workbench.core.edit import Edit, EditError
+
+    try:
+        given = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise _Usage(f"--edits is not JSON ({err})") from None
+    if isinstance(given, dict):
+        given = [given]
+    if not isinstance(given, list):
+        raise _Usage(f"--edits must be a JSON list of edits, got {type(given).__name__}")
+    edits = []
+    for i, d in enumerate(given):
+        try:
+            edits.append(Edit.from_dict(d))
+        except EditError as err:
+            raise _Usage(f"--edits[{i}]: {err}") from None
+    return edits
 
 
 def _report_parser(command) -> None:
@@ -338,6 +367,7 @@ def _generate(a) -> int:
     from workbench.store.runs import save_run
 
     out = Path(a.out)
+    edits = _edits(a.edits)
     if os.path.lexists(out) and not a.overwrite:
         raise _Usage(f"--out {out} exists; choose a new folder or pass --overwrite")
     _writable(out, f"--out {out}")
@@ -355,7 +385,13 @@ def _generate(a) -> int:
     with _user_errors():
         pipe = load_pipeline(a.model, device=device, dtype=a.dtype)
         limit = None if a.no_size_limit else SIZE_LIMIT
-        run = generate(pipe, request, policy=RecordingPolicy(heads=a.heads), size_limit=limit)
+        policy = RecordingPolicy(heads=a.heads)
+        if edits:
+            from workbench.edits.session import generate as generate_edited
+
+            run = generate_edited(pipe, request, edits=edits, policy=policy, size_limit=limit)
+        else:
+            run = generate(pipe, request, policy=policy, size_limit=limit)
     # another generate may have written --out meanwhile: this run then goes beside it, never over it
     folder = save_run(run, out, overwrite=a.overwrite, beside=not a.overwrite)
     save_recipe(run, folder / "spec.json")
