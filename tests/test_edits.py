@@ -66,6 +66,7 @@ def plain(tiny_pipe):
         (lambda: Edit("ablate", words=("red",), factor=2.0), "factor"),
         (lambda: Edit.ablate("red", steps=[-1]), "steps"),
         (lambda: Edit.ablate("red", steps=[2**70]), "steps"),
+        (lambda: Edit.ablate(["red", "Red"]), "words"),  # words match whatever their case: one word twice
         (lambda: Edit.switch("a blue square", 2**70), "from_step"),
         (lambda: Edit.ablate("red", steps="0-3"), "steps"),
         (lambda: Edit.ablate("red", steps=[1.5]), "steps"),

@@ -87,3 +87,23 @@ def test_edit_lists_the_model_refuses_are_refused_before_any_run(tiny_folder, tm
     assert info.value.field == "edits" and f"edits[1] on the prompt {PROMPT!r}: " in str(info.value)
     assert says in str(info.value)
     assert not (tmp_path / "index.parquet").exists()  # nothing ran
+
+
+def test_edit_lists_alike_in_their_short_label_stay_apart_and_old_indexes_read_unedited(
+    tiny_folder, tmp_path
+):
+    import numpy as np
+
+    from workbench.analysis.sweeps import done_runs
+    from workbench.sweeps.runner import check_edit_lists
+
+    long = "a painting of a blue square left of a red circle, "
+    switches = [[Edit.switch(long + "in the evening", 1)], [Edit.switch(long + "in the morning", 1)]]
+    assert switches[0][0].describe() == switches[1][0].describe()  # the titles' short form
+    spec = SweepSpec(model=str(tiny_folder), prompts=[PROMPT], seeds=[0], steps=2, edits=switches)
+    workbench.sweep(spec, out=tmp_path)
+    index = read_index(tmp_path)
+    assert index.edits.nunique() == 2 and len(done_runs(index).groupby("edits")) == 2
+    old = done_runs(index.assign(edits=np.nan))  # an index from before edits, extended by a newer sweep
+    assert set(old.edits) == {""}
+    check_edit_lists(object(), spec, spec.plan())  # an executor that cannot check: its runs fail one by one

@@ -774,7 +774,7 @@ def _same_line(df: pd.DataFrame, columns: list[str]) -> str:
             if c == "height":
                 items.append(f"size {v}×{values['width']}")
             continue
-        items.append(f"{c.replace('_', ' ')} {'none' if v is None else v}")
+        items.append(f"{c.replace('_', ' ')} {'none' if v is None or v == '' else v}")
     return f'<p class="note">The same in every row: {escape(" · ".join(items))}</p>'
 
 
@@ -853,6 +853,7 @@ _FAILED_COLUMNS = [
     "scheduler",
     "height",
     "width",
+    "edits",
     "error",
 ]
 

@@ -69,8 +69,10 @@ def run_summary(run: Run, *, size: int = THUMB) -> dict:
 
 def with_settings(index: pd.DataFrame) -> pd.DataFrame:
     """``index`` with every ``SETTINGS`` column: an index written before edits were an axis has no
-    ``edits`` column, and its runs were unedited."""
-    return index if "edits" in index.columns else index.assign(edits="")
+    ``edits`` column (or a NaN one, once a newer sweep added rows to it), and its runs were unedited."""
+    if "edits" not in index.columns:
+        return index.assign(edits="")
+    return index.assign(edits=index["edits"].fillna("")) if index["edits"].isna().any() else index
 
 
 def done_runs(index: pd.DataFrame, sweep_id: str | None = None) -> pd.DataFrame:

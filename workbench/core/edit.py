@@ -140,20 +140,23 @@ class Edit:
 
     # ------------------------------------------------------------ words
 
-    def describe(self) -> str:
-        """One line saying what the edit does, for titles, report sections and index rows.
+    def describe(self, *, short: bool = True) -> str:
+        """One line saying what the edit does, for titles, report sections and index rows; ``short=False``
+        keeps prompts whole and factors exact (two different edits never read the same).
 
         Example:
             >>> Edit.reweight("red", 2, steps=range(0, 10), layers=["8x8"]).describe()
             "reweight 'red' ×2 · steps 0–9 · layers 8x8"
         """
+        cut = _short if short else repr
         if self.kind == "switch":
-            return f"switch to {_short(self.prompt)} from step {self.from_step}"
+            return f"switch to {cut(self.prompt)} from step {self.from_step}"
         words = "every aligned word" if self.words is None else ", ".join(repr(w) for w in self.words)
         if self.kind == "replace":
-            head = f"replace {words} from {_short(self.source)}"
+            head = f"replace {words} from {cut(self.source)}"
         else:
-            head = f"reweight {words} ×{self.factor:g}" if self.kind == "reweight" else f"ablate {words}"
+            factor = f"{self.factor:g}" if short else repr(self.factor)
+            head = f"reweight {words} ×{factor}" if self.kind == "reweight" else f"ablate {words}"
         parts = [head]
         if self.steps is not None:
             parts.append(f"steps {_ranges(self.steps)}" if self.steps else "no steps")
@@ -225,7 +228,8 @@ def _check_words(words) -> tuple[str, ...]:
         if not isinstance(w, str) or not w.strip():
             raise EditTypeError("words", f"must be non-empty strings, got {reprlib.repr(w)}")
     words = [w.strip() for w in words]  # " red" is the word red
-    repeated = sorted({w for w in words if words.count(w) > 1})
+    lower = [w.lower() for w in words]  # words match whatever their case
+    repeated = sorted({w for w in words if lower.count(w.lower()) > 1})
     if repeated:
         raise EditError("words", f"must be distinct; repeated: {repeated}")
     return tuple(words)

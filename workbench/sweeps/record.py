@@ -140,7 +140,7 @@ def index_row(sweep_id: str, request_id: str, planned, fields: dict, status: str
         "scheduler": scheduler_label(r.scheduler),
         "height": r.height,
         "width": r.width,
-        "edits": "; ".join(e.describe() for e in getattr(planned, "edits", ())),
+        "edits": "; ".join(e.describe(short=False) for e in getattr(planned, "edits", ())),  # grouped by
     }
     row.update({k: v for k, v in fields.items() if k in ROW_TYPES and v is not None})
     row.update(

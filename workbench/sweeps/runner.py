@@ -196,7 +196,7 @@ def run_sweep(
         plan = plan_sweep(spec, infos, folder, retry_failed=retry_failed)
         _warn(plan, infos, say)
         estimate = estimate_disk(ex.estimate, plan.runs, plan.todo)  # every setting checked by the model
-        check_edit_lists(ex.edit_problems, spec, plan.runs)  # and every edit list on every request
+        check_edit_lists(ex, spec, [plan.runs[i] for i in plan.todo])  # and every edit list to run
         if out is not None:
             plan = _check_disk(plan, estimate, out, budget, say)
             folder.record_plan(plan.sweep_id, plan.record(spec, infos))
@@ -216,15 +216,17 @@ def run_sweep(
     return result
 
 
-def check_edit_lists(problems, spec: SweepSpec, planned: list) -> None:
+def check_edit_lists(ex, spec: SweepSpec, planned: list) -> None:
     """Refuse the spec (``SpecError`` naming ``edits``) when the model would refuse one of its edit lists
-    on one of its requests; each distinct (prompt, setting, edit list) is asked once, before any run."""
+    on one of the requests to run; each distinct (prompt, setting, edit list) is asked once, before any
+    run. An executor without ``edit_problems`` is not asked (its runs fail one by one instead)."""
+    problems = getattr(ex, "edit_problems", None)
     distinct = {}
     for p in planned:
         if p.edits:
             setting = {k: v for k, v in request_fields(p.request).items() if k != "seed"}
             distinct.setdefault((json.dumps(setting, sort_keys=True), p.edits), p)
-    if not distinct:
+    if not distinct or problems is None:
         return
     found = problems([(p.request, p.edits) for p in distinct.values()])
     for p, problem in zip(distinct.values(), found):

@@ -395,10 +395,15 @@ class AttentionExplorer:
         if not run.config.edits:
             return head
         head += f"<br><b>Edited run:</b> {escape(shorten(run.config.edit_label))}"
-        if run.switch_step is not None:
+        if run.switch_step is not None and run.switch_tokens is not None:
             head += (
-                f"<br>From step {run.switch_step} on, each word's attention is its attention in the switched-to "
-                "prompt; a word that prompt lacks has none from then on."
+                f"<br>From step {run.switch_step} on, each word's attention (prompt branch) is its attention "
+                "in the switched-to prompt; a word that prompt lacks has none from then on."
+            )
+        elif run.switch_step is not None:
+            head += (
+                f"<br>Saved before runs kept the switched-to prompt's tokens: from step {run.switch_step} on, "
+                "the maps show that prompt's attention under this prompt's words."
             )
         return head
 
