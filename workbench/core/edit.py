@@ -188,6 +188,11 @@ class Edit:
         return cls(**d)
 
 
+def switch_of(edits) -> Edit | None:
+    """The prompt switch among ``edits`` (a call has at most one), or None."""
+    return next((e for e in edits if e.kind == "switch"), None)
+
+
 def describe_edits(edits) -> str:
     """What a list of edits does, in one line ("" for none)."""
     return "; ".join(e.describe() for e in edits)

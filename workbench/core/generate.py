@@ -29,6 +29,7 @@ __all__ = [
     "generate",
     "generate_batch",
     "loop_length",
+    "loop_steps",
     "replay",
 ]
 
@@ -70,6 +71,17 @@ def loop_length(scheduler, steps: int) -> int:
     probe = copy.deepcopy(scheduler)
     probe.set_timesteps(steps, device="cpu")
     return len(probe.timesteps)
+
+
+def loop_steps(pipe, request: Request) -> int | None:
+    """How many loop iterations ``request``'s call on ``pipe`` makes (``loop_length`` of the scheduler it
+    asks for); None where the scheduler's timesteps need the call's own settings (Flux's
+    resolution-dependent shift)."""
+    scheduler = build_scheduler(request.scheduler, pipe.scheduler.config) or pipe.scheduler
+    try:
+        return loop_length(scheduler, request.steps)
+    except (TypeError, ValueError):
+        return None
 
 
 def generate(

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from .adapters import adapter_for
 from .attention import AttentionSink, AttentionStore
+from .edit import switch_of
 from .intervening import active_edits
 from .loading import check_device, model_source, weights_hash
 from .memory import check_call, check_size
@@ -532,7 +533,7 @@ class Recording:
         x0 = torch.stack(self.x0, dim=1) if self.x0 else None  # (batch, steps, C, h, w)
         empty = torch.zeros((0, *self.noise.shape[1:]))
         table = self.adapter.table
-        switch = next((e for e in self.edits if e.kind == "switch"), None)
+        switch = switch_of(self.edits)
         # a family whose negative branch is a second call, and the call made none: nothing was recorded
         no_second_call = self.adapter.separate_negative and self.negative_calls == 0
         if no_second_call and self.policy.negative and self.steps_done:

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from .attention import AttentionStore
-from .edit import Edit, EditError, describe_edits
+from .edit import Edit, EditError, describe_edits, switch_of
 from .policy import RecordingPolicy
 from .request import Request
 from .tokens import word_groups
@@ -181,7 +181,8 @@ class Run:
     @property
     def switch_step(self) -> int | None:
         """The step from which a switched run's prompt was the switch's (None: not switched)."""
-        return next((e.from_step for e in self.config.edits if e.kind == "switch"), None)
+        switch = switch_of(self.config.edits)
+        return None if switch is None else switch.from_step
 
     @property
     def steps_done(self) -> int:

@@ -206,7 +206,7 @@ def aligned_positions(table_a: pd.DataFrame, table_b: pd.DataFrame) -> tuple[lis
         if len(ga["positions"]) == len(gb["positions"]):
             a += ga["positions"]
             b += gb["positions"]
-    encoders = list(dict.fromkeys(table_a.get("encoder", pd.Series([None] * len(table_a)))))
+    encoders = list(dict.fromkeys(table_a["encoder"])) if "encoder" in table_a else [None]
     for encoder in encoders:  # each text encoder's specials with its own (SD3: CLIP pads with CLIP pads)
         for kind in SPECIAL_KINDS:
             pa, pb = (_special_positions(t, kind, encoder) for t in (table_a, table_b))
@@ -218,7 +218,7 @@ def aligned_positions(table_a: pd.DataFrame, table_b: pd.DataFrame) -> tuple[lis
 
 def _special_positions(table: pd.DataFrame, kind: str, encoder) -> list[int]:
     rows = table.kind == kind
-    if encoder is not None and "encoder" in table:
+    if encoder is not None:
         rows &= table.encoder == encoder
     return table.position[rows].astype(int).tolist()
 

@@ -20,12 +20,12 @@ from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 
 from ..core.adapters import JointAdapter, adapter_for
-from ..core.edit import Edit, EditError
+from ..core.edit import Edit, EditError, switch_of
 from ..core.errors import FieldTypeError
 from ..core.intervening import marked
 from ..core.recorder import wrap_attribute
 from .bias import text_bias
-from .plan import CallText, Placed, call_text, place
+from .plan import CallText, Placed, call_text, layer_shapes, place
 from .sites import CrossSite, JointSite
 from .switch import Switch
 
@@ -102,7 +102,7 @@ def check_steps(edits: tuple[Edit, ...], total: int) -> None:
         raise EditError(
             "steps", f"{late} are past the last step of this call of {total} steps (0..{total - 1})"
         )
-    switch = next((e for e in edits if e.kind == "switch"), None)
+    switch = switch_of(edits)
     if switch is not None and switch.from_step >= total:
         raise EditError(
             "from_step",
@@ -135,7 +135,8 @@ class _Editor:
         self.plan: list[Placed] = []  # set when a call starts (its prompt and size known)
         self.text: CallText | None = None
         self.owner = threading.get_ident()  # the thread whose calls are edited; other threads' are not
-        self.switch = next((Switch(pipe, adapter, e) for e in edits if e.kind == "switch"), None)
+        switch = switch_of(edits)
+        self.switch = None if switch is None else Switch(pipe, adapter, switch)
         self.sites: dict = {}
         self._undo: list[Callable[[], None]] = []
         self._reset_steps()
@@ -206,10 +207,7 @@ class _Editor:
         height, width = bound.get("height"), bound.get("width")
         if height is None or width is None:
             height = width = adapter.default_size
-        latent_hw = adapter.latent_hw(int(height), int(width))
-        layers = adapter.layers()
-        grids = {layer.name: layer.grid(*latent_hw) for layer in layers}
-        heads = {layer.name: layer.heads for layer in layers}
+        grids, heads = layer_shapes(adapter, adapter.latent_hw(int(height), int(width)))
         if any(e.kind == "replace" for e in self.edits) and len(self.text.prompts) != 1:
             raise EditError(
                 "source", "replace edits take one prompt per call (the source's maps are one image's)"

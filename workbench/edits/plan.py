@@ -82,6 +82,14 @@ def place(edit: Edit, text: CallText, grids: dict, heads: dict, sources: dict) -
     return Placed(edit, frozenset())  # switch: acts on the conditioning, not on a layer
 
 
+def layer_shapes(adapter, latent_hw: tuple[int, int]) -> tuple[dict, dict]:
+    """(layer -> query grid, layer -> head count) of the model's attention layers at ``latent_hw``."""
+    layers = adapter.layers()
+    return {layer.name: layer.grid(*latent_hw) for layer in layers}, {
+        layer.name: layer.heads for layer in layers
+    }
+
+
 def placed_layers(edit: Edit, grids: dict, heads: dict) -> list[str]:
     """The layers ``edit`` acts on, its heads checked against them; ``EditError`` naming the field."""
     try:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from ..core.adapters import adapter_for
 from ..core.edit import Edit
 from ..core.errors import FieldError
+from ..core.generate import loop_steps
 from ..core.request import Request
 from .apply import check_family, check_steps
-from .plan import call_text, check_words, placed_layers
-from .session import loop_steps
+from .plan import call_text, check_words, layer_shapes, placed_layers
 
 
 def edit_problem(pipe, request: Request, edits: tuple[Edit, ...]) -> str | None:
@@ -35,10 +35,7 @@ def check_on_model(pipe, request: Request, edits: tuple[Edit, ...]) -> None:
     if total is not None:
         check_steps(edits, total)
     text = call_text(adapter, request.prompt, adapter.text_lengths(adapter.call_arguments(request)))
-    latent_hw = adapter.latent_hw(request.height, request.width)
-    layers = adapter.layers()
-    grids = {layer.name: layer.grid(*latent_hw) for layer in layers}
-    heads = {layer.name: layer.heads for layer in layers}
+    grids, heads = layer_shapes(adapter, adapter.latent_hw(request.height, request.width))
     for edit in edits:
         if edit.kind != "switch":
             placed_layers(edit, grids, heads)

@@ -15,13 +15,12 @@ from __future__ import annotations
 from contextlib import contextmanager, nullcontext
 
 from ..core.edit import Edit
-from ..core.generate import as_request, loop_length
+from ..core.generate import as_request, loop_steps
 from ..core.generate import generate as core_generate
 from ..core.policy import RecordingPolicy
 from ..core.recorder import record as core_record
 from ..core.request import SIZE_LIMIT, Request
 from ..core.run import Run
-from ..core.schedulers import build_scheduler
 from .apply import check_edits, check_steps, editing
 
 
@@ -59,16 +58,6 @@ def generate(
     found = source_runs(pipe, request, edits, given=sources, size_limit=size_limit)
     with editing(pipe, edits, sources=found):
         return core_generate(pipe, request, **options)
-
-
-def loop_steps(pipe, request: Request) -> int | None:
-    """How many loop steps the call will make; None where the scheduler's timesteps need the call's own
-    settings (Flux's resolution-dependent shift)."""
-    scheduler = build_scheduler(request.scheduler, pipe.scheduler.config) or pipe.scheduler
-    try:
-        return loop_length(scheduler, request.steps)
-    except (TypeError, ValueError):
-        return None
 
 
 def source_runs(pipe, request: Request, edits, *, given=None, size_limit=SIZE_LIMIT) -> dict[str, Run]:

@@ -93,11 +93,8 @@ def attention_holds(run: Run, caption: str, *, skip=()) -> bool | None:
     otherwise judge the edit by itself; None when no layer is left."""
     parsed = Caption.parse(caption)
     store = run.attention
-    layers = [
-        n
-        for n in store.layer_names()
-        if n not in skip and f"{store.shapes[n][0]}x{store.shapes[n][1]}" not in skip
-    ]
+    skipped = set(skip).union(*(store.layer_names(s) for s in skip))  # a path, or a resolution's layers
+    layers = [n for n in store.layer_names() if n not in skipped]
     if parsed is None or not layers:
         return None
     maps = word_maps(run, normalize="unit-sum", layers=layers)
@@ -158,12 +155,7 @@ class LabSettings:
         keep("curves", _distinct_names(self.curves))
         if not _whole(self.n_boot) or self.n_boot < 1:
             raise LabSettingsError("n_boot", f"must be a whole number of at least 1, got {self.n_boot!r}")
-        # seeds, steps, guidance and captions as every generation checks them
-        for seed in self.seeds:
-            Request(self.pairs[0][0], seed=seed, steps=self.steps, guidance_scale=self.guidance_scale)
-        for pair in self.pairs:
-            for caption in pair:
-                Request(caption, seed=self.seeds[0], steps=self.steps, guidance_scale=self.guidance_scale)
+        check_requests(self.pairs, self.seeds, self.steps, self.guidance_scale)
 
     def judged(self, judged_by_checker: bool = True) -> tuple[str, ...]:
         """The curves the lab draws: all it is given where the checker judges the images; where attention
@@ -177,6 +169,16 @@ class LabSettings:
         kinds = [c for c in ("inject-step", "switch", "ablate") if c in curves]
         per = 2 + len(edited) * len(kinds) + places * ("inject-layers" in curves)
         return per * len(self.pairs) * len(self.seeds)
+
+
+def check_requests(pairs, seeds, steps: int, guidance_scale: float | None = None) -> None:
+    """The captions, seeds, steps and guidance as every generation of the lab checks them (a
+    ``RequestError`` naming the field)."""
+    for seed in seeds:
+        Request(pairs[0][0], seed=seed, steps=steps, guidance_scale=guidance_scale)
+    for pair in pairs:
+        for caption in pair:
+            Request(caption, seed=seeds[0], steps=steps, guidance_scale=guidance_scale)
 
 
 def _whole(value) -> bool:

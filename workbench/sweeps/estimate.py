@@ -1,7 +1,7 @@
 """How many bytes a sweep will write, from the model's shapes, before any run starts.
 
 One run folder holds the attention the policy keeps (``core.policy.estimate_bytes``, exact), the
-float32 latents, x0 and initial noise of every denoising-loop iteration (``core.generate.loop_length``,
+float32 latents, x0 and initial noise of every denoising-loop iteration (``core.generate.loop_steps``,
 exact), the image (at most its raw size as PNG) and run.json (the config and two token tables).
 """
 
@@ -24,9 +24,8 @@ def run_bytes(pipe, request: Request, policy: RecordingPolicy) -> int | RequestE
     """The bytes ``save_run`` will write for ``request`` on ``pipe``; the model's ``RequestError`` when
     it refuses the request's settings (a size over its bound, say); None when they cannot be sized."""
     from workbench.core.adapters import adapter_for
-    from workbench.core.generate import loop_length
+    from workbench.core.generate import loop_steps
     from workbench.core.policy import estimate_bytes
-    from workbench.core.schedulers import build_scheduler
 
     adapter = adapter_for(pipe)
     try:
@@ -34,8 +33,9 @@ def run_bytes(pipe, request: Request, policy: RecordingPolicy) -> int | RequestE
     except RequestError as err:
         return err
     try:
-        scheduler = build_scheduler(request.scheduler, pipe.scheduler.config) or pipe.scheduler
-        iterations = loop_length(scheduler, request.steps)
+        iterations = loop_steps(pipe, request)
+        if iterations is None:
+            return None
         latent_hw = adapter.latent_hw(request.height, request.width)
         tokens = sum(adapter.text_lengths({}).values())
         layers = adapter.layers()

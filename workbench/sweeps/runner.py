@@ -11,9 +11,9 @@
    the earlier runs were made with are refused (a sweep never mixes them);
 4. ``estimate_disk``: the model sizes every distinct setting once, refusing a spec whose setting it
    refuses (before any run); ``check_edit_lists``: the model checks every edit list on every request
-   (words, steps, layers, heads, family), refusing the spec naming ``edits[i]``; ``_check_disk``: print the disk estimate (the model's shapes × runs),
-   refuse it over the disk budget, and write the plan record (``sweeps/<sweep id>.json``, with the
-   numerics of every run);
+   to run (words, steps, layers, heads, family), refusing the spec naming ``edits[i]``;
+   ``_check_disk``: print the disk estimate (the model's shapes × runs), refuse it over the disk
+   budget, and write the plan record (``sweeps/<sweep id>.json``, with the numerics of every run);
 5. ``_run_jobs``: run the rest; as each run ends, ``record_ended`` saves it (atomically) when it came
    back to this process and writes its row into ``index.parquet``; a run that raises is a failed row
    with its error and the sweep goes on.

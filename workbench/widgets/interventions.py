@@ -18,9 +18,9 @@ import pandas as pd
 
 from workbench.analysis.word_order import relation_swap
 from workbench.core.errors import FieldError
-from workbench.core.request import Request, parse_seeds
+from workbench.core.request import parse_seeds
 from workbench.lab import CURVES, PAIRS, Caption, LabResult, LabSettings, LabSettingsError, lab_size, run_lab
-from workbench.lab.causal import same_layout
+from workbench.lab.causal import check_requests, same_layout
 from workbench.viz.export import Exportable
 from workbench.viz.interventions import lab_curves_figure
 from workbench.viz.render import escape, table_html
@@ -222,9 +222,7 @@ class InterventionLab:
         pairs = read_pairs(self.captions.value, self.swaps.value)
         seeds = parse_seeds(self.seeds.value, limit=LAB_SEEDS, field="seeds")
         steps = self.steps.value
-        for a, b in pairs:  # the steps (and the captions' length) checked as every generation will be
-            Request(a, seed=seeds[0], steps=steps)
-            Request(b, seed=seeds[0], steps=steps)
+        check_requests(pairs, seeds, steps)  # before the ks, which are read against the steps
         ks = read_ks(self.ks.value, steps)
         curves = tuple(c for c, box in self.curves.items() if box.value)
         if not curves:
